@@ -1,0 +1,196 @@
+"""File formats shared by the stages: JSON and pickle, written atomically, read safely.
+
+File names are the ones the original CNNRNN code used (``train.json``,
+``train_audio.json``, ``data_train.pickle``, ``train_final.pickle``, ...), so
+users of that code find their files where they expect them.
+
+Pickles are read through :class:`RestrictedUnpickler`, which admits only
+containers, numbers, strings and numpy arrays: a pickle can run arbitrary code
+when loaded, and these files are often passed around between labs.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+# Stage file names (the original CNNRNN names).
+SPLIT_FILES = {"train": "train.json", "test": "test.json"}
+AUDIO_FILES = {"train": "train_audio.json", "test": "test_audio.json"}
+DATA_FILES = {"train": "data_train.pickle", "test": "data_test.pickle"}
+FINAL_FILES = {"train": "train_final.pickle", "test": "test_final.pickle"}
+LABELS_FILE = "labels.json"
+CONFIG_FILE = "config.json"
+SPECTROGRAM_DIR = "spectrograms"
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle references a global outside the allow-list (it could run code)."""
+
+
+def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Write a file atomically: into a temporary file beside it, then ``os.replace``.
+
+    An interrupted write leaves the old file (or no file), never a half-written one.
+
+    Args:
+        path: destination path; its parent folders are created.
+        write: called with the open binary temporary file.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def save_json(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` as indented UTF-8 JSON (non-ASCII kept), atomically."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default)
+    return atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+def load_json(path: str | Path) -> Any:
+    """Read a UTF-8 JSON file. Raises FileNotFoundError with the path if missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def save_pickle(obj: Any, path: str | Path) -> Path:
+    """Pickle ``obj`` (highest protocol) to ``path`` atomically."""
+    return atomic_write(path, lambda fh: pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+# Globals a data pickle may reference: builtin containers and numpy arrays,
+# dtypes and scalars (numpy 1.x wrote ``numpy.core``, numpy 2.x ``numpy._core``).
+_SAFE_GLOBALS = {
+    ("builtins", name)
+    for name in ("list", "dict", "tuple", "set", "frozenset", "bytearray", "complex", "int", "float", "str", "bytes", "bool")
+} | {
+    ("collections", "OrderedDict"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    _SAFE_GLOBALS |= {(_mod, "_reconstruct"), (_mod, "scalar")}
+for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
+    _SAFE_GLOBALS.add((_mod, "_frombuffer"))
+_SAFE_NUMPY_DTYPES = {"dtype"} | {f"{k}DType" for k in ("Float64", "Float32", "Float16", "Int64", "Int32", "Int16",
+                                                          "Int8", "UInt64", "UInt32", "UInt16", "UInt8", "Bool",
+                                                          "Str", "Bytes")}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only allow-listed globals (containers, numbers, strings, numpy arrays).
+
+    Raises:
+        UnsafePickleError: on any other global (functions, classes, ``os.system``,
+            pandas objects, ...), naming it.
+    """
+
+    def find_class(self, module: str, name: str):  # noqa: D102 - see class docstring
+        if (module, name) in _SAFE_GLOBALS or (module == "numpy.dtypes" and name in _SAFE_NUMPY_DTYPES):
+            return super().find_class(module, name)
+        raise UnsafePickleError(
+            f"refusing to unpickle {module}.{name}: only containers, numbers, strings and numpy arrays "
+            "are allowed, because a pickle can run code. Re-create the file with cnnrnn, or load it with "
+            "pickle.load yourself only if you trust its source."
+        )
+
+
+def load_pickle(path: str | Path) -> Any:
+    """Load a pickle through :class:`RestrictedUnpickler`.
+
+    Args:
+        path: a ``.pickle`` file such as ``data_train.pickle`` or ``train_final.pickle``.
+
+    Returns:
+        The unpickled object (dicts, lists, numbers, strings, numpy arrays).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        UnsafePickleError: the pickle references anything outside the allow-list.
+        pickle.UnpicklingError: the file is not a valid pickle.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    with open(path, "rb") as fh:
+        try:
+            return RestrictedUnpickler(fh).load()
+        except UnsafePickleError:
+            raise
+        except (EOFError, pickle.UnpicklingError, ValueError) as exc:
+            raise pickle.UnpicklingError(f"{path}: not a valid pickle ({exc})") from exc
+
+
+def load_image_table(path: str | Path) -> dict[str, Any]:
+    """Load a ``*_final.pickle`` (or ``data_*.pickle``) and check its shape.
+
+    Returns:
+        ``{'id': [str], 'path': ..., 'emotion': [int], ...}``. For a final pickle
+        ``path`` is a uint8 array ``(N, H, W, 3)`` (BGR channel order, as
+        ``cv2.imread`` gives, like the original code).
+
+    Raises:
+        ValueError: keys missing, lengths differ, or ``path`` holds something
+            other than uint8 images of one size.
+    """
+    import numpy as np
+
+    table = load_pickle(path)
+    if not isinstance(table, dict) or not {"id", "path", "emotion"} <= set(table):
+        raise ValueError(f"{path}: expected a dict with keys 'id', 'path', 'emotion'")
+    n = len(table["id"])
+    if len(table["path"]) != n or len(table["emotion"]) != n:
+        raise ValueError(f"{path}: 'id', 'path' and 'emotion' have different lengths")
+    images = table["path"]
+    if n and not isinstance(images, np.ndarray):
+        if not all(isinstance(im, np.ndarray) for im in images):
+            bad = next(type(im).__name__ for im in images if not isinstance(im, np.ndarray))
+            raise ValueError(f"{path}: 'path' must hold image arrays, found a {bad}")
+        shapes = {im.shape for im in images}
+        if len(shapes) != 1:
+            raise ValueError(f"{path}: images have different sizes {sorted(shapes)}")
+        images = np.stack(images)
+    if n and (images.ndim != 4 or images.shape[-1] != 3):
+        raise ValueError(f"{path}: images must be (N, H, W, 3), got {images.shape}")
+    table["path"] = np.asarray(images, dtype=np.uint8) if n else np.zeros((0, 1, 1, 3), np.uint8)
+    return table
