@@ -115,7 +115,9 @@ class TrainConfig:
         group_by_speaker: keep speakers disjoint between the folds' train and
             validation parts (StratifiedGroupKFold).
         seed: seed of the folds, weight init and shuffling.
-        monitor: metric that selects each fold's best checkpoint.
+        monitor: metric that selects each fold's best checkpoint (``val_accuracy``
+            or ``val_loss``), or ``last`` to keep the final epoch, which avoids
+            choosing the epoch on the very fold that is scored.
         checkpoint_name: file name pattern of the best checkpoint; ``{fold}`` and
             ``{epochs}`` are filled in (original: ``CNN_RNN_fold{k}_epoch60_e4.h5``).
     """
@@ -141,8 +143,8 @@ class TrainConfig:
             raise ConfigError("train.epochs and train.batch_size must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"train.dropout must be in [0, 1), got {self.dropout}")
-        if self.monitor not in ("val_accuracy", "val_loss"):
-            raise ConfigError(f"train.monitor must be val_accuracy or val_loss, got {self.monitor!r}")
+        if self.monitor not in ("val_accuracy", "val_loss", "last"):
+            raise ConfigError(f"train.monitor must be val_accuracy, val_loss or last, got {self.monitor!r}")
 
 
 @dataclass

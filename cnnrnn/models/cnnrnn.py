@@ -1,0 +1,102 @@
+"""The CNNRNN model: ResNet50 over the spectrogram image, an LSTM over its time axis.
+
+Input: ``(H, W, 3)`` float32 pixel values 0–255 in BGR order (the uint8
+spectrogram image, cast per batch). The first layer applies the Caffe/ImageNet
+preprocessing that ``keras.applications.resnet50.preprocess_input`` does for
+BGR input (subtract the ImageNet channel means), so ImageNet weights see what
+they were trained on. ResNet50 (``include_top=False``) gives a
+``(H/32, W/32, 2048)`` feature map; the height (frequency) axis is averaged
+and the width (time) axis becomes the LSTM's sequence, followed by dropout and
+a softmax ``Dense``. Only built-in Keras layers are used, so ``.h5`` files load
+with plain ``keras.models.load_model``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: ImageNet channel means in BGR order (Caffe preprocessing of ResNet50).
+IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+class WeightsError(ValueError):
+    """Backbone weights cannot be found (and nothing is downloaded)."""
+
+
+def resolve_backbone_weights(weights: str | None) -> str | None:
+    """Turn the ``weights`` option into what ``keras.applications.ResNet50`` takes, offline.
+
+    Args:
+        weights: ``"none"``/``None`` (random init), ``"imagenet"`` (must already be
+            in the Keras cache ``~/.keras/models/``; nothing is downloaded) or a path
+            to a no-top ResNet50 ``.h5`` weights file.
+
+    Returns:
+        ``None`` or a local file path.
+
+    Raises:
+        WeightsError: ImageNet weights are not cached, or the path does not exist.
+    """
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if str(weights).lower() == "imagenet":
+        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / RESNET50_NOTOP_FILE
+        if cache.is_file():
+            return str(cache)
+        raise WeightsError(
+            f"ImageNet weights for ResNet50 are not in the Keras cache ({cache}) and cnnrnn never downloads "
+            f"at run time. On a machine with internet run: python -c \"import keras; "
+            f"keras.applications.ResNet50(include_top=False, weights='imagenet')\", then copy "
+            f"{RESNET50_NOTOP_FILE} to {cache.parent}/ here, or pass weights=/path/to/{RESNET50_NOTOP_FILE}. "
+            "Use weights=none to train from scratch."
+        )
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"backbone weights file {path} does not exist (use none, imagenet or a .h5 path)")
+    return str(path)
+
+
+def build_cnnrnn(
+    input_shape: tuple[int, int, int],
+    n_classes: int,
+    weights: str | None = "none",
+    lstm_units: int = 128,
+    dropout: float = 0.3,
+):
+    """Build the ResNet50+LSTM classifier (uncompiled).
+
+    Args:
+        input_shape: ``(H, W, 3)`` image size; H and W at least 32.
+        n_classes: number of emotion classes (softmax width).
+        weights: ``none``, ``imagenet`` or a weights path (see :func:`resolve_backbone_weights`).
+        lstm_units: LSTM width.
+        dropout: dropout rate before the classifier.
+
+    Returns:
+        A ``keras.Model`` mapping ``(batch, H, W, 3) float32`` (0–255, BGR) to
+        ``(batch, n_classes) float32`` probabilities.
+
+    Raises:
+        WeightsError: see :func:`resolve_backbone_weights`.
+        ValueError: image smaller than 32×32 or fewer than 2 classes.
+    """
+    import keras
+    from keras import layers
+
+    h, w, c = (int(v) for v in input_shape)
+    if min(h, w) < 32 or c != 3:
+        raise ValueError(f"CNNRNN needs (H, W, 3) images with H, W >= 32, got {input_shape}")
+    if n_classes < 2:
+        raise ValueError(f"need at least 2 classes, got {n_classes}")
+    weights_path = resolve_backbone_weights(weights)
+    inputs = keras.Input(shape=(h, w, 3), name="spectrogram")
+    x = layers.Normalization(mean=list(IMAGENET_BGR_MEAN), variance=[1.0, 1.0, 1.0], name="imagenet_bgr_mean")(inputs)
+    backbone = keras.applications.ResNet50(include_top=False, weights=weights_path, input_shape=(h, w, 3))
+    x = backbone(x)                                                  # (h/32, w/32, 2048)
+    x = layers.Permute((2, 1, 3), name="time_major")(x)              # (w/32, h/32, 2048)
+    x = layers.TimeDistributed(layers.GlobalAveragePooling1D(), name="pool_frequency")(x)  # (w/32, 2048)
+    x = layers.LSTM(lstm_units, name="lstm")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="emotion")(x)
+    return keras.Model(inputs, outputs, name="cnnrnn_resnet50_lstm")
