@@ -109,6 +109,7 @@ _SAFE_GLOBALS = {
     for name in ("list", "dict", "tuple", "set", "frozenset", "bytearray", "complex", "int", "float", "str", "bytes", "bool")
 } | {
     ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # protocol-2 pickles store bytes as _codecs.encode(str, 'latin1')
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
 }

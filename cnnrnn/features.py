@@ -236,7 +236,8 @@ def extract_spectrograms(
     """Render ``<out_dir>/<id>.png`` for every ``(id, audio_path)``, in parallel, resumably.
 
     PNGs that already exist are kept (a rerun resumes an interrupted one);
-    every PNG is written atomically, so none is ever half-written. Bad audio
+    every PNG is written atomically, so none is ever half-written, and temp
+    files an interrupted run left behind are removed. Bad audio
     is skipped and counted by reason, never fatal.
 
     Args:
@@ -255,6 +256,8 @@ def extract_spectrograms(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.tmp"):  # left by an interrupted run (see artifacts.atomic_write)
+        stale.unlink(missing_ok=True)
     report = ExtractReport()
     todo = []
     for uid, audio in items:

@@ -1,0 +1,344 @@
+"""Spectrogram-stage throughput: cnnrnn's PNG stage against the original matplotlib path.
+
+Three paths over the same folder of wav files, each run in its own fresh
+Python subprocess (so that its peak memory, ``ru_maxrss``, is its own):
+
+* ``ours``: ``cnnrnn.features.extract_spectrograms`` (default
+  ``SpectrogramConfig``: sr 16000, n_fft 2048, hop 512, n_mels 128, 4 s,
+  224x224, magma) into a fresh temporary folder, then
+  ``cnnrnn.features.load_images`` of every PNG (what the pack stage does).
+  Measured with ``workers`` = all cores and with ``workers=1``.
+* ``classic``: the original CNNRNN code's path, one process:
+  ``librosa.load(sr=16000)`` → fix length to 4 s →
+  ``librosa.feature.melspectrogram`` → ``librosa.power_to_db(ref=np.max)`` →
+  a 2.24x2.24 in matplotlib figure at dpi 100 (axes fill it, axis off) with
+  ``librosa.display.specshow(cmap="magma")`` → ``savefig`` → ``plt.close`` →
+  ``cv2.imread``. Agg backend.
+* ``floor``: decode + resample + log-mel only (``cnnrnn.audio.load_audio`` +
+  ``cnnrnn.features.log_mel``), one process; divided by the number of cores
+  it is the ideal-parallel floor of any path that has to compute a log-mel.
+
+Each path is warmed up on a few files (imports, numba and first-call costs),
+then timed over all files ``--repeats`` times; the best and the median are
+reported. Results go to ``benchmarks/results/spectrogram_throughput.json``.
+
+Run from the repository root::
+
+    python benchmarks/spectrogram_throughput.py                # ../shared/data/emodb-535
+    python benchmarks/spectrogram_throughput.py --data DIR --repeats 3
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "emodb-535"
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "spectrogram_throughput.json"
+N_WARMUP = 4
+
+
+# --------------------------------------------------------------------------- helpers
+def list_wavs(folder: Path) -> list[Path]:
+    files = sorted(p for p in Path(folder).glob("*.wav") if p.is_file())
+    if not files:
+        raise SystemExit(f"no .wav files in {folder}")
+    return files
+
+
+def maxrss_mib() -> dict:
+    """Peak resident set size of this process and of its (waited-for) children, in MiB (Linux: KiB units)."""
+    self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"self_mib": round(self_kib / 1024, 1), "children_mib": round(child_kib / 1024, 1)}
+
+
+def summarise(times: list[float], n_files: int) -> dict:
+    best = min(times)
+    med = statistics.median(times)
+    return {
+        "seconds": [round(t, 4) for t in times],
+        "best_seconds": round(best, 4),
+        "median_seconds": round(med, 4),
+        "files_per_s_best": round(n_files / best, 2),
+        "files_per_s_median": round(n_files / med, 2),
+        "ms_per_file_best": round(1000 * best / n_files, 3),
+    }
+
+
+# --------------------------------------------------------------------------- the paths (run in a child)
+def run_ours(files: list[Path], repeats: int, workers: int, tmp_root: Path) -> dict:
+    from cnnrnn.config import SpectrogramConfig
+    from cnnrnn.features import extract_spectrograms, load_images, render_file
+
+    cfg = SpectrogramConfig()
+    warm = Path(tempfile.mkdtemp(prefix="warm_", dir=tmp_root))
+    for f in files[:N_WARMUP]:  # in-process warm-up; fork()ed workers inherit it
+        render_file(f, warm / f"{f.stem}.png", cfg)
+    shutil.rmtree(warm)
+
+    items = [(f.stem, str(f)) for f in files]
+    totals, extract_t, pack_t = [], [], []
+    shape = None
+    for _ in range(repeats):
+        out = Path(tempfile.mkdtemp(prefix="ours_", dir=tmp_root))
+        t0 = time.perf_counter()
+        report = extract_spectrograms(items, out, cfg, workers=workers, progress=False)
+        t1 = time.perf_counter()
+        images = load_images([out / f"{uid}.png" for uid, _ in items], size=cfg.image_size, progress=False)
+        t2 = time.perf_counter()
+        if report.failed or len(report.written) != len(files):
+            raise RuntimeError(f"extract_spectrograms failed on some files: {report.to_dict()}")
+        shape = list(images.shape)
+        totals.append(t2 - t0)
+        extract_t.append(t1 - t0)
+        pack_t.append(t2 - t1)
+        del images
+        shutil.rmtree(out)
+    res = summarise(totals, len(files))
+    res["extract_seconds"] = [round(t, 4) for t in extract_t]
+    res["pack_seconds"] = [round(t, 4) for t in pack_t]
+    res["workers"] = workers
+    res["output_shape"] = shape
+    return res
+
+
+def _classic_one(path: Path, png: Path):
+    import cv2
+    import librosa
+    import librosa.display
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sr, duration, n_fft, hop, n_mels = 16000, 4.0, 2048, 512, 128
+    y, _ = librosa.load(str(path), sr=sr)
+    y = librosa.util.fix_length(y, size=int(duration * sr))
+    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop, n_mels=n_mels)
+    db = librosa.power_to_db(mel, ref=np.max)
+    fig = plt.figure(figsize=(2.24, 2.24), dpi=100)
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.axis("off")
+    librosa.display.specshow(db, sr=sr, hop_length=hop, cmap="magma", ax=ax)
+    fig.savefig(str(png), dpi=100)
+    plt.close(fig)
+    image = cv2.imread(str(png))
+    if image is None:
+        raise RuntimeError(f"cv2.imread could not read {png}")
+    return image
+
+
+def run_classic(files: list[Path], repeats: int, tmp_root: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    warm = Path(tempfile.mkdtemp(prefix="warm_", dir=tmp_root))
+    for f in files[:N_WARMUP]:
+        _classic_one(f, warm / f"{f.stem}.png")
+    shutil.rmtree(warm)
+    times, shape = [], None
+    for _ in range(repeats):
+        out = Path(tempfile.mkdtemp(prefix="classic_", dir=tmp_root))
+        t0 = time.perf_counter()
+        images = [_classic_one(f, out / f"{f.stem}.png") for f in files]
+        packed = np.stack(images)
+        times.append(time.perf_counter() - t0)
+        shape = list(packed.shape)
+        del images, packed
+        shutil.rmtree(out)
+    res = summarise(times, len(files))
+    res["output_shape"] = shape
+    return res
+
+
+def run_floor(files: list[Path], repeats: int) -> dict:
+    from cnnrnn.audio import load_audio, pad_or_trim
+    from cnnrnn.config import SpectrogramConfig
+    from cnnrnn.features import log_mel
+
+    cfg = SpectrogramConfig()
+
+    def one(f):
+        y, _ = load_audio(f, cfg.sr)
+        return log_mel(pad_or_trim(y, cfg.n_samples), cfg)
+
+    for f in files[:N_WARMUP]:
+        one(f)
+    times, shape = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = [one(f) for f in files]
+        times.append(time.perf_counter() - t0)
+        shape = list(out[0].shape)
+        del out
+    res = summarise(times, len(files))
+    res["log_mel_shape"] = shape
+    return res
+
+
+def child_main(args) -> None:
+    files = list_wavs(Path(args.data))
+    tmp_root = Path(args.tmp)
+    if args.child == "ours":
+        res = run_ours(files, args.repeats, args.workers, tmp_root)
+    elif args.child == "classic":
+        res = run_classic(files, args.repeats, tmp_root)
+    elif args.child == "floor":
+        res = run_floor(files, args.repeats)
+    else:
+        raise SystemExit(f"unknown path {args.child}")
+    res["peak_rss"] = maxrss_mib()
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+# --------------------------------------------------------------------------- parent
+def spawn(path: str, args, tmp_root: Path, workers: int = 1) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", path, "--data", str(args.data),
+           "--repeats", str(args.repeats), "--tmp", str(tmp_root), "--workers", str(workers)]
+    label = path if path != "ours" else f"ours (workers={workers})"
+    print(f"[{label}] running ...", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"{label} failed with exit code {proc.returncode}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    res = json.loads(line[len("RESULT "):])
+    res["subprocess_wall_seconds"] = round(time.perf_counter() - t0, 2)
+    print(f"[{label}] best {res['files_per_s_best']:.1f} files/s, median {res['files_per_s_median']:.1f} files/s, "
+          f"peak RSS self {res['peak_rss']['self_mib']} MiB, children {res['peak_rss']['children_mib']} MiB",
+          flush=True)
+    return res
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = round(int(line.split()[1]) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {"cores": os.cpu_count(), "cpu_model": cpu, "ram_gib": ram_gib, "platform": platform.platform(),
+            "load_average_at_start": [round(v, 2) for v in load] if load else None}
+
+
+def versions() -> dict:
+    import cv2
+    import librosa
+    import matplotlib
+    import numpy
+    import scipy
+    import soundfile
+    import soxr
+
+    import cnnrnn
+
+    return {"python": platform.python_version(), "numpy": numpy.__version__, "scipy": scipy.__version__,
+            "librosa": librosa.__version__, "opencv": cv2.__version__, "matplotlib": matplotlib.__version__,
+            "soundfile": soundfile.__version__, "soxr": soxr.__version__, "cnnrnn": cnnrnn.__version__}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="folder of .wav files (default: %(default)s)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats per path, best and median reported (>= 2)")
+    ap.add_argument("--workers", type=int, default=0, help="workers of the parallel 'ours' run (0: all cores)")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (default: %(default)s)")
+    ap.add_argument("--tmp", default=None, help="parent folder of the temporary PNG folders (default: system temp)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.repeats < 2:
+        ap.error("--repeats must be at least 2")
+    if args.child:
+        child_main(args)
+        return 0
+
+    from cnnrnn.config import SpectrogramConfig
+
+    args.data = str(Path(args.data).resolve())
+    files = list_wavs(Path(args.data))
+    cores = os.cpu_count() or 1
+    workers = args.workers or cores
+    started = time.perf_counter()
+    tmp_root = Path(tempfile.mkdtemp(prefix="cnnrnn_bench_", dir=args.tmp))
+    try:
+        print(f"{len(files)} files from {args.data}; {cores} cores; {args.repeats} repeats per path", flush=True)
+        # The floor first and the classic path last; each in its own process.
+        floor = spawn("floor", args, tmp_root)
+        ours_par = spawn("ours", args, tmp_root, workers=workers)
+        ours_one = spawn("ours", args, tmp_root, workers=1)
+        classic = spawn("classic", args, tmp_root)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+    floor_ideal = floor["files_per_s_best"] * cores
+    summary = {
+        "ours_files_per_s": ours_par["files_per_s_best"],
+        "ours_workers1_files_per_s": ours_one["files_per_s_best"],
+        "classic_files_per_s": classic["files_per_s_best"],
+        "floor_1proc_files_per_s": floor["files_per_s_best"],
+        "floor_ideal_parallel_files_per_s": round(floor_ideal, 2),
+        "speedup_ours_vs_classic": round(ours_par["files_per_s_best"] / classic["files_per_s_best"], 2),
+        "speedup_ours_vs_classic_median": round(ours_par["files_per_s_median"] / classic["files_per_s_median"], 2),
+        "speedup_ours_workers1_vs_classic": round(ours_one["files_per_s_best"] / classic["files_per_s_best"], 2),
+        "parallel_speedup_ours": round(ours_par["files_per_s_best"] / ours_one["files_per_s_best"], 2),
+        "ours_fraction_of_ideal_floor": round(ours_par["files_per_s_best"] / floor_ideal, 3),
+        "ours_workers1_fraction_of_1proc_floor": round(ours_one["files_per_s_best"] / floor["files_per_s_best"], 3),
+        "target_speedup": 30.0,
+    }
+    summary["target_met"] = summary["speedup_ours_vs_classic"] >= summary["target_speedup"]
+    result = {
+        "benchmark": "spectrogram_throughput",
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "data": {"folder": str(args.data), "n_files": len(files)},
+        "machine": machine_info(),
+        "versions": versions(),
+        "config": {"spectrogram": SpectrogramConfig().__dict__, "repeats": args.repeats, "warmup_files": N_WARMUP,
+                   "parallel_workers": workers,
+                   "classic": {"sr": 16000, "duration_s": 4.0, "n_fft": 2048, "hop_length": 512, "n_mels": 128,
+                               "figure_inches": [2.24, 2.24], "dpi": 100, "cmap": "magma", "backend": "Agg"}},
+        "method": ("Each path runs in a fresh subprocess; warm-up on the first few files, then every file is "
+                   "processed `repeats` times; best (and median) wall time reported. 'ours' = extract_spectrograms "
+                   "into a fresh temp folder + load_images of all PNGs. 'floor' = load_audio + pad_or_trim + "
+                   "log_mel only, one process; 'ideal parallel floor' = that rate x cores. peak_rss is ru_maxrss "
+                   "of the subprocess (self) and of its worker processes (children, the largest one)."),
+        "results": {"ours_parallel": ours_par, "ours_workers1": ours_one, "classic": classic, "floor": floor},
+        "summary": summary,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Shared fixtures. Real audio comes from the bundled sample (always present) and, where it
+exists, from ../shared/data (tests that need it skip when it is absent)."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    from cnnrnn.pipeline import SAMPLE_DIR
+
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def real_wav(sample_dir) -> Path:
+    """A real 16 kHz mono EmoDB recording from the bundled sample."""
+    return sorted((sample_dir / "wav" / "Session01").glob("*.wav"))[0]
+
+
+@pytest.fixture(scope="session")
+def real_waveform(real_wav):
+    import soundfile as sf
+
+    y, sr = sf.read(real_wav, dtype="float32")
+    return y, sr
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present on this machine")
+    return SHARED_DATA
+
+
+def write_wav(path: Path, y: np.ndarray, sr: int, subtype: str = "PCM_16") -> Path:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, y, sr, subtype=subtype)
+    return path

@@ -1,0 +1,53 @@
+import json
+
+import pytest
+
+from cnnrnn.config import ConfigError, PipelineConfig, list_presets, load_config
+
+
+def test_defaults_follow_the_original_cnnrnn():
+    cfg = load_config()
+    assert (cfg.train.learning_rate, cfg.train.beta_1, cfg.train.beta_2) == (1e-4, 0.9, 0.999)
+    assert (cfg.train.batch_size, cfg.train.epochs, cfg.train.folds) == (16, 60, 5)
+    assert cfg.split.test_size == 0.2
+    assert cfg.train.checkpoint_name.format(fold=3, epochs=60) == "CNN_RNN_fold3_epoch60_e4.h5"
+
+
+def test_presets_load_and_round_trip(tmp_path):
+    assert {"default", "demo", "tiny"} <= set(list_presets())
+    for name in list_presets():
+        cfg = load_config(name)
+        path = cfg.save(tmp_path / f"{name}.json")
+        assert load_config(path) == cfg
+        json.loads(path.read_text())  # plain JSON
+
+
+def test_partial_file_keeps_other_defaults(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"spectrogram": {"n_mels": 64, "fmax": 7600}}))
+    cfg = load_config(path)
+    assert cfg.spectrogram.n_mels == 64 and cfg.spectrogram.fmax == 7600
+    assert cfg.spectrogram.hop_length == 512 and cfg.train.epochs == 60
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"spectrogram": {"n_mel": 64}}, "unknown key"),
+    ({"trian": {}}, "unknown config section"),
+    ({"spectrogram": {"sr": "16000"}}, "spectrogram.sr"),
+    ({"train": {"epochs": 2.5}}, "train.epochs"),
+    ({"split": {"keep_ties": 1}}, "split.keep_ties"),
+    ({"spectrogram": {"fmax": 9000}}, "fmax"),
+    ({"train": {"monitor": "loss"}}, "monitor"),
+])
+def test_bad_values_are_clear_errors(data, message):
+    with pytest.raises(ConfigError, match=message):
+        PipelineConfig.from_dict(data)
+
+
+def test_unknown_preset_or_bad_json(tmp_path):
+    with pytest.raises(ConfigError, match="preset"):
+        load_config("no-such-preset")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="invalid JSON"):
+        load_config(bad)

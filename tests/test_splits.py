@@ -1,0 +1,71 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from cnnrnn.corpora import Utterance, read_corpus
+from cnnrnn.splits import kfold_indices, loso_indices, split_per_session
+
+
+def _utts(n_per=10, sessions=("S1", "S2"), labels=("a", "b")):
+    return [Utterance(id=f"{s}_{lab}_{i}", audio_path="x", speaker=f"{s}{i % 2}", session=s, emotion=lab,
+                      emotions=[lab]) for s in sessions for lab in labels for i in range(n_per)]
+
+
+def test_per_session_8_2_stratified_and_seeded():
+    utts = _utts()
+    a = split_per_session(utts, 0.2, seed=7)
+    b = split_per_session(utts, 0.2, seed=7)
+    c = split_per_session(utts, 0.2, seed=8)
+    for s in ("S1", "S2"):
+        assert len(a.train[s]) == 16 and len(a.test[s]) == 4
+        assert Counter(u.emotion for u in a.test[s]) == {"a": 2, "b": 2}
+        assert not {u.id for u in a.train[s]} & {u.id for u in a.test[s]}
+    assert [u.id for u in a.flat("test")] == [u.id for u in b.flat("test")]
+    assert [u.id for u in a.flat("test")] != [u.id for u in c.flat("test")]
+    assert a.labels == ["a", "b"] and a.report["sessions"]["S1"]["stratified"]
+
+
+def test_ties_left_out_by_default_or_kept_with_first_label():
+    utts = _utts()
+    utts.append(Utterance(id="tie", audio_path="x", session="S1", emotion="a", emotions=["a", "b"]))
+    left = split_per_session(utts)
+    assert left.report["n_ties"] == 1 and left.report["tied_ids"] == ["tie"]
+    assert "tie" not in {u.id for p in ("train", "test") for u in left.flat(p)}
+    kept = split_per_session(utts, keep_ties=True)
+    all_ids = {u.id: u for p in ("train", "test") for u in kept.flat(p)}
+    assert all_ids["tie"].emotion == "a"
+
+
+def test_corpus_without_sessions_is_one_session(sample_dir):
+    utts = [Utterance(id=str(i), audio_path="x", emotion="ab"[i % 2], emotions=["ab"[i % 2]]) for i in range(10)]
+    result = split_per_session(utts)
+    assert list(result.train) == ["all"] and len(result.test["all"]) == 2
+
+
+def test_sample_split_keeps_every_session(sample_dir):
+    result = split_per_session(read_corpus("kemdy20", sample_dir))
+    assert set(result.train) == set(result.test) == {"Session01", "Session03", "Session17"}
+    assert result.report["n_train"] + result.report["n_test"] == 103  # 105 minus 2 ties
+
+
+def test_unknown_label_in_fixed_label_list():
+    with pytest.raises(ValueError, match="not in the configured label list"):
+        split_per_session(_utts(), labels=["a"])
+
+
+def test_kfold_stratified_speaker_disjoint_and_loso():
+    y = np.repeat([0, 1, 2], 20)
+    folds = kfold_indices(y, 5, seed=1)
+    assert len(folds) == 5
+    assert sorted(np.concatenate([va for _, va in folds]).tolist()) == list(range(60))
+    for tr, va in folds:
+        assert np.bincount(y[va]).tolist() == [4, 4, 4]
+    assert [va.tolist() for _, va in kfold_indices(y, 5, seed=1)] == [va.tolist() for _, va in folds]
+    groups = np.array([f"spk{i % 10}" for i in range(60)])
+    for tr, va in kfold_indices(y, 5, seed=1, groups=groups):
+        assert not set(groups[tr]) & set(groups[va])
+    with pytest.raises(ValueError, match="at least 5 speakers"):
+        kfold_indices(y, 5, groups=np.array(["a", "b"] * 30))
+    loso = loso_indices(groups)
+    assert [g for g, _, _ in loso] == sorted(set(groups)) and all(set(groups[te]) == {g} for g, _, te in loso)
