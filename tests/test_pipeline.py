@@ -199,3 +199,12 @@ def test_mirrored_strategy_on_two_logical_cpus(run_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"replicas": 2, "folds": 2}
     assert (tmp_path / "models" / "CNN_RNN_fold2_epoch1_e4.h5").is_file()
+
+
+def test_gallery_png_per_emotion(run_dir, tmp_path):
+    out = tmp_path / "gallery.png"
+    assert cli.main(["-q", "spectrogram", "--gallery", str(run_dir), "-o", str(out), "--per-label", "3"]) == 0
+    from cnnrnn.features import read_png
+
+    image = read_png(out)
+    assert image.shape[0] > 6 * 100 and image.shape[1] > 3 * 100  # six emotion rows of three images
