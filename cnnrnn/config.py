@@ -110,6 +110,10 @@ class TrainConfig:
         learning_rate, beta_1, beta_2: Adam parameters (original: 1e-4, 0.9, 0.999).
         lstm_units: LSTM width over the ResNet50 time axis.
         dropout: dropout rate before the softmax layer.
+        bn_momentum: momentum of the backbone's BatchNormalization moving
+            statistics; ``null`` keeps Keras' 0.99. From-scratch runs with few
+            steps (the demo) need a lower value such as 0.9, or the inference-mode
+            statistics never catch up and the model predicts one class.
         weights: backbone weights: ``none``, ``imagenet`` (must already be in the
             Keras cache, nothing is downloaded) or a path to a ``.h5`` file.
         group_by_speaker: keep speakers disjoint between the folds' train and
@@ -130,6 +134,7 @@ class TrainConfig:
     beta_2: float = 0.999
     lstm_units: int = 128
     dropout: float = 0.3
+    bn_momentum: float | None = None
     weights: str = "none"
     group_by_speaker: bool = False
     seed: int = 42
@@ -204,7 +209,7 @@ def _section_from_dict(section_cls, values: dict[str, Any], section: str):
     return section_cls(**values)
 
 
-_NULLABLE = {"fmax": (int, float), "labels": (list,)}
+_NULLABLE = {"fmax": (int, float), "labels": (list,), "bn_momentum": (int, float)}
 
 
 def _type_ok(default: Any, value: Any, key: str) -> bool:

@@ -252,7 +252,7 @@ def extract_spectrograms(
     Returns:
         An :class:`ExtractReport`.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -307,7 +307,7 @@ def load_images(paths: Sequence[str | Path], size: Sequence[int] | None = None, 
     Raises:
         ValueError: an image is unreadable or its size differs from ``size``.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if not paths:
         h, w = size or (1, 1)

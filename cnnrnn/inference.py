@@ -106,7 +106,7 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
         ValueError: no usable input, or an image size differs from ``size`` and ``resize`` is off.
     """
     import cv2
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .features import audio_to_image, read_png
 

@@ -65,7 +65,10 @@ def plot_history(histories: Mapping[str, "object"], path: str | Path) -> Path:
             line, = ax.plot(epochs, df[key], label=f"{name} train")
             if f"val_{key}" in df:
                 ax.plot(epochs, df[f"val_{key}"], "--", color=line.get_color(), label=f"{name} val")
+    from matplotlib.ticker import MaxNLocator
+
     for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
@@ -84,7 +87,10 @@ def plot_gallery(images_by_label: Mapping[str, Sequence[np.ndarray]], path: str 
     labels = [lab for lab, ims in images_by_label.items() if len(ims)]
     if not labels:
         raise ValueError("no images to draw")
-    fig, axes = _figure((2.0 * per_label, 1.9 * len(labels)), nrows=len(labels), ncols=per_label, squeeze=False)
+    h, w = next(iter(images_by_label[labels[0]])).shape[:2]
+    cell_w = 2.4
+    fig, axes = _figure((cell_w * per_label, (cell_w * h / w + 0.35) * len(labels) + 0.4), nrows=len(labels),
+                        ncols=per_label, squeeze=False)
     for r, lab in enumerate(labels):
         for c in range(per_label):
             ax = axes[r][c]

@@ -191,11 +191,11 @@ def cross_validate(
         keras.utils.set_random_seed(cfg.seed)
         strategy = get_strategy()
         with strategy.scope():
-            model = build_cnnrnn(input_shape, n_classes, cfg.weights, cfg.lstm_units, cfg.dropout)
+            model = build_cnnrnn(input_shape, n_classes, cfg.weights, cfg.lstm_units, cfg.dropout, cfg.bn_momentum)
             optimizer = keras.optimizers.Adam(learning_rate=cfg.learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
             model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             optimizer.build(model.trainable_variables)
-        export_model = build_cnnrnn(input_shape, n_classes, "none", cfg.lstm_units, cfg.dropout)
+        export_model = build_cnnrnn(input_shape, n_classes, "none", cfg.lstm_units, cfg.dropout, cfg.bn_momentum)
         initial_weights = model.get_weights()
         initial_optimizer = [v.numpy() for v in optimizer.variables]
 

@@ -63,6 +63,7 @@ def build_cnnrnn(
     weights: str | None = "none",
     lstm_units: int = 128,
     dropout: float = 0.3,
+    bn_momentum: float | None = None,
 ):
     """Build the ResNet50+LSTM classifier (uncompiled).
 
@@ -72,6 +73,8 @@ def build_cnnrnn(
         weights: ``none``, ``imagenet`` or a weights path (see :func:`resolve_backbone_weights`).
         lstm_units: LSTM width.
         dropout: dropout rate before the classifier.
+        bn_momentum: if given, the momentum of every BatchNormalization layer of
+            the backbone (Keras default 0.99).
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, 3) float32`` (0–255, BGR) to
@@ -93,6 +96,10 @@ def build_cnnrnn(
     inputs = keras.Input(shape=(h, w, 3), name="spectrogram")
     x = layers.Normalization(mean=list(IMAGENET_BGR_MEAN), variance=[1.0, 1.0, 1.0], name="imagenet_bgr_mean")(inputs)
     backbone = keras.applications.ResNet50(include_top=False, weights=weights_path, input_shape=(h, w, 3))
+    if bn_momentum is not None:
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
     x = backbone(x)                                                  # (h/32, w/32, 2048)
     x = layers.Permute((2, 1, 3), name="time_major")(x)              # (w/32, h/32, 2048)
     x = layers.TimeDistributed(layers.GlobalAveragePooling1D(), name="pool_frequency")(x)  # (w/32, 2048)
