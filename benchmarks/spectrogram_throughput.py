@@ -64,10 +64,16 @@ def maxrss_mib() -> dict:
     return {"self_mib": round(self_kib / 1024, 1), "children_mib": round(child_kib / 1024, 1)}
 
 
-def summarise(times: list[float], n_files: int) -> dict:
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its reaped children so far."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def summarise(times: list[float], n_files: int, cpu: list[float] | None = None) -> dict:
     best = min(times)
     med = statistics.median(times)
-    return {
+    out = {
         "seconds": [round(t, 4) for t in times],
         "best_seconds": round(best, 4),
         "median_seconds": round(med, 4),
@@ -75,6 +81,11 @@ def summarise(times: list[float], n_files: int) -> dict:
         "files_per_s_median": round(n_files / med, 2),
         "ms_per_file_best": round(1000 * best / n_files, 3),
     }
+    if cpu:
+        # CPU time is much less sensitive to other load on the machine than wall time.
+        out["cpu_seconds"] = [round(c, 4) for c in cpu]
+        out["cpu_ms_per_file_best"] = round(1000 * min(cpu) / n_files, 3)
+    return out
 
 
 # --------------------------------------------------------------------------- the paths (run in a child)
@@ -89,15 +100,17 @@ def run_ours(files: list[Path], repeats: int, workers: int, tmp_root: Path) -> d
     shutil.rmtree(warm)
 
     items = [(f.stem, str(f)) for f in files]
-    totals, extract_t, pack_t = [], [], []
+    totals, extract_t, pack_t, cpu = [], [], [], []
     shape = None
     for _ in range(repeats):
         out = Path(tempfile.mkdtemp(prefix="ours_", dir=tmp_root))
+        c0 = cpu_seconds()
         t0 = time.perf_counter()
         report = extract_spectrograms(items, out, cfg, workers=workers, progress=False)
         t1 = time.perf_counter()
         images = load_images([out / f"{uid}.png" for uid, _ in items], size=cfg.image_size, progress=False)
         t2 = time.perf_counter()
+        cpu.append(cpu_seconds() - c0)
         if report.failed or len(report.written) != len(files):
             raise RuntimeError(f"extract_spectrograms failed on some files: {report.to_dict()}")
         shape = list(images.shape)
@@ -106,7 +119,7 @@ def run_ours(files: list[Path], repeats: int, workers: int, tmp_root: Path) -> d
         pack_t.append(t2 - t1)
         del images
         shutil.rmtree(out)
-    res = summarise(totals, len(files))
+    res = summarise(totals, len(files), cpu)
     res["extract_seconds"] = [round(t, 4) for t in extract_t]
     res["pack_seconds"] = [round(t, 4) for t in pack_t]
     res["workers"] = workers
@@ -148,17 +161,19 @@ def run_classic(files: list[Path], repeats: int, tmp_root: Path) -> dict:
     for f in files[:N_WARMUP]:
         _classic_one(f, warm / f"{f.stem}.png")
     shutil.rmtree(warm)
-    times, shape = [], None
+    times, shape, cpu = [], None, []
     for _ in range(repeats):
         out = Path(tempfile.mkdtemp(prefix="classic_", dir=tmp_root))
+        c0 = cpu_seconds()
         t0 = time.perf_counter()
         images = [_classic_one(f, out / f"{f.stem}.png") for f in files]
         packed = np.stack(images)
         times.append(time.perf_counter() - t0)
+        cpu.append(cpu_seconds() - c0)
         shape = list(packed.shape)
         del images, packed
         shutil.rmtree(out)
-    res = summarise(times, len(files))
+    res = summarise(times, len(files), cpu)
     res["output_shape"] = shape
     return res
 
@@ -168,6 +183,10 @@ def run_floor(files: list[Path], repeats: int) -> dict:
     from cnnrnn.config import SpectrogramConfig
     from cnnrnn.features import log_mel
 
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS/FFT thread, as in extract_spectrograms' workers: the floor of one core.
+    threadpool_limits(1)
     cfg = SpectrogramConfig()
 
     def one(f):
@@ -176,14 +195,16 @@ def run_floor(files: list[Path], repeats: int) -> dict:
 
     for f in files[:N_WARMUP]:
         one(f)
-    times, shape = [], None
+    times, shape, cpu = [], None, []
     for _ in range(repeats):
+        c0 = cpu_seconds()
         t0 = time.perf_counter()
         out = [one(f) for f in files]
         times.append(time.perf_counter() - t0)
+        cpu.append(cpu_seconds() - c0)
         shape = list(out[0].shape)
         del out
-    res = summarise(times, len(files))
+    res = summarise(times, len(files), cpu)
     res["log_mel_shape"] = shape
     return res
 
@@ -209,6 +230,7 @@ def spawn(path: str, args, tmp_root: Path, workers: int = 1) -> dict:
            "--repeats", str(args.repeats), "--tmp", str(tmp_root), "--workers", str(workers)]
     label = path if path != "ours" else f"ours (workers={workers})"
     print(f"[{label}] running ...", flush=True)
+    load_before = _loadavg()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO))
     if proc.returncode != 0:
@@ -217,10 +239,33 @@ def spawn(path: str, args, tmp_root: Path, workers: int = 1) -> dict:
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     res = json.loads(line[len("RESULT "):])
     res["subprocess_wall_seconds"] = round(time.perf_counter() - t0, 2)
+    res["load_average_before_after"] = [load_before, _loadavg()]
     print(f"[{label}] best {res['files_per_s_best']:.1f} files/s, median {res['files_per_s_median']:.1f} files/s, "
           f"peak RSS self {res['peak_rss']['self_mib']} MiB, children {res['peak_rss']['children_mib']} MiB",
           flush=True)
     return res
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def wait_quiet(max_load: float, max_wait: float) -> dict:
+    """Wait (up to ``max_wait`` s) until the 1-minute load average is below ``max_load``."""
+    t0 = time.perf_counter()
+    while True:
+        load = _loadavg()
+        waited = time.perf_counter() - t0
+        if load is None or load[0] < max_load or waited >= max_wait:
+            quiet = load is None or load[0] < max_load
+            if not quiet:
+                print(f"warning: load average still {load} after {waited:.0f} s; measuring anyway", flush=True)
+            return {"max_load": max_load, "waited_seconds": round(waited, 1), "load": load, "quiet": quiet}
+        print(f"waiting for a quiet machine: load average {load}", flush=True)
+        time.sleep(15)
 
 
 def machine_info() -> dict:
@@ -239,12 +284,7 @@ def machine_info() -> dict:
                 ram_gib = round(int(line.split()[1]) / 1024 ** 2, 1)
     except OSError:
         pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {"cores": os.cpu_count(), "cpu_model": cpu, "ram_gib": ram_gib, "platform": platform.platform(),
-            "load_average_at_start": [round(v, 2) for v in load] if load else None}
+    return {"cores": os.cpu_count(), "cpu_model": cpu, "ram_gib": ram_gib, "platform": platform.platform()}
 
 
 def versions() -> dict:
@@ -270,6 +310,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=0, help="workers of the parallel 'ours' run (0: all cores)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (default: %(default)s)")
     ap.add_argument("--tmp", default=None, help="parent folder of the temporary PNG folders (default: system temp)")
+    ap.add_argument("--wait-quiet", type=float, default=600, metavar="SECONDS",
+                    help="first wait up to this long for the 1-min load average to fall below --max-load (0: don't)")
+    ap.add_argument("--max-load", type=float, default=0.5, help="load average counted as quiet (default %(default)s)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.repeats < 2:
@@ -284,6 +327,9 @@ def main(argv=None) -> int:
     files = list_wavs(Path(args.data))
     cores = os.cpu_count() or 1
     workers = args.workers or cores
+    machine = machine_info()
+    machine["load_average_at_start"] = _loadavg()
+    quiet = wait_quiet(args.max_load, args.wait_quiet) if args.wait_quiet > 0 else None
     started = time.perf_counter()
     tmp_root = Path(tempfile.mkdtemp(prefix="cnnrnn_bench_", dir=args.tmp))
     try:
@@ -310,6 +356,14 @@ def main(argv=None) -> int:
         "ours_fraction_of_ideal_floor": round(ours_par["files_per_s_best"] / floor_ideal, 3),
         "ours_workers1_fraction_of_1proc_floor": round(ours_one["files_per_s_best"] / floor["files_per_s_best"], 3),
         "target_speedup": 30.0,
+        "cpu_ms_per_file": {"ours_parallel": ours_par.get("cpu_ms_per_file_best"),
+                            "ours_workers1": ours_one.get("cpu_ms_per_file_best"),
+                            "classic": classic.get("cpu_ms_per_file_best"),
+                            "floor": floor.get("cpu_ms_per_file_best")},
+        "peak_rss_self_mib": {"ours_parallel": ours_par["peak_rss"]["self_mib"],
+                              "ours_parallel_largest_worker": ours_par["peak_rss"]["children_mib"],
+                              "ours_workers1": ours_one["peak_rss"]["self_mib"],
+                              "classic": classic["peak_rss"]["self_mib"], "floor": floor["peak_rss"]["self_mib"]},
     }
     summary["target_met"] = summary["speedup_ours_vs_classic"] >= summary["target_speedup"]
     result = {
@@ -317,17 +371,25 @@ def main(argv=None) -> int:
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "data": {"folder": str(args.data), "n_files": len(files)},
-        "machine": machine_info(),
+        "machine": machine,
+        "quiet_check": quiet,
+        "load_average_at_end": _loadavg(),
         "versions": versions(),
         "config": {"spectrogram": SpectrogramConfig().__dict__, "repeats": args.repeats, "warmup_files": N_WARMUP,
                    "parallel_workers": workers,
                    "classic": {"sr": 16000, "duration_s": 4.0, "n_fft": 2048, "hop_length": 512, "n_mels": 128,
                                "figure_inches": [2.24, 2.24], "dpi": 100, "cmap": "magma", "backend": "Agg"}},
-        "method": ("Each path runs in a fresh subprocess; warm-up on the first few files, then every file is "
-                   "processed `repeats` times; best (and median) wall time reported. 'ours' = extract_spectrograms "
-                   "into a fresh temp folder + load_images of all PNGs. 'floor' = load_audio + pad_or_trim + "
-                   "log_mel only, one process; 'ideal parallel floor' = that rate x cores. peak_rss is ru_maxrss "
-                   "of the subprocess (self) and of its worker processes (children, the largest one)."),
+        "method": (
+            "Each path runs in a fresh subprocess; warm-up on the first few files, then every file is processed "
+            "`repeats` times; best (and median) wall time reported. 'ours' = extract_spectrograms into a fresh temp "
+            "folder + load_images of all PNGs (pool start-up included). 'floor' = load_audio + pad_or_trim + log_mel "
+            "only, one process, one BLAS/FFT thread; 'ideal parallel floor' = that rate x cores. cpu_seconds = user + "
+            "system CPU of the subprocess and its reaped children (less sensitive to other load than wall time). "
+            "peak_rss = ru_maxrss of the subprocess (self) and the largest of its reaped children (children). For "
+            "'ours' with several workers the children are the forked pool workers (their RSS counts pages shared "
+            "with the parent). For 'classic' the children are only the helper processes that importing librosa's "
+            "audioread backend runs (ldconfig, gcc/ld via ctypes.util.find_library, ffmpeg -version), forked from "
+            "the parent, so their RSS is the parent's size at import time, not extra memory of the path."),
         "results": {"ours_parallel": ours_par, "ours_workers1": ours_one, "classic": classic, "floor": floor},
         "summary": summary,
         "total_seconds": round(time.perf_counter() - started, 1),
