@@ -19,12 +19,12 @@ pooled confusion matrix, wall times and the full config go to
 
 No ImageNet weights are available offline here, so the backbone starts from
 random weights (``weights="none"``) and the run is sized for a 2-core CPU
-(about 30 minutes): small images and few epochs. It is a check that the
+(about 24 minutes measured): small images and few epochs. It is a check that the
 package trains and evaluates correctly on real speech, not a reproduction of
 published numbers (the DCNN-BLSTMwA paper reports 87.86 % UAR on EmoDB with
 ImageNet-pretrained weights).
 
-Run from the repository root (about 30 min on 2 cores)::
+Run from the repository root (about 24 min on 2 cores)::
 
     nohup python benchmarks/cnnrnn_accuracy.py > benchmarks/work/accuracy.log 2>&1 &
 
@@ -58,12 +58,12 @@ PAPER_NOTE = ("The DCNN-BLSTMwA paper reports 87.86% UAR on EmoDB with ImageNet-
               "ImageNet weights are available offline here), at a small image size and few epochs to fit ~30 min "
               "on 2 cores, so its numbers are not comparable to that figure.")
 
-# Sized for ~30 min on 2 CPU cores: 5 folds x 15 epochs x ~27 steps of batch 16 at 64x128 (~0.6-0.7 s a step).
+# Sized for ~30 min on 2 CPU cores: 5 folds x 16 epochs x ~27 steps of batch 16 at 64x128 (~0.6-0.7 s a step).
 # Every EmoDB file here is exactly 2.00 s, so duration 2.0 avoids an image that is half zero padding;
 # n_fft 1024 / hop 256 gives 126 frames, 64 mel bands give the image height without vertical resizing.
 SPECTROGRAM = {"sr": 16000, "n_fft": 1024, "hop_length": 256, "n_mels": 64, "fmin": 0.0, "fmax": None,
                "top_db": 80.0, "duration": 2.0, "image_size": [64, 128], "colormap": "magma", "workers": 0}
-TRAIN = {"folds": 5, "epochs": 15, "batch_size": 16, "learning_rate": 1e-4, "beta_1": 0.9, "beta_2": 0.999,
+TRAIN = {"folds": 5, "epochs": 16, "batch_size": 16, "learning_rate": 1e-4, "beta_1": 0.9, "beta_2": 0.999,
          "lstm_units": 128, "dropout": 0.3, "bn_momentum": 0.9, "weights": "none", "group_by_speaker": True,
          "seed": 42,
          "monitor": "last", "checkpoint_name": "CNN_RNN_fold{fold}_epoch{epochs}_e4.h5"}

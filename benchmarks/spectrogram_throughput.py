@@ -15,17 +15,22 @@ Python subprocess (so that its peak memory, ``ru_maxrss``, is its own):
   ``librosa.display.specshow(cmap="magma")`` → ``savefig`` → ``plt.close`` →
   ``cv2.imread``. Agg backend.
 * ``floor``: decode + resample + log-mel only (``cnnrnn.audio.load_audio`` +
-  ``cnnrnn.features.log_mel``), one process; divided by the number of cores
-  it is the ideal-parallel floor of any path that has to compute a log-mel.
+  ``cnnrnn.features.log_mel``), one process with one BLAS/FFT thread (as in
+  the pool's workers); times the number of cores it is the ideal-parallel
+  floor of any path that has to compute the same log-mel.
 
 Each path is warmed up on a few files (imports, numba and first-call costs),
 then timed over all files ``--repeats`` times; the best and the median are
-reported. Results go to ``benchmarks/results/spectrogram_throughput.json``.
+reported, with the CPU time (user + system, workers included) and the peak
+RSS of each path. Timings need a quiet machine: by default the script first
+waits (up to 10 min) for the 1-minute load average to fall below 0.5, and it
+records the load average before and after each path. Results go to
+``benchmarks/results/spectrogram_throughput.json``.
 
-Run from the repository root::
+Run from the repository root (about 1 minute on a quiet 2-core machine)::
 
     python benchmarks/spectrogram_throughput.py                # ../shared/data/emodb-535
-    python benchmarks/spectrogram_throughput.py --data DIR --repeats 3
+    python benchmarks/spectrogram_throughput.py --data DIR --repeats 5 --wait-quiet 0
 """
 from __future__ import annotations
 
