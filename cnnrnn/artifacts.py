@@ -32,6 +32,10 @@ class UnsafePickleError(pickle.UnpicklingError):
     """A pickle references a global outside the allow-list (it could run code)."""
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None], fsync: bool = True) -> Path:
     """Write a file atomically: into a temporary file beside it, then ``os.replace``.
 
@@ -50,6 +54,7 @@ def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None], f
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual umask permissions
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

@@ -70,3 +70,10 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         atomic_write(target, broken)
     assert target.read_text().strip() == '{\n  "v": 1\n}'
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp file left behind
+
+
+def test_atomic_write_uses_umask_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    path = save_json({"v": 1}, tmp_path / "perm.json")
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
