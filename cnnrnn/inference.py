@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifacts import CONFIG_FILE, LABELS_FILE, load_image_table, load_json, save_json
+from .artifacts import CONFIG_FILE, LABELS_FILE, atomic_write_bytes, load_image_table, load_json, save_json
 from .audio import AUDIO_EXTENSIONS, AudioError
 from .config import SpectrogramConfig, load_config
 
@@ -233,8 +233,6 @@ def predict(
 
     out_dir = Path(out_dir) if out_dir else (run_dir or Path(model_paths[0]).parent) / "predictions"
     out_dir.mkdir(parents=True, exist_ok=True)
-    from .artifacts import atomic_write_bytes
-
     files = {"predictions": str(atomic_write_bytes(out_dir / "predictions.csv",
                                                    df.to_csv(index=False).encode("utf-8")))}
     metrics = None

@@ -36,10 +36,6 @@ log = logging.getLogger("cnnrnn.pipeline")
 SAMPLE_DIR = Path(__file__).parent / "sample" / "kemdy20"
 
 
-def _cfg(config) -> PipelineConfig:
-    return load_config(config)
-
-
 def _record_config(out: Path, cfg: PipelineConfig) -> None:
     cfg.save(out / A.CONFIG_FILE)
 
@@ -65,7 +61,7 @@ def split(corpus: str, root: str | Path, out: str | Path, config=None) -> dict[s
     from .corpora import load_corpus
     from .splits import split_per_session
 
-    cfg, out = _cfg(config), Path(out)
+    cfg, out = load_config(config), Path(out)
     utterances, corpus_report = load_corpus(corpus, root)
     result = split_per_session(utterances, cfg.split.test_size, cfg.split.seed, cfg.split.keep_ties,
                                cfg.split.labels)
@@ -96,7 +92,7 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
     """
     from .features import extract_spectrograms
 
-    cfg, out = _cfg(config), Path(out)
+    cfg, out = load_config(config), Path(out)
     png_dir = out / A.SPECTROGRAM_DIR
     stamp = png_dir / "spectrogram_config.json"
     spec = cfg.spectrogram.__dict__ | {"workers": None}
@@ -134,7 +130,7 @@ def pack(out: str | Path, config=None, progress: bool = True, force: bool = Fals
     """
     from .features import load_images
 
-    cfg, out = _cfg(config), Path(out)
+    cfg, out = load_config(config), Path(out)
     summary = {}
     for part in ("train", "test"):
         src, dst = out / A.DATA_FILES[part], out / A.FINAL_FILES[part]
@@ -152,7 +148,7 @@ def train(out: str | Path, config=None, verbose: int | str = "auto") -> dict[str
     """Stage 4–5: k-fold CV on ``train_final.pickle``; ``.h5`` checkpoints per fold (see :mod:`cnnrnn.training`)."""
     from .training import cross_validate
 
-    cfg, out = _cfg(config), Path(out)
+    cfg, out = load_config(config), Path(out)
     table = A.load_image_table(out / A.FINAL_FILES["train"])
     labels = _labels(out)
     _record_config(out, cfg)
@@ -168,7 +164,7 @@ def test(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:
     from .inference import predict
     from .training import checkpoint_path
 
-    cfg, out = _cfg(config), Path(out)
+    cfg, out = load_config(config), Path(out)
     models = [checkpoint_path(out, cfg.train, k) for k in range(1, cfg.train.folds + 1)]
     missing = [str(m) for m in models if not m.is_file()]
     if missing:
@@ -180,7 +176,7 @@ def test(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:
 def run(corpus: str, root: str | Path, out: str | Path, config=None, progress: bool = True,
         verbose: int | str = "auto") -> dict[str, Any]:
     """All stages in order: split → spectrograms → pack → train → test. Returns a summary with timings."""
-    cfg, out = _cfg(config), Path(out)
+    cfg, out = load_config(config), Path(out)
     timings, results = {}, {}
     for name, call in (
         ("split", lambda: split(corpus, root, out, cfg)),

@@ -105,8 +105,8 @@ def _best_checkpoint_callback(export_model, path: Path, monitor: str):
     import keras
 
     class BestCheckpoint(keras.callbacks.Callback):
-        """Keeps the best epoch's weights (the last one for ``monitor="last"``) and writes
-        them to an ``.h5`` without optimizer state."""
+        """Keeps the best epoch's weights (the last one for ``monitor="last"``) in memory and
+        writes them once, at the end of the fold, to an ``.h5`` without optimizer state."""
 
         def __init__(self):
             super().__init__()
@@ -124,16 +124,21 @@ def _best_checkpoint_callback(export_model, path: Path, monitor: str):
             if better:
                 self.best, self.best_epoch = float(value), epoch + 1
                 self.best_weights = self.model.get_weights()
-                export_model.set_weights(self.best_weights)
-                tmp = path.with_name(f".{path.stem}.tmp.h5")
-                absl = logging.getLogger("absl")  # .h5 is deliberate: silence the "legacy format" notice
-                level = absl.level
-                absl.setLevel(logging.ERROR)
-                try:
-                    export_model.save(tmp)
-                finally:
-                    absl.setLevel(level)
-                os.replace(tmp, path)
+
+        def on_train_end(self, logs=None):
+            # Written once per fold: earlier per-epoch writes were never used (resume needs the fold JSON too).
+            if self.best_weights is None:
+                return
+            export_model.set_weights(self.best_weights)
+            tmp = path.with_name(f".{path.stem}.tmp.h5")
+            absl = logging.getLogger("absl")  # .h5 is deliberate: silence the "legacy format" notice
+            level = absl.level
+            absl.setLevel(logging.ERROR)
+            try:
+                export_model.save(tmp)
+            finally:
+                absl.setLevel(level)
+            os.replace(tmp, path)
 
     return BestCheckpoint()
 
