@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -22,6 +23,11 @@ The main job runs in stages that talk through files in one output folder:
 Every subcommand takes --config: a preset (default, demo, tiny) or a JSON file with the sections
 "split", "spectrogram" and "train" (see cnnrnn/configs/default.json for every key).
 """
+
+
+# The other model families and tools register their subcommands from cnnrnn/commands/<name>.py:
+# each module has add_commands(sub), whose parsers set_defaults(handler=fn) with fn(args, progress) -> int.
+COMMAND_MODULES = ("tools", "dcnn", "baseline", "hf")
 
 
 def _add_config(p: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -111,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", metavar="DIR", help="run folder (holding data_train.pickle) to draw a gallery of")
     p.add_argument("--per-label", type=int, default=4, help="gallery images per emotion (default 4)")
     _add_config(p)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"cnnrnn.commands.{name}").add_commands(sub)
     return parser
 
 
@@ -135,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     progress = not args.quiet
     try:
+        if getattr(args, "handler", None) is not None:
+            return int(args.handler(args, progress) or 0)
         return _dispatch(args, progress)
     except (ValueError, FileNotFoundError, OSError) as exc:
         logging.getLogger("cnnrnn").error("%s", exc)
