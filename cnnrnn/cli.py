@@ -27,7 +27,7 @@ Every subcommand takes --config: a preset (default, demo, tiny) or a JSON file w
 
 # The other model families and tools register their subcommands from cnnrnn/commands/<name>.py:
 # each module has add_commands(sub), whose parsers set_defaults(handler=fn) with fn(args, progress) -> int.
-COMMAND_MODULES = ("tools", "dcnn", "baseline", "hf")
+COMMAND_MODULES = ("tools", "dcnn", "baseline", "kemdy", "hf")
 
 
 def _add_config(p: argparse.ArgumentParser, default: str | None = None) -> None:

@@ -47,3 +47,29 @@ def write_wav(path: Path, y: np.ndarray, sr: int, subtype: str = "PCM_16") -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, y, sr, subtype=subtype)
     return path
+
+
+def run_notebook(path: Path, env: dict[str, str], timeout: int = 600):
+    """Execute a notebook headless with ``env`` added to the kernel's environment; returns the executed
+    notebook (nbformat node). A cell error raises ``nbclient.exceptions.CellExecutionError``."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(path), as_version=4)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return nb
+
+
+def notebook_outputs(nb) -> list:
+    """Every output of every code cell of an executed notebook."""
+    return [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
