@@ -10,13 +10,14 @@ from typing import Callable
 
 from .base import CorpusError, CorpusReport, Utterance, log
 from .emodb import EMODB_LABELS, read_emodb, read_manifest
-from .kemdy import KEMDY_LABELS, read_kemdy19, read_kemdy20
+from .kemdy import KEMDY_LABELS, read_kemdy19, read_kemdy20, read_kemdy_weighted
 
 READERS: dict[str, Callable[[Path], tuple[list[Utterance], CorpusReport]]] = {
     "kemdy20": read_kemdy20,
     "kemdy19": read_kemdy19,
     "emodb": read_emodb,
     "manifest": read_manifest,
+    "kemdy-weighted": read_kemdy_weighted,  # new_data.csv from `cnnrnn kemdy-labels`
 }
 
 
@@ -49,5 +50,6 @@ def read_corpus(name: str, root: str | Path) -> list[Utterance]:
 
 __all__ = [
     "CorpusError", "CorpusReport", "Utterance", "READERS", "EMODB_LABELS", "KEMDY_LABELS",
-    "load_corpus", "read_corpus", "read_emodb", "read_kemdy19", "read_kemdy20", "read_manifest",
+    "load_corpus", "read_corpus", "read_emodb", "read_kemdy19", "read_kemdy20", "read_kemdy_weighted",
+    "read_manifest",
 ]

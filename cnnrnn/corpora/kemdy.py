@@ -3,12 +3,18 @@
 Both annotation formats have two header rows; the ``Total Evaluation``
 emotion is the raters' majority vote, with ties written as labels joined by
 ``;``. The label set is the corpus's own, including its spelling ``disqust``.
+
+Besides the utterance readers, :func:`read_kemdy_ratings` returns every
+rater's raw emotion cell per segment (for :mod:`cnnrnn.kemdy_labels`), and
+:func:`read_kemdy_weighted` reads the ``new_data.csv`` that module writes.
 """
 from __future__ import annotations
 
 import csv
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from .base import CorpusError, CorpusReport, Utterance, read_text, require_dir, split_labels, to_float
 
@@ -18,15 +24,20 @@ _SESS20 = re.compile(r"Sess(\d+)_eval\.csv$", re.IGNORECASE)
 _SESS19 = re.compile(r"Session(\d+)_([FM])_res\.csv$", re.IGNORECASE)
 _ID_PREFIX = re.compile(r"^Sess(\d+)_")
 _USER = re.compile(r"(User\d+[MF]?)")
+_RATER = re.compile(r"^(Eval\d+)", re.IGNORECASE)
+
+#: Columns of the ``new_data.csv`` written by :mod:`cnnrnn.kemdy_labels` and read by :func:`read_kemdy_weighted`.
+WEIGHTED_COLUMNS = ("segment_id", "session", "speaker", "text", "wav_path", "emotion_raw", "emotion_weighted",
+                    "valence", "arousal")
 
 
-def _rows(path: Path) -> list[list[str]]:
-    """CSV data rows after the two header rows (UTF-8, BOM tolerated)."""
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """``(first header row, data rows)`` of an annotation CSV with two header rows (UTF-8, BOM tolerated)."""
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.reader(fh))
     if len(rows) < 2:
         raise CorpusError(f"{path}: expected two header rows, found {len(rows)} line(s)")
-    return [r for r in rows[2:] if any(cell.strip() for cell in r)]
+    return rows[0], [r for r in rows[2:] if any(cell.strip() for cell in r)]
 
 
 def _labels_or_skip(cell: str, seg_id: str, report: CorpusReport) -> list[str] | None:
@@ -39,6 +50,98 @@ def _labels_or_skip(cell: str, seg_id: str, report: CorpusReport) -> list[str] |
         report.skip(f"unknown_label:{unknown[0]}", seg_id)
         return None
     return labels
+
+
+@dataclass
+class _Segment:
+    """One annotated row: ``col`` is its Total Evaluation Emotion column (Valence and Arousal follow)."""
+
+    id: str
+    row: list[str]
+    header: list[str]
+    col: int
+    wav: Path
+    session: str
+    speaker: str | None
+    encodings: tuple[str, ...]
+
+    def utterance(self, labels: list[str], text: str | None) -> Utterance:
+        return Utterance(
+            id=self.id, audio_path=str(self.wav.resolve()), text=text, speaker=self.speaker,
+            session=self.session, emotion=labels[0] if labels else "", emotions=labels,
+            valence=to_float(self.row[self.col + 1]), arousal=to_float(self.row[self.col + 2]),
+        )
+
+
+def _annotation_files(root: Path, pattern: re.Pattern, corpus: str, hint: str) -> list[Path]:
+    files = sorted(p for p in (root / "annotation").glob("*.csv") if pattern.search(p.name))
+    if not files:
+        raise CorpusError(f"{corpus}: no {hint} under {root}")
+    return files
+
+
+def _kemdy20_segments(root: Path, report: CorpusReport) -> Iterator[_Segment]:
+    """KEMDy20 rows (counted in ``report.n_annotated``) with the ``SessNN_`` prefix fixed; see :func:`read_kemdy20`."""
+    for path in _annotation_files(root, _SESS20, "kemdy20", "annotation/SessNN_eval.csv"):
+        num = int(_SESS20.search(path.name).group(1))
+        header, rows = _read_csv(path)
+        for row in rows:
+            if len(row) < 7:
+                report.skip("short_row", f"{path.name}:{row[:1]}")
+                continue
+            report.n_annotated += 1
+            seg_id = row[3].strip()
+            m = _ID_PREFIX.match(seg_id)
+            if m and int(m.group(1)) != num:
+                seg_id = f"Sess{num:02d}_" + seg_id[m.end():]
+                report.fix("session_prefix")
+            user = _USER.search(seg_id)
+            yield _Segment(seg_id, row, header, 4, root / "wav" / f"Session{num:02d}" / f"{seg_id}.wav",
+                           f"Session{num:02d}", user.group(1) if user else None, ("cp949", "utf-8"))
+
+
+def _kemdy19_segments(root: Path, report: CorpusReport) -> Iterator[_Segment]:
+    """KEMDy19 rows of each segment's own speaker file (counted in ``report.n_annotated``); see :func:`read_kemdy19`."""
+    files = _annotation_files(root, _SESS19, "kemdy19", "annotation/SessionNN_F_res.csv / _M_res.csv")
+    for path in files:
+        m = _SESS19.search(path.name)
+        num, letter = int(m.group(1)), m.group(2).upper()
+        header, rows = _read_csv(path)
+        for row in rows:
+            if len(row) < 13:
+                report.skip("short_row", f"{path.name}:{row[:1]}")
+                continue
+            seg_id = row[9].strip()
+            speaker_letter = seg_id.rsplit("_", 1)[-1][:1].upper()
+            if speaker_letter != letter:
+                continue  # the other speaker's row; read from its own file
+            report.n_annotated += 1
+            dialogue = seg_id.rsplit("_", 1)[0]
+            yield _Segment(seg_id, row, header, 10, root / "wav" / f"Session{num:02d}" / dialogue / f"{seg_id}.wav",
+                           f"Session{num:02d}", f"Session{num:02d}_{letter}", ("utf-8", "cp949"))
+
+
+_LAYOUTS = {
+    "kemdy20": (_kemdy20_segments, "expected annotation/SessNN_eval.csv and wav/SessionNN/"),
+    "kemdy19": (_kemdy19_segments, "expected annotation/SessionNN_[FM]_res.csv and wav/SessionNN/"),
+}
+
+
+def _read_utterances(corpus: str, root: str | Path) -> tuple[list[Utterance], CorpusReport]:
+    segments, hint = _LAYOUTS[corpus]
+    root = require_dir(root, corpus, hint)
+    report = CorpusReport(corpus, str(root))
+    out: list[Utterance] = []
+    for seg in segments(root, report):
+        labels = _labels_or_skip(seg.row[seg.col], seg.id, report)
+        if labels is None:
+            continue
+        if not seg.wav.is_file():
+            report.skip("missing_audio", seg.id)
+            continue
+        out.append(seg.utterance(labels, read_text(seg.wav.with_suffix(".txt"), seg.encodings)))
+    report.n_kept = len(out)
+    return out, report
 
 
 def read_kemdy20(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
@@ -59,41 +162,7 @@ def read_kemdy20(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     Raises:
         CorpusError: the folder is missing or empty, or has no ``annotation/Sess*_eval.csv``.
     """
-    root = require_dir(root, "kemdy20", "expected annotation/SessNN_eval.csv and wav/SessionNN/")
-    files = sorted(p for p in (root / "annotation").glob("*.csv") if _SESS20.search(p.name))
-    if not files:
-        raise CorpusError(f"kemdy20: no annotation/SessNN_eval.csv under {root}")
-    report = CorpusReport("kemdy20", str(root))
-    out: list[Utterance] = []
-    for path in files:
-        num = int(_SESS20.search(path.name).group(1))
-        for row in _rows(path):
-            if len(row) < 7:
-                report.skip("short_row", f"{path.name}:{row[:1]}")
-                continue
-            report.n_annotated += 1
-            seg_id = row[3].strip()
-            m = _ID_PREFIX.match(seg_id)
-            if m and int(m.group(1)) != num:
-                seg_id = f"Sess{num:02d}_" + seg_id[m.end():]
-                report.fix("session_prefix")
-            labels = _labels_or_skip(row[4], seg_id, report)
-            if labels is None:
-                continue
-            wav = root / "wav" / f"Session{num:02d}" / f"{seg_id}.wav"
-            if not wav.is_file():
-                report.skip("missing_audio", seg_id)
-                continue
-            user = _USER.search(seg_id)
-            out.append(Utterance(
-                id=seg_id, audio_path=str(wav.resolve()),
-                text=read_text(wav.with_suffix(".txt"), ("cp949", "utf-8")),
-                speaker=user.group(1) if user else None, session=f"Session{num:02d}",
-                emotion=labels[0], emotions=labels,
-                valence=to_float(row[5]), arousal=to_float(row[6]),
-            ))
-    report.n_kept = len(out)
-    return out, report
+    return _read_utterances("kemdy20", root)
 
 
 def read_kemdy19(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
@@ -115,38 +184,131 @@ def read_kemdy19(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     Raises:
         CorpusError: the folder is missing or empty, or has no annotation files.
     """
-    root = require_dir(root, "kemdy19", "expected annotation/SessionNN_[FM]_res.csv and wav/SessionNN/")
-    files = sorted(p for p in (root / "annotation").glob("*.csv") if _SESS19.search(p.name))
-    if not files:
-        raise CorpusError(f"kemdy19: no annotation/SessionNN_F_res.csv / _M_res.csv under {root}")
-    report = CorpusReport("kemdy19", str(root))
-    out: list[Utterance] = []
-    for path in files:
-        m = _SESS19.search(path.name)
-        num, letter = int(m.group(1)), m.group(2).upper()
-        for row in _rows(path):
-            if len(row) < 13:
-                report.skip("short_row", f"{path.name}:{row[:1]}")
-                continue
-            seg_id = row[9].strip()
-            speaker_letter = seg_id.rsplit("_", 1)[-1][:1].upper()
-            if speaker_letter != letter:
-                continue  # the other speaker's row; read from its own file
-            report.n_annotated += 1
-            labels = _labels_or_skip(row[10], seg_id, report)
-            if labels is None:
-                continue
-            dialogue = seg_id.rsplit("_", 1)[0]
-            wav = root / "wav" / f"Session{num:02d}" / dialogue / f"{seg_id}.wav"
-            if not wav.is_file():
-                report.skip("missing_audio", seg_id)
-                continue
-            out.append(Utterance(
-                id=seg_id, audio_path=str(wav.resolve()),
-                text=read_text(wav.with_suffix(".txt"), ("utf-8", "cp949")),
-                speaker=f"Session{num:02d}_{letter}", session=f"Session{num:02d}",
-                emotion=labels[0], emotions=labels,
-                valence=to_float(row[11]), arousal=to_float(row[12]),
-            ))
+    return _read_utterances("kemdy19", root)
+
+
+@dataclass
+class RatedSegment:
+    """One annotated segment with every rater's raw emotion cell.
+
+    Attributes:
+        utterance: the segment; ``emotions`` are the ``Total Evaluation`` labels as
+            written (lower-cased, unvalidated, possibly empty), ``text`` is ``None``
+            when the transcript is missing or undecodable.
+        total: the raw ``Total Evaluation`` Emotion cell.
+        ratings: rater slot (``Eval01`` … ``Eval10``) → that rater's raw Emotion cell.
+        text_status: ``ok``, ``missing``, ``undecodable`` (no listed encoding decodes it)
+            or ``not_<encoding>`` (decoded by the fallback encoding, e.g. ``not_cp949``).
+    """
+
+    utterance: Utterance
+    total: str
+    ratings: dict[str, str] = field(default_factory=dict)
+    text_status: str = "ok"
+
+
+def _transcript(path: Path, encodings: tuple[str, ...]) -> tuple[str | None, str]:
+    if not path.is_file():
+        return None, "missing"
+    text = read_text(path, encodings)
+    if text is None:
+        return None, "undecodable"
+    if read_text(path, encodings[:1]) is None:
+        return text, f"not_{encodings[0]}"
+    return text, "ok"
+
+
+def _rater_columns(header: list[str]) -> dict[str, int]:
+    """Rater slot → its Emotion column, from the first header row (``Eval01F``, ``Eval02M``, … or ``Eval01``…)."""
+    slots = {}
+    for i, name in enumerate(header):
+        m = _RATER.match(name.strip())
+        if m:
+            slots[m.group(1).capitalize()] = i
+    return slots
+
+
+def read_kemdy_ratings(corpus: str, root: str | Path) -> tuple[list[RatedSegment], CorpusReport]:
+    """Read every annotated segment of a KEMDy20 or KEMDy19 folder with its raters' emotion cells.
+
+    The rows, ids, sessions, speakers and audio paths are those of :func:`read_kemdy20` /
+    :func:`read_kemdy19` (the ``SessNN_`` prefix fix included). Unlike those readers, a
+    segment is kept whatever its ``Total Evaluation`` says (the raters' cells are what
+    counts here); only a segment without audio, or a short row, is skipped and counted.
+    Raters are identified by their column slot (``Eval01`` … ``Eval10``, the gender letter
+    of ``Eval01F`` dropped), so the same slot in every annotation file is one rater, as in
+    the original ``prepare_data.py`` (seed ``001``), which speaks of ten raters.
+
+    Args:
+        corpus: ``kemdy20`` or ``kemdy19``.
+        root: the corpus folder.
+
+    Returns:
+        ``(segments, report)``.
+
+    Raises:
+        CorpusError: unknown corpus, the folder is missing or empty, has no annotation files,
+            or an annotation file has no ``EvalNN`` rater columns.
+    """
+    if corpus not in _LAYOUTS:
+        raise CorpusError(f"rater labels: unknown corpus {corpus!r}; choose from {sorted(_LAYOUTS)}")
+    segments, hint = _LAYOUTS[corpus]
+    root = require_dir(root, corpus, hint)
+    report = CorpusReport(corpus, str(root))
+    out: list[RatedSegment] = []
+    for seg in segments(root, report):
+        slots = _rater_columns(seg.header)
+        if not slots:
+            raise CorpusError(f"{corpus}: no EvalNN rater columns in the header of an annotation file under {root}")
+        if not seg.wav.is_file():
+            report.skip("missing_audio", seg.id)
+            continue
+        text, status = _transcript(seg.wav.with_suffix(".txt"), seg.encodings)
+        ratings = {slot: seg.row[i].strip() if i < len(seg.row) else "" for slot, i in slots.items()}
+        out.append(RatedSegment(seg.utterance(split_labels(seg.row[seg.col]), text), seg.row[seg.col].strip(),
+                                ratings, status))
+    report.n_kept = len(out)
+    return out, report
+
+
+def read_kemdy_weighted(csv_path: str | Path) -> tuple[list[Utterance], CorpusReport]:
+    """Read the ``new_data.csv`` written by ``cnnrnn kemdy-labels`` (columns :data:`WEIGHTED_COLUMNS`).
+
+    The label is ``emotion_weighted`` (the rater-weighted vote; a remaining tie is
+    ``a;b``, so ``emotions`` holds both). A relative ``wav_path`` is resolved against
+    the CSV's folder; an empty ``text`` becomes ``None``.
+
+    Returns:
+        ``(utterances, report)``; rows without a label or without audio are skipped and counted.
+
+    Raises:
+        CorpusError: the CSV is missing or lacks one of :data:`WEIGHTED_COLUMNS`.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise CorpusError(f"kemdy-weighted: {csv_path} is not a CSV file (pass new_data.csv itself as --root)")
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in WEIGHTED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise CorpusError(f"kemdy-weighted: {csv_path} lacks column(s) {missing}; "
+                              "write it with `cnnrnn kemdy-labels`")
+        rows = list(reader)
+    report = CorpusReport("kemdy-weighted", str(csv_path), n_annotated=len(rows))
+    out = []
+    for row in rows:
+        seg_id, labels = row["segment_id"].strip(), split_labels(row["emotion_weighted"])
+        if not labels:
+            report.skip("no_label", seg_id)
+            continue
+        wav = Path(row["wav_path"])
+        wav = wav if wav.is_absolute() else csv_path.parent / wav
+        if not wav.is_file():
+            report.skip("missing_audio", seg_id)
+            continue
+        out.append(Utterance(id=seg_id, audio_path=str(wav.resolve()), text=row["text"] or None,
+                             speaker=row["speaker"] or None, session=row["session"] or None,
+                             emotion=labels[0], emotions=labels,
+                             valence=to_float(row["valence"]), arousal=to_float(row["arousal"])))
     report.n_kept = len(out)
     return out, report
