@@ -10,13 +10,17 @@ from typing import Callable
 
 from .base import CorpusError, CorpusReport, Utterance, log
 from .emodb import EMODB_LABELS, read_emodb, read_manifest
+from .fsdd import read_fsdd
 from .kemdy import KEMDY_LABELS, read_kemdy19, read_kemdy20, read_kemdy_weighted
+from .urbansound import read_urbansound8k
 
 READERS: dict[str, Callable[[Path], tuple[list[Utterance], CorpusReport]]] = {
     "kemdy20": read_kemdy20,
     "kemdy19": read_kemdy19,
     "emodb": read_emodb,
     "manifest": read_manifest,
+    "fsdd": read_fsdd,  # {digit}_{speaker}_{take}.wav
+    "urbansound8k": read_urbansound8k,  # train.csv (ID,Class) + Train/<ID>.wav
     "kemdy-weighted": read_kemdy_weighted,  # new_data.csv from `cnnrnn kemdy-labels`
 }
 
@@ -51,5 +55,5 @@ def read_corpus(name: str, root: str | Path) -> list[Utterance]:
 __all__ = [
     "CorpusError", "CorpusReport", "Utterance", "READERS", "EMODB_LABELS", "KEMDY_LABELS",
     "load_corpus", "read_corpus", "read_emodb", "read_kemdy19", "read_kemdy20", "read_kemdy_weighted",
-    "read_manifest",
+    "read_manifest", "read_fsdd", "read_urbansound8k",
 ]

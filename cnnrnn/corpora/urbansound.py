@@ -1,0 +1,55 @@
+"""UrbanSound8K practice-problem layout: ``train.csv`` (``ID,Class``) and ``Train/<ID>.wav``."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from .base import CorpusError, CorpusReport, Utterance, require_dir
+
+CSV_NAME = "train.csv"
+AUDIO_DIR = "Train"
+
+
+def read_urbansound8k(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
+    """Read an UrbanSound8K-style folder: ``<root>/train.csv`` with columns ``ID,Class``
+    and the audio of row ``ID`` at ``<root>/Train/<ID>.wav``.
+
+    This is the layout of the "Urban Sound Classification" practice problem the ANN/CNN
+    baseline tutorial used (5,435 labelled clips, 10 classes). Column names match
+    case-insensitively; other columns are ignored. Speakers and sessions are unknown (``None``).
+
+    Returns:
+        ``(utterances, report)`` in CSV order. Rows with an empty ``ID`` or ``Class``
+        (``empty_cell``) or whose wav file does not exist (``missing_audio``) are
+        skipped and counted; every other row is kept.
+
+    Raises:
+        CorpusError: the folder or ``train.csv`` is missing, or the CSV lacks the
+            ``ID`` or ``Class`` column.
+    """
+    root = require_dir(root, "urbansound8k", f"expected {CSV_NAME} and {AUDIO_DIR}/<ID>.wav")
+    csv_path = root / CSV_NAME
+    if not csv_path.is_file():
+        raise CorpusError(f"urbansound8k: {csv_path} not found (expected {CSV_NAME} with columns ID,Class)")
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        cols = {c.strip().lower(): c for c in (reader.fieldnames or []) if c}
+        missing = [name for name in ("ID", "Class") if name.lower() not in cols]
+        if missing:
+            raise CorpusError(f"urbansound8k: {csv_path} lacks column(s) {missing}; found {reader.fieldnames}")
+        rows = list(reader)
+    report = CorpusReport("urbansound8k", str(root), n_annotated=len(rows))
+    out = []
+    for line, row in enumerate(rows, start=2):
+        uid = (row.get(cols["id"]) or "").strip()
+        label = (row.get(cols["class"]) or "").strip()
+        if not uid or not label:
+            report.skip("empty_cell", f"line {line}")
+            continue
+        audio = root / AUDIO_DIR / f"{uid}.wav"
+        if not audio.is_file():
+            report.skip("missing_audio", f"{AUDIO_DIR}/{uid}.wav")
+            continue
+        out.append(Utterance(id=uid, audio_path=str(audio.resolve()), emotion=label, emotions=[label]))
+    report.n_kept = len(out)
+    return out, report
