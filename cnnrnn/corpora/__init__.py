@@ -10,7 +10,9 @@ from typing import Callable
 
 from .base import CorpusError, CorpusReport, Utterance, log
 from .emodb import EMODB_LABELS, read_emodb, read_manifest
+from .esd import ESD_LABELS, read_esd
 from .fsdd import read_fsdd
+from .jtes import JTES_LABELS, read_jtes
 from .kemdy import KEMDY_LABELS, read_kemdy19, read_kemdy20, read_kemdy_weighted
 from .urbansound import read_urbansound8k
 
@@ -22,6 +24,18 @@ READERS: dict[str, Callable[[Path], tuple[list[Utterance], CorpusReport]]] = {
     "fsdd": read_fsdd,  # {digit}_{speaker}_{take}.wav
     "urbansound8k": read_urbansound8k,  # train.csv (ID,Class) + Train/<ID>.wav
     "kemdy-weighted": read_kemdy_weighted,  # new_data.csv from `cnnrnn kemdy-labels`
+    "esd": read_esd,  # <speaker>/<Emotion>/<speaker>_<nnnnnn>.wav + <speaker>/<speaker>.txt
+    "jtes": read_jtes,  # <speaker>/<emotion>/<speaker>_<emotion>_<nn>.wav
+}
+
+#: Fixed label orders (label id = index) of corpora that have one, so that emotion ids match the original
+#: code's; other corpora use their sorted label names.
+LABEL_ORDERS: dict[str, tuple[str, ...]] = {
+    "esd": ESD_LABELS,
+    "jtes": JTES_LABELS,
+    "emodb": tuple(EMODB_LABELS.values()),
+    "kemdy20": KEMDY_LABELS,
+    "kemdy19": KEMDY_LABELS,
 }
 
 
@@ -56,4 +70,5 @@ __all__ = [
     "CorpusError", "CorpusReport", "Utterance", "READERS", "EMODB_LABELS", "KEMDY_LABELS",
     "load_corpus", "read_corpus", "read_emodb", "read_kemdy19", "read_kemdy20", "read_kemdy_weighted",
     "read_manifest", "read_fsdd", "read_urbansound8k",
+    "ESD_LABELS", "JTES_LABELS", "LABEL_ORDERS", "read_esd", "read_jtes",
 ]
