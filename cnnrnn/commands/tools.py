@@ -1,6 +1,123 @@
-"""``cnnrnn`` subcommands: tools (placeholder until its issue lands)."""
+"""``cnnrnn`` subcommands: the DCNN-BLSTMwA flow's tools (``resample``, ``amp-normalize``, ``hparams``) and its
+dataset preparation (``filelists``). The work is in :mod:`cnnrnn.audio_tools`, :mod:`cnnrnn.hparams` and
+:func:`cnnrnn.filelists.prepare_filelists`."""
 from __future__ import annotations
+
+import argparse
+import json
 
 
 def add_commands(sub) -> None:
     """Add this module's subcommands to the ``cnnrnn`` parser's subparsers ``sub``."""
+    from ..corpora import READERS
+    from ..filelists import FOLDS_BY
+
+    raw = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("resample", help="resample every audio file of a folder tree (original resample.py)",
+                       formatter_class=raw,
+                       description="Resample every audio file under SRC_DIR to SR Hz (librosa soxr_hq, mono) and "
+                                   "write it as a 16-bit PCM wav at the same relative path under DST_DIR.\n"
+                                   "DST_DIR must be a separate folder. A rerun keeps outputs that are up to date; "
+                                   "unreadable or empty files are skipped and counted.\n\n"
+                                   "example: cnnrnn resample dataset/jtes48k dataset/jtes 16000")
+    p.add_argument("src_dir", help="source dataset folder (searched recursively)")
+    p.add_argument("dst_dir", help="output folder (created; not inside SRC_DIR)")
+    p.add_argument("sr", type=int, help="target sample rate in Hz, e.g. 16000")
+    p.add_argument("-s", "--silent", action="store_true", help="no progress bar (as cnnrnn -q)")
+    p.set_defaults(handler=_resample)
+
+    p = sub.add_parser("amp-normalize", help="peak-normalise every audio file of a folder tree (amp_normalize.py)",
+                       formatter_class=raw,
+                       description="Scale every audio file under SRC_DIR so its peak absolute amplitude is 1 "
+                                   "(librosa.util.normalize) and write it as a 16-bit PCM wav at the same "
+                                   "relative path under DST_DIR. A silent file is copied as is and reported.\n\n"
+                                   "example: cnnrnn amp-normalize dataset/esd16k dataset/esd")
+    p.add_argument("src_dir", help="source folder (searched recursively)")
+    p.add_argument("dst_dir", help="output folder (created; not inside SRC_DIR)")
+    p.add_argument("-s", "--silent", action="store_true", help="no progress bar (as cnnrnn -q)")
+    p.set_defaults(handler=_amp_normalize)
+
+    p = sub.add_parser("hparams", help="change a hyper-parameter in JSON config files (hparams_changer.py)",
+                       formatter_class=raw,
+                       description="Command mode: cnnrnn hparams -p CONFIG.json -y KEY -v VALUE\n"
+                                   "  KEY is a key of any section, or section.key when several sections hold it;\n"
+                                   "  VALUE takes the type of the value it replaces; an unknown key needs "
+                                   "--add and section.key.\n"
+                                   "Dialogue mode: cnnrnn hparams [-p ...] asks for the file, key and value.\n"
+                                   "Files are rewritten atomically, keeping key order.\n\n"
+                                   "example: cnnrnn hparams -p cnnrnn/configs/dcnn -y train.batch_size -v 64")
+    p.add_argument("-p", "--path", action="append", metavar="PATH",
+                   help="config file, or folder of *.json; repeatable (dialogue default: the package's "
+                        "DCNN configs, cnnrnn/configs/dcnn/*.json)")
+    p.add_argument("-y", "--hyparam", metavar="HYPARAM", help="key or section.key")
+    p.add_argument("-v", "--value", metavar="VALUE", help="new value (JSON for lists, dicts and null)")
+    p.add_argument("--add", "--yes", dest="add", action="store_true",
+                   help="confirm adding a key that does not exist yet (give section.key)")
+    p.set_defaults(handler=_hparams)
+
+    p = sub.add_parser("filelists", help="k-fold and LOSO filelists of a corpus (wavpath|speaker|text|emotion|lang)",
+                       formatter_class=raw,
+                       description="Read a corpus and write OUT/labels.json, OUT/kfold/fold{k}_{train,test}.txt, "
+                                   "OUT/loso/{speaker}_{train,test}.txt and OUT/prepare_report.json.\n"
+                                   "Emotion ids follow the corpus's fixed label order (esd: neutral happy sad "
+                                   "angry; jtes: neu joy sad ang) unless --labels is given.\n\n"
+                                   "example: cnnrnn filelists --corpus esd --root dataset/esd --out filelists/esd")
+    p.add_argument("--corpus", required=True, choices=sorted(READERS), help="corpus layout")
+    p.add_argument("--root", required=True, help="corpus folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--folds", type=int, default=5, help="number of k-fold folds (default 5)")
+    p.add_argument("--folds-by", choices=FOLDS_BY, default="auto",
+                   help="speaker-disjoint or only stratified folds (default auto: by speaker when there are "
+                        "at least as many speakers as folds)")
+    p.add_argument("--no-loso", action="store_true", help="skip the leave-one-speaker-out filelists")
+    p.add_argument("--seed", type=int, default=42, help="fold shuffling seed (default 42)")
+    p.add_argument("--labels", help="comma-separated label names in id order (a subset leaves the rest out)")
+    p.add_argument("--lang-id", type=int, default=0, help="lang_id field of every line (default 0)")
+    p.set_defaults(handler=_filelists)
+
+
+def _resample(args, progress: bool) -> int:
+    from ..audio_tools import format_summary, resample_tree
+
+    print(format_summary(resample_tree(args.src_dir, args.dst_dir, args.sr, progress and not args.silent)))
+    return 0
+
+
+def _amp_normalize(args, progress: bool) -> int:
+    from ..audio_tools import amp_normalize_tree, format_summary
+
+    print(format_summary(amp_normalize_tree(args.src_dir, args.dst_dir, progress and not args.silent)))
+    return 0
+
+
+def _hparams(args, progress: bool) -> int:
+    from .. import hparams
+
+    if args.hyparam is None and args.value is None:
+        default = sorted(hparams.DEFAULT_CONFIG_DIR.glob("*.json"))
+        hparams.dialogue(args.path or default)
+        return 0
+    if args.hyparam is None or args.value is None:
+        raise hparams.HparamError("give both -y KEY and -v VALUE (or neither, for the dialogue)")
+    if not args.path:
+        raise hparams.HparamError("give the config file(s) to change with -p PATH")
+    for c in hparams.set_hparam(args.path, args.hyparam, args.value, add=args.add):
+        where = f"{c['section']}.{c['key']}" if c["section"] else c["key"]
+        print(f"{c['file']}: {where}: {json.dumps(c['old'])} -> {json.dumps(c['new'])}"
+              + (" (added)" if c["added"] else ""))
+    return 0
+
+
+def _filelists(args, progress: bool) -> int:
+    from ..filelists import prepare_filelists
+
+    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+    report = prepare_filelists(args.corpus, args.root, args.out, n_folds=args.folds, seed=args.seed,
+                               loso=not args.no_loso, labels=labels, lang_id=args.lang_id, folds_by=args.folds_by)
+    print(json.dumps({"labels": report["labels"], "label_counts": report["label_counts"],
+                      "entries": report["n_entries"], "speakers": report["n_speakers"],
+                      "folds_by_speaker": report["kfold"]["by_speaker"], "loso_pairs": len(report["loso"]),
+                      "corpus_skipped": {k: len(v) for k, v in report["corpus"]["skipped"].items()},
+                      "skipped": {k: len(v) for k, v in report["skipped"].items()},
+                      "report": f"{args.out}/prepare_report.json"}, indent=2, ensure_ascii=False))
+    return 0
