@@ -5,15 +5,21 @@ This is the format of the original DCNN-BLSTMWA code (PyTorch, JTES/ESD), e.g.::
     data/ESD/0011/Angry/0011_000351.wav|0011|The nine the eggs.|3|0
 
 Relative ``wavpath`` values are resolved against the filelist's folder, unless ``root`` is given.
+
+:func:`prepare_filelists` writes a corpus's k-fold and leave-one-speaker-out (LOSO) filelists, as the
+original ``011_prep_mydata_[dname].py`` scripts did.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .artifacts import atomic_write_bytes
+from .artifacts import LABELS_FILE, atomic_write_bytes, save_json
+from .corpora import LABEL_ORDERS, load_corpus
 from .corpora.base import CorpusReport
+from .splits import kfold_indices, loso_indices
 
 N_FIELDS = 5
 
@@ -117,3 +123,100 @@ def write_filelist(path: str | Path, entries: Iterable[FilelistEntry]) -> Path:
     """Write entries as a filelist, atomically (UTF-8, one line each). Returns ``path``."""
     text = "".join(e.to_line() + "\n" for e in entries)
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+#: How :func:`prepare_filelists` makes k folds: ``auto`` is ``speaker`` when there are at least as many
+#: speakers as folds, else ``stratified``.
+FOLDS_BY = ("auto", "speaker", "stratified")
+
+
+def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_folds: int = 5, seed: int = 42,
+                      loso: bool = True, labels: Sequence[str] | None = None, lang_id: int = 0,
+                      folds_by: str = "auto") -> dict:
+    """Write a corpus's filelists for k-fold cross-validation and leave-one-speaker-out (LOSO).
+
+    Writes, under ``out_dir``:
+
+    * ``labels.json``: ``{"labels": [...]}``, emotion id = index;
+    * ``kfold/fold{k}_train.txt`` and ``kfold/fold{k}_test.txt`` for ``k = 1 .. n_folds`` (stratified by
+      emotion; speaker-disjoint with ``folds_by`` ``speaker``, see :data:`FOLDS_BY`);
+    * ``loso/{speaker}_train.txt`` and ``loso/{speaker}_test.txt`` per speaker (unless ``loso`` is false);
+    * ``prepare_report.json``: the label counts, the folds' sizes and speakers, and every skip.
+
+    Lines are ``wavpath|speaker_id|text|emotion_id|lang_id`` with absolute wav paths; a missing transcript is
+    an empty text, and ``|`` or line breaks inside a transcript become spaces (counted in the report).
+
+    Args:
+        corpus: a reader name of :data:`cnnrnn.corpora.READERS` (``esd``, ``jtes``, ``emodb``, ...).
+        root: the corpus folder, read with :func:`cnnrnn.corpora.load_corpus`.
+        out_dir: output folder.
+        n_folds: number of k-fold folds.
+        seed: fold shuffling seed.
+        loso: also write the LOSO filelists.
+        labels: label names in id order; default: the corpus's fixed order
+            (:data:`cnnrnn.corpora.LABEL_ORDERS`, the original code's ids), else the sorted labels present.
+            Utterances whose label is not in the list are skipped (``label_not_in_set``), so a subset such
+            as ``["neutral", "happiness", "sadness", "anger"]`` selects four EmoDB classes.
+        lang_id: language id written on every line (0 in the original single-language runs).
+        folds_by: ``auto``, ``speaker`` or ``stratified``.
+
+    Returns:
+        The report written to ``prepare_report.json``.
+
+    Raises:
+        cnnrnn.corpora.CorpusError: the corpus cannot be read or has no usable utterance.
+        ValueError: unknown ``folds_by``; speaker folds with fewer speakers than folds; fewer utterances
+            than folds; no utterance left.
+    """
+    if folds_by not in FOLDS_BY:
+        raise ValueError(f"folds_by must be one of {FOLDS_BY}, got {folds_by!r}")
+    utterances, corpus_report = load_corpus(corpus, root)
+    label_list = list(labels) if labels else list(LABEL_ORDERS.get(corpus.lower(), ()))
+    label_list = label_list or sorted({u.emotion for u in utterances})
+    code = {lab: i for i, lab in enumerate(label_list)}
+    skipped: dict[str, list[str]] = {}
+    n_text_fixed = 0
+    entries = []
+    for u in utterances:
+        reason = ("tied_label" if u.is_tied else "label_not_in_set" if u.emotion not in code
+                  else "missing_audio" if not Path(u.audio_path).is_file() else None)
+        if reason:
+            skipped.setdefault(reason, []).append(u.id)
+            continue
+        text = u.text or ""
+        clean = re.sub(r"[|\r\n]+", " ", text)
+        n_text_fixed += clean != text
+        entries.append(FilelistEntry(str(Path(u.audio_path).resolve()), u.speaker or "unknown", clean,
+                                     code[u.emotion], lang_id))
+    if not entries:
+        raise ValueError(f"{corpus}: no utterance left for labels {label_list} (skipped: "
+                         f"{ {k: len(v) for k, v in skipped.items()} })")
+
+    out = Path(out_dir)
+    speakers = [e.speaker_id for e in entries]
+    n_speakers = len(set(speakers))
+    by_speaker = folds_by == "speaker" or (folds_by == "auto" and n_speakers >= n_folds)
+    folds = kfold_indices([e.emotion_id for e in entries], n_folds, seed, groups=speakers if by_speaker else None)
+    files = {"labels": str(save_json({"labels": label_list}, out / LABELS_FILE))}
+
+    def write_pair(folder: str, name: str, train_idx, test_idx) -> dict:
+        for part, idx in (("train", train_idx), ("test", test_idx)):
+            files[f"{folder}/{name}_{part}"] = str(write_filelist(out / folder / f"{name}_{part}.txt",
+                                                                  [entries[i] for i in idx]))
+        return {"name": name, "n_train": len(train_idx), "n_test": len(test_idx),
+                "test_speakers": sorted({speakers[i] for i in test_idx})}
+
+    fold_info = [write_pair("kfold", f"fold{k}", tr, te) for k, (tr, te) in enumerate(folds, start=1)]
+    loso_info = [write_pair("loso", spk, tr, te) for spk, tr, te in loso_indices(speakers)] if loso else []
+    counts: dict[str, int] = {lab: 0 for lab in label_list}
+    for e in entries:
+        counts[label_list[e.emotion_id]] += 1
+    report = {
+        "corpus": corpus_report.to_dict(), "labels": label_list, "label_counts": counts,
+        "n_entries": len(entries), "n_speakers": n_speakers, "skipped": skipped,
+        "n_skipped": sum(len(v) for v in skipped.values()), "n_text_fixed": int(n_text_fixed),
+        "kfold": {"n_folds": n_folds, "seed": seed, "by_speaker": by_speaker, "folds": fold_info},
+        "loso": loso_info, "lang_id": lang_id, "files": files,
+    }
+    save_json(report, out / "prepare_report.json")
+    return report
