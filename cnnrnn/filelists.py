@@ -165,8 +165,8 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_fold
 
     Raises:
         cnnrnn.corpora.CorpusError: the corpus cannot be read or has no usable utterance.
-        ValueError: unknown ``folds_by``; speaker folds with fewer speakers than folds; fewer utterances
-            than folds; no utterance left.
+        ValueError: unknown ``folds_by``; speaker folds with fewer speakers than folds, or with a label
+            that has fewer utterances than folds; fewer utterances than folds; no utterance left.
     """
     if folds_by not in FOLDS_BY:
         raise ValueError(f"folds_by must be one of {FOLDS_BY}, got {folds_by!r}")
@@ -184,7 +184,7 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_fold
             skipped.setdefault(reason, []).append(u.id)
             continue
         text = u.text or ""
-        clean = re.sub(r"[|\r\n]+", " ", text)
+        clean = re.sub(r"\s*[|\r\n]+\s*", " ", text)
         n_text_fixed += clean != text
         entries.append(FilelistEntry(str(Path(u.audio_path).resolve()), u.speaker or "unknown", clean,
                                      code[u.emotion], lang_id))
@@ -196,6 +196,13 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_fold
     speakers = [e.speaker_id for e in entries]
     n_speakers = len(set(speakers))
     by_speaker = folds_by == "speaker" or (folds_by == "auto" and n_speakers >= n_folds)
+    counts: dict[str, int] = {lab: 0 for lab in label_list}
+    for e in entries:
+        counts[label_list[e.emotion_id]] += 1
+    rare = {lab: n for lab, n in counts.items() if 0 < n < n_folds}
+    if by_speaker and rare:
+        raise ValueError(f"{corpus}: speaker-disjoint stratified folds need at least {n_folds} utterances per label; "
+                         f"{rare} have fewer: use fewer folds or folds_by='stratified'")
     folds = kfold_indices([e.emotion_id for e in entries], n_folds, seed, groups=speakers if by_speaker else None)
     files = {"labels": str(save_json({"labels": label_list}, out / LABELS_FILE))}
 
@@ -208,9 +215,6 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_fold
 
     fold_info = [write_pair("kfold", f"fold{k}", tr, te) for k, (tr, te) in enumerate(folds, start=1)]
     loso_info = [write_pair("loso", spk, tr, te) for spk, tr, te in loso_indices(speakers)] if loso else []
-    counts: dict[str, int] = {lab: 0 for lab in label_list}
-    for e in entries:
-        counts[label_list[e.emotion_id]] += 1
     report = {
         "corpus": corpus_report.to_dict(), "labels": label_list, "label_counts": counts,
         "n_entries": len(entries), "n_speakers": n_speakers, "skipped": skipped,

@@ -13,29 +13,18 @@ def add_commands(sub) -> None:
     from ..filelists import FOLDS_BY
 
     raw = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("resample", help="resample every audio file of a folder tree (original resample.py)",
-                       formatter_class=raw,
-                       description="Resample every audio file under SRC_DIR to SR Hz (librosa soxr_hq, mono) and "
-                                   "write it as a 16-bit PCM wav at the same relative path under DST_DIR.\n"
-                                   "DST_DIR must be a separate folder. A rerun keeps outputs that are up to date; "
-                                   "unreadable or empty files are skipped and counted.\n\n"
-                                   "example: cnnrnn resample dataset/jtes48k dataset/jtes 16000")
-    p.add_argument("src_dir", help="source dataset folder (searched recursively)")
-    p.add_argument("dst_dir", help="output folder (created; not inside SRC_DIR)")
+    p = _tree_parser(sub, "resample", _resample, "resample every audio file of a folder tree (original resample.py)",
+                     "Resample every audio file under SRC_DIR to SR Hz (librosa soxr_hq, mono) and write it as a "
+                     "16-bit PCM wav at the same relative path under DST_DIR.\nDST_DIR must be a separate folder. "
+                     "A rerun keeps outputs that are up to date; unreadable or empty files are skipped and counted."
+                     "\n\nexample: cnnrnn resample dataset/jtes48k dataset/jtes 16000")
     p.add_argument("sr", type=int, help="target sample rate in Hz, e.g. 16000")
-    p.add_argument("-s", "--silent", action="store_true", help="no progress bar (as cnnrnn -q)")
-    p.set_defaults(handler=_resample)
-
-    p = sub.add_parser("amp-normalize", help="peak-normalise every audio file of a folder tree (amp_normalize.py)",
-                       formatter_class=raw,
-                       description="Scale every audio file under SRC_DIR so its peak absolute amplitude is 1 "
-                                   "(librosa.util.normalize) and write it as a 16-bit PCM wav at the same "
-                                   "relative path under DST_DIR. A silent file is copied as is and reported.\n\n"
-                                   "example: cnnrnn amp-normalize dataset/esd16k dataset/esd")
-    p.add_argument("src_dir", help="source folder (searched recursively)")
-    p.add_argument("dst_dir", help="output folder (created; not inside SRC_DIR)")
-    p.add_argument("-s", "--silent", action="store_true", help="no progress bar (as cnnrnn -q)")
-    p.set_defaults(handler=_amp_normalize)
+    _tree_parser(sub, "amp-normalize", _amp_normalize,
+                 "peak-normalise every audio file of a folder tree (original amp_normalize.py)",
+                 "Scale every audio file under SRC_DIR so its peak absolute amplitude is 1 (librosa.util.normalize) "
+                 "and write it as a 16-bit PCM wav at the same relative path under DST_DIR. A silent file is "
+                 "copied as is and reported. A rerun keeps outputs that are up to date."
+                 "\n\nexample: cnnrnn amp-normalize dataset/esd16k dataset/esd")
 
     p = sub.add_parser("hparams", help="change a hyper-parameter in JSON config files (hparams_changer.py)",
                        formatter_class=raw,
@@ -74,6 +63,17 @@ def add_commands(sub) -> None:
     p.add_argument("--labels", help="comma-separated label names in id order (a subset leaves the rest out)")
     p.add_argument("--lang-id", type=int, default=0, help="lang_id field of every line (default 0)")
     p.set_defaults(handler=_filelists)
+
+
+def _tree_parser(sub, name: str, handler, help_text: str, description: str) -> argparse.ArgumentParser:
+    """A folder-to-folder audio tool's parser: SRC_DIR DST_DIR [-s]."""
+    p = sub.add_parser(name, help=help_text, description=description,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src_dir", help="source folder (searched recursively)")
+    p.add_argument("dst_dir", help="output folder (created; not SRC_DIR nor inside it)")
+    p.add_argument("-s", "--silent", action="store_true", help="no progress bar (as cnnrnn -q)")
+    p.set_defaults(handler=handler)
+    return p
 
 
 def _resample(args, progress: bool) -> int:

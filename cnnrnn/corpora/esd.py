@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..audio import AUDIO_EXTENSIONS
+from ..audio import list_audio
 from .base import CorpusError, CorpusReport, Utterance, read_text, require_dir
 
 #: ESD emotions used by the original DCNN-BLSTMWA code, in its id order (Neutral 0, Happy 1, Sad 2, Angry 3).
@@ -60,7 +60,7 @@ def read_esd(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     report = CorpusReport("esd", str(root))
     out = []
     for spk in speakers:
-        files = sorted(p for p in spk.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+        files = list_audio(spk)
         report.n_annotated += len(files)
         if spk.name not in ESD_SPEAKERS:
             for p in files:

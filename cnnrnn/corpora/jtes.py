@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..audio import AUDIO_EXTENSIONS
+from ..audio import list_audio
 from .base import CorpusError, CorpusReport, Utterance, require_dir
 
 #: JTES emotions in the original DCNN-BLSTMWA code's id order (neu 0, joy 1, sad 2, ang 3).
@@ -39,7 +39,7 @@ def read_jtes(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
         CorpusError: the folder is missing, empty or has no audio.
     """
     root = require_dir(root, "jtes", "expected <speaker>/<emotion>/<speaker>_<emotion>_<nn>.wav")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    files = list_audio(root)
     if not files:
         raise CorpusError(f"jtes: no audio files under {root}")
     report = CorpusReport("jtes", str(root), n_annotated=len(files))
