@@ -86,6 +86,10 @@ def pad_or_trim(y: np.ndarray, n_samples: int, mode: str = "constant") -> np.nda
 
     Returns:
         ``(n_samples,) float32``.
+
+    Raises:
+        AudioError: ``reflect`` padding of an empty clip (reason ``empty``):
+            there is nothing to repeat.
     """
     y = np.asarray(y, dtype=np.float32)
     if y.shape[0] >= n_samples:
@@ -93,6 +97,8 @@ def pad_or_trim(y: np.ndarray, n_samples: int, mode: str = "constant") -> np.nda
     if mode == "constant":
         return np.pad(y, (0, n_samples - y.shape[0]))
     if mode == "reflect":
+        if y.shape[0] == 0:
+            raise AudioError("cannot reflect-pad an empty clip (zero samples)", "empty")
         out = y
         while out.shape[0] < n_samples:
             out = np.concatenate([out, out[::-1]])

@@ -3,8 +3,9 @@
 Checkpoints saved by this package and by the original CNNRNN code (Keras 2 /
 ``tf.keras`` 2.x ``.h5``) both load through :func:`load_model`. The input size
 is read from the model; audio is rendered to that size with the run's
-spectrogram config. Several checkpoints (the CV folds) average their class
-probabilities.
+spectrogram config (or, for an ANN/CNN baseline run, turned into the run's
+waveform or spectrogram features by :mod:`cnnrnn.baselines`). Several
+checkpoints (the CV folds) average their class probabilities.
 """
 from __future__ import annotations
 
@@ -177,6 +178,9 @@ def predict(
         labels: label names, or a ``labels.json``; default: the run's ``labels.json``
             found above the checkpoint.
         config: pipeline config for rendering audio; default: the run's ``config.json``.
+            A baseline run (``baseline_config.json`` beside ``labels.json``, see
+            :mod:`cnnrnn.baselines`) is fed its own features instead: the raw waveform (ANN)
+            or the scaled spectrogram (CNN) of each audio file.
         resize: resize images whose size differs from the model input.
         batch_size: prediction batch size.
 
@@ -198,15 +202,18 @@ def predict(
         labels = run_dir / LABELS_FILE
     if isinstance(labels, (str, Path)):
         labels = load_labels(labels)
+    from .baselines import find_baseline_config
+
+    baseline_cfg = find_baseline_config(run_dir)  # ANN/CNN baseline runs take waveform/spectrogram features
     if config is None and run_dir is not None and (run_dir / CONFIG_FILE).is_file():
         config = run_dir / CONFIG_FILE
-    spec_cfg = load_config(config).spectrogram
+    spec_cfg = load_config(config).spectrogram if baseline_cfg is None else None
     models = [load_model(p) for p in model_paths]
-    sizes = {input_size(m) for m in models}
+    sizes = {input_size(m) if baseline_cfg is None else tuple(m.input_shape[1:]) for m in models}
     classes = {int(m.output_shape[-1]) for m in models}
     if len(sizes) != 1 or len(classes) != 1:
         raise CheckpointError(f"checkpoints disagree: input sizes {sorted(sizes)}, class counts {sorted(classes)}")
-    (h, w, _), n_classes = sizes.pop(), classes.pop()
+    shape, n_classes = sizes.pop(), classes.pop()
     if labels is None:
         log.warning("no labels.json found; naming classes class_0..class_%d", n_classes - 1)
         labels = [f"class_{i}" for i in range(n_classes)]
@@ -215,7 +222,13 @@ def predict(
         raise CheckpointError(f"{model_paths[0]} predicts {n_classes} classes but the labels list has "
                               f"{len(labels)} ({labels}); use the labels.json of the run that trained it")
 
-    inputs = collect_inputs(source, (h, w), spec_cfg, resize=resize, progress=progress)
+    if baseline_cfg is None:
+        inputs = collect_inputs(source, shape[:2], spec_cfg, resize=resize, progress=progress)
+    else:
+        from . import baselines
+
+        inputs = baselines.collect_inputs(source, baseline_cfg, shape, progress=progress)
+        predict_proba = baselines.predict_proba  # noqa: F811  (float32 features, not uint8 images)
     tf_log = logging.getLogger("tensorflow")  # one predict trace per model is expected, not a retracing bug
     level = tf_log.level
     tf_log.setLevel(logging.ERROR)
