@@ -155,3 +155,22 @@ def test_hparams_dialogue_with_monkeypatched_input(config, tmp_path, monkeypatch
 def test_hparams_needs_key_and_value_together(config):
     assert main(["-q", "hparams", "-p", str(config), "-y", "lr"]) == 2
     assert main(["-q", "hparams", "-y", "lr", "-v", "1e-3"]) == 2  # no file given
+
+
+def test_hparams_dialogue_defaults_to_the_package_dcnn_configs(tmp_path, monkeypatch, capsys):
+    from cnnrnn import hparams
+
+    shipped = tmp_path / "dcnn"
+    shipped.mkdir()
+    for name in ("esd_finetune", "esd_train"):
+        _config(shipped / f"{name}.json", {"data": {"max_sec": 3.0}, "train": {"name": name, "epochs": 30}})
+    monkeypatch.setattr(hparams, "DEFAULT_CONFIG_DIR", shipped)
+    answers = iter(["2", "epochs", "2", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    assert main(["hparams"]) == 0
+    assert "2: " + str(shipped / "esd_train.json") in capsys.readouterr().out
+    assert json.loads((shipped / "esd_train.json").read_text())["train"]["epochs"] == 2
+    assert json.loads((shipped / "esd_finetune.json").read_text())["train"]["epochs"] == 30
+
+    monkeypatch.setattr(hparams, "DEFAULT_CONFIG_DIR", tmp_path / "nothing")
+    assert main(["-q", "hparams"]) == 2  # no default configs and no -p: a clear error
