@@ -1,6 +1,99 @@
-"""``cnnrnn`` subcommands: dcnn (placeholder until its issue lands)."""
+"""``cnnrnn dcnn finetune | train | infer``: the DCNN-BLSTMwA model family (see :mod:`cnnrnn.dcnn`)."""
 from __future__ import annotations
+
+import argparse
+import json
+
+DESCRIPTION = """\
+DCNN-BLSTMwA (Zhang et al., Frontiers in Physiology 2021) in two steps, then inference:
+  finetune  step 1: the DCNN (AlexNet-style or ResNet50) classifies 64-frame log-mel segments
+            (static, delta, delta-delta); writes <log_root>/<name>/dcnn.h5, log_finetune.out,
+            confusion PNGs (segment and utterance level), metrics_finetune.json
+  train     step 2: BiLSTM + self-attention over the fine-tuned DCNN's segment features;
+            writes blstm_attention.h5 (+ .json), log_train.out, confusion_train.png, metrics_train.json
+  infer     blstm_attention.h5 + wav files -> per-file predictions (printed and written as CSV)
+
+--config takes a shipped config (emodb_finetune, emodb_train, esd_*, jtes_*, tiny_*) or a JSON file with
+the sections "data", "model", "train". Filelists (wavpath|speaker_id|text|emotion_id|lang_id) come from
+`cnnrnn filelists`; relative paths in a config are relative to the working directory.
+"""
+
+
+def _add_step(sub, name: str, help_text: str, handler) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", required=True, help="shipped config name (e.g. emodb_finetune) or a JSON path")
+    p.add_argument("--filelist-train", help="override data.filelist_train")
+    p.add_argument("--filelist-test", help="override data.filelist_test")
+    p.add_argument("--labels", help="override data.labels_file (labels.json)")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--name", help="override train.name (the run folder <out>/<name>)")
+    p.add_argument("--out", metavar="DIR", help="override train.log_root (default in the configs: logs)")
+    p.set_defaults(handler=handler)
+    return p
 
 
 def add_commands(sub) -> None:
-    """Add this module's subcommands to the ``cnnrnn`` parser's subparsers ``sub``."""
+    """Add ``cnnrnn dcnn {finetune,train,infer}`` to the ``cnnrnn`` parser's subparsers ``sub``."""
+    p = sub.add_parser("dcnn", help="DCNN-BLSTMwA: fine-tune the DCNN, train the BiLSTM-attention, infer",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = p.add_subparsers(dest="dcnn_command", metavar="STEP", required=True)
+    _add_step(steps, "finetune", "step 1: fine-tune the DCNN on log-mel segments", _finetune)
+    t = _add_step(steps, "train", "step 2: train the BiLSTM-attention model on the DCNN's segment features",
+                  _train)
+    t.add_argument("--dcnn", metavar="DCNN.h5",
+                   help="fine-tuned DCNN (default: <out>/<train.finetune_name>/dcnn.h5)")
+    i = steps.add_parser("infer", help="predict emotions of wav files with a step-2 model",
+                         description="Predict the emotion of each WAV with MODEL.h5 (blstm_attention.h5); the "
+                                     "DCNN, labels and feature settings are read from the blstm_attention.json "
+                                     "beside it. Prints the predictions and writes them as CSV.",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    i.add_argument("model", metavar="MODEL.h5", help="step-2 model (blstm_attention.h5)")
+    i.add_argument("wavs", nargs="+", metavar="WAV", help="audio files")
+    i.add_argument("--dcnn", metavar="DCNN.h5", help="fine-tuned DCNN (default: the one named in the model JSON)")
+    i.add_argument("-o", "--output", metavar="CSV", help="predictions CSV (default: predictions.csv beside MODEL)")
+    i.set_defaults(handler=_infer)
+
+
+def _config(args):
+    from ..dcnn import load_dcnn_config
+
+    cfg = load_dcnn_config(args.config)
+    for attr, section, key in (("filelist_train", "data", "filelist_train"), ("filelist_test", "data", "filelist_test"),
+                               ("labels", "data", "labels_file"), ("epochs", "train", "epochs"),
+                               ("name", "train", "name"), ("out", "train", "log_root")):
+        value = getattr(args, attr)
+        if value is not None:
+            setattr(getattr(cfg, section), key, value)
+    return cfg
+
+
+def _summary(result: dict) -> None:
+    print(json.dumps({"run_dir": result["run_dir"], "checkpoint": result["checkpoint"],
+                      "metrics": {level: {k: round(m[k], 4) for k in ("ua", "wa", "f1_macro")} | {"n": m["n"]}
+                                  for level, m in result["metrics"].items()},
+                      "skipped": {k: len(v) for k, v in result["skipped"].items()}}, indent=2))
+
+
+def _finetune(args, progress: bool) -> int:
+    from ..dcnn import finetune
+
+    _summary(finetune(_config(args), progress=progress, verbose=2 if progress else 0))
+    return 0
+
+
+def _train(args, progress: bool) -> int:
+    from ..dcnn import train
+
+    _summary(train(_config(args), dcnn_path=args.dcnn, progress=progress, verbose=2 if progress else 0))
+    return 0
+
+
+def _infer(args, progress: bool) -> int:
+    from ..dcnn import infer
+
+    df, skipped = infer(args.model, args.wavs, dcnn_h5=args.dcnn, out_csv=args.output, progress=progress)
+    print(df[["path", "predicted", "confidence", "n_segments"]].to_string(index=False))
+    if skipped:
+        print(f"skipped: {json.dumps(skipped)}")
+    return 0
