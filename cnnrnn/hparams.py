@@ -123,14 +123,18 @@ def update_config(config: dict, key: str, text: str, add: bool = False, where: s
         ``{"file", "section", "key", "old", "new", "added"}``.
 
     Raises:
-        HparamError: the key is ambiguous (the message lists ``section.key`` candidates), unknown without
-            ``add``, unknown with ``add`` but no section, or the value has the wrong type.
+        HparamError: the key is ambiguous (the message lists ``section.key`` candidates), names a whole
+            section, is unknown without ``add`` or unknown with ``add`` but no section, or the value has the
+            wrong type.
     """
     found = locate(config, key)
     if len(found) > 1:
         names = ", ".join(f"{s}.{k}" if s else k for s, k in found)
         raise HparamError(f"{where}: key {key!r} is in several sections; pick one of: {names}")
     if not found:
+        if isinstance(config.get(key), dict):
+            raise HparamError(f"{where}: {key!r} is a section, not a value; give {key}.<key> "
+                              f"(one of {', '.join(config[key]) or 'none yet'})")
         if not add:
             raise HparamError(f"{where}: unknown key {key!r} (sections: {', '.join(_sections(config))}); "
                               "give section.key and confirm with --add to add it")
@@ -225,8 +229,8 @@ def dialogue(paths: Sequence[str | Path], say: Callable[[str], None] = print) ->
             say(f"{f}:\n{json.dumps(_load_config(f), indent=2, ensure_ascii=False)}")
         key = _ask("key (name or section.name): ")
         text = _ask("new value: ")
-        add = all(locate(_load_config(f), key) == [] for f in chosen) and \
-            _ask(f"{key!r} is not in the file(s); add it? [y/N] ").lower() in ("y", "yes")
+        unknown = all(not locate(_load_config(f), key) for f in chosen)
+        add = unknown and _ask(f"{key!r} is not in the file(s); add it? [y/N] ").lower() in ("y", "yes")
         try:
             made = set_hparam(chosen, key, text, add=add)
         except HparamError as exc:

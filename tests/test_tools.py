@@ -116,6 +116,8 @@ def test_hparams_wrong_type_and_ambiguous_key_are_clear_errors(config, caplog):
     assert "expected an integer" in caplog.text and "expected a boolean" in caplog.text
     with pytest.raises(HparamError, match=r"data\.segment_hop, model\.segment_hop"):
         set_hparam([config], "segment_hop", "16")
+    with pytest.raises(HparamError, match="'train' is a section, not a value; give train.<key> .*batch_size"):
+        set_hparam([config], "train", "{}")
     set_hparam([config], "model.segment_hop", "16")
     data = json.loads(config.read_text())
     assert data["model"]["segment_hop"] == 16 and data["data"]["segment_hop"] == 32
