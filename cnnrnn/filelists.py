@@ -140,8 +140,12 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_fold
     * ``labels.json``: ``{"labels": [...]}``, emotion id = index;
     * ``kfold/fold{k}_train.txt`` and ``kfold/fold{k}_test.txt`` for ``k = 1 .. n_folds`` (stratified by
       emotion; speaker-disjoint with ``folds_by`` ``speaker``, see :data:`FOLDS_BY`);
-    * ``loso/{speaker}_train.txt`` and ``loso/{speaker}_test.txt`` per speaker (unless ``loso`` is false);
+    * ``loso/{speaker}_train.txt`` and ``loso/{speaker}_test.txt`` per speaker (unless ``loso`` is false or
+      there are fewer than two speakers);
     * ``prepare_report.json``: the label counts, the folds' sizes and speakers, and every skip.
+
+    A rerun rewrites the lists; fold or speaker lists left from an earlier run with other settings are
+    removed (listed in the report's ``removed_stale``).
 
     Lines are ``wavpath|speaker_id|text|emotion_id|lang_id`` with absolute wav paths; a missing transcript is
     an empty text, and ``|`` or line breaks inside a transcript become spaces (counted in the report).
@@ -214,13 +218,20 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_fold
                 "test_speakers": sorted({speakers[i] for i in test_idx})}
 
     fold_info = [write_pair("kfold", f"fold{k}", tr, te) for k, (tr, te) in enumerate(folds, start=1)]
-    loso_info = [write_pair("loso", spk, tr, te) for spk, tr, te in loso_indices(speakers)] if loso else []
+    do_loso = loso and n_speakers >= 2
+    loso_info = [write_pair("loso", spk, tr, te) for spk, tr, te in loso_indices(speakers)] if do_loso else []
+    written = set(files.values())
+    stale = [str(f) for folder in ("kfold", "loso") for pattern in ("*_train.txt", "*_test.txt")
+             for f in sorted((out / folder).glob(pattern)) if str(f) not in written]
+    for f in stale:  # lists of an earlier run (more folds, other speakers) would be mistaken for this one's
+        Path(f).unlink()
     report = {
         "corpus": corpus_report.to_dict(), "labels": label_list, "label_counts": counts,
         "n_entries": len(entries), "n_speakers": n_speakers, "skipped": skipped,
         "n_skipped": sum(len(v) for v in skipped.values()), "n_text_fixed": int(n_text_fixed),
         "kfold": {"n_folds": n_folds, "seed": seed, "by_speaker": by_speaker, "folds": fold_info},
-        "loso": loso_info, "lang_id": lang_id, "files": files,
+        "loso": loso_info, "loso_note": "left out: fewer than 2 speakers" if loso and not do_loso else None,
+        "lang_id": lang_id, "files": files, "removed_stale": stale,
     }
     save_json(report, out / "prepare_report.json")
     return report

@@ -145,6 +145,11 @@ def test_jtes_reader_parses_names_and_counts_mismatches(tmp_path, wavs):
     assert sorted((e.speaker_id, e.emotion_id) for part in folds for e in part) == [
         ("f01", 0), ("f01", 1), ("m02", 0), ("m02", 1)]
     assert {e.speaker_id for e in folds[0]} in ({"f01"}, {"m02"})
+    prepare_filelists("jtes", root, out, n_folds=3, folds_by="stratified", loso=False, labels=["neu", "ang"])
+    rerun = prepare_filelists("jtes", root, out, n_folds=2, loso=False, labels=["neu", "ang"])
+    assert sorted(p.rsplit("/", 1)[1] for p in rerun["removed_stale"]) == ["fold3_test.txt", "fold3_train.txt"]
+    assert sorted(p.name for p in (out / "kfold").iterdir()) == [
+        "fold1_test.txt", "fold1_train.txt", "fold2_test.txt", "fold2_train.txt"]
     with pytest.raises(ValueError, match="need at least 3 utterances per label"):
         prepare_filelists("jtes", root, out, n_folds=3, folds_by="speaker")
 
