@@ -176,3 +176,11 @@ def test_hparams_dialogue_defaults_to_the_package_dcnn_configs(tmp_path, monkeyp
 
     monkeypatch.setattr(hparams, "DEFAULT_CONFIG_DIR", tmp_path / "nothing")
     assert main(["-q", "hparams"]) == 2  # no default configs and no -p: a clear error
+
+
+@pytest.mark.parametrize("name", ["resample", "amp-normalize", "hparams", "filelists"])
+def test_tool_subcommands_have_help(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([name, "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and f"usage: cnnrnn {name}" in out and "example: cnnrnn " + name in out

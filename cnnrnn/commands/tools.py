@@ -14,24 +14,25 @@ def add_commands(sub) -> None:
 
     raw = argparse.RawDescriptionHelpFormatter
     p = _tree_parser(sub, "resample", _resample, "resample every audio file of a folder tree (original resample.py)",
-                     "Resample every audio file under SRC_DIR to SR Hz (librosa soxr_hq, mono) and write it as a "
-                     "16-bit PCM wav at the same relative path under DST_DIR.\nDST_DIR must be a separate folder. "
-                     "A rerun keeps outputs that are up to date; unreadable or empty files are skipped and counted."
-                     "\n\nexample: cnnrnn resample dataset/jtes48k dataset/jtes 16000")
+                     "Resample every audio file under SRC_DIR to SR Hz (librosa soxr_hq, mono) and write it\n"
+                     "as a 16-bit PCM wav at the same relative path under DST_DIR (a separate folder).\n"
+                     "A rerun keeps outputs that are up to date; unreadable or empty files are skipped and\n"
+                     "counted.\n\nexample: cnnrnn resample dataset/jtes48k dataset/jtes 16000")
     p.add_argument("sr", type=int, help="target sample rate in Hz, e.g. 16000")
     _tree_parser(sub, "amp-normalize", _amp_normalize,
                  "peak-normalise every audio file of a folder tree (original amp_normalize.py)",
-                 "Scale every audio file under SRC_DIR so its peak absolute amplitude is 1 (librosa.util.normalize) "
-                 "and write it as a 16-bit PCM wav at the same relative path under DST_DIR. A silent file is "
-                 "copied as is and reported. A rerun keeps outputs that are up to date."
-                 "\n\nexample: cnnrnn amp-normalize dataset/esd16k dataset/esd")
+                 "Scale every audio file under SRC_DIR so its peak absolute amplitude is 1\n"
+                 "(librosa.util.normalize) and write it as a 16-bit PCM wav at the same relative path\n"
+                 "under DST_DIR (a separate folder). A silent file is copied as is and reported.\n"
+                 "A rerun keeps outputs that are up to date.\n\n"
+                 "example: cnnrnn amp-normalize dataset/esd16k dataset/esd")
 
     p = sub.add_parser("hparams", help="change a hyper-parameter in JSON config files (hparams_changer.py)",
                        formatter_class=raw,
                        description="Command mode: cnnrnn hparams -p CONFIG.json -y KEY -v VALUE\n"
                                    "  KEY is a key of any section, or section.key when several sections hold it;\n"
-                                   "  VALUE takes the type of the value it replaces; an unknown key needs "
-                                   "--add and section.key.\n"
+                                   "  VALUE takes the type of the value it replaces;\n"
+                                   "  an unknown key needs --add and section.key.\n"
                                    "Dialogue mode: cnnrnn hparams [-p ...] asks for the file, key and value.\n"
                                    "Files are rewritten atomically, keeping key order.\n\n"
                                    "example: cnnrnn hparams -p cnnrnn/configs/dcnn -y train.batch_size -v 64")
@@ -46,9 +47,10 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("filelists", help="k-fold and LOSO filelists of a corpus (wavpath|speaker|text|emotion|lang)",
                        formatter_class=raw,
-                       description="Read a corpus and write OUT/labels.json, OUT/kfold/fold{k}_{train,test}.txt, "
+                       description="Read a corpus and write OUT/labels.json, OUT/kfold/fold{k}_{train,test}.txt,\n"
                                    "OUT/loso/{speaker}_{train,test}.txt and OUT/prepare_report.json.\n"
-                                   "Emotion ids follow the corpus's fixed label order (esd: neutral happy sad "
+                                   "Lines: wavpath|speaker_id|text|emotion_id|lang_id (absolute wav paths).\n"
+                                   "Emotion ids follow the corpus's fixed label order (esd: neutral happy sad\n"
                                    "angry; jtes: neu joy sad ang) unless --labels is given.\n\n"
                                    "example: cnnrnn filelists --corpus esd --root dataset/esd --out filelists/esd")
     p.add_argument("--corpus", required=True, choices=sorted(READERS), help="corpus layout")
