@@ -1,0 +1,11 @@
+"""Hugging Face TensorFlow text, speech and text+speech emotion models for the KEMDy corpora (``cnnrnn hf``).
+
+Ports of two KEMDy research codebases (``-ETRI-Emotion-Recognition``: RoBERTa, imbalance-aware loss, the
+2-stage neutral/rest classifier, RoBERTa + wav2vec2; ``etri_multimodal``: text / speech / multimodal ×
+classification / regression / total, concat or add fusion, 5 contiguous folds) to transformers' TF classes
+on ``tf_keras``. Offline only: backbones come from a local folder or the local Hugging Face cache.
+
+Modules: ``data`` (records, folds, inputs), ``backbones`` (offline loading, tiny random models),
+``models`` (tf_keras head and losses), ``metrics``, ``training`` (train / save / load / evaluate).
+Import the submodules directly; this package imports nothing heavy.
+"""

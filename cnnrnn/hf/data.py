@@ -1,0 +1,209 @@
+"""Records, label targets, folds and model inputs for the Hugging Face models.
+
+Input is either ``new_data.csv`` (written by ``cnnrnn kemdy-labels``: columns ``segment_id, session, speaker,
+text, wav_path, emotion_raw, emotion_weighted, valence, arousal``) or a corpus read with
+:func:`cnnrnn.corpora.load_corpus`. Both become :class:`HFRecord` rows.
+
+Conventions from the original KEMDy code (``etri_multimodal``, ``-ETRI-Emotion-Recognition``):
+
+* 7 KEMDy emotions; a tied annotation ``a;b`` is a multi-label target, otherwise one label;
+* valence / arousal on the raters' 1–5 scale (regression targets, not rescaled);
+* 5 contiguous, non-overlapping 20 % folds (0–20 %, 20–40 %, …), or stratified folds as an option;
+* text: static padding to ``max_len`` tokens (256), truncating longer transcripts;
+* speech: 16 kHz, at most 5 s (longer audio is cut), dynamic padding per batch with an attention mask.
+  Audio shorter than the wav2vec2 receptive field (400 samples = 25 ms for wav2vec2-base) yields no output
+  frame at all, so such clips are skipped and counted (``too_short``), never padded: a 25 ms clip carries
+  no emotion, and padding it would only train the model on silence.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..corpora import KEMDY_LABELS, CorpusReport, load_corpus
+from ..corpora.base import split_labels, to_float
+
+log = logging.getLogger("cnnrnn.hf")
+
+SAMPLE_RATE = 16000  # Hz, what wav2vec2 was trained on
+MAX_SECONDS = 5.0  # the original cut every clip to 16 kHz x 5 s = 80,000 samples
+# Spellings that name the same KEMDy emotion as KEMDY_LABELS (the corpus spells disgust "disqust").
+LABEL_ALIASES = {"disgust": "disqust"}
+NEW_DATA_COLUMNS = ("segment_id", "session", "speaker", "text", "wav_path", "emotion_raw",
+                    "emotion_weighted", "valence", "arousal")
+
+
+class HFDataError(ValueError):
+    """The input table or corpus cannot be used (missing columns, no usable record, bad fold)."""
+
+
+@dataclass
+class HFRecord:
+    """One utterance as the HF models see it.
+
+    Attributes:
+        id: segment id. text: transcript (``None`` if absent). audio_path: absolute wav path.
+        labels: KEMDy emotions (several for a tie; the first is the primary label).
+        valence, arousal: 1–5 ratings or ``None``. speaker, session: for grouping.
+    """
+
+    id: str
+    text: str | None
+    audio_path: str
+    labels: list[str] = field(default_factory=list)
+    valence: float | None = None
+    arousal: float | None = None
+    speaker: str | None = None
+    session: str | None = None
+
+
+def canonical_labels(cell: str) -> list[str]:
+    """``'Fear;disgust'`` → ``['fear', 'disqust']`` (lower case, aliases mapped, order kept)."""
+    return [LABEL_ALIASES.get(lab, lab) for lab in split_labels(cell)]
+
+
+def read_new_data(path: str | Path, label_column: str = "emotion_weighted") -> tuple[list[HFRecord], CorpusReport]:
+    """Read ``new_data.csv`` (UTF-8) into records.
+
+    Args:
+        path: the CSV written by ``cnnrnn kemdy-labels``; a relative ``wav_path`` is taken relative to it.
+        label_column: ``emotion_weighted`` (the rater-weighted vote) or ``emotion_raw`` (the corpus's vote).
+
+    Returns:
+        ``(records, report)``; rows with an empty or unknown label are skipped and counted.
+
+    Raises:
+        HFDataError: a required column is missing. FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: input table not found (write it with `cnnrnn kemdy-labels`)")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.DictReader(fh))
+    needed = {"segment_id", "text", "wav_path", "valence", "arousal", label_column}
+    missing = sorted(needed - set(rows[0] if rows else {}))
+    if missing:
+        raise HFDataError(f"{path}: missing column(s) {missing}; expected {list(NEW_DATA_COLUMNS)}")
+    report = CorpusReport("new_data", str(path))
+    records = []
+    for row in rows:
+        report.n_annotated += 1
+        seg_id = row["segment_id"].strip()
+        labels = canonical_labels(row[label_column])
+        unknown = [lab for lab in labels if lab not in KEMDY_LABELS]
+        if not labels or unknown:
+            report.skip(f"unknown_label:{unknown[0]}" if unknown else "no_label", seg_id)
+            continue
+        wav = Path(row["wav_path"])
+        records.append(HFRecord(
+            id=seg_id, text=row["text"] or None,
+            audio_path=str(wav if wav.is_absolute() else (path.parent / wav).resolve()),
+            labels=labels, valence=to_float(row["valence"]), arousal=to_float(row["arousal"]),
+            speaker=row.get("speaker") or None, session=row.get("session") or None,
+        ))
+    report.n_kept = len(records)
+    return records, report
+
+
+def read_records(input_csv: str | Path | None = None, corpus: str = "kemdy20", root: str | Path | None = None,
+                 label_column: str = "emotion_weighted") -> tuple[list[HFRecord], CorpusReport]:
+    """Records from ``new_data.csv`` when ``input_csv`` is given, else from the corpus reader ``corpus`` at ``root``.
+
+    Raises:
+        HFDataError: neither an input table nor a corpus root was given.
+        CorpusError: the corpus cannot be read (see :func:`cnnrnn.corpora.load_corpus`).
+    """
+    if input_csv is not None:
+        return read_new_data(input_csv, label_column)
+    if root is None:
+        raise HFDataError("give --input new_data.csv or a corpus folder (--root)")
+    utts, report = load_corpus(corpus, root)
+    records = [HFRecord(id=u.id, text=u.text, audio_path=u.audio_path, labels=list(u.emotions or [u.emotion]),
+                        valence=u.valence, arousal=u.arousal, speaker=u.speaker, session=u.session) for u in utts]
+    return records, report
+
+
+def fold_indices(n: int, fold: int, n_folds: int = 5, scheme: str = "contiguous",
+                 primary: Sequence[str] | None = None, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_idx, test_idx)`` of fold ``fold`` over ``n`` records in their order.
+
+    ``contiguous`` (the original): fold k tests on the k-th of ``n_folds`` consecutive, non-overlapping
+    blocks (0–20 %, 20–40 %, …). ``stratified``: :func:`cnnrnn.splits.kfold_indices` on the primary labels.
+
+    Raises:
+        HFDataError: ``fold`` outside ``0 … n_folds-1``, too few records, or an unknown scheme.
+    """
+    if not 0 <= fold < n_folds:
+        raise HFDataError(f"fold {fold} is outside 0..{n_folds - 1}")
+    if n < n_folds:
+        raise HFDataError(f"cannot make {n_folds} folds from {n} records")
+    if scheme == "contiguous":
+        test = np.array_split(np.arange(n), n_folds)[fold]
+        return np.setdiff1d(np.arange(n), test), test
+    if scheme == "stratified":
+        from ..splits import kfold_indices
+
+        codes = np.unique(np.asarray(primary), return_inverse=True)[1]
+        return kfold_indices(codes, n_folds, seed)[fold]
+    raise HFDataError(f"unknown fold scheme {scheme!r}; use 'contiguous' or 'stratified'")
+
+
+def label_targets(records: Sequence[HFRecord], labels: Sequence[str]) -> np.ndarray:
+    """Multi-hot targets ``(N, len(labels)) float32``: 1 for every label of a record (ties give several)."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    y = np.zeros((len(records), len(labels)), dtype=np.float32)
+    for i, rec in enumerate(records):
+        for lab in rec.labels:
+            y[i, index[lab]] = 1.0
+    return y
+
+
+def va_targets(records: Sequence[HFRecord]) -> np.ndarray:
+    """Valence and arousal ``(N, 2) float32`` on the 1–5 scale (records without them must be dropped first)."""
+    return np.array([[r.valence, r.arousal] for r in records], dtype=np.float32)
+
+
+def encode_texts(tokenizer, texts: Sequence[str], max_len: int) -> dict[str, np.ndarray]:
+    """Tokenise with static padding: ``input_ids`` and ``attention_mask``, each ``(N, max_len) int32``.
+
+    Longer transcripts are truncated to ``max_len`` tokens (never an error), as the original did.
+    """
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len, return_tensors="np")
+    return {"input_ids": enc["input_ids"].astype(np.int32), "attention_mask": enc["attention_mask"].astype(np.int32)}
+
+
+def receptive_field(config) -> int:
+    """Samples that one wav2vec2 output frame sees: ``conv_kernel``/``conv_stride`` of the CNN feature encoder
+    (400 for wav2vec2-base: 10 + 2·5 + 2·10 + 2·20 + 2·40 + 1·80 + 1·160). Shorter audio gives no frame."""
+    field_, jump = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        field_ += (kernel - 1) * jump
+        jump *= stride
+    return field_
+
+
+def load_speech(path: str | Path, feature_extractor, min_samples: int, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """Load a clip as wav2vec2 input: mono, resampled to the feature extractor's rate, cut to ``max_seconds``,
+    then normalised by the feature extractor (zero mean, unit variance when it has ``do_normalize``).
+
+    Returns:
+        ``(samples,) float32`` with ``min_samples <= samples <= sr * max_seconds``.
+
+    Raises:
+        AudioError: unreadable/empty/silent audio (:func:`cnnrnn.audio.load_audio`), or reason ``too_short``
+            when the clip is shorter than ``min_samples`` (the receptive field).
+    """
+    from ..audio import AudioError, load_audio
+
+    sr = int(feature_extractor.sampling_rate)
+    y, _ = load_audio(path, sr)
+    y = y[: int(round(sr * max_seconds))]
+    if y.shape[0] < min_samples:
+        raise AudioError(f"{path}: {y.shape[0]} samples is shorter than the wav2vec2 receptive field "
+                         f"({min_samples} samples at {sr} Hz)", "too_short")
+    return np.asarray(feature_extractor(y, sampling_rate=sr)["input_values"][0], dtype=np.float32)

@@ -1,0 +1,272 @@
+"""Hugging Face TF models (cnnrnn.hf, `cnnrnn hf`): tiny random RoBERTa + wav2vec2 saved to a folder and loaded
+back by path, trained one step on real EmoDB speech in the KEMDy20 layout."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import write_wav
+
+from cnnrnn.cli import main as cli_main
+from cnnrnn.hf.backbones import HFModelError, build_tiny_backbones, load_text_backbone, resolve_model
+from cnnrnn.hf.data import (HFDataError, encode_texts, fold_indices, load_speech, read_new_data, read_records,
+                            receptive_field)
+from cnnrnn.hf.metrics import concordance_cc, emotion_metrics, regression_metrics
+from cnnrnn.hf.models import ModelSpec, class_balanced_weights, emotion_loss
+from cnnrnn.hf.training import HFCheckpointError, TrainConfig, evaluate, load_checkpoint, train_fold
+
+N_RECORDS = 12  # a dozen utterances: fold 1 of 5 contiguous folds tests on records 3-5
+
+
+@pytest.fixture(scope="session")
+def sample_records(sample_dir):
+    return read_records(root=sample_dir)[0]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory, sample_records):
+    """Tiny random RoBERTa (tokenizer trained on the sample's transcripts) and wav2vec2, saved like real checkpoints."""
+    return build_tiny_backbones(tmp_path_factory.mktemp("backbones"), [r.text for r in sample_records if r.text])
+
+
+def _cfg(tiny, **kw) -> TrainConfig:
+    return TrainConfig(text_model=str(tiny[0]), speech_model=str(tiny[1]), epochs=1, batch_size=N_RECORDS,
+                       valid_batch_size=4, fold=1, eager=True, **kw)
+
+
+COMBOS = [(m, t, "concat") for m in ("text", "speech") for t in ("classification", "regression", "total")] + [
+    ("multimodal", t, f) for t in ("classification", "regression", "total") for f in ("concat", "add")]
+
+
+@pytest.mark.parametrize("modality,task,fusion", COMBOS)
+def test_every_combination_trains_evaluates_and_predicts(tmp_path, tiny, sample_records, modality, task, fusion):
+    records = sample_records[:N_RECORDS]
+    pooling = "mean" if task == "regression" else "last_cnn"
+    spec = ModelSpec(task=task, modality=modality, fusion=fusion, max_len=32, max_seconds=2.0,
+                     speech_pooling=pooling, proj_dim=16)
+    metrics = train_fold(records, spec, _cfg(tiny), tmp_path, progress=False)
+
+    assert metrics["n"] == 3 and metrics["n_train"] == N_RECORDS - 3
+    ck = tmp_path / "checkpoint"
+    assert (ck / "head.h5").is_file() and (ck / "hf_model.json").is_file()
+    assert (ck / "text" / "config.json").is_file() == (modality != "speech")
+    assert (ck / "speech" / "preprocessor_config.json").is_file() == (modality != "text")
+    assert len(pd.read_csv(tmp_path / "history.csv")) == 1
+    if task != "regression":
+        assert {"accuracy", "balanced_accuracy", "f1_micro", "f1_macro"} <= set(metrics["emotion"])
+        assert (tmp_path / "confusion_matrix.png").is_file()
+    if task != "classification":
+        reg = metrics["regression"]
+        assert reg["mse"] > 0 and -1 <= reg["ccc"] <= 1 and set(reg["valence"]) == {"mse", "pearson_r", "ccc"}
+
+    # The checkpoint loads back by path and predicts exactly what the trained model predicted.
+    before = pd.read_csv(tmp_path / "predictions.csv")
+    reloaded = evaluate(load_checkpoint(ck, task=task, modality=modality), records[3:6], tmp_path / "again", 2)
+    after = pd.read_csv(tmp_path / "again" / "predictions.csv")
+    assert list(after["id"]) == [r.id for r in records[3:6]] == list(before["id"])
+    numeric = [c for c in before.columns if c.startswith("p_") or c.endswith("_pred")]
+    assert numeric and np.allclose(before[numeric], after[numeric], atol=1e-5)
+    assert reloaded["task"] == task and reloaded["modality"] == modality
+
+
+def test_hierarchical_two_stage_classifier_with_focal_loss(tmp_path, tiny, sample_records):
+    spec = ModelSpec(task="classification", modality="text", max_len=32, proj_dim=16)
+    metrics = train_fold(sample_records[:N_RECORDS], spec, _cfg(tiny, hierarchical=True, loss="focal",
+                                                                label_mode="single"), tmp_path, progress=False)
+    ck = tmp_path / "checkpoint"
+    assert json.loads((ck / "hf_model.json").read_text())["kind"] == "hierarchical"
+    assert json.loads((ck / "neutral" / "hf_model.json").read_text())["spec"]["labels"] == ["neutral", "other"]
+    assert "neutral" not in json.loads((ck / "rest" / "hf_model.json").read_text())["spec"]["labels"]
+    table = pd.read_csv(tmp_path / "predictions.csv")
+    probs = table[[f"p_{lab}" for lab in metrics["labels"]]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # P(neutral) + (1 - P(neutral)) * softmax(rest)
+    assert set(pd.read_csv(tmp_path / "history.csv")["stage"]) == {"neutral", "rest"}
+    with pytest.raises(ValueError, match="classification only"):
+        train_fold(sample_records[:N_RECORDS], ModelSpec(task="regression"), _cfg(tiny, hierarchical=True), tmp_path)
+
+
+def test_losses_take_logits_and_class_balanced_weights_favour_rare_classes():
+    import tensorflow as tf
+
+    targets = np.array([[1, 0, 0]] * 8 + [[0, 1, 0]] * 2 + [[0, 0, 1]], dtype=np.float32)
+    w = class_balanced_weights(targets)
+    assert w[0] < w[1] < w[2] and np.isclose(w.mean(), 1.0)
+    y = tf.constant([[0.0, 1.0, 0.0]])
+    confident = tf.constant([[-8.0, 8.0, -8.0]])
+    for kind in ("plain", "focal", "class_balanced"):
+        for multilabel in (False, True):
+            loss = emotion_loss(kind, multilabel, targets)
+            assert float(tf.reduce_mean(loss(y, confident))) < 1e-3  # logits, not probabilities
+            assert float(tf.reduce_mean(loss(y, -confident))) > 1.0
+    bce = emotion_loss("plain", True, targets)(y, tf.constant([[0.0, 0.0, 0.0]]))
+    assert np.isclose(float(bce), np.log(2.0), atol=1e-5)  # sigmoid(0) = 0.5 for each label
+    with pytest.raises(ValueError, match="not one of"):
+        emotion_loss("hinge", False, targets)
+
+
+def test_metrics_multilabel_and_regression():
+    targets = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1]], dtype=np.float32)
+    probs = np.array([[0.9, 0.1, 0.0], [0.1, 0.2, 0.7], [0.6, 0.1, 0.3]])
+    m = emotion_metrics(targets, probs, multilabel=True)
+    assert m["accuracy"] == pytest.approx(2 / 3)  # a top-1 that is one of the tied labels counts
+    assert m["subset_accuracy"] == pytest.approx(1 / 3)
+    assert m["f1_micro"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 2))  # tp=2, fp=1, fn=2
+    y = np.array([[1.0, 2.0], [2.0, 4.0], [3.0, 3.0], [4.0, 5.0]])
+    assert regression_metrics(y, y)["ccc"] == pytest.approx(1.0)
+    shifted = regression_metrics(y, y + 1.0)
+    assert shifted["pearson_r"] == pytest.approx(1.0) and shifted["ccc"] < 0.8 and shifted["mse"] == pytest.approx(1.0)
+    assert regression_metrics(y, np.full_like(y, 3.0))["valence"]["pearson_r"] is None
+    assert concordance_cc(np.array([1.0, 2.0]), np.array([2.0, 1.0])) == pytest.approx(-1.0)
+
+
+def test_contiguous_and_stratified_folds():
+    tests = [fold_indices(23, k)[1] for k in range(5)]
+    assert np.array_equal(np.concatenate(tests), np.arange(23))  # contiguous, non-overlapping, all covered
+    assert [len(t) for t in tests] == [5, 5, 5, 4, 4]
+    labels = ["a"] * 10 + ["b"] * 10
+    train, test = fold_indices(20, 2, scheme="stratified", primary=labels)
+    assert sorted(np.concatenate([train, test])) == list(range(20)) and [labels[i] for i in test].count("a") == 2
+    with pytest.raises(HFDataError, match="outside"):
+        fold_indices(20, 5)
+
+
+def test_long_transcript_is_truncated_to_max_len(tiny, sample_records):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny[0]), local_files_only=True)
+    long_text = " ".join(r.text for r in sample_records) * 3
+    enc = encode_texts(tok, [long_text, "kurz"], max_len=16)
+    assert enc["input_ids"].shape == (2, 16) and enc["input_ids"].dtype == np.int32
+    assert enc["attention_mask"][0].all() and enc["input_ids"][0, -1] == tok.eos_token_id
+    assert enc["attention_mask"][1].sum() < 16 and (enc["input_ids"][1][enc["attention_mask"][1] == 0] == 1).all()
+
+
+def test_long_audio_is_cut_and_too_short_audio_is_a_counted_skip(tmp_path, tiny, real_waveform, sample_records):
+    from transformers import AutoConfig, AutoFeatureExtractor
+
+    from cnnrnn.audio import AudioError
+    from cnnrnn.hf.training import HFModel
+
+    y, sr = real_waveform
+    assert receptive_field(AutoConfig.from_pretrained(str(tiny[1]))) == 400  # wav2vec2-base's conv stack
+    fe = AutoFeatureExtractor.from_pretrained(str(tiny[1]))
+    long_wav = write_wav(tmp_path / "long.wav", np.tile(y, int(np.ceil(7 * sr / len(y)))), sr)
+    x = load_speech(long_wav, fe, 400)
+    assert x.shape == (80000,) and abs(float(x.mean())) < 1e-3  # 16 kHz x 5 s, normalised
+    short = write_wav(tmp_path / "short.wav", y[4000:4300], sr)
+    with pytest.raises(AudioError, match="receptive field") as err:
+        load_speech(short, fe, 400)
+    assert err.value.reason == "too_short"
+    assert load_speech(write_wav(tmp_path / "ok.wav", y[4000:4400], sr), fe, 400).shape == (400,)
+
+    from cnnrnn.corpora import CorpusReport
+    from cnnrnn.hf.data import HFRecord
+
+    model = HFModel(ModelSpec(modality="speech", labels=["neutral", "sad"], proj_dim=8), None, tiny[1])
+    recs = [HFRecord("long", None, str(long_wav), ["sad"]), HFRecord("short", None, str(short), ["sad"]),
+            HFRecord("gone", None, str(tmp_path / "missing.wav"), ["sad"])]
+    report = CorpusReport("t", "")
+    prepared = model.prepare(recs, report)
+    assert [r.id for r in prepared.records] == ["long"]
+    assert report.skipped == {"audio_too_short": ["short"], "audio_missing": ["gone"]}
+
+
+def test_model_folder_without_config_json_and_uncached_hub_name(tmp_path, sample_dir, caplog):
+    empty = tmp_path / "my_model"
+    empty.mkdir()
+    with pytest.raises(HFModelError, match="no config.json"):
+        resolve_model(empty)
+    with pytest.raises(HFModelError, match="huggingface-cli download cnnrnn-test/not-a-model") as err:
+        resolve_model("cnnrnn-test/not-a-model")
+    assert "--text-model models/not-a-model" in str(err.value)
+    code = cli_main(["-q", "hf", "train", "--root", str(sample_dir), "--text-model", str(empty), "--out",
+                     str(tmp_path / "o")])
+    assert code == 2 and "no config.json" in caplog.text
+    assert not (tmp_path / "o" / "checkpoint").exists()
+
+
+def test_pytorch_safetensors_load_into_tf_without_torch(tmp_path, tiny):
+    """A PyTorch-format model.safetensors (PT names and layouts, metadata format=pt) loads into TF."""
+    from safetensors.numpy import save_file
+    from transformers.modeling_tf_pytorch_utils import apply_transpose, convert_tf_weight_name_to_pt_weight_name
+
+    tf_model, tok = load_text_backbone(tiny[0])
+    state = {}
+    for var in tf_model.weights:
+        name, transpose = convert_tf_weight_name_to_pt_weight_name(
+            var.name, start_prefix_to_remove=tf_model.base_model_prefix + ".", tf_weight_shape=var.shape)
+        state[name] = np.ascontiguousarray(apply_transpose(transpose, var.numpy(), pt_to_tf=False))
+    pt_dir = tmp_path / "pt_roberta"
+    shutil.copytree(tiny[0], pt_dir, ignore=shutil.ignore_patterns("tf_model.h5"))
+    save_file(state, str(pt_dir / "model.safetensors"), metadata={"format": "pt"})
+    pt_model, _ = load_text_backbone(pt_dir)
+    ids = encode_texts(tok, ["Der Lappen liegt auf dem Eisschrank."], 16)
+    a = tf_model(**ids).last_hidden_state.numpy()
+    b = pt_model(**ids).last_hidden_state.numpy()
+    assert np.allclose(a, b, atol=1e-5)
+
+    only_bin = tmp_path / "only_bin"
+    shutil.copytree(tiny[0], only_bin, ignore=shutil.ignore_patterns("tf_model.h5"))
+    (only_bin / "pytorch_model.bin").write_bytes(b"\0")
+    with pytest.raises(HFModelError, match="need torch"):
+        load_text_backbone(only_bin)
+
+
+def _write_new_data(path: Path, records, extra_rows=()):
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["segment_id", "session", "speaker", "text", "wav_path", "emotion_raw", "emotion_weighted",
+                         "valence", "arousal"])
+        for r in records:
+            writer.writerow([r.id, r.session, r.speaker, r.text, r.audio_path, ";".join(r.labels), r.labels[-1],
+                             r.valence, r.arousal])
+        writer.writerows(extra_rows)
+
+
+def test_cli_train_predict_from_new_data_csv_and_refuse_other_task(tmp_path, tiny, sample_records, caplog):
+    table = tmp_path / "new_data.csv"
+    _write_new_data(table, sample_records[:N_RECORDS], [
+        ["x1", "Session01", "User001M", "hallo", "wav/x1.wav", "joy", "joy", 3, 3],
+        ["x2", "Session01", "User001M", "hallo", sample_records[0].audio_path, "disgust", "disgust", 2, 4]])
+    records, report = read_new_data(table)
+    assert report.skipped == {"unknown_label:joy": ["x1"]}
+    assert records[-1].labels == ["disqust"]  # canonical spelling of the KEMDy label set
+    assert all(len(r.labels) == 1 for r in records)  # emotion_weighted has no ties here
+
+    out = tmp_path / "run"
+    args = ["-q", "hf", "train", "--input", str(table), "--modality", "text", "--task", "classification",
+            "--text-model", str(tiny[0]), "--epochs", "1", "--batch_size", "16", "--max_len", "32",
+            "--proj-dim", "8", "--loss", "class_balanced", "--fold", "4", "--eager", "--out", str(out)]
+    assert cli_main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["multilabel"] is False and metrics["loss"] == "class_balanced" and metrics["n"] == 2
+
+    pred = tmp_path / "pred"
+    assert cli_main(["-q", "hf", "predict", "--checkpoint", str(out / "checkpoint"), "--input", str(table),
+                     "--task", "classification", "--modality", "text", "--all", "--out", str(pred)]) == 0
+    assert len(pd.read_csv(pred / "predictions.csv")) == N_RECORDS + 1
+    assert (pred / "confusion_matrix.png").is_file()
+    with pytest.raises(HFCheckpointError, match="text classification checkpoint"):
+        load_checkpoint(out / "checkpoint", task="regression")
+    assert cli_main(["-q", "hf", "predict", "--checkpoint", str(out / "checkpoint"), "--input", str(table),
+                     "--modality", "speech", "--out", str(pred)]) == 2
+    assert "cannot be used for modality 'speech'" in caplog.text
+    with pytest.raises(HFDataError, match="missing column"):
+        read_new_data(table, label_column="emotion_final")
+
+
+def test_cli_multimodal_on_kemdy20_layout_corpus(tmp_path, tiny, shared_data):
+    out = tmp_path / "mm"
+    assert cli_main(["-q", "hf", "train", "--root", str(shared_data / "kemdy20-layout"), "--modality", "multimodal",
+                     "--task", "total", "--fusion", "add", "--text-model", str(tiny[0]), "--speech-model",
+                     str(tiny[1]), "--epochs", "1", "--batch_size", "400", "--valid_batch_size", "32",
+                     "--max_len", "32", "--max-seconds", "1", "--proj-dim", "8", "--fold", "2", "--eager",
+                     "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] + metrics["n_train"] >= 440 and metrics["n"] > 80  # 445 readable segments, fold 2 of 5
+    assert metrics["emotion"]["n"] == metrics["n"] and metrics["regression"]["n"] == metrics["n"]
