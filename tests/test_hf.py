@@ -2,7 +2,6 @@
 back by path, trained one step on real EmoDB speech in the KEMDy20 layout."""
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -217,47 +216,50 @@ def test_pytorch_safetensors_load_into_tf_without_torch(tmp_path, tiny):
         load_text_backbone(only_bin)
 
 
-def _write_new_data(path: Path, records, extra_rows=()):
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["segment_id", "session", "speaker", "text", "wav_path", "emotion_raw", "emotion_weighted",
-                         "valence", "arousal"])
-        for r in records:
-            writer.writerow([r.id, r.session, r.speaker, r.text, r.audio_path, ";".join(r.labels), r.labels[-1],
-                             r.valence, r.arousal])
-        writer.writerows(extra_rows)
-
-
-def test_cli_train_predict_from_new_data_csv_and_refuse_other_task(tmp_path, tiny, sample_records, caplog):
+def test_new_data_csv_rows_with_unknown_labels_are_counted_skips(tmp_path, sample_records):
     table = tmp_path / "new_data.csv"
-    _write_new_data(table, sample_records[:N_RECORDS], [
-        ["x1", "Session01", "User001M", "hallo", "wav/x1.wav", "joy", "joy", 3, 3],
-        ["x2", "Session01", "User001M", "hallo", sample_records[0].audio_path, "disgust", "disgust", 2, 4]])
+    rows = [[r.id, r.session, r.speaker, r.text, r.audio_path, ";".join(r.labels), r.labels[-1], r.valence, r.arousal]
+            for r in sample_records[:3]]
+    rows += [["x1", "Session01", "User001M", "hallo", "wav/x1.wav", "joy", "joy", 3, 3],
+             ["x2", "Session01", "User001M", "", "wav/x2.wav", "", "", 3, 3],
+             ["x3", "Session01", "User001M", "hallo", "wav/x3.wav", "disqust", "Disqust", 2, 4]]
+    pd.DataFrame(rows, columns=["segment_id", "session", "speaker", "text", "wav_path", "emotion_raw",
+                                "emotion_weighted", "valence", "arousal"]).to_csv(table, index=False)
     records, report = read_new_data(table)
-    assert report.skipped == {"unknown_label:joy": ["x1"]}
-    assert records[-1].labels == ["disqust"]  # canonical spelling of the KEMDy label set
-    assert all(len(r.labels) == 1 for r in records)  # emotion_weighted has no ties here
+    assert report.skipped == {"unknown_label": ["x1"], "no_label": ["x2"]} and report.n_kept == 4
+    assert records[-1].labels == ["disgust"]  # canonical spelling (the corpus writes disqust)
+    assert records[-1].audio_path == str(tmp_path / "wav" / "x3.wav")  # relative to the table
+    with pytest.raises(HFDataError, match="missing column"):
+        read_new_data(table, label_column="emotion_final")
 
+
+def test_cli_train_predict_on_kemdy_labels_output_and_refuse_other_task(tmp_path, tiny, sample_dir, caplog):
+    from cnnrnn.kemdy_labels import process_labels
+
+    table = tmp_path / "new_data.csv"
+    process_labels("kemdy20", sample_dir, table)
+    records, _ = read_new_data(table)
     out = tmp_path / "run"
     args = ["-q", "hf", "train", "--input", str(table), "--modality", "text", "--task", "classification",
-            "--text-model", str(tiny[0]), "--epochs", "1", "--batch_size", "16", "--max_len", "32",
+            "--text-model", str(tiny[0]), "--epochs", "1", "--batch_size", "32", "--max_len", "32",
             "--proj-dim", "8", "--loss", "class_balanced", "--fold", "4", "--eager", "--out", str(out)]
     assert cli_main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["multilabel"] is False and metrics["loss"] == "class_balanced" and metrics["n"] == 2
+    assert metrics["loss"] == "class_balanced" and metrics["n"] == len(records) // 5
+    assert metrics["multilabel"] is any(len(r.labels) > 1 for r in records[: len(records) - metrics["n"]])
 
     pred = tmp_path / "pred"
     assert cli_main(["-q", "hf", "predict", "--checkpoint", str(out / "checkpoint"), "--input", str(table),
-                     "--task", "classification", "--modality", "text", "--all", "--out", str(pred)]) == 0
-    assert len(pd.read_csv(pred / "predictions.csv")) == N_RECORDS + 1
-    assert (pred / "confusion_matrix.png").is_file()
+                     "--task", "classification", "--modality", "text", "--all", "--batch-size", "16",
+                     "--out", str(pred)]) == 0
+    table_out = pd.read_csv(pred / "predictions.csv")
+    assert list(table_out["id"]) == [r.id for r in records]
+    assert set(table_out["predicted"]) <= set(metrics["labels"]) and (pred / "confusion_matrix.png").is_file()
     with pytest.raises(HFCheckpointError, match="text classification checkpoint"):
         load_checkpoint(out / "checkpoint", task="regression")
     assert cli_main(["-q", "hf", "predict", "--checkpoint", str(out / "checkpoint"), "--input", str(table),
                      "--modality", "speech", "--out", str(pred)]) == 2
     assert "cannot be used for modality 'speech'" in caplog.text
-    with pytest.raises(HFDataError, match="missing column"):
-        read_new_data(table, label_column="emotion_final")
 
 
 def test_cli_multimodal_on_kemdy20_layout_corpus(tmp_path, tiny, shared_data):

@@ -6,7 +6,8 @@ text, wav_path, emotion_raw, emotion_weighted, valence, arousal``) or a corpus r
 
 Conventions from the original KEMDy code (``etri_multimodal``, ``-ETRI-Emotion-Recognition``):
 
-* 7 KEMDy emotions; a tied annotation ``a;b`` is a multi-label target, otherwise one label;
+* the 7 KEMDy emotions of :data:`cnnrnn.kemdy_labels.LABELS` (the corpus's ``disqust`` spelled ``disgust``);
+  a tied annotation ``a;b`` is a multi-label target, otherwise one label;
 * valence / arousal on the raters' 1–5 scale (regression targets, not rescaled);
 * 5 contiguous, non-overlapping 20 % folds (0–20 %, 20–40 %, …), or stratified folds as an option;
 * text: static padding to ``max_len`` tokens (256), truncating longer transcripts;
@@ -25,15 +26,14 @@ from typing import Sequence
 
 import numpy as np
 
-from ..corpora import KEMDY_LABELS, CorpusReport, load_corpus
+from ..corpora import CorpusReport, load_corpus
 from ..corpora.base import split_labels, to_float
+from ..kemdy_labels import LABELS, canonical_label
 
 log = logging.getLogger("cnnrnn.hf")
 
 SAMPLE_RATE = 16000  # Hz, what wav2vec2 was trained on
 MAX_SECONDS = 5.0  # the original cut every clip to 16 kHz x 5 s = 80,000 samples
-# Spellings that name the same KEMDy emotion as KEMDY_LABELS (the corpus spells disgust "disqust").
-LABEL_ALIASES = {"disgust": "disqust"}
 NEW_DATA_COLUMNS = ("segment_id", "session", "speaker", "text", "wav_path", "emotion_raw",
                     "emotion_weighted", "valence", "arousal")
 
@@ -62,9 +62,9 @@ class HFRecord:
     session: str | None = None
 
 
-def canonical_labels(cell: str) -> list[str]:
-    """``'Fear;disgust'`` → ``['fear', 'disqust']`` (lower case, aliases mapped, order kept)."""
-    return [LABEL_ALIASES.get(lab, lab) for lab in split_labels(cell)]
+def canonical_labels(cell: str) -> list[str | None]:
+    """``'Fear;disqust'`` → ``['fear', 'disgust']`` (order kept; ``None`` for a label outside :data:`LABELS`)."""
+    return [canonical_label(lab) for lab in split_labels(cell)]
 
 
 def read_new_data(path: str | Path, label_column: str = "emotion_weighted") -> tuple[list[HFRecord], CorpusReport]:
@@ -95,9 +95,8 @@ def read_new_data(path: str | Path, label_column: str = "emotion_weighted") -> t
         report.n_annotated += 1
         seg_id = row["segment_id"].strip()
         labels = canonical_labels(row[label_column])
-        unknown = [lab for lab in labels if lab not in KEMDY_LABELS]
-        if not labels or unknown:
-            report.skip(f"unknown_label:{unknown[0]}" if unknown else "no_label", seg_id)
+        if not labels or None in labels:
+            report.skip("unknown_label" if labels else "no_label", seg_id)
             continue
         wav = Path(row["wav_path"])
         records.append(HFRecord(
@@ -123,7 +122,8 @@ def read_records(input_csv: str | Path | None = None, corpus: str = "kemdy20", r
     if root is None:
         raise HFDataError("give --input new_data.csv or a corpus folder (--root)")
     utts, report = load_corpus(corpus, root)
-    records = [HFRecord(id=u.id, text=u.text, audio_path=u.audio_path, labels=list(u.emotions or [u.emotion]),
+    records = [HFRecord(id=u.id, text=u.text, audio_path=u.audio_path,
+                        labels=[canonical_label(lab) for lab in u.emotions or [u.emotion]],
                         valence=u.valence, arousal=u.arousal, speaker=u.speaker, session=u.session) for u in utts]
     return records, report
 

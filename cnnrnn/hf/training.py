@@ -23,9 +23,9 @@ from typing import Sequence
 import numpy as np
 
 from ..artifacts import atomic_write_bytes, load_json, save_json
-from ..corpora import KEMDY_LABELS, CorpusReport
+from ..corpora import CorpusReport
 from .backbones import HFModelError, load_speech_backbone, load_text_backbone
-from .data import HFRecord, encode_texts, fold_indices, label_targets, load_speech, receptive_field, va_targets
+from .data import LABELS, HFRecord, encode_texts, fold_indices, label_targets, load_speech, receptive_field, va_targets
 from .metrics import emotion_metrics, predicted_sets, regression_metrics
 from .models import ModelSpec
 
@@ -296,7 +296,7 @@ def train_fold(records: Sequence[HFRecord], spec: ModelSpec, cfg: TrainConfig, o
 
     Args:
         records: every record in corpus order (the folds are cut from this order).
-        spec: the model; ``spec.labels`` defaults to the 7 KEMDy emotions and ``spec.multilabel`` is set from
+        spec: the model; ``spec.labels`` defaults to the 7 KEMDy emotions (:data:`cnnrnn.kemdy_labels.LABELS`) and ``spec.multilabel`` is set from
             ``cfg.label_mode``.
 
     Returns:
@@ -316,7 +316,7 @@ def train_fold(records: Sequence[HFRecord], spec: ModelSpec, cfg: TrainConfig, o
                                        [r.labels[0] for r in records], cfg.seed)
     train = [records[i] for i in train_idx]
     test = [records[i] for i in test_idx]
-    spec.labels = list(spec.labels or KEMDY_LABELS)
+    spec.labels = list(spec.labels or LABELS)
     if cfg.label_mode == "single":
         train = [HFRecord(**{**r.__dict__, "labels": r.labels[:1]}) for r in train]
     spec.multilabel = cfg.label_mode == "multi" or (cfg.label_mode == "auto" and any(len(r.labels) > 1 for r in train))
