@@ -201,6 +201,11 @@ class SegmentSet:
         """Segments per utterance ``(N,) int``."""
         return np.array([len(s) for s in self.segments], dtype=int)
 
+    def subset(self, indices: Sequence[int]) -> "SegmentSet":
+        """The utterances at ``indices`` (e.g. a fold of a whole-corpus set), with no skips."""
+        return SegmentSet([self.paths[i] for i in indices], self.labels[np.asarray(indices, dtype=int)],
+                          [self.segments[i] for i in indices], {})
+
 
 def resolve_labels(cfg: DcnnConfig) -> list[str]:
     """Label names of ``cfg.data.labels_file`` (or the ``labels.json`` found beside the train filelist).
@@ -380,8 +385,13 @@ def _seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2) -> dict:
+def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
+             sets: dict[str, SegmentSet] | None = None) -> dict:
     """Step 1: fine-tune the DCNN on segments; see the module docstring for the files written.
+
+    Args:
+        sets: ``{'train': SegmentSet, 'test': SegmentSet}`` already computed (benchmarks reuse one
+            corpus-wide set across folds); default: :func:`load_segments` of the config's filelists.
 
     Returns:
         ``{'run_dir', 'checkpoint', 'metrics': {'segments': {...}, 'utterances': {...}}, 'skipped',
@@ -397,8 +407,8 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2) -> dict:
     labels = resolve_labels(cfg)
     with _run_log(run_dir / "log_finetune.out") as say:
         say("step 1 (fine-tune DCNN) %s: config %s", cfg.train.name, json.dumps(cfg.to_dict()))
-        train = load_segments(cfg.data.filelist_train, labels, features, cfg.data.root, progress)
-        test = load_segments(cfg.data.filelist_test, labels, features, cfg.data.root, progress)
+        sets = sets or _load_sets(cfg, labels, features, progress)
+        train, test = sets["train"], sets["test"]
         x_train, y_train = np.concatenate(train.segments), np.repeat(train.labels, train.counts)
         x_test, y_test = np.concatenate(test.segments), np.repeat(test.labels, test.counts)
         say("train %d utterances / %d segments, test %d / %d, skipped %s", len(train.paths), len(x_train),
@@ -425,6 +435,11 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2) -> dict:
             "skipped": {**train.skipped, **test.skipped}, "n_segments": {"train": len(x_train), "test": len(x_test)}}
 
 
+def _load_sets(cfg: DcnnConfig, labels: Sequence[str], features: FeatureConfig, progress: bool) -> dict:
+    return {split: load_segments(getattr(cfg.data, f"filelist_{split}"), labels, features, cfg.data.root, progress)
+            for split in ("train", "test")}
+
+
 def _dcnn_meta(dcnn_path: Path) -> dict:
     meta_path = dcnn_path.with_name(DCNN_META)
     if not meta_path.is_file():
@@ -444,12 +459,14 @@ def dcnn_checkpoint(cfg: DcnnConfig) -> Path:
     return Path(cfg.train.log_root) / cfg.train.finetune_name / DCNN_FILE
 
 
-def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool = True, verbose: int = 2) -> dict:
+def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool = True, verbose: int = 2,
+          sets: dict[str, SegmentSet] | None = None) -> dict:
     """Step 2: BiLSTM-attention on the fine-tuned DCNN's segment features; see the module docstring.
 
     Args:
         dcnn_path: the step-1 ``dcnn.h5`` (default :func:`dcnn_checkpoint`); its ``dcnn.json`` gives the
             labels and the feature config, which must match ``cfg.data``.
+        sets: precomputed segments, as for :func:`finetune`.
 
     Returns:
         ``{'run_dir', 'checkpoint', 'metrics': {'utterances': {...}}, 'skipped', 'max_segments'}``.
@@ -473,8 +490,7 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
     with _run_log(run_dir / "log_train.out") as say:
         say("step 2 (BLSTM + attention) %s on %s: config %s", cfg.train.name, dcnn_path, json.dumps(cfg.to_dict()))
         extractor = feature_extractor(load_model(dcnn_path))
-        sets = {split: load_segments(getattr(cfg.data, f"filelist_{split}"), labels, features, cfg.data.root,
-                                     progress) for split in ("train", "test")}
+        sets = sets or _load_sets(cfg, labels, features, progress)
         x = {split: utterance_features(extractor, s.segments, features.image_size) for split, s in sets.items()}
         say("features: train %s, test %s (utterances, max segments, dim); skipped %s", x["train"].shape,
             x["test"].shape, {k: len(v) for s in sets.values() for k, v in s.skipped.items()})

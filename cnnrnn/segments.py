@@ -30,6 +30,8 @@ from .audio import AudioError, load_audio, pad_or_trim
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LOG_EPS = 1e-8
+#: A channel whose range (max - min) is below this is treated as constant and scaled to 0.
+MIN_SPAN = 1e-6
 
 
 class ClipTooShortError(AudioError):
@@ -107,20 +109,21 @@ def log_mel_deltas(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 
     Returns:
         ``(n_mels, frames, 3) float32``: static ``log(mel + 1e-8)``, Δ and ΔΔ, each min-max scaled to
-        [0, 1] per channel (a constant channel becomes 0).
+        [0, 1] per channel (a constant channel, range < :data:`MIN_SPAN`, becomes 0).
     """
     import librosa
 
     mel = librosa.feature.melspectrogram(
         y=y, sr=cfg.sr, n_fft=cfg.n_fft, win_length=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
         fmin=cfg.fmin, fmax=cfg.fmax or cfg.sr / 2, power=2.0, htk=True, norm="slaney")
-    static = np.log(mel + LOG_EPS)
+    static = np.log(mel.astype(np.float64) + LOG_EPS)  # float64: float32 Δ of a constant leaves ~1e-6 noise
     channels = [static, librosa.feature.delta(static, width=cfg.delta_width, order=1),
                 librosa.feature.delta(static, width=cfg.delta_width, order=2)]
     out = np.stack(channels, axis=-1).astype(np.float32)
     lo = out.min(axis=(0, 1), keepdims=True)
     span = out.max(axis=(0, 1), keepdims=True) - lo
-    return np.where(span > 0, (out - lo) / np.where(span > 0, span, 1), 0).astype(np.float32)
+    flat = span < MIN_SPAN  # e.g. the Δ of a constant: round-off only, which min-max would blow up to [0, 1]
+    return np.where(flat, 0, (out - lo) / np.where(flat, 1, span)).astype(np.float32)
 
 
 def segment(features: np.ndarray, segment_frames: int = 64, segment_hop: int = 32) -> np.ndarray:

@@ -1,0 +1,216 @@
+"""DCNN-BLSTMwA: segment features, attention masking, save/load, configs, and the CLI steps end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import write_wav
+
+from cnnrnn.segments import (IMAGENET_MEAN, IMAGENET_STD, ClipTooShortError, FeatureConfig, log_mel_deltas,
+                             n_segments, to_backbone_input, waveform_segments)
+
+
+# ----------------------------------------------------------------------------------------------- features
+def test_segments_of_real_speech(real_waveform):
+    y, sr = real_waveform                                   # 2.0 s of EmoDB speech at 16 kHz
+    cfg = FeatureConfig(sr=sr, max_sec=3.0)                 # padded to 3 s: 1 + 48000 // 160 = 301 frames
+    seg = waveform_segments(y, cfg)
+    assert seg.shape == (n_segments(301), 64, 64, 3) == (8, 64, 64, 3)
+    assert seg.dtype == np.float32 and seg.min() >= 0.0 and seg.max() <= 1.0
+    np.testing.assert_array_equal(seg[0][:, 32:], seg[1][:, :32])      # hop 32 frames: halves overlap
+    assert [seg[..., c].std() > 0.05 for c in range(3)] == [True] * 3   # static, Δ, ΔΔ all carry speech
+
+    feats = log_mel_deltas(y, FeatureConfig(sr=sr))
+    assert feats.shape == (64, 1 + len(y) // 160, 3)
+    for c in range(3):                                       # per-channel min-max over the utterance
+        assert feats[..., c].min() == 0.0 and feats[..., c].max() == pytest.approx(1.0)
+    no_pad = waveform_segments(y, FeatureConfig(sr=sr, max_sec=None))
+    assert len(no_pad) == n_segments(1 + len(y) // 160) == 5
+
+
+def test_delta_of_a_constant_is_zero_and_minmax_of_a_constant_is_zero():
+    feats = log_mel_deltas(np.zeros(16000, np.float32), FeatureConfig())   # log(0 + 1e-8) everywhere
+    assert np.isfinite(feats).all() and not feats.any()
+
+
+def test_backbone_input_resizes_and_normalises():
+    x = to_backbone_input(np.zeros((2, 64, 64, 3), np.float32), (40, 48)).numpy()
+    assert x.shape == (2, 40, 48, 3)
+    np.testing.assert_allclose(x[0, 0, 0], -np.array(IMAGENET_MEAN) / np.array(IMAGENET_STD), rtol=1e-6)
+
+
+def test_clip_shorter_than_one_segment_is_a_clear_error(real_waveform):
+    y, sr = real_waveform
+    with pytest.raises(ClipTooShortError, match="shorter than one segment") as info:
+        waveform_segments(y[: int(0.5 * sr)], FeatureConfig(sr=sr, max_sec=None))   # 51 frames < 64
+    assert info.value.reason == "too_short"
+    assert len(waveform_segments(y[: int(0.5 * sr)], FeatureConfig(sr=sr, max_sec=1.0))) == 2   # padded
+
+
+# ------------------------------------------------------------------------------------------------ models
+def _tiny_blstm(feat_dim=8):
+    from cnnrnn.models import build_blstm_attention
+
+    return build_blstm_attention(feat_dim, 3, lstm_units=4, attention_units=6, dense1_units=8, dense2_units=8)
+
+
+def test_padding_does_not_change_the_prediction():
+    from cnnrnn.models.blstm_attention import PAD_VALUE
+
+    model = _tiny_blstm()
+    rng = np.random.default_rng(0)
+    short, long_ = rng.random((1, 2, 8), np.float32), rng.random((1, 5, 8), np.float32)
+    padded_short = np.concatenate([short, np.full((1, 3, 8), PAD_VALUE, np.float32)], axis=1)
+    batch = np.concatenate([padded_short, long_])            # two utterances, 2 and 5 segments
+    p_batch = model.predict(batch, verbose=0)
+    np.testing.assert_allclose(p_batch[0], model.predict(short, verbose=0)[0], atol=1e-6)
+    np.testing.assert_allclose(p_batch[1], model.predict(long_, verbose=0)[0], atol=1e-6)
+    assert not np.allclose(model.predict(np.concatenate([short, np.zeros((1, 3, 8), np.float32)], 1), verbose=0),
+                           p_batch[:1], atol=1e-6)      # zeros are real input, not padding
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_models_load_without_custom_objects(tmp_path, suffix):
+    import keras
+
+    from cnnrnn.inference import load_model
+    from cnnrnn.models import build_dcnn
+
+    x = np.random.default_rng(1).random((2, 4, 8), np.float32)
+    blstm = _tiny_blstm()
+    blstm.save(tmp_path / f"blstm{suffix}")
+    restored = keras.models.load_model(tmp_path / f"blstm{suffix}", compile=False)
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), blstm.predict(x, verbose=0))
+    assert restored.get_layer("attention").get_config()["units"] == 6
+
+    dcnn = build_dcnn((32, 32, 3), 3, width=0.05, fc_units=8)
+    dcnn.save(tmp_path / f"dcnn{suffix}")
+    img = np.random.default_rng(2).random((2, 32, 32, 3), np.float32)
+    np.testing.assert_array_equal(load_model(tmp_path / f"dcnn{suffix}").predict(img, verbose=0),
+                                  dcnn.predict(img, verbose=0))
+
+
+def test_backbone_weights_never_download(tmp_path, monkeypatch):
+    from cnnrnn.models import build_dcnn
+    from cnnrnn.models.cnnrnn import WeightsError
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(WeightsError, match="never downloads"):
+        build_dcnn((32, 32, 3), 3, backbone="resnet50", weights="imagenet")
+    with pytest.raises(WeightsError, match="no ImageNet weights"):
+        build_dcnn((32, 32, 3), 3, backbone="alexnet", weights="imagenet")
+    with pytest.raises(WeightsError, match="does not exist"):
+        build_dcnn((32, 32, 3), 3, weights=str(tmp_path / "missing.weights.h5"))
+
+
+# ------------------------------------------------------------------------------------------------ configs
+def test_shipped_configs_load_and_bad_keys_are_clear_errors(tmp_path):
+    from cnnrnn.dcnn import DcnnConfigError, list_dcnn_configs, load_dcnn_config
+
+    names = list_dcnn_configs()
+    for ds in ("jtes", "esd", "emodb", "tiny"):
+        assert {f"{ds}_finetune", f"{ds}_train"} <= set(names)
+    cfgs = {n: load_dcnn_config(n) for n in names}
+    assert cfgs["esd_finetune"].data.max_sec == 3.0 and cfgs["jtes_finetune"].data.max_sec == 4.0
+    assert (cfgs["emodb_finetune"].train.lr, cfgs["emodb_finetune"].train.batch_size) == (1e-4, 128)
+    assert (cfgs["emodb_train"].train.lr, cfgs["emodb_train"].train.lr_decay) == (5e-6, 0.59)
+    assert cfgs["emodb_train"].train.finetune_name == "emodb_finetune"
+    with pytest.raises(DcnnConfigError, match=r"unknown key\(s\) \['n_mel'\]"):
+        load_dcnn_config({"data": {"n_mel": 64}})
+    with pytest.raises(DcnnConfigError, match="train.epochs should be"):
+        load_dcnn_config({"train": {"epochs": "30"}})
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": {"lstm_layers": 2}}))
+    assert load_dcnn_config(path).model.lstm_layers == 2
+    with pytest.raises(DcnnConfigError, match="neither a file nor a shipped config"):
+        load_dcnn_config("no_such_config")
+
+
+# --------------------------------------------------------------------------------------------- end to end
+def _corpus(tmp_path, sample_dir):
+    """Filelists of real speech: 2 s clips, plus a 3.5 s and a 1 s clip (different segment counts), a 0.5 s
+    clip (shorter than one segment) and a missing wav."""
+    import soundfile as sf
+
+    from cnnrnn.dcnn import CONFIG_DIR
+    from cnnrnn.filelists import FilelistEntry, write_filelist
+
+    wavs = sorted((sample_dir / "wav").rglob("*.wav"))[:16]
+    y, sr = sf.read(wavs[0], dtype="float32")
+    y2, _ = sf.read(wavs[1], dtype="float32")
+    extra = {"long.wav": np.concatenate([y, y2[: int(1.5 * sr)]]), "short.wav": y[:sr],
+             "too_short.wav": y[: sr // 2]}
+    for name, wave in extra.items():
+        write_wav(tmp_path / "audio" / name, wave, sr)
+    entries = [FilelistEntry(str(w), w.stem.split("_")[2], "", i % 3) for i, w in enumerate(wavs)]
+    train = entries[:10] + [FilelistEntry(str(tmp_path / "audio" / "long.wav"), "x", "", 0),
+                            FilelistEntry(str(tmp_path / "audio" / "missing.wav"), "x", "", 1)]
+    test = entries[10:] + [FilelistEntry(str(tmp_path / "audio" / n), "x", "", 2) for n in ("short.wav",
+                                                                                         "too_short.wav")]
+    write_filelist(tmp_path / "lists" / "train.txt", train)
+    write_filelist(tmp_path / "lists" / "test.txt", test)
+    (tmp_path / "lists" / "labels.json").write_text(json.dumps({"labels": ["a", "b", "c"]}))
+    cfg = json.loads((CONFIG_DIR / "tiny_finetune.json").read_text())
+    cfg["data"]["max_sec"] = None                           # keep each clip's own length
+    for step in ("finetune", "train"):
+        cfg["train"]["name"] = f"t_{step}"
+        if step == "train":
+            cfg["train"].update(finetune_name="t_finetune", batch_size=4)
+        (tmp_path / f"{step}.json").write_text(json.dumps(cfg))
+    return tmp_path / "audio"
+
+
+def test_finetune_train_infer_through_the_cli(tmp_path, sample_dir, capsys):
+    from cnnrnn.cli import main
+
+    audio = _corpus(tmp_path, sample_dir)
+    logs = tmp_path / "logs"
+    common = ["--filelist-train", str(tmp_path / "lists" / "train.txt"), "--filelist-test",
+              str(tmp_path / "lists" / "test.txt"), "--out", str(logs)]
+    assert main(["-q", "dcnn", "finetune", "--config", str(tmp_path / "finetune.json"), *common]) == 0
+    step1 = json.loads(capsys.readouterr().out)
+    assert step1["skipped"] == {"missing_audio": 1, "too_short": 1}
+    run1 = logs / "t_finetune"
+    for name in ("dcnn.h5", "dcnn.json", "log_finetune.out", "history_finetune.csv", "metrics_finetune.json",
+                 "confusion_finetune_segments.png", "confusion_finetune_utterances.png"):
+        assert (run1 / name).is_file(), name
+    log_text = (run1 / "log_finetune.out").read_text()
+    assert "epoch 1/1" in log_text and "too_short" in log_text
+    metrics = json.loads((run1 / "metrics_finetune.json").read_text())
+    # segments: 6 clips of 2 s (5 each) + the 1 s clip (2) in the test set; utterances: 7
+    assert (metrics["segments"]["n"], metrics["utterances"]["n"]) == (6 * 5 + 2, 7)
+
+    assert main(["-q", "dcnn", "train", "--config", str(tmp_path / "train.json"), *common]) == 0
+    step2 = json.loads(capsys.readouterr().out)
+    assert step2["metrics"]["utterances"]["n"] == 7
+    run2 = logs / "t_train"
+    for name in ("blstm_attention.h5", "blstm_attention.json", "log_train.out", "confusion_train.png"):
+        assert (run2 / name).is_file(), name
+    assert "(11, 9, 64)" in (run2 / "log_train.out").read_text()   # 11 utterances, up to 9 segments, 64 features
+
+    wavs = [str(audio / n) for n in ("long.wav", "short.wav", "too_short.wav")]
+    assert main(["-q", "dcnn", "infer", str(run2 / "blstm_attention.h5"), *wavs]) == 0
+    out = capsys.readouterr().out
+    assert "too_short" in out
+    import pandas as pd
+
+    df = pd.read_csv(run2 / "predictions.csv")
+    assert df["n_segments"].tolist() == [9, 2]                  # 3.5 s: 351 frames, 1 s: 101 frames
+    assert set(df["predicted"]) <= {"a", "b", "c"}
+    np.testing.assert_allclose(df[["p_a", "p_b", "p_c"]].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_emotion_id_outside_the_label_set_is_a_clear_error(tmp_path, sample_dir, caplog):
+    from cnnrnn.cli import main
+    from cnnrnn.filelists import FilelistEntry, write_filelist
+
+    _corpus(tmp_path, sample_dir)
+    wav = sorted((sample_dir / "wav").rglob("*.wav"))[0]
+    write_filelist(tmp_path / "lists" / "bad.txt", [FilelistEntry(str(wav), "s", "", 7)])
+    code = main(["-q", "dcnn", "finetune", "--config", str(tmp_path / "finetune.json"), "--filelist-train",
+                 str(tmp_path / "lists" / "bad.txt"), "--filelist-test", str(tmp_path / "lists" / "test.txt"),
+                 "--out", str(tmp_path / "logs")])
+    assert code == 2
+    assert "bad.txt:1" in caplog.text and "emotion" in caplog.text
+    assert not (tmp_path / "logs" / "t_finetune" / "dcnn.h5").exists()
