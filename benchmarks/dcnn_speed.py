@@ -1,0 +1,148 @@
+"""DCNN-BLSTMwA speed on this CPU: step-1 training segments/s and end-to-end inference utterances/s per
+backbone, and the peak memory (RSS) of step-2 feature extraction over the whole EmoDB corpus.
+
+* training: ``train_on_batch`` on real EmoDB segments through :func:`cnnrnn.dcnn.segment_dataset` (resize +
+  ImageNet normalisation included), batch 32, after 2 warm-up batches; the benchmark's reduced sizes and the
+  paper's full sizes (227×227 AlexNet, 224×224 ResNet50);
+* inference: :func:`cnnrnn.dcnn.infer` on 100 wav files (load, resample 22.05 → 16 kHz, features, DCNN,
+  BiLSTM-attention, CSV), models from a 1-epoch run on 60 utterances, timed on a second call (the first pays
+  for numba and graph tracing); model loading is included;
+* memory: a child process runs :func:`cnnrnn.dcnn.load_segments` + :func:`cnnrnn.dcnn.utterance_features`
+  over all 535 utterances and reports ``ru_maxrss`` before and after.
+
+    nice -n 10 python benchmarks/dcnn_speed.py      # writes benchmarks/results/dcnn_speed.json
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from dcnn_accuracy import DATA, machine  # noqa: E402
+
+#: (name, backbone, image size, width, fc_units, timed batches)
+SETTINGS = [("alexnet_96_w0.5", "alexnet", 96, 0.5, 512, 20), ("alexnet_227_paper", "alexnet", 227, 1.0, 4096, 6),
+            ("resnet50_64", "resnet50", 64, 1.0, 512, 8), ("resnet50_224_paper", "resnet50", 224, 1.0, 512, 3)]
+
+
+def corpus_list(work: Path) -> tuple[Path, Path]:
+    """A filelist of the whole corpus and its labels.json (from cnnrnn.filelists.prepare_filelists)."""
+    from cnnrnn.filelists import prepare_filelists
+
+    lists = work / "filelists"
+    if not (lists / "labels.json").is_file():
+        prepare_filelists("emodb", DATA, lists, n_folds=5, seed=42, loso=False, folds_by="speaker")
+    whole = lists / "all.txt"
+    whole.write_text("".join((lists / "kfold" / f"fold1_{s}.txt").read_text() for s in ("train", "test")))
+    return whole, lists / "labels.json"
+
+
+def config(work: Path, labels: Path, backbone: str, size: int, width: float, fc: int, flist: str) -> dict:
+    from cnnrnn.dcnn import load_dcnn_config
+
+    cfg = load_dcnn_config("emodb_finetune").to_dict()
+    cfg["data"].update(sr=16000, max_sec=2.0, image_size=[size, size], labels_file=str(labels),
+                       filelist_train=flist, filelist_test=flist)
+    cfg["model"].update(backbone=backbone, width=width, fc_units=fc)
+    cfg["train"].update(log_root=str(work / "logs"), name=f"{backbone}_finetune", epochs=1, batch_size=32)
+    return cfg
+
+
+def rss_child(args) -> int:
+    """Peak RSS of step-2 feature extraction over the whole corpus (run in its own process)."""
+    from cnnrnn.dcnn import load_segments, utterance_features
+    from cnnrnn.inference import load_labels, load_model
+    from cnnrnn.models.dcnn import feature_extractor
+    from cnnrnn.segments import FeatureConfig
+
+    whole, labels = corpus_list(args.work)
+    extractor = feature_extractor(load_model(args.rss_child))
+    meta = json.loads(Path(args.rss_child).with_name("dcnn.json").read_text())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.time()
+    feats = FeatureConfig(**meta["features"])
+    s = load_segments(whole, load_labels(labels), feats, progress=False)
+    x = utterance_features(extractor, s.segments, feats.image_size)
+    print(json.dumps({"utterances": len(s.paths), "features_shape": list(x.shape),
+                      "rss_before_mb": before / 1024, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                      / 1024, "seconds": round(time.time() - t, 1)}))
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, default=HERE / "work" / "dcnn_speed")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "dcnn_speed.json")
+    p.add_argument("--rss-child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.rss_child:
+        return rss_child(args)
+
+    import keras
+    import numpy as np
+
+    from cnnrnn.artifacts import save_json
+    from cnnrnn.dcnn import finetune, infer, load_dcnn_config, load_segments, segment_dataset, train
+    from cnnrnn.filelists import read_filelist
+    from cnnrnn.inference import load_labels
+    from cnnrnn.models.dcnn import build_dcnn
+
+    result = {"benchmark": "dcnn_speed", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds"), "machine": machine(), "command": "nice -n 10 python " + " ".join(sys.argv),
+        "load_before": list(os.getloadavg()), "training": {}, "inference": {}, "memory": {}}
+    whole, labels_path = corpus_list(args.work)
+    labels = load_labels(labels_path)
+    subset = args.work / "subset60.txt"
+    subset.write_text("".join(whole.read_text().splitlines(keepends=True)[::9][:60]))
+    wavs = [e.wavpath for e in read_filelist(whole, labels)[0][:100]]
+    cfg0 = load_dcnn_config(config(args.work, labels_path, "alexnet", 96, 0.5, 512, str(subset)))
+    segs = load_segments(subset, labels, cfg0.data.features(), progress=False)
+    x = np.concatenate(segs.segments)
+    y = np.repeat(segs.labels, segs.counts)
+
+    for name, backbone, size, width, fc, n_batches in SETTINGS:
+        model = build_dcnn((size, size, 3), len(labels), backbone, "none", width, fc, 0.5)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
+        batches = iter(segment_dataset(x, y, (size, size), 32, shuffle=True).repeat())
+        for _ in range(2):
+            model.train_on_batch(*next(batches))
+        t = time.time()
+        for _ in range(n_batches):
+            model.train_on_batch(*next(batches))
+        seconds = time.time() - t
+        result["training"][name] = {"segments_per_s": round(32 * n_batches / seconds, 1), "batch": 32,
+                                    "timed_batches": n_batches, "params": model.count_params()}
+        print(name, result["training"][name], flush=True)
+
+    for name, backbone, size, width, fc, _ in SETTINGS[0::2]:  # the benchmark's reduced sizes
+        cfg = config(args.work, labels_path, backbone, size, width, fc, str(subset))
+        run1 = finetune(load_dcnn_config(cfg), progress=False, verbose=0)
+        cfg["train"].update(name=f"{backbone}_train", finetune_name=f"{backbone}_finetune", batch_size=16)
+        run2 = train(load_dcnn_config(cfg), progress=False, verbose=0)
+        infer(run2["checkpoint"], wavs[:4], progress=False)      # warm-up: numba, tracing
+        t = time.time()
+        df, _ = infer(run2["checkpoint"], wavs, progress=False)
+        seconds = time.time() - t
+        result["inference"][name] = {"utterances_per_s": round(len(df) / seconds, 2), "utterances": len(df),
+                                     "seconds": round(seconds, 1), "includes": "model loading, audio, features, "
+                                                                               "DCNN, BiLSTM-attention, CSV"}
+        print(name, result["inference"][name], flush=True)
+        child = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--rss-child",
+                                run1["checkpoint"]], capture_output=True, text=True, check=True)
+        result["memory"][name] = json.loads(child.stdout.strip().splitlines()[-1])
+        print(name, result["memory"][name], flush=True)
+    result["load_after"] = list(os.getloadavg())
+    save_json(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
