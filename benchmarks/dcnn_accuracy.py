@@ -80,7 +80,7 @@ def main() -> int:
     args = p.parse_args()
 
     from cnnrnn.artifacts import save_json
-    from cnnrnn.dcnn import SegmentSet, finetune, load_dcnn_config, load_segments, train
+    from cnnrnn.dcnn import SegmentSet, finetune, load_dcnn_config, load_segments, merged_skips, train
     from cnnrnn.evaluation import summarise_folds
     from cnnrnn.filelists import prepare_filelists, read_filelist
     from cnnrnn.inference import load_labels
@@ -121,7 +121,7 @@ def main() -> int:
     a, b = (load_segments(lists / "kfold" / f"fold1_{s}.txt", labels, cfg0.data.features(), progress=False)
             for s in ("train", "test"))  # fold 1's train + test = the whole corpus
     corpus = SegmentSet(a.paths + b.paths, np.concatenate([a.labels, b.labels]), a.segments + b.segments,
-                        {**a.skipped, **b.skipped})
+                        merged_skips([a, b]))
     index = {p: i for i, p in enumerate(corpus.paths)}
     result["feature_seconds"] = round(time.time() - t0, 1)
     result["skipped"] = {k: len(v) for k, v in corpus.skipped.items()}

@@ -258,6 +258,15 @@ def load_segments(filelist: str | Path, labels: Sequence[str], features: Feature
     return SegmentSet(paths, np.array(ys, dtype=int), segs, skipped)
 
 
+def merged_skips(sets) -> dict[str, list[str]]:
+    """The skips of several :class:`SegmentSet` together: ``{reason: [path, ...]}``."""
+    out: dict[str, list[str]] = {}
+    for s in sets:
+        for reason, paths in s.skipped.items():
+            out.setdefault(reason, []).extend(paths)
+    return out
+
+
 def segment_dataset(segments: np.ndarray, labels: np.ndarray | None, image_size, batch_size: int,
                     shuffle: bool = False, seed: int = 0):
     """``tf.data`` over ``(N, n_mels, frames, 3) float32`` segments, resized and ImageNet-normalised per batch.
@@ -411,8 +420,9 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
         train, test = sets["train"], sets["test"]
         x_train, y_train = np.concatenate(train.segments), np.repeat(train.labels, train.counts)
         x_test, y_test = np.concatenate(test.segments), np.repeat(test.labels, test.counts)
+        skipped = merged_skips(sets.values())
         say("train %d utterances / %d segments, test %d / %d, skipped %s", len(train.paths), len(x_train),
-            len(test.paths), len(x_test), {k: len(v) for k, v in {**train.skipped, **test.skipped}.items()})
+            len(test.paths), len(x_test), {k: len(v) for k, v in skipped.items()})
         _seed(cfg.train.seed)
         m = cfg.model
         model = build_dcnn((*features.image_size, 3), len(labels), m.backbone, m.weights, m.width, m.fc_units,
@@ -432,7 +442,7 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
                                                         "utterances": (test.labels, utt_proba.argmax(1))}, say)
         say("saved %s", checkpoint)
     return {"run_dir": str(run_dir), "checkpoint": str(checkpoint), "metrics": metrics,
-            "skipped": {**train.skipped, **test.skipped}, "n_segments": {"train": len(x_train), "test": len(x_test)}}
+            "skipped": skipped, "n_segments": {"train": len(x_train), "test": len(x_test)}}
 
 
 def _load_sets(cfg: DcnnConfig, labels: Sequence[str], features: FeatureConfig, progress: bool) -> dict:
@@ -492,8 +502,9 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
         extractor = feature_extractor(load_model(dcnn_path))
         sets = sets or _load_sets(cfg, labels, features, progress)
         x = {split: utterance_features(extractor, s.segments, features.image_size) for split, s in sets.items()}
+        skipped = merged_skips(sets.values())
         say("features: train %s, test %s (utterances, max segments, dim); skipped %s", x["train"].shape,
-            x["test"].shape, {k: len(v) for s in sets.values() for k, v in s.skipped.items()})
+            x["test"].shape, {k: len(v) for k, v in skipped.items()})
         _seed(cfg.train.seed)
         m = cfg.model
         model = build_blstm_attention(x["train"].shape[2], len(labels), m.lstm_units, m.lstm_layers,
@@ -510,7 +521,7 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
         metrics = _report(run_dir, "train", labels, {"utterances": (sets["test"].labels, pred)}, say)
         say("saved %s", checkpoint)
     return {"run_dir": str(run_dir), "checkpoint": str(checkpoint), "metrics": metrics,
-            "skipped": {k: v for s in sets.values() for k, v in s.skipped.items()},
+            "skipped": skipped,
             "max_segments": int(max(v.shape[1] for v in x.values()))}
 
 
@@ -568,5 +579,5 @@ def infer(model_h5: str | Path, wavs: Sequence[str | Path], dcnn_h5: str | Path 
 
 
 __all__ = ["DcnnConfig", "DcnnConfigError", "FilelistError", "load_dcnn_config", "list_dcnn_configs",
-           "load_segments", "segment_dataset", "utterance_features", "finetune", "train", "infer",
+           "load_segments", "merged_skips", "segment_dataset", "utterance_features", "finetune", "train", "infer",
            "dcnn_checkpoint", "resolve_labels"]
