@@ -214,3 +214,16 @@ def test_emotion_id_outside_the_label_set_is_a_clear_error(tmp_path, sample_dir,
     assert code == 2
     assert "bad.txt:1" in caplog.text and "emotion" in caplog.text
     assert not (tmp_path / "logs" / "t_finetune" / "dcnn.h5").exists()
+
+
+@pytest.mark.parametrize("step, words", [("finetune", ["--config", "dcnn.h5", "log_finetune.out"]),
+                                         ("train", ["--dcnn", "blstm_attention.h5", "log_train.out"]),
+                                         ("infer", ["MODEL.h5", "WAV", "CSV"])])
+def test_dcnn_subcommands_have_help(step, words, capsys):
+    from cnnrnn.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["dcnn", step, "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and f"usage: cnnrnn dcnn {step}" in out
+    assert all(w in out for w in words)
