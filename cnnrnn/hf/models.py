@@ -57,8 +57,9 @@ class ModelSpec:
     dropout: float = 0.1
 
     def __post_init__(self):
-        for name, value, allowed in (("task", self.task, TASKS), ("modality", self.modality, MODALITIES),
-                                     ("fusion", self.fusion, FUSIONS), ("speech_pooling", self.speech_pooling, POOLINGS)):
+        choices = (("task", self.task, TASKS), ("modality", self.modality, MODALITIES),
+                   ("fusion", self.fusion, FUSIONS), ("speech_pooling", self.speech_pooling, POOLINGS))
+        for name, value, allowed in choices:
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is not one of {list(allowed)}")
 
@@ -171,7 +172,8 @@ def emotion_loss(kind: str, multilabel: bool, targets: np.ndarray, gamma: float 
         cls = keras.losses.BinaryFocalCrossentropy if multilabel else keras.losses.CategoricalFocalCrossentropy
         return cls(gamma=gamma, from_logits=True)
     if kind == "plain":
-        return (keras.losses.BinaryCrossentropy if multilabel else keras.losses.CategoricalCrossentropy)(from_logits=True)
+        cls = keras.losses.BinaryCrossentropy if multilabel else keras.losses.CategoricalCrossentropy
+        return cls(from_logits=True)
     weights = tf.constant(class_balanced_weights(targets))
 
     def class_balanced_loss(y_true, logits):

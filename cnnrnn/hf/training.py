@@ -66,7 +66,8 @@ class TrainConfig:
 
 @dataclass
 class Prepared:
-    """Model inputs of the records that survived: ``features`` arrays (text) / lists (speech), aligned with ``records``."""
+    """Model inputs of the records that survived: ``features`` arrays (text) / lists (speech), aligned with
+    ``records``."""
 
     records: list[HFRecord]
     features: dict = field(default_factory=dict)
@@ -156,8 +157,9 @@ class HFModel:
             out["va"] = va_targets(records)
         return out
 
-    def fit(self, prepared: Prepared, cfg: TrainConfig, progress: bool = True):
-        """Compile (Adam(``cfg.lr``); emotion loss on logits, MSE on valence/arousal) and fit; returns the History."""
+    def fit(self, prepared: Prepared, cfg: TrainConfig, progress: bool = True, callbacks: Sequence = ()):
+        """Compile (Adam(``cfg.lr``); emotion loss on logits, MSE on valence/arousal) and fit with tf_keras
+        ``callbacks``; returns the History."""
         import tf_keras as keras
 
         from .models import emotion_loss
@@ -169,7 +171,7 @@ class HFModel:
         self.model.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss={k: losses[k] for k in targets},
                            run_eagerly=cfg.eager)
         data = self.dataset(prepared, targets, cfg.batch_size, shuffle=True, seed=cfg.seed)
-        return self.model.fit(data, epochs=cfg.epochs, verbose=1 if progress else 0)
+        return self.model.fit(data, epochs=cfg.epochs, verbose=1 if progress else 0, callbacks=list(callbacks))
 
     def predict(self, prepared: Prepared, batch_size: int = 1) -> dict[str, np.ndarray]:
         """``{'emotion': (N, C) probabilities (sigmoid if multi-label, else softmax), 'va': (N, 2)}``; batches
@@ -275,7 +277,7 @@ def _stage_records(records: Sequence[HFRecord], stage: str) -> list[HFRecord]:
     return out
 
 
-def _train_one(spec: ModelSpec, records, cfg: TrainConfig, report: CorpusReport, progress: bool):
+def _train_one(spec: ModelSpec, records, cfg: TrainConfig, report: CorpusReport, progress: bool, callbacks):
     """Build, prepare and fit one model; returns ``(model, history DataFrame)``; skips go to ``report``."""
     import pandas as pd
 
@@ -284,11 +286,11 @@ def _train_one(spec: ModelSpec, records, cfg: TrainConfig, report: CorpusReport,
     if not prepared.records:
         raise ValueError(f"no usable training record ({report.summary()})")
     report.n_kept += len(prepared.records)
-    return model, pd.DataFrame(model.fit(prepared, cfg, progress).history)
+    return model, pd.DataFrame(model.fit(prepared, cfg, progress, callbacks).history)
 
 
 def train_fold(records: Sequence[HFRecord], spec: ModelSpec, cfg: TrainConfig, out: str | Path,
-               progress: bool = True) -> dict:
+               progress: bool = True, callbacks: Sequence = ()) -> dict:
     """Train on fold ``cfg.fold``'s training part, save the checkpoint, evaluate on its test part.
 
     Writes under ``out``: ``checkpoint/`` (replaced atomically when complete), ``history.csv``, and what
@@ -296,8 +298,9 @@ def train_fold(records: Sequence[HFRecord], spec: ModelSpec, cfg: TrainConfig, o
 
     Args:
         records: every record in corpus order (the folds are cut from this order).
-        spec: the model; ``spec.labels`` defaults to the 7 KEMDy emotions (:data:`cnnrnn.kemdy_labels.LABELS`) and ``spec.multilabel`` is set from
-            ``cfg.label_mode``.
+        spec: the model; ``spec.labels`` defaults to the 7 KEMDy emotions (:data:`cnnrnn.kemdy_labels.LABELS`)
+            and ``spec.multilabel`` is set from ``cfg.label_mode``.
+        callbacks: tf_keras callbacks passed to ``fit`` (e.g. a step timer or TensorBoard).
 
     Returns:
         the metrics dict (also in ``metrics.json``).
@@ -325,12 +328,14 @@ def train_fold(records: Sequence[HFRecord], spec: ModelSpec, cfg: TrainConfig, o
             raise ValueError("the hierarchical (2-stage) model is for --task classification only")
         stage1 = ModelSpec(**{**spec.to_dict(), "labels": [NEUTRAL, "other"], "multilabel": False})
         stage2 = ModelSpec(**{**spec.to_dict(), "labels": [lab for lab in spec.labels if lab != NEUTRAL]})
-        neutral, hist1 = _train_one(stage1, _stage_records(train, "neutral"), cfg, report, progress)
-        rest, hist2 = _train_one(stage2, _stage_records(train, "rest"), cfg, CorpusReport("hf-rest", ""), progress)
+        neutral, hist1 = _train_one(stage1, _stage_records(train, "neutral"), cfg, report, progress,
+                                    callbacks)
+        rest, hist2 = _train_one(stage2, _stage_records(train, "rest"), cfg, CorpusReport("hf-rest", ""),
+                                 progress, callbacks)
         model = HierarchicalModel(spec, neutral, rest)
         history = pd.concat([hist1.assign(stage="neutral"), hist2.assign(stage="rest")])
     else:
-        model, history = _train_one(spec, train, cfg, report, progress)
+        model, history = _train_one(spec, train, cfg, report, progress, callbacks)
     partial = out / "checkpoint.partial"
     shutil.rmtree(partial, ignore_errors=True)
     model.save(partial)
@@ -367,7 +372,8 @@ def evaluate(model, records: Sequence[HFRecord], out: str | Path, batch_size: in
     if kept and "emotion" in outputs:
         probs = outputs["emotion"]
         table["predicted"] = [spec.labels[i] for i in probs.argmax(axis=1)]
-        table["predicted_set"] = [";".join(np.asarray(spec.labels)[row > 0]) for row in predicted_sets(probs, threshold)]
+        names = np.asarray(spec.labels)
+        table["predicted_set"] = [";".join(names[row > 0]) for row in predicted_sets(probs, threshold)]
         for j, lab in enumerate(spec.labels):
             table[f"p_{lab}"] = probs[:, j]
         labelled = all(set(r.labels) <= set(spec.labels) for r in kept)
