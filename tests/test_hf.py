@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -217,6 +216,19 @@ def test_pytorch_safetensors_load_into_tf_without_torch(tmp_path, tiny):
         load_text_backbone(only_bin)
 
 
+def test_speech_backbone_loads_with_layerdrop_off(tmp_path, tiny):
+    from cnnrnn.hf.backbones import load_speech_backbone
+
+    folder = shutil.copytree(tiny[1], tmp_path / "w2v")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "layerdrop": 0.1}))
+    model, extractor = load_speech_backbone(folder)
+    assert model.config.layerdrop == 0.0 and extractor.sampling_rate == 16000
+    text_as_speech = shutil.copytree(tiny[0], tmp_path / "roberta")
+    with pytest.raises(HFModelError, match="not a wav2vec2-style"):
+        load_speech_backbone(text_as_speech)
+
+
 def test_new_data_csv_rows_with_unknown_labels_are_counted_skips(tmp_path, sample_records):
     table = tmp_path / "new_data.csv"
     rows = [[r.id, r.session, r.speaker, r.text, r.audio_path, ";".join(r.labels), r.labels[-1], r.valence, r.arousal]
@@ -268,7 +280,7 @@ def test_cli_multimodal_on_kemdy20_layout_corpus(tmp_path, tiny, shared_data):
     assert cli_main(["-q", "hf", "train", "--root", str(shared_data / "kemdy20-layout"), "--modality", "multimodal",
                      "--task", "total", "--fusion", "add", "--text-model", str(tiny[0]), "--speech-model",
                      str(tiny[1]), "--epochs", "1", "--batch_size", "400", "--valid_batch_size", "32",
-                     "--max_len", "32", "--max-seconds", "1", "--proj-dim", "8", "--fold", "2", "--eager",
+                     "--max_len", "32", "--max-seconds", "0.5", "--proj-dim", "8", "--fold", "2", "--eager",
                      "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] + metrics["n_train"] >= 440 and metrics["n"] > 80  # 445 readable segments, fold 2 of 5

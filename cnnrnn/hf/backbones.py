@@ -75,16 +75,21 @@ def load_text_backbone(name_or_path: str | Path, what: str = "--text-model"):
 def load_speech_backbone(name_or_path: str | Path, what: str = "--speech-model"):
     """``(TFWav2Vec2Model, Wav2Vec2FeatureExtractor)`` from a folder or a cached hub name (``local_files_only``).
 
+    LayerDrop is switched off (``layerdrop=0``): transformers' TF wav2vec2 draws it with ``np.random`` in Python,
+    so under ``tf.function`` the draw happens once, at tracing, and would drop the same layers for all of training.
+
     Raises:
         HFModelError: see :func:`resolve_model`; no TF-loadable weights; not a wav2vec2-style model.
     """
-    from transformers import AutoFeatureExtractor, TFAutoModel
+    from transformers import AutoConfig, AutoFeatureExtractor, TFAutoModel
 
     folder = resolve_model(name_or_path, what)
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    if not hasattr(config, "conv_kernel"):
+        raise HFModelError(f"{what} {folder}: {config.model_type} is not a wav2vec2-style speech model")
     _check_weights(folder, what)
-    model = TFAutoModel.from_pretrained(str(folder), local_files_only=True)
-    if not hasattr(model.config, "conv_kernel"):
-        raise HFModelError(f"{what} {folder}: {model.config.model_type} is not a wav2vec2-style speech model")
+    config.layerdrop = 0.0
+    model = TFAutoModel.from_pretrained(str(folder), config=config, local_files_only=True)
     extractor = AutoFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
     return model, extractor
 

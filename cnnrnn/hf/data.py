@@ -19,7 +19,6 @@ Conventions from the original KEMDy code (``etri_multimodal``, ``-ETRI-Emotion-R
 from __future__ import annotations
 
 import csv
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -28,9 +27,7 @@ import numpy as np
 
 from ..corpora import CorpusReport, load_corpus
 from ..corpora.base import split_labels, to_float
-from ..kemdy_labels import LABELS, canonical_label
-
-log = logging.getLogger("cnnrnn.hf")
+from ..kemdy_labels import canonical_label
 
 SAMPLE_RATE = 16000  # Hz, what wav2vec2 was trained on
 MAX_SECONDS = 5.0  # the original cut every clip to 16 kHz x 5 s = 80,000 samples

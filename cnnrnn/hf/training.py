@@ -24,8 +24,9 @@ import numpy as np
 
 from ..artifacts import atomic_write_bytes, load_json, save_json
 from ..corpora import CorpusReport
+from ..kemdy_labels import LABELS
 from .backbones import HFModelError, load_speech_backbone, load_text_backbone
-from .data import LABELS, HFRecord, encode_texts, fold_indices, label_targets, load_speech, receptive_field, va_targets
+from .data import HFRecord, encode_texts, fold_indices, label_targets, load_speech, receptive_field, va_targets
 from .metrics import emotion_metrics, predicted_sets, regression_metrics
 from .models import ModelSpec
 
@@ -285,6 +286,8 @@ def _train_one(spec: ModelSpec, records, cfg: TrainConfig, report: CorpusReport,
     prepared = model.prepare(records, report)
     if not prepared.records:
         raise ValueError(f"no usable training record ({report.summary()})")
+    if report.n_skipped:
+        log.warning("training records skipped: %s", report.summary())
     report.n_kept += len(prepared.records)
     return model, pd.DataFrame(model.fit(prepared, cfg, progress, callbacks).history)
 
@@ -363,6 +366,8 @@ def evaluate(model, records: Sequence[HFRecord], out: str | Path, batch_size: in
     report = CorpusReport("hf-predict", "")
     prepared = model.prepare(records, report)
     kept = prepared.records
+    if report.n_skipped:
+        log.warning("records skipped at prediction: %s", report.summary())
     outputs = model.predict(prepared, batch_size)
     table = pd.DataFrame({"id": [r.id for r in kept], "labels": [";".join(r.labels) for r in kept]})
     metrics = {"task": spec.task, "modality": spec.modality, "fusion": spec.fusion if spec.modality == "multimodal"
