@@ -96,17 +96,16 @@ def run_accuracy(args) -> dict:
     speakers = sorted({u.speaker for u in load_corpus("fsdd", args.data)[0]})[: args.folds]
     result.update({"data": str(args.data), "tutorial": TUTORIAL, "budget_minutes": args.max_minutes})
     runs = {m: {"random": train_once(m, "random", args.data, args.force, split="random")} for m in args.models}
-    done = []
-    for speaker in speakers:
-        if (time.perf_counter() - started) / 60 > args.max_minutes:
-            print(f"time budget of {args.max_minutes} min spent: {len(done)} of {len(speakers)} LOSO folds run",
-                  flush=True)
-            break
+    for speaker in speakers:  # finished folds are read back; new ones start only within the budget
         for m in args.models:
-            runs[m][f"loso_{speaker}"] = train_once(m, f"loso_{speaker}", args.data, args.force, split="speaker",
-                                                   holdout_speaker=speaker)
-        done.append(speaker)
+            name = f"loso_{speaker}"
+            finished = (WORK / "accuracy" / m / name / "metrics.json").is_file() and not args.force
+            in_budget = (time.perf_counter() - started) / 60 <= args.max_minutes
+            if finished or (m in args.loso_models and in_budget):
+                runs[m][name] = train_once(m, name, args.data, args.force, split="speaker", holdout_speaker=speaker)
+    done = {m: [k[5:] for k in runs[m] if k.startswith("loso_")] for m in args.models}
     result["speakers_held_out"] = done
+    result["loso_models_trained_this_run"] = args.loso_models
     result["models"] = {}
     for m in args.models:
         folds = {k: v for k, v in runs[m].items() if k.startswith("loso_")}
@@ -119,6 +118,11 @@ def run_accuracy(args) -> dict:
     result["wall_minutes"] = round((time.perf_counter() - started) / 60, 1)
     result["peak_rss_mib"] = peak_rss_mib()
     result["load_1min_after"] = round(os.getloadavg()[0], 2)
+    if args.out.is_file():  # runs read back were trained by earlier invocations: keep their headers
+        earlier = json.loads(args.out.read_text(encoding="utf-8"))
+        keys = ("date", "command", "load_1min_before", "load_1min_after", "wall_minutes", "speakers_held_out")
+        result["earlier_invocations"] = earlier.get("earlier_invocations", []) + [
+            {k: earlier.get(k) for k in keys}]
     return result
 
 
@@ -168,6 +172,8 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--models", nargs="+", default=["ann", "cnn"], choices=["ann", "cnn"])
     p.add_argument("--folds", type=int, default=6, help="speakers held out, one per fold (FSDD has 6)")
+    p.add_argument("--loso-models", nargs="+", default=["ann", "cnn"], choices=["ann", "cnn"],
+                   help="models that may train new LOSO folds (finished folds of every model are reported)")
     p.add_argument("--max-minutes", type=float, default=15.0,
                    help="start no new LOSO fold after this many minutes (finished runs are kept and reused)")
     p.add_argument("--force", action="store_true", help="retrain runs that already finished")

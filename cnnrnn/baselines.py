@@ -180,8 +180,6 @@ def load_baseline_config(source: str | Path | dict | BaselineConfig | None = Non
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         cfg = _section_from_dict(BaselineConfig, data, "baseline")
-    except BaselineConfigError:
-        raise
     except ConfigError as exc:
         raise BaselineConfigError(str(exc)) from exc
     if model is not None and cfg.model != model:
@@ -193,8 +191,9 @@ def load_baseline_config(source: str | Path | dict | BaselineConfig | None = Non
 def waveform(path: str | Path, cfg: BaselineConfig) -> np.ndarray:
     """Load a clip at ``cfg.sr`` and make it exactly ``cfg.n_samples`` long.
 
-    Shorter clips are reflect-padded, repeated as often as needed, then cut (the tutorial:
-    ``np.pad(mode="reflect")`` and slicing to ``4 * sr``); longer clips are cut.
+    Shorter clips are reflect-padded, repeated as often as needed, then cut (the tutorial's README:
+    copy by ``reflect``, then slice to ``4 * sr``) with ``pad_or_trim(mode="reflect")``, which appends
+    the reversed clip, then the clip, ... at the end; longer clips are cut.
 
     Returns:
         ``(n_samples,) float32`` in [-1, 1].

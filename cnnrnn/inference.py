@@ -80,7 +80,11 @@ def input_size(model) -> tuple[int, int, int]:
 
 @dataclass
 class Inputs:
-    """Images to predict on: ``ids``, ``(N, H, W, 3) uint8`` BGR ``images``, optional true codes."""
+    """Images to predict on: ``ids``, ``(N, H, W, 3) uint8`` BGR ``images``, optional true codes.
+
+    For an ANN/CNN baseline run ``images`` holds the model's float32 features instead
+    (``(N, n_samples)`` waveforms or ``(N, n_mels, frames, 1)`` spectrograms).
+    """
 
     ids: list[str]
     sources: list[str]
