@@ -92,7 +92,7 @@ def main() -> int:
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     result.update({
         "benchmark": "dcnn_accuracy", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "command": "nice -n 10 python " + " ".join(sys.argv),
+        "machine": machine(),
         "corpus": f"{args.data} (535 utterances, 10 speakers, 7 emotions; 22.05 kHz copy, every file 2.00 s, "
                   "peak-normalised)",
         "protocol": "speaker-independent 5 folds of 2 test speakers (cnnrnn.filelists.prepare_filelists "
@@ -114,6 +114,7 @@ def main() -> int:
         },
     })
     result.setdefault("runs", {})
+    result.setdefault("commands", []).append("nice -n 10 python " + " ".join(sys.argv))  # a rerun resumes
     result["load_before"] = list(os.getloadavg())
 
     cfg0 = load_dcnn_config(base_config(args, "alexnet"))
