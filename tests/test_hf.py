@@ -144,6 +144,11 @@ def test_long_transcript_is_truncated_to_max_len(tiny, sample_records):
     assert enc["attention_mask"][0].all() and enc["input_ids"][0, -1] == tok.eos_token_id
     assert enc["attention_mask"][1].sum() < 16 and (enc["input_ids"][1][enc["attention_mask"][1] == 0] == 1).all()
 
+    from cnnrnn.hf.training import HFModel
+
+    with pytest.raises(HFModelError, match="--max_len 300 exceeds"):  # the tiny RoBERTa has 256 positions
+        HFModel(ModelSpec(modality="text", max_len=300), tiny[0], None)
+
 
 def test_long_audio_is_cut_and_too_short_audio_is_a_counted_skip(tmp_path, tiny, real_waveform, sample_records):
     from transformers import AutoConfig, AutoFeatureExtractor

@@ -67,8 +67,8 @@ class TrainConfig:
 
 @dataclass
 class Prepared:
-    """Model inputs of the records that survived: ``features`` arrays (text) / lists (speech), aligned with
-    ``records``."""
+    """Model inputs of the records that survived, aligned with ``records``: ``input_ids``/``attention_mask``
+    arrays (text); speech is checked here but loaded again batch by batch, so a corpus of any size fits in memory."""
 
     records: list[HFRecord]
     features: dict = field(default_factory=dict)
@@ -84,7 +84,8 @@ class HFModel:
         self.tokenizer = self.extractor = None
         if spec.uses_text:
             text, self.tokenizer = load_text_backbone(text_model, "--text-model")
-            limit = text.config.max_position_embeddings - 2
+            # RoBERTa-style models number positions from pad_token_id + 1 (2 slots fewer than the table).
+            limit = text.config.max_position_embeddings - (2 if "roberta" in text.config.model_type else 0)
             if spec.max_len > limit:
                 raise HFModelError(f"--max_len {spec.max_len} exceeds what {text_model} supports ({limit} tokens)")
         if spec.uses_speech:
@@ -93,11 +94,11 @@ class HFModel:
         self.model = HFEmotionModel(spec, text, speech)
 
     def prepare(self, records: Sequence[HFRecord], report: CorpusReport) -> Prepared:
-        """Tokenise / load the inputs; records without text (text models), unusable audio or too short audio
-        (speech models) or without valence/arousal (regression) are skipped and counted in ``report``."""
+        """Tokenise the text and check the audio; records without text (text models), unusable or too short
+        audio (speech models) or without valence/arousal (regression) are skipped and counted in ``report``."""
         from ..audio import AudioError
 
-        kept, waves = [], []
+        kept = []
         min_samples = receptive_field(self.model.speech_backbone.config) if self.spec.uses_speech else 0
         for rec in records:
             if self.spec.uses_text and not rec.text:
@@ -108,7 +109,7 @@ class HFModel:
                 continue
             if self.spec.uses_speech:
                 try:
-                    waves.append(load_speech(rec.audio_path, self.extractor, min_samples, self.spec.max_seconds))
+                    self.load_speech(rec.audio_path, min_samples)
                 except AudioError as exc:
                     report.skip(f"audio_{exc.reason}", rec.id)
                     continue
@@ -116,13 +117,15 @@ class HFModel:
         prepared = Prepared(kept)
         if self.spec.uses_text and kept:
             prepared.features.update(encode_texts(self.tokenizer, [r.text for r in kept], self.spec.max_len))
-        if self.spec.uses_speech:
-            prepared.features["input_values"] = waves
         return prepared
 
+    def load_speech(self, path: str, min_samples: int = 0) -> np.ndarray:
+        """One clip as model input ``(samples,) float32`` (see :func:`cnnrnn.hf.data.load_speech`)."""
+        return load_speech(path, self.extractor, min_samples, self.spec.max_seconds)
+
     def dataset(self, prepared: Prepared, targets: dict | None, batch_size: int, shuffle: bool, seed: int = 0):
-        """A ``tf.data`` pipeline: text padded statically (already ``max_len``), speech padded per batch to its
-        longest clip with ``speech_mask`` 1 on real samples (dynamic padding)."""
+        """A ``tf.data`` pipeline: text padded statically (already ``max_len``), speech loaded clip by clip and
+        padded per batch to its longest clip, with ``speech_mask`` 1 on real samples (dynamic padding)."""
         import tensorflow as tf
 
         feats, n = prepared.features, len(prepared.records)
@@ -138,7 +141,7 @@ class HFModel:
         def example(i):
             x = {k: feats[k][i] for k in ("input_ids", "attention_mask") if k in feats}
             if self.spec.uses_speech:
-                x["input_values"] = feats["input_values"][i]
+                x["input_values"] = self.load_speech(prepared.records[i].audio_path)
                 x["speech_mask"] = np.ones(len(x["input_values"]), np.int32)
             return x if targets is None else (x, {k: v[i] for k, v in targets.items()})
 
@@ -148,7 +151,8 @@ class HFModel:
 
         out_sig = signature if targets is None else (
             signature, {k: tf.TensorSpec(v.shape[1:], tf.float32) for k, v in targets.items()})
-        return tf.data.Dataset.from_generator(generate, output_signature=out_sig).padded_batch(batch_size)
+        data = tf.data.Dataset.from_generator(generate, output_signature=out_sig)
+        return data.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def targets(self, records: Sequence[HFRecord]) -> dict[str, np.ndarray]:
         out = {}
