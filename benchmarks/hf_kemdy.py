@@ -8,8 +8,8 @@ Built only from the package's own stages:
    transcripts) and wav2vec2 (the wav2vec2-base conv stack with 16 channels), saved and loaded by path;
    no pretrained weights are available offline;
 3. ``cnnrnn.hf.training.train_fold`` on each of the 5 contiguous 20 % folds (the original protocol),
-   ``task=total`` (emotion + valence/arousal heads trained jointly) for every modality, and the
-   single-task text models. Each run (all its folds) is one child process, so its peak RSS is its own.
+   ``task=total`` (emotion + valence/arousal heads trained jointly) for every modality (speech with both
+   poolings: hidden-state mean, and the original's last CNN frame), and the single-task text models. Each run (all its folds) is one child process, so its peak RSS is its own.
 
 The EmoDB sentences are the same ten German sentences spoken in every emotion, so the text carries no
 emotion: the text models must sit at the majority-class rate, which is reported beside them ("chance").
@@ -48,6 +48,7 @@ SPEC = {"max_len": 64, "max_seconds": 5.0, "proj_dim": 64, "speech_pooling": "me
 RUNS = [
     {"name": "text_total", "modality": "text", "task": "total"},
     {"name": "speech_total", "modality": "speech", "task": "total"},
+    {"name": "speech_total_last_cnn", "modality": "speech", "task": "total", "speech_pooling": "last_cnn"},
     {"name": "multimodal_concat_total", "modality": "multimodal", "task": "total", "fusion": "concat"},
     {"name": "multimodal_add_total", "modality": "multimodal", "task": "total", "fusion": "add"},
     {"name": "text_classification", "modality": "text", "task": "classification"},
@@ -92,7 +93,8 @@ def run_child(run: dict, data_csv: Path, backbones: Path, work: Path, result: Pa
     records, _ = read_new_data(data_csv)
     folds, step_times, first_steps = [], [], []
     for fold in range(N_FOLDS):
-        spec = ModelSpec(task=run["task"], modality=run["modality"], fusion=run.get("fusion", "concat"), **SPEC)
+        spec = ModelSpec(task=run["task"], modality=run["modality"], fusion=run.get("fusion", "concat"),
+                         **{**SPEC, "speech_pooling": run.get("speech_pooling", SPEC["speech_pooling"])})
         cfg = TrainConfig(text_model=str(backbones / "text"), speech_model=str(backbones / "speech"), fold=fold,
                           **TRAIN)
         timer = StepTimer()
@@ -191,6 +193,8 @@ def main() -> int:
         "benchmark": "hf_kemdy",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "nice -n 10 python benchmarks/hf_kemdy.py " + " ".join(sys.argv[1:]),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                 text=True).stdout.strip(),
         "machine": machine(),
         "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "shared_cpu": "other helpers' jobs shared the 2 CPU cores during this run; timings are indicative",
