@@ -8,7 +8,7 @@ backbone, and the peak memory (RSS) of step-2 feature extraction over the whole 
   BiLSTM-attention, CSV), models from a 1-epoch run on 60 utterances, timed on a second call (the first pays
   for numba and graph tracing); model loading is included;
 * memory: a child process runs :func:`cnnrnn.dcnn.load_segments` + :func:`cnnrnn.dcnn.utterance_features`
-  over all 535 utterances and reports ``ru_maxrss`` before and after.
+  over all 535 utterances and reports its RSS before and its peak (VmHWM) after.
 
     nice -n 10 python benchmarks/dcnn_speed.py      # writes benchmarks/results/dcnn_speed.json
 """
@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -56,6 +55,15 @@ def config(work: Path, labels: Path, backbone: str, size: int, width: float, fc:
     return cfg
 
 
+def vm_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak) of this process in MB, from /proc/self/status. Not ``ru_maxrss``: on
+    Linux that keeps the parent's peak across fork + exec, so a child started from a big process reads high."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def rss_child(args) -> int:
     """Peak RSS of step-2 feature extraction over the whole corpus (run in its own process)."""
     from cnnrnn.dcnn import load_segments, utterance_features
@@ -66,15 +74,22 @@ def rss_child(args) -> int:
     whole, labels = corpus_list(args.work)
     extractor = feature_extractor(load_model(args.rss_child))
     meta = json.loads(Path(args.rss_child).with_name("dcnn.json").read_text())
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = vm_mb("VmRSS")
     t = time.time()
     feats = FeatureConfig(**meta["features"])
     s = load_segments(whole, load_labels(labels), feats, progress=False)
     x = utterance_features(extractor, s.segments, feats.image_size)
     print(json.dumps({"utterances": len(s.paths), "features_shape": list(x.shape),
-                      "rss_before_mb": before / 1024, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                      / 1024, "seconds": round(time.time() - t, 1)}))
+                      "rss_before_mb": before, "peak_rss_mb": vm_mb("VmHWM"), "seconds": round(time.time() - t, 1),
+                      "note": "before = TensorFlow imported and the DCNN loaded; peak = process high-water mark"}))
     return 0
+
+
+def measure_memory(work: Path, checkpoint) -> dict:
+    """Run :func:`rss_child` in a fresh process; its JSON line."""
+    child = subprocess.run([sys.executable, __file__, "--work", str(work), "--rss-child", str(checkpoint)],
+                           capture_output=True, text=True, check=True)
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
@@ -82,21 +97,31 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=HERE / "work" / "dcnn_speed")
     p.add_argument("--out", type=Path, default=HERE / "results" / "dcnn_speed.json")
     p.add_argument("--rss-child", help=argparse.SUPPRESS)
+    p.add_argument("--memory-only", action="store_true",
+                   help="only re-measure the memory, with the checkpoints of an earlier run, into the existing JSON")
     args = p.parse_args()
     if args.rss_child:
         return rss_child(args)
+    from cnnrnn.artifacts import save_json
+
+    if args.memory_only:
+        result = json.loads(args.out.read_text())
+        result["memory"] = {name: measure_memory(args.work, args.work / "logs" / f"{backbone}_finetune" / "dcnn.h5")
+                            for name, backbone, *_ in SETTINGS[0::2]}
+        result["commands"].append("nice -n 10 python " + " ".join(sys.argv))
+        save_json(result, args.out)
+        return 0
 
     import keras
     import numpy as np
 
-    from cnnrnn.artifacts import save_json
     from cnnrnn.dcnn import finetune, infer, load_dcnn_config, load_segments, segment_dataset, train
     from cnnrnn.filelists import read_filelist
     from cnnrnn.inference import load_labels
     from cnnrnn.models.dcnn import build_dcnn
 
     result = {"benchmark": "dcnn_speed", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-        timespec="seconds"), "machine": machine(), "command": "nice -n 10 python " + " ".join(sys.argv),
+        timespec="seconds"), "machine": machine(), "commands": ["nice -n 10 python " + " ".join(sys.argv)],
         "load_before": list(os.getloadavg()), "training": {}, "inference": {}, "memory": {}}
     whole, labels_path = corpus_list(args.work)
     labels = load_labels(labels_path)
@@ -135,9 +160,7 @@ def main() -> int:
                                      "seconds": round(seconds, 1), "includes": "model loading, audio, features, "
                                                                                "DCNN, BiLSTM-attention, CSV"}
         print(name, result["inference"][name], flush=True)
-        child = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--rss-child",
-                                run1["checkpoint"]], capture_output=True, text=True, check=True)
-        result["memory"][name] = json.loads(child.stdout.strip().splitlines()[-1])
+        result["memory"][name] = measure_memory(args.work, run1["checkpoint"])
         print(name, result["memory"][name], flush=True)
     result["load_after"] = list(os.getloadavg())
     save_json(result, args.out)
