@@ -227,3 +227,37 @@ def test_dcnn_subcommands_have_help(step, words, capsys):
     out = capsys.readouterr().out
     assert info.value.code == 0 and f"usage: cnnrnn dcnn {step}" in out
     assert all(w in out for w in words)
+
+
+def test_cli_steps_on_shared_emodb(tmp_path, shared_data, capsys):
+    """finetune → train → infer through the CLI on real EmoDB speech from ../shared/data (22.05 kHz, resampled)."""
+    from cnnrnn.cli import main
+    from cnnrnn.corpora import load_corpus
+    from cnnrnn.corpora.emodb import EMODB_LABELS
+    from cnnrnn.filelists import FilelistEntry, write_filelist
+
+    wavs = sorted((shared_data / "emodb-535").glob("*.wav"))[::20][:24]      # spread over the speakers
+    corpus = tmp_path / "emodb"
+    corpus.mkdir()
+    for w in wavs:
+        (corpus / w.name).symlink_to(w)
+    utts, _ = load_corpus("emodb", corpus)
+    labels = list(EMODB_LABELS.values())
+    entries = [FilelistEntry(u.audio_path, u.speaker, u.text, labels.index(u.emotion)) for u in utts]
+    write_filelist(tmp_path / "train.txt", entries[:16])
+    write_filelist(tmp_path / "test.txt", entries[16:])
+    (tmp_path / "labels.json").write_text(json.dumps({"labels": labels}))
+    common = ["--filelist-train", str(tmp_path / "train.txt"), "--filelist-test", str(tmp_path / "test.txt"),
+              "--out", str(tmp_path / "logs")]
+    assert main(["-q", "dcnn", "finetune", "--config", "tiny_finetune", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["utterances"]["n"] == 8
+    assert main(["-q", "dcnn", "train", "--config", "tiny_train", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["utterances"]["n"] == 8
+    model = tmp_path / "logs" / "tiny_train" / "blstm_attention.h5"
+    assert main(["-q", "dcnn", "infer", str(model), *map(str, wavs[:3])]) == 0
+    printed = capsys.readouterr().out
+    assert all(w.name in printed for w in wavs[:3])
+    import pandas as pd
+
+    df = pd.read_csv(model.with_name("predictions.csv"))
+    assert len(df) == 3 and set(df["predicted"]) <= set(labels) and (df["n_segments"] == 5).all()  # 2 s at max_sec 2
