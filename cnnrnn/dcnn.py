@@ -543,6 +543,7 @@ def infer(model_h5: str | Path, wavs: Sequence[str | Path], dcnn_h5: str | Path 
         FileNotFoundError: model, its JSON or the DCNN missing. ValueError: no usable wav.
     """
     import pandas as pd
+    from tqdm import tqdm
 
     from .inference import CheckpointError, load_model
     from .models.dcnn import feature_extractor
@@ -559,7 +560,7 @@ def infer(model_h5: str | Path, wavs: Sequence[str | Path], dcnn_h5: str | Path 
         raise CheckpointError(f"{model_h5} predicts {model.output_shape[-1]} classes, {meta_path} lists {labels}")
     extractor = feature_extractor(load_model(dcnn_h5))
     paths, segs, skipped = [], [], {}
-    for wav in wavs:
+    for wav in tqdm(wavs, desc="segments", unit="file", disable=not progress or len(wavs) < 2):
         try:
             segs.append(audio_segments(wav, features))
             paths.append(str(wav))
