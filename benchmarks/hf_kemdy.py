@@ -15,7 +15,7 @@ The EmoDB sentences are the same ten German sentences spoken in every emotion, s
 emotion: the text models must sit at the majority-class rate, which is reported beside them ("chance").
 Published KEMDy20 accuracies (large pretrained models and extra data) are listed for context only.
 
-Run from the repository root (24 min measured on 2 shared cores)::
+Run from the repository root (15 min measured on 2 shared cores)::
 
     nohup nice -n 10 python benchmarks/hf_kemdy.py > benchmarks/work/hf_kemdy.log 2>&1 &
 
@@ -178,6 +178,7 @@ def main() -> int:
 
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     args.work.mkdir(parents=True, exist_ok=True)
     label_report = process_labels("kemdy20", args.data, data_csv)
     records, _ = read_new_data(data_csv)
@@ -193,8 +194,7 @@ def main() -> int:
         "benchmark": "hf_kemdy",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "nice -n 10 python benchmarks/hf_kemdy.py " + " ".join(sys.argv[1:]),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                 text=True).stdout.strip(),
+        "commit_at_start": commit.stdout.strip(),
         "machine": machine(),
         "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "shared_cpu": "other helpers' jobs shared the 2 CPU cores during this run; timings are indicative",

@@ -29,8 +29,7 @@ from ..corpora import CorpusReport, load_corpus
 from ..corpora.base import split_labels, to_float
 from ..kemdy_labels import canonical_label
 
-SAMPLE_RATE = 16000  # Hz, what wav2vec2 was trained on
-MAX_SECONDS = 5.0  # the original cut every clip to 16 kHz x 5 s = 80,000 samples
+MAX_SECONDS = 5.0  # the original cut every clip to 16 kHz x 5 s = 80,000 samples (the rate is the extractor's)
 NEW_DATA_COLUMNS = ("segment_id", "session", "speaker", "text", "wav_path", "emotion_raw",
                     "emotion_weighted", "valence", "arousal")
 
