@@ -9,7 +9,8 @@ Built only from the package's own stages:
    no pretrained weights are available offline;
 3. ``cnnrnn.hf.training.train_fold`` on each of the 5 contiguous 20 % folds (the original protocol),
    ``task=total`` (emotion + valence/arousal heads trained jointly) for every modality (speech with both
-   poolings: hidden-state mean, and the original's last CNN frame), and the single-task text models. Each run (all its folds) is one child process, so its peak RSS is its own.
+   poolings: hidden-state mean, and the original's last CNN frame), and the single-task text models.
+   Each run (all its folds) is one child process, so its peak RSS is its own.
 
 The EmoDB sentences are the same ten German sentences spoken in every emotion, so the text carries no
 emotion: the text models must sit at the majority-class rate, which is reported beside them ("chance").
