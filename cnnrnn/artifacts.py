@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import pickle
 import tempfile
@@ -204,3 +205,22 @@ def load_image_table(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: images must be (N, H, W, 3), got {images.shape}")
     table["path"] = np.asarray(images, dtype=np.uint8) if n else np.zeros((0, 1, 1, 3), np.uint8)
     return table
+
+
+def save_model_h5(model, path: str | Path) -> Path:
+    """Save a Keras model as ``.h5`` atomically (temp file beside ``path``, then rename).
+
+    The ``.h5`` format is deliberate (the original code and its users load ``.h5``), so Keras'
+    "legacy format" notice from absl is silenced for the call. Returns ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.h5")
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        model.save(tmp)
+    finally:
+        absl.setLevel(level)
+    os.replace(tmp, path)
+    return path

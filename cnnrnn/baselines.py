@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .artifacts import LABELS_FILE, atomic_write, atomic_write_bytes, load_json, save_json
+from .artifacts import LABELS_FILE, atomic_write, atomic_write_bytes, load_json, save_json, save_model_h5
 from .audio import AUDIO_EXTENSIONS, AudioError, load_audio, pad_or_trim
 from .config import PRESET_DIR, ConfigError, SpectrogramConfig, _section_from_dict
 from .corpora import Utterance, load_corpus
@@ -480,18 +480,6 @@ def _score(model, cache: FeatureCache, rows: np.ndarray, y: np.ndarray, ids: Seq
     return metrics
 
 
-def _save_h5(model, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp.h5")
-    absl = logging.getLogger("absl")  # .h5 is deliberate: silence the "legacy format" notice
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        model.save(tmp)
-    finally:
-        absl.setLevel(level)
-    os.replace(tmp, path)
-    return path
-
 
 def _corpus_arrays(utterances: Sequence[Utterance], labels: Sequence[str]) -> tuple[np.ndarray, list, list]:
     code = {name: i for i, name in enumerate(labels)}
@@ -554,7 +542,7 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, mo
             epochs=cfg.epochs, verbose=verbose, shuffle=False,  # tf.data shuffles
             callbacks=[keras.callbacks.CSVLogger(str(out / "history.csv"))])
     train_seconds = time.perf_counter() - started
-    _save_h5(net, out / MODEL_FILE)
+    save_model_h5(net, out / MODEL_FILE)
     plot_history({cfg.model: pd.read_csv(out / "history.csv")}, out / "curves.png")
 
     metrics = _score(net, cache, split["val"], y, ids, labels, out, cfg.batch_size,

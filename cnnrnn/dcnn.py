@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .artifacts import atomic_write_bytes, load_json, save_json
+from .artifacts import atomic_write_bytes, load_json, save_json, save_model_h5
 from .audio import AudioError
 from .evaluation import classification_metrics
 from .filelists import FilelistError, read_filelist
@@ -360,18 +360,6 @@ def _compile(model, lr: float):
                   metrics=["accuracy"])
 
 
-def _save_h5(model, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp.h5")
-    absl = logging.getLogger("absl")  # .h5 is what users asked for: silence the "legacy format" notice
-    level = absl.level
-    absl.setLevel(logging.ERROR)
-    try:
-        model.save(tmp)
-    finally:
-        absl.setLevel(level)
-    os.replace(tmp, path)
-    return path
-
 
 def _report(run_dir: Path, step: str, labels: Sequence[str], results: dict[str, tuple], say) -> dict:
     """Metrics + confusion PNG per ``{level: (y_true, y_pred)}``; writes ``metrics_<step>.json``."""
@@ -432,7 +420,7 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
         model.fit(segment_dataset(x_train, y_train, size, bs, shuffle=True, seed=cfg.train.seed),
                   validation_data=segment_dataset(x_test, y_test, size, bs), epochs=cfg.train.epochs, shuffle=False,
                   callbacks=_callbacks(cfg, run_dir / "history_finetune.csv", say), verbose=verbose)
-        checkpoint = _save_h5(model, run_dir / DCNN_FILE)
+        checkpoint = save_model_h5(model, run_dir / DCNN_FILE)
         save_json({"labels": labels, "features": dataclasses.asdict(features), "config": cfg.to_dict()},
                   run_dir / DCNN_META)
         proba = model.predict(segment_dataset(x_test, None, size, bs), verbose=0)
@@ -513,7 +501,7 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
         model.fit(x["train"], sets["train"].labels, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
                   validation_data=(x["test"], sets["test"].labels), shuffle=True,
                   callbacks=_callbacks(cfg, run_dir / "history_train.csv", say), verbose=verbose)
-        checkpoint = _save_h5(model, run_dir / MODEL_FILE)
+        checkpoint = save_model_h5(model, run_dir / MODEL_FILE)
         save_json({"labels": labels, "features": meta["features"],
                    "dcnn_checkpoint": os.path.relpath(dcnn_path.resolve(), run_dir.resolve()),
                    "config": cfg.to_dict()}, run_dir / MODEL_META)

@@ -26,7 +26,6 @@ import io
 import logging
 import math
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 from .artifacts import atomic_write_bytes, save_json

@@ -19,13 +19,12 @@ fold that rebuilding would cost on a CPU.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .artifacts import load_json, save_json
+from .artifacts import load_json, save_json, save_model_h5
 from .config import TrainConfig
 from .evaluation import classification_metrics, summarise_folds
 
@@ -130,15 +129,7 @@ def _best_checkpoint_callback(export_model, path: Path, monitor: str):
             if self.best_weights is None:
                 return
             export_model.set_weights(self.best_weights)
-            tmp = path.with_name(f".{path.stem}.tmp.h5")
-            absl = logging.getLogger("absl")  # .h5 is deliberate: silence the "legacy format" notice
-            level = absl.level
-            absl.setLevel(logging.ERROR)
-            try:
-                export_model.save(tmp)
-            finally:
-                absl.setLevel(level)
-            os.replace(tmp, path)
+            save_model_h5(export_model, path)
 
     return BestCheckpoint()
 
