@@ -126,6 +126,17 @@ class DcnnConfig:
         return dataclasses.asdict(self)
 
 
+SECTIONS = {"data": DataSection, "model": ModelSection, "train": TrainSection}
+
+
+def nullable_keys() -> set[tuple[str, str]]:
+    """``(section, key)`` pairs that a DCNN config may set to ``null``, from the section dataclasses'
+    ``X | None`` annotations (``("data", "max_sec")``: keep each clip's length, ``("data", "fmax")``: sr/2,
+    ``("data", "labels_file")``, ``("data", "root")``, ``("train", "finetune_name")``)."""
+    return {(name, key) for name, cls in SECTIONS.items() for key, hint in typing.get_type_hints(cls).items()
+            if type(None) in typing.get_args(hint)}
+
+
 def _section(cls, values: Any, name: str):
     if not isinstance(values, dict):
         raise DcnnConfigError(f"config section {name!r} must be a JSON object")
@@ -166,9 +177,7 @@ def load_dcnn_config(source: str | Path | dict) -> DcnnConfig:
     if not isinstance(data, dict) or set(data) - {"data", "model", "train"}:
         raise DcnnConfigError(f"a DCNN config is an object with the sections data, model, train; got "
                               f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
-    cfg = DcnnConfig(_section(DataSection, data.get("data", {}), "data"),
-                     _section(ModelSection, data.get("model", {}), "model"),
-                     _section(TrainSection, data.get("train", {}), "train"))
+    cfg = DcnnConfig(**{name: _section(cls, data.get(name, {}), name) for name, cls in SECTIONS.items()})
     try:
         cfg.data.features()
     except ValueError as exc:

@@ -2,8 +2,9 @@
 
 Configs are nested by section, ``{"data": {...}, "train": {...}, "model": {...}}``. A key is looked up in
 whichever section holds it; ``section.key`` names one when several sections hold the key. The new value is
-typed from the value it replaces (int, float, bool, str, or list/dict/null written as JSON), and the file is
-rewritten atomically with its key order and a 2-space indent.
+typed from the value it replaces (int, float, bool, str, or list/dict/null written as JSON), and ``null`` is
+also taken where the DCNN config schema allows it (``max_sec``, ``fmax``, ...). The file is rewritten
+atomically with its key order and a 2-space indent.
 
 Two ways to use it, as in the original:
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .artifacts import load_json, save_json
+from .dcnn import nullable_keys
 
 #: The dialogue's default file list: the DCNN-BLSTMwA configs shipped with the package.
 DEFAULT_CONFIG_DIR = Path(__file__).parent / "configs" / "dcnn"
@@ -66,13 +68,14 @@ def locate(config: dict, key: str) -> list[tuple[str | None, str]]:
     return found
 
 
-def convert_value(text: str, current: Any, where: str = "value") -> Any:
+def convert_value(text: str, current: Any, where: str = "value", nullable: bool = False) -> Any:
     """Parse ``text`` into the type of ``current`` (the value it replaces).
 
     bool accepts true/false, 1/0, yes/no, on/off (any case); int and float parse as Python does (an int key
     takes ``3`` but not ``3.5``; a float key takes ``3``); str is kept as typed; a list, dict or null value
     takes JSON text (``[64, 128]``, ``{"a": 1}``, ``null``), and after null any JSON value or, failing that,
-    the plain string.
+    the plain string. With ``nullable`` (a key the config schema lets be null, such as ``data.max_sec``),
+    ``null`` is accepted whatever the current type.
 
     Raises:
         HparamError: the text cannot be converted; the message names ``where`` and the expected type.
@@ -80,6 +83,8 @@ def convert_value(text: str, current: Any, where: str = "value") -> Any:
     def fail(expected: str) -> HparamError:
         return HparamError(f"{where}: cannot set {text!r}, expected {expected} like the current value {current!r}")
 
+    if nullable and text.strip() == "null":
+        return None
     if isinstance(current, bool):
         word = text.strip().lower()
         if word in _TRUE or word in _FALSE:
@@ -149,7 +154,7 @@ def update_config(config: dict, key: str, text: str, add: bool = False, where: s
     section, name = found[0]
     holder = config if section is None else config[section]
     old = holder[name]
-    holder[name] = convert_value(text, old, f"{where}: {key}")
+    holder[name] = convert_value(text, old, f"{where}: {key}", nullable=(section, name) in nullable_keys())
     return {"file": where, "section": section, "key": name, "old": old, "new": holder[name], "added": False}
 
 

@@ -8,7 +8,7 @@ import soundfile as sf
 
 from cnnrnn.audio_tools import SameFolderError, amp_normalize_tree, resample_tree
 from cnnrnn.cli import main
-from cnnrnn.hparams import HparamError, set_hparam
+from cnnrnn.hparams import DEFAULT_CONFIG_DIR, HparamError, set_hparam
 from conftest import write_wav
 
 
@@ -121,6 +121,18 @@ def test_hparams_wrong_type_and_ambiguous_key_are_clear_errors(config, caplog):
     set_hparam([config], "model.segment_hop", "16")
     data = json.loads(config.read_text())
     assert data["model"]["segment_hop"] == 16 and data["data"]["segment_hop"] == 32
+
+
+def test_hparams_null_only_where_the_dcnn_schema_allows_it(tmp_path):
+    from cnnrnn.dcnn import load_dcnn_config
+
+    config = tmp_path / "tiny_finetune.json"
+    shutil.copy(DEFAULT_CONFIG_DIR / "tiny_finetune.json", config)
+    assert main(["hparams", "-p", str(config), "-y", "max_sec", "-v", "null"]) == 0  # keep each clip's length
+    assert load_dcnn_config(config).data.max_sec is None
+    with pytest.raises(HparamError, match="expected an integer"):
+        set_hparam([config], "epochs", "null")
+    assert load_dcnn_config(config).train.epochs == 1
 
 
 def test_hparams_unknown_key_needs_confirmation_and_a_section(config, tmp_path):
