@@ -44,8 +44,8 @@ WORK = REPO / "benchmarks" / "work" / "baselines"
 RESULTS = REPO / "benchmarks" / "results"
 TUTORIAL = {"ann": 0.1886, "cnn": 0.9121, "dataset": "UrbanSound8K practice set (5,435 clips, 10 classes), "
             "random 8:2 split, validation accuracy (seed 002 README)"}
-SHARED_NOTE = ("Other jobs (four other helpers' tests and benchmarks) shared the 2 CPU cores during the run; "
-               "wall times and clips/s are those of a shared machine.")
+SHARED_NOTE = ("The 2 CPU cores may be shared with other jobs: load_1min_before / load_1min_after give the load "
+               "around the run, and wall times and clips/s are those of that machine.")
 
 
 def machine() -> dict:
@@ -120,6 +120,10 @@ def run_accuracy(args) -> dict:
     result["load_1min_after"] = round(os.getloadavg()[0], 2)
     if args.out.is_file():  # runs read back were trained by earlier invocations: keep their headers
         earlier = json.loads(args.out.read_text(encoding="utf-8"))
+        for m in set(earlier.get("models", {})) - set(args.models):  # models not run now keep their results
+            result["models"][m] = earlier["models"][m]
+            result["models"][m].setdefault("measured", {k: earlier.get(k) for k in ("date", "machine", "command")})
+            result["speakers_held_out"][m] = earlier["speakers_held_out"].get(m, [])
         keys = ("date", "command", "load_1min_before", "load_1min_after", "wall_minutes", "speakers_held_out")
         result["earlier_invocations"] = earlier.get("earlier_invocations", []) + [
             {k: earlier.get(k) for k in keys}]
@@ -170,7 +174,8 @@ def main() -> int:
     sub = parser.add_subparsers(dest="part", required=True)
     p = sub.add_parser("accuracy", help="FSDD accuracy: random 8:2 and leave-one-speaker-out")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--models", nargs="+", default=["ann", "cnn"], choices=["ann", "cnn"])
+    p.add_argument("--models", nargs="+", default=["ann", "cnn"], choices=["ann", "cnn"],
+                   help="models to run; the results of the others are kept from the existing --out JSON")
     p.add_argument("--folds", type=int, default=6, help="speakers held out, one per fold (FSDD has 6)")
     p.add_argument("--loso-models", nargs="+", default=["ann", "cnn"], choices=["ann", "cnn"],
                    help="models that may train new LOSO folds (finished folds of every model are reported)")
