@@ -155,6 +155,8 @@ class HFModel:
         return data.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def targets(self, records: Sequence[HFRecord]) -> dict[str, np.ndarray]:
+        """Training targets of ``records``, as the task needs: ``emotion`` ``(N, C) float32`` multi-hot over
+        ``spec.labels`` and ``va`` ``(N, 2) float32`` valence and arousal on the 1-5 scale."""
         out = {}
         if "emotion" in self.spec.outputs:
             out["emotion"] = label_targets(records, self.spec.labels)
@@ -206,6 +208,11 @@ class HFModel:
 
     @classmethod
     def load(cls, folder: Path) -> "HFModel":
+        """Rebuild a model saved by :meth:`save` (backbones from ``text/`` and ``speech/``, head weights).
+
+        Raises:
+            HFCheckpointError: ``folder`` holds no cnnrnn HF checkpoint.
+        """
         meta = _read_meta(folder)
         model = cls(ModelSpec(**meta["spec"]), folder / "text", folder / "speech")
         model.model.head.load_weights(str(folder / HEAD_FILE))
@@ -219,9 +226,12 @@ class HierarchicalModel:
         self.spec, self.neutral, self.rest = spec, neutral, rest
 
     def prepare(self, records, report):
+        """Inputs of ``records`` for both stages (they share one backbone set-up); skips go to ``report``."""
         return self.neutral.prepare(records, report)
 
     def predict(self, prepared: Prepared, batch_size: int = 1) -> dict[str, np.ndarray]:
+        """``{'emotion': (N, C) float32}``: P(neutral) from stage 1, and (1 - P(neutral)) × the stage-2 softmax
+        for every other emotion, so each row sums to 1."""
         if not prepared.records:
             return {}
         p1 = self.neutral.predict(prepared, batch_size)["emotion"][:, 0]
@@ -233,6 +243,7 @@ class HierarchicalModel:
         return {"emotion": probs}
 
     def save(self, folder: Path) -> None:
+        """Write ``neutral/`` and ``rest/`` checkpoints and the ``hierarchical`` spec file."""
         self.neutral.save(folder / "neutral")
         self.rest.save(folder / "rest")
         save_json({"format": FORMAT, "kind": "hierarchical", "spec": self.spec.to_dict()}, folder / SPEC_FILE)
