@@ -4,12 +4,14 @@ For each backbone (AlexNet-style DCNN, ResNet50) and fold: step 1 (:func:`cnnrnn
 DCNN alone ("without step 2": segment probabilities averaged per utterance), step 2
 (:func:`cnnrnn.dcnn.train`) the full DCNN-BLSTMwA. UA, WA and F1-macro per fold and mean on the test
 speakers. The paper's full settings (227×227, 30 epochs, ImageNet-pretrained AlexNet) do not fit a shared
-2-core CPU, so the protocol is reduced; every reduction is written into the result JSON.
+2-core CPU, so the protocol is reduced; every reduction is written into the result JSON. ``--protocol loso``
+runs leave-one-speaker-out instead (10 folds of one test speaker; results under ``loso_runs``).
 
-Segments are computed once for the whole corpus and sliced per fold. Results are written after every fold;
-a rerun skips the folds already in the JSON.
+Segments are computed once for the whole corpus and sliced per fold. Results are written after every fold,
+each with the date, CPU and load it was measured with; a rerun skips the folds already in the JSON.
 
     nice -n 10 python benchmarks/dcnn_accuracy.py            # writes benchmarks/results/dcnn_accuracy.json
+    python benchmarks/dcnn_accuracy.py --protocol loso --backbones alexnet
 """
 from __future__ import annotations
 
@@ -33,8 +35,7 @@ PAPER_UAR_EMODB = 0.8786  # Zhang et al. 2021, EMO-DB
 
 def machine() -> dict:
     cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu.split(":", 1)[-1].strip(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "shared": "other jobs (4 helpers) shared the CPU during the run"}
+    return {"cpu": cpu.split(":", 1)[-1].strip(), "cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def base_config(args, backbone: str) -> dict:
@@ -62,6 +63,10 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--work", type=Path, default=HERE / "work" / "dcnn_accuracy")
     p.add_argument("--out", type=Path, default=HERE / "results" / "dcnn_accuracy.json")
+    p.add_argument("--protocol", choices=("kfold", "loso"), default="kfold",
+                   help="kfold: 5 folds of 2 test speakers (--alexnet-folds / --resnet-folds); loso: one test "
+                        "speaker per fold (--loso-speakers)")
+    p.add_argument("--loso-speakers", default="", help="comma-separated EmoDB speakers (default: all 10)")
     p.add_argument("--backbones", default="alexnet,resnet50")
     p.add_argument("--alexnet-folds", default="1,2,3,4,5")
     p.add_argument("--resnet-folds", default="1,2")
@@ -86,8 +91,8 @@ def main() -> int:
     from cnnrnn.inference import load_labels
 
     lists = args.work / "filelists"
-    if not (lists / "labels.json").is_file():
-        prepare_filelists("emodb", args.data, lists, n_folds=5, seed=42, loso=False, folds_by="speaker")
+    if not (lists / "loso").is_dir():
+        prepare_filelists("emodb", args.data, lists, n_folds=5, seed=42, loso=True, folds_by="speaker")
     labels = load_labels(lists / "labels.json")
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     result.update({
@@ -96,25 +101,29 @@ def main() -> int:
         "corpus": f"{args.data} (535 utterances, 10 speakers, 7 emotions; 22.05 kHz copy, every file 2.00 s, "
                   "peak-normalised)",
         "protocol": "speaker-independent 5 folds of 2 test speakers (cnnrnn.filelists.prepare_filelists "
-                    "folds_by=speaker, seed 42); test-fold metrics, no validation-based model selection",
+                    "folds_by=speaker, seed 42) under runs, leave-one-speaker-out under loso_runs; test-fold "
+                    "metrics, no validation-based model selection",
         "labels": labels, "paper_uar_emodb": PAPER_UAR_EMODB,
-        "reduced": {
-            "features": "sr 16 kHz, max_sec 2.0 (the clips are 2 s): 201 frames, 5 segments of 64 frames per "
-                        "utterance; other feature settings as the paper",
-            "alexnet": f"{args.alexnet_size}x{args.alexnet_size} input (paper 227), filters x{args.width}, FC "
-                       f"{args.fc_units} units (paper 4096), random init (no ImageNet AlexNet offline), "
-                       f"{args.epochs1} epochs (paper 30), Adam {args.lr1} decay {args.decay1}/epoch (paper 1e-4, "
-                       f"0.695: tuned for a pretrained net), batch {args.batch1} (paper 128)",
-            "resnet50": f"{args.resnet_size}x{args.resnet_size} input, random init (ImageNet weights not cached "
-                        f"offline), {args.resnet_epochs} epochs, folds {args.resnet_folds} only, FC {args.fc_units}, "
-                        f"same optimiser as alexnet",
-            "step2": f"BiLSTM 128 each way, attention 256, Dense 512/256 (paper sizes); Adam {args.lr2} decay "
-                     f"{args.decay2}/epoch for {args.epochs2} epochs, batch 16 (paper 5e-6, 0.59, 30 epochs: with a "
-                     "from-scratch DCNN the paper's rate leaves the model at its initialisation)",
-        },
     })
+    reduced = {
+        "features": "sr 16 kHz, max_sec 2.0 (the clips are 2 s): 201 frames, 5 segments of 64 frames per "
+                    "utterance; other feature settings as the paper",
+        "alexnet": f"{args.alexnet_size}x{args.alexnet_size} input (paper 227), filters x{args.width}, FC "
+                   f"{args.fc_units} units (paper 4096), random init (no ImageNet AlexNet offline), "
+                   f"{args.epochs1} epochs (paper 30), Adam {args.lr1} decay {args.decay1}/epoch (paper 1e-4, "
+                   f"0.695: tuned for a pretrained net), batch {args.batch1} (paper 128)",
+        "resnet50": f"{args.resnet_size}x{args.resnet_size} input, random init (ImageNet weights not cached "
+                    f"offline), {args.resnet_epochs} epochs, FC {args.fc_units}, "
+                    f"same optimiser as alexnet",
+        "step2": f"BiLSTM 128 each way, attention 256, Dense 512/256 (paper sizes); Adam {args.lr2} decay "
+                 f"{args.decay2}/epoch for {args.epochs2} epochs, batch 16 (paper 5e-6, 0.59, 30 epochs: with a "
+                 "from-scratch DCNN the paper's rate leaves the model at its initialisation)",
+    }
+    backbones = args.backbones.split(",")  # settings of a backbone not run now stay as its folds were run
+    result.setdefault("reduced", {}).update({k: v for k, v in reduced.items() if k not in ("alexnet", "resnet50")
+                                             or k in backbones})
     result.setdefault("runs", {})
-    result.setdefault("commands", []).append("nice -n 10 python " + " ".join(sys.argv))  # a rerun resumes
+    result.setdefault("commands", []).append("python " + " ".join(sys.argv))  # a rerun resumes
     result["load_before"] = list(os.getloadavg())
 
     cfg0 = load_dcnn_config(base_config(args, "alexnet"))
@@ -132,15 +141,24 @@ def main() -> int:
         entries, _ = read_filelist(path, labels)
         return corpus.subset([index[e.wavpath] for e in entries if e.wavpath in index])
 
-    for backbone in args.backbones.split(","):
-        folds = [int(f) for f in (args.alexnet_folds if backbone == "alexnet" else args.resnet_folds).split(",")]
-        run = result["runs"].setdefault(backbone, {"folds": {}})
-        for fold in folds:
+    if args.protocol == "loso":
+        speakers = args.loso_speakers.split(",") if args.loso_speakers else sorted(
+            p.name[:-len("_test.txt")] for p in (lists / "loso").glob("*_test.txt"))
+        fold_lists = {sp: (lists / "loso" / f"{sp}_train.txt", lists / "loso" / f"{sp}_test.txt") for sp in speakers}
+    runs = result.setdefault("loso_runs" if args.protocol == "loso" else "runs", {})
+    for backbone in backbones:
+        if args.protocol == "kfold":
+            fold_lists = {f: (lists / "kfold" / f"fold{f}_train.txt", lists / "kfold" / f"fold{f}_test.txt")
+                          for f in (args.alexnet_folds if backbone == "alexnet" else args.resnet_folds).split(",")}
+        run = runs.setdefault(backbone, {"folds": {}})
+        for fold, (train_list, test_list) in fold_lists.items():
             if str(fold) in run["folds"]:
                 continue
-            sets = {s: fold_set(lists / "kfold" / f"fold{fold}_{s}.txt") for s in ("train", "test")}
+            sets = {"train": fold_set(train_list), "test": fold_set(test_list)}
+            measured = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                        "cpu": machine()["cpu"], "load_1min_before": round(os.getloadavg()[0], 2)}
             cfg1 = base_config(args, backbone)
-            cfg1["train"]["name"] = f"{backbone}_fold{fold}_finetune"
+            cfg1["train"]["name"] = f"{backbone}_{args.protocol}{fold}_finetune"
             t = time.time()
             r1 = finetune(load_dcnn_config(cfg1), progress=False, verbose=0, sets=sets)
             t1 = time.time() - t
@@ -152,6 +170,7 @@ def main() -> int:
                 "dcnn_utterances": {k: r1["metrics"]["utterances"][k] for k in keep},
                 "dcnn_blstm_attention": {k: r2["metrics"]["utterances"][k] for k in keep},
                 "seconds": {"step1": round(t1, 1), "step2": round(time.time() - t - t1, 1)},
+                "measured": measured,
             }
             for level in ("dcnn_segments", "dcnn_utterances", "dcnn_blstm_attention"):
                 run[level + "_mean"] = summarise_folds([f[level] for f in run["folds"].values()])
