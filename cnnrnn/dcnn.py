@@ -174,7 +174,7 @@ def load_dcnn_config(source: str | Path | dict) -> DcnnConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise DcnnConfigError(f"{path}: invalid JSON: {exc}") from exc
-    if not isinstance(data, dict) or set(data) - {"data", "model", "train"}:
+    if not isinstance(data, dict) or set(data) - set(SECTIONS):
         raise DcnnConfigError(f"a DCNN config is an object with the sections data, model, train; got "
                               f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
     cfg = DcnnConfig(**{name: _section(cls, data.get(name, {}), name) for name, cls in SECTIONS.items()})
