@@ -224,3 +224,56 @@ def save_model_h5(model, path: str | Path) -> Path:
         absl.setLevel(level)
     os.replace(tmp, path)
     return path
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: unreadable, or incompatible with the labels or inputs."""
+
+
+#: Files that an interrupted atomic write leaves behind; readers of model folders skip them.
+def is_temporary(path: str | Path) -> bool:
+    """Whether ``path`` is a temporary file of an atomic write (``.name.tmp.h5``, ``.name.XXXX.tmp``)."""
+    name = Path(path).name
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name)
+
+
+def load_model(path: str | Path):
+    """Load an ``.h5`` (or ``.keras``) Keras model for prediction, without its optimizer.
+
+    Works for files written by Keras 3 (this package) and by Keras 2 / ``tf.keras`` 2.x (the original
+    CNNRNN code) where Keras 3 can read them. Loading uses ``compile=False`` (Keras 3 cannot restore a
+    Keras 2 optimizer; prediction does not need one). The package's custom layers are registered first.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is not a loadable Keras model.
+    """
+    import keras
+
+    from . import models  # noqa: F401  (registers the custom layers)
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot load as a Keras model ({type(exc).__name__}: {exc})") from exc
+
+
+def load_labels(path: str | Path) -> list[str]:
+    """Label names from a ``labels.json`` (``{"labels": [...]}`` or a plain list), in code order.
+
+    KEMDy's misspelling ``disqust`` in an old file is read as ``disgust``
+    (:data:`cnnrnn.corpora.kemdy.LABEL_ALIASES`).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a list of names.
+    """
+    from .corpora.kemdy import LABEL_ALIASES
+
+    data = load_json(path)
+    labels = data["labels"] if isinstance(data, dict) and "labels" in data else data
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ValueError(f"{path}: expected a list of label names")
+    return [LABEL_ALIASES.get(x, x) for x in labels]

@@ -1,6 +1,10 @@
-"""Log-mel spectrograms, their uint8 image form, and the parallel PNG stage.
+"""Log-mel features of the shared core: the settings, the CNNRNN image, and DCNN-BLSTMwA's Δ channels and segments.
 
-The CNNRNN image of an utterance is made in four steps:
+**Settings.** :class:`MelBands` declares ``sr``, ``n_mels``, ``fmin`` and ``fmax`` once for every family;
+:class:`LogMelConfig` adds the STFT (``n_fft``, ``hop_length``), the dB range and the clip length;
+:class:`SpectrogramConfig` adds the image (CNNRNN's ``spectrogram`` config section).
+
+**The CNNRNN image** of an utterance is made in four steps:
 
 1. load → mono → resample to ``sr`` → pad (zeros at the end) or cut to ``duration``;
 2. power mel spectrogram (``librosa.stft`` and ``librosa.filters.mel``, the
@@ -9,31 +13,110 @@ The CNNRNN image of an utterance is made in four steps:
 3. map ``[-top_db, 0]`` dB linearly to 0–255, low frequencies at the bottom,
    resize to ``image_size`` and colour with an OpenCV colormap: uint8
    ``(H, W, 3)`` in BGR order (as ``cv2.imread`` returns it);
-4. encode as PNG and write atomically to ``<id>.png``.
+4. encode as PNG (:func:`write_png`).
 
-The original code drew each spectrogram with matplotlib (``specshow`` →
-``savefig``) and read it back with ``cv2.imread``; going straight from the
-dB array to the image skips the figure machinery (see ``benchmarks/``).
+The original CNNRNN code drew each spectrogram with matplotlib (``specshow`` → ``savefig``) and read it
+back with ``cv2.imread``; going straight from the dB array to the image skips the figure machinery.
+
+**DCNN-BLSTMwA features** (Zhang et al., "Pre-trained Deep Convolution Neural Network Model With
+Attention for Speech Emotion Recognition", Frontiers in Physiology 2021; the DCNN-BLSTMWA code):
+:func:`log_mel_deltas` (static log-mel, Δ, ΔΔ, each min-max scaled), :func:`segment` (64-frame segments,
+hop 32) and :func:`to_backbone_input` (resize + ImageNet normalisation), called with plain keyword
+arguments.
 """
 from __future__ import annotations
 
 import functools
-import logging
-import multiprocessing
-import os
-import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from .artifacts import atomic_write_bytes
 from .audio import AudioError, load_audio, pad_or_trim
-from .config import SpectrogramConfig
+from .config import ConfigError
 
-log = logging.getLogger("cnnrnn.features")
+
+# --------------------------------------------------------------------------- settings
+@dataclass
+class MelBands:
+    """The mel band settings every family shares.
+
+    Attributes:
+        sr: sample rate in Hz the audio is resampled to (soxr, via librosa).
+        n_mels: number of mel bands.
+        fmin: lowest mel frequency in Hz.
+        fmax: highest mel frequency in Hz; ``None`` means ``sr / 2``.
+    """
+
+    sr: int = 16000
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`~cnnrnn.config.ConfigError` on impossible values."""
+        for name in ("sr", "n_mels"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        fmax = self.fmax if self.fmax is not None else self.sr / 2
+        if not 0 <= self.fmin < fmax <= self.sr / 2:
+            raise ConfigError(f"need 0 <= fmin < fmax <= sr/2, got fmin={self.fmin}, fmax={fmax}, sr={self.sr}")
+
+
+@dataclass
+class LogMelConfig(MelBands):
+    """A fixed-length log-mel spectrogram in dB.
+
+    Attributes:
+        n_fft: FFT size in samples.
+        hop_length: hop between frames in samples.
+        top_db: dynamic range in dB kept below the clip's peak (as
+            ``librosa.power_to_db(ref=np.max, top_db=...)``).
+        duration: fixed clip length in seconds; longer clips are cut, shorter
+            ones zero-padded at the end.
+    """
+
+    n_fft: int = 2048
+    hop_length: int = 512
+    top_db: float = 80.0
+    duration: float = 4.0
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("n_fft", "hop_length"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.duration <= 0:
+            raise ConfigError(f"duration must be positive seconds, got {self.duration}")
+        if self.top_db <= 0:
+            raise ConfigError(f"top_db must be positive dB, got {self.top_db}")
+
+    @property
+    def n_samples(self) -> int:
+        """Fixed clip length in samples (``round(duration * sr)``)."""
+        return int(round(self.duration * self.sr))
+
+
+@dataclass
+class SpectrogramConfig(LogMelConfig):
+    """Audio → log-mel → image parameters (CNNRNN's ``spectrogram`` section).
+
+    Attributes:
+        image_size: ``[height, width]`` of the PNG in pixels.
+        colormap: an OpenCV colormap name (``magma``, ``viridis``, ``inferno``,
+            ``jet``, ...), or ``gray``.
+        workers: processes for per-file work; 0 means one per CPU core.
+    """
+
+    image_size: list[int] = field(default_factory=lambda: [224, 224])
+    colormap: str = "magma"
+    workers: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise ConfigError(f"spectrogram.image_size must be [height, width] >= 8, got {self.image_size}")
 
 
 # --------------------------------------------------------------------------- log-mel
@@ -51,7 +134,7 @@ def _hann(n_fft: int) -> np.ndarray:
     return librosa.filters.get_window("hann", n_fft, fftbins=True).astype(np.float32)
 
 
-def mel_power(y: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
+def mel_power(y: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
     """Power mel spectrogram of a waveform.
 
     Numerically equal (to float32 round-off) to ``librosa.feature.melspectrogram(
@@ -81,7 +164,7 @@ def mel_power(y: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     return (power @ basis.T).T.astype(np.float32, copy=False)
 
 
-def log_mel(y: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
+def log_mel(y: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
     """Log-mel spectrogram in dB relative to the clip's peak.
 
     Returns:
@@ -168,156 +251,89 @@ def render_file(audio_path: str | Path, png_path: str | Path, cfg: SpectrogramCo
     return write_png(audio_to_image(audio_path, cfg), png_path)
 
 
-# --------------------------------------------------------------------------- batch stage
-@dataclass
-class ExtractReport:
-    """Outcome of :func:`extract_spectrograms`.
-
-    Attributes:
-        written: ids rendered in this run.
-        existing: ids whose PNG was already there (resumed run).
-        failed: reason → ids skipped (``unreadable``, ``empty``, ``silent``, ...).
-    """
-
-    written: list[str] = field(default_factory=list)
-    existing: list[str] = field(default_factory=list)
-    failed: dict[str, list[str]] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> set[str]:
-        return set(self.written) | set(self.existing)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "n_written": len(self.written), "n_existing": len(self.existing),
-            "n_failed": sum(len(v) for v in self.failed.values()),
-            "failed": self.failed, "errors": self.errors,
-        }
+# --------------------------------------------------------------------------- DCNN-BLSTMwA: Δ channels, segments
+#: ImageNet channel mean / std (RGB, for [0, 1] inputs), as torchvision normalises for AlexNet/ResNet.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LOG_EPS = 1e-8
+#: A channel whose range (max - min) is below this is treated as constant and scaled to 0.
+MIN_SPAN = 1e-6
 
 
-def _render_chunk(chunk: list[tuple[str, str, str]], cfg: SpectrogramConfig) -> list[tuple[str, str | None, str]]:
-    out = []
-    for uid, audio, png in chunk:
-        try:
-            render_file(audio, png, cfg)
-            out.append((uid, None, ""))
-        except AudioError as exc:
-            out.append((uid, exc.reason, str(exc)))
-        except Exception as exc:  # keep the batch alive; report what broke
-            out.append((uid, "error", f"{audio}: {type(exc).__name__}: {exc}"))
-    return out
+class ClipTooShortError(AudioError):
+    """The clip gives fewer frames than one segment (reason ``too_short``)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "too_short")
 
 
-def _worker_init() -> None:
-    # One BLAS/FFT thread per worker: the workers already fill the cores.
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
+def n_segments(n_frames: int, segment_frames: int = 64, segment_hop: int = 32) -> int:
+    """Segments in ``n_frames`` frames: ``1 + (n_frames - segment_frames) // segment_hop``, 0 if too short."""
+    return 0 if n_frames < segment_frames else 1 + (n_frames - segment_frames) // segment_hop
 
 
-def _pool_context():
-    # fork is cheap (librosa already imported) but unsafe once TensorFlow has started threads.
-    if sys.platform.startswith("linux") and "tensorflow" not in sys.modules:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
+def log_mel_deltas(y: np.ndarray, *, sr: int, n_fft: int, hop_length: int, n_mels: int, fmin: float,
+                   fmax: float | None, delta_width: int = 5) -> np.ndarray:
+    """Three-channel log-mel of a waveform (DCNN-BLSTMwA): static ``log(mel + 1e-8)``, Δ and ΔΔ.
 
-
-def extract_spectrograms(
-    items: Iterable[tuple[str, str]],
-    out_dir: str | Path,
-    cfg: SpectrogramConfig,
-    *,
-    overwrite: bool = False,
-    workers: int | None = None,
-    progress: bool = True,
-    chunk_size: int = 16,
-) -> ExtractReport:
-    """Render ``<out_dir>/<id>.png`` for every ``(id, audio_path)``, in parallel, resumably.
-
-    PNGs that already exist are kept (a rerun resumes an interrupted one);
-    every PNG is written atomically, so none is ever half-written, and temp
-    files an interrupted run left behind are removed. Bad audio
-    is skipped and counted by reason, never fatal.
+    The mel spectrogram is ``librosa.feature.melspectrogram(power=2, htk=True, norm="slaney")`` with
+    ``win_length = n_fft``; Δ and ΔΔ are ``librosa.feature.delta(width=delta_width)`` of the static
+    channel, computed in float64 (a float32 Δ of a constant leaves ~1e-6 noise).
 
     Args:
-        items: ``(id, audio_path)`` pairs.
-        out_dir: folder of the PNGs (created).
-        cfg: spectrogram parameters.
-        overwrite: re-render existing PNGs (use when the config changed).
-        workers: processes; default ``cfg.workers`` or one per core. 1 runs in-process.
-        progress: show a tqdm progress bar.
-        chunk_size: files per task sent to a worker.
+        y: ``(samples,) float32`` at ``sr`` Hz, long enough for ``delta_width`` frames.
+        sr, n_fft, hop_length: sample rate in Hz, window and hop in samples.
+        n_mels, fmin, fmax: mel bands and band edges in Hz (``fmax`` ``None`` = ``sr / 2``).
+        delta_width: odd ``librosa.feature.delta`` window, ≥ 3.
 
     Returns:
-        An :class:`ExtractReport`.
+        ``(n_mels, frames, 3) float32``, each channel min-max scaled to [0, 1] over the utterance (a
+        constant channel, range < :data:`MIN_SPAN`, becomes 0).
     """
-    from tqdm import tqdm
+    import librosa
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.tmp"):  # left by an interrupted run (see artifacts.atomic_write)
-        stale.unlink(missing_ok=True)
-    report = ExtractReport()
-    todo = []
-    for uid, audio in items:
-        png = out_dir / f"{uid}.png"
-        if png.is_file() and not overwrite:
-            report.existing.append(uid)
-        else:
-            todo.append((uid, str(audio), str(png)))
-    workers = workers or cfg.workers or os.cpu_count() or 1
-    workers = max(1, min(workers, len(todo) // chunk_size + 1))
-    chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
-    bar = tqdm(total=len(todo), desc="spectrograms", unit="file", disable=not progress or not todo)
-
-    def collect(results):
-        for uid, reason, message in results:
-            if reason is None:
-                report.written.append(uid)
-            else:
-                report.failed.setdefault(reason, []).append(uid)
-                report.errors[uid] = message
-        bar.update(len(results))
-
-    if workers == 1:
-        for chunk in chunks:
-            collect(_render_chunk(chunk, cfg))
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_worker_init) as pool:
-            futures = [pool.submit(_render_chunk, chunk, cfg) for chunk in chunks]
-            for fut in as_completed(futures):
-                collect(fut.result())
-    bar.close()
-    n_failed = sum(len(v) for v in report.failed.values())
-    if n_failed:
-        log.warning("spectrograms: skipped %d file(s): %s", n_failed,
-                    {k: len(v) for k, v in report.failed.items()})
-    return report
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=sr, n_fft=n_fft, win_length=n_fft, hop_length=hop_length, n_mels=n_mels,
+        fmin=fmin, fmax=fmax or sr / 2, power=2.0, htk=True, norm="slaney")
+    static = np.log(mel.astype(np.float64) + LOG_EPS)
+    channels = [static, librosa.feature.delta(static, width=delta_width, order=1),
+                librosa.feature.delta(static, width=delta_width, order=2)]
+    out = np.stack(channels, axis=-1).astype(np.float32)
+    lo = out.min(axis=(0, 1), keepdims=True)
+    span = out.max(axis=(0, 1), keepdims=True) - lo
+    flat = span < MIN_SPAN  # e.g. the Δ of a constant: round-off only, which min-max would blow up to [0, 1]
+    return np.where(flat, 0, (out - lo) / np.where(flat, 1, span)).astype(np.float32)
 
 
-def load_images(paths: Sequence[str | Path], size: Sequence[int] | None = None, progress: bool = True) -> np.ndarray:
-    """Read PNGs into one ``(N, H, W, 3) uint8`` BGR array.
+def segment(features: np.ndarray, segment_frames: int = 64, segment_hop: int = 32) -> np.ndarray:
+    """Cut ``(n_mels, frames, C)`` features into ``(n_segments, n_mels, segment_frames, C)`` (a copy).
 
-    Args:
-        paths: image files.
-        size: expected ``[H, W]``; default: the first image's size.
-        progress: show a tqdm progress bar.
+    Frames after the last full segment are dropped, as in the DCNN-BLSTMWA code.
 
     Raises:
-        ValueError: an image is unreadable or its size differs from ``size``.
+        ClipTooShortError: fewer than ``segment_frames`` frames.
     """
-    from tqdm import tqdm
+    count = n_segments(features.shape[1], segment_frames, segment_hop)
+    if count == 0:
+        raise ClipTooShortError(f"{features.shape[1]} frames is shorter than one segment ({segment_frames} "
+                                "frames); raise max_sec or lower segment_frames")
+    starts = np.arange(count) * segment_hop
+    return np.stack([features[:, s:s + segment_frames] for s in starts]).astype(np.float32)
 
-    if not paths:
-        h, w = size or (1, 1)
-        return np.zeros((0, h, w, 3), np.uint8)
-    first = read_png(paths[0])
-    h, w = (int(size[0]), int(size[1])) if size else first.shape[:2]
-    out = np.empty((len(paths), h, w, 3), np.uint8)
-    for i, p in enumerate(tqdm(paths, desc="pack", unit="img", disable=not progress)):
-        image = first if i == 0 else read_png(p)
-        if image.shape[:2] != (h, w):
-            raise ValueError(f"{p}: image is {image.shape[1]}x{image.shape[0]} (WxH), expected {w}x{h}")
-        out[i] = image
-    return out
+
+def to_backbone_input(segments, image_size):
+    """Resize segments to the DCNN input and apply the ImageNet mean/std normalisation.
+
+    Works on numpy arrays and inside ``tf.data`` maps (TensorFlow ops, bilinear resize).
+
+    Args:
+        segments: ``(batch, n_mels, segment_frames, 3)`` float32 in [0, 1].
+        image_size: ``(H, W)`` in pixels.
+
+    Returns:
+        ``(batch, H, W, 3) float32`` tensor, ``(x - mean) / std`` per channel.
+    """
+    import tensorflow as tf
+
+    x = tf.image.resize(tf.convert_to_tensor(segments, tf.float32), [int(v) for v in image_size])
+    return (x - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)

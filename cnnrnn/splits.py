@@ -1,173 +1,249 @@
-"""Train/test splits and cross-validation folds (scikit-learn underneath).
+"""One splitter interface for every family, in the style of scikit-learn.
 
-* :func:`split_per_session`: the CNNRNN split, 8:2 inside every session
-  (the original code split each KEMDy ``Session`` CSV 8:2), stratified by
-  emotion where the counts allow.
-* :func:`kfold_indices`: k folds, stratified, optionally speaker-disjoint.
-* :func:`loso_indices`: leave one speaker out (LOSO).
+Every splitter has ``split(X, y=None, groups=None)`` that yields ``(train_idx, test_idx)`` pairs of int
+arrays and ``get_n_splits(X, y, groups)``; a splitter carries its own seed (``seed``), so callers never
+rebuild a split by hand: a training run records the scheme, the number of folds and the seed in its run
+manifest, and prediction rebuilds the very same splitter with :func:`make_splitter`.
+
+============================  ==========================================================================
+scheme (:data:`SCHEMES`)      splitter
+============================  ==========================================================================
+``session``                   :class:`PerSessionSplit`: one 8:2 split inside every session (``groups`` =
+                              session), stratified by label where the counts allow (the original CNNRNN
+                              code split each KEMDy session CSV 8:2)
+``stratified``                :class:`StratifiedFolds`: k folds stratified by label (plain k-fold when a
+                              label has fewer than k items)
+``speaker``                   :class:`SpeakerFolds`: k speaker-disjoint folds, stratified by label
+                              (``StratifiedGroupKFold``, ``groups`` = speaker)
+``contiguous``                :class:`ContiguousFolds`: k consecutive, non-overlapping blocks in record order
+                              (etri_multimodal's 5 × 20 % folds)
+``loso``                      :class:`LeaveOneSpeakerOut`: one fold per speaker, sorted by speaker name
+============================  ==========================================================================
+
+``X`` is only used for its length. Folds are numbered in the order ``split`` yields them.
 """
 from __future__ import annotations
 
 import logging
 import warnings
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from collections import Counter
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .corpora.base import Utterance
-
 log = logging.getLogger("cnnrnn.splits")
 
-NO_SESSION = "all"
+SCHEMES = ("session", "stratified", "speaker", "contiguous", "loso")
 
 
-@dataclass
-class SplitResult:
-    """A per-session split.
+class SplitError(ValueError):
+    """A split cannot be made: too few items, labels or speakers, or a missing speaker/session."""
 
-    Attributes:
-        train, test: ``{session: [Utterance, ...]}`` in a stable order.
-        labels: label names; the integer code of a label is its index.
-        report: counts (per session and set, ties left out, stratified or not).
+
+def _n(X) -> int:
+    return int(X) if isinstance(X, (int, np.integer)) else len(X)
+
+
+def _groups(groups, n: int, what: str) -> np.ndarray:
+    if groups is None:
+        raise SplitError(f"this split needs a {what} for every item, and none was given")
+    g = np.asarray(["" if v is None else str(v) for v in groups])
+    if len(g) != n or (g == "").any():
+        raise SplitError(f"this split needs a {what} for every item; {int((g == '').sum())} of {n} have none")
+    return g
+
+
+class _Splitter:
+    scheme = ""
+
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return sum(1 for _ in self.split(X, y, groups))
+
+    def spec(self) -> dict[str, Any]:
+        """What a run manifest records to rebuild this splitter with :func:`make_splitter`."""
+        return {"scheme": self.scheme, "folds": getattr(self, "n_splits", None), "seed": getattr(self, "seed", None)}
+
+    def fold(self, k: int, X, y=None, groups=None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k``-th (0-based) ``(train_idx, test_idx)`` pair.
+
+        Raises:
+            SplitError: ``k`` is not a fold of this split.
+        """
+        for i, pair in enumerate(self.split(X, y, groups)):
+            if i == k:
+                return pair
+        raise SplitError(f"fold {k} does not exist: the {self.scheme} split has {self.get_n_splits(X, y, groups)} "
+                         "fold(s), numbered from 0")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.spec().items() if k != 'scheme')})"
+
+
+class PerSessionSplit(_Splitter):
+    """One train/test split made inside every session (``groups`` = session; ``None`` = one session).
+
+    Inside a session the split is ``train_test_split(test_size, random_state=seed)`` (scikit-learn),
+    stratified by ``y`` when every label has at least two items and the test part can hold one of each;
+    otherwise a plain seeded shuffle. A session of one item goes to train. ``stratified`` (after ``split``)
+    maps each session to whether it was stratified.
     """
 
-    train: dict[str, list[Utterance]]
-    test: dict[str, list[Utterance]]
-    labels: list[str]
-    report: dict[str, Any] = field(default_factory=dict)
+    scheme = "session"
 
-    def flat(self, part: str) -> list[Utterance]:
-        """All utterances of ``part`` (``train`` or ``test``), session by session."""
-        return [u for utts in getattr(self, part).values() for u in utts]
+    def __init__(self, test_size: float = 0.2, seed: int = 42):
+        if not 0.0 < test_size < 1.0:
+            raise SplitError(f"test_size must be in (0, 1), got {test_size}")
+        self.test_size, self.seed, self.n_splits = float(test_size), int(seed), 1
+        self.stratified: dict[str, bool] = {}
 
+    def spec(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "test_size": self.test_size, "seed": self.seed, "folds": 1}
 
-def split_per_session(
-    utterances: Sequence[Utterance],
-    test_size: float = 0.2,
-    seed: int = 42,
-    keep_ties: bool = False,
-    labels: Sequence[str] | None = None,
-) -> SplitResult:
-    """Split every session ``1 - test_size : test_size`` into train and test.
+    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        from sklearn.model_selection import train_test_split
 
-    Utterances without a session count as one session (``"all"``). Inside a
-    session the split is stratified by emotion when every label has at least
-    two utterances and the test part can hold one of each; otherwise it is a
-    plain seeded shuffle, and the report says so.
-
-    Args:
-        utterances: corpus records.
-        test_size: test fraction per session (original: 0.2).
-        seed: random seed; the same seed gives the same split.
-        keep_ties: keep tied annotations (``emotions`` has several labels) with
-            their first label; by default they are left out and counted.
-        labels: fixed label order; default: sorted labels present.
-
-    Returns:
-        A :class:`SplitResult`.
-
-    Raises:
-        ValueError: no utterance is left, or a label is outside ``labels``.
-    """
-    from sklearn.model_selection import train_test_split
-
-    ties = [u for u in utterances if u.is_tied]
-    kept = list(utterances) if keep_ties else [u for u in utterances if not u.is_tied]
-    if not kept:
-        raise ValueError("no utterance left to split (all were tied annotations?)")
-    present = sorted({u.emotion for u in kept})
-    label_list = list(labels) if labels else present
-    unknown = sorted(set(present) - set(label_list))
-    if unknown:
-        raise ValueError(f"labels {unknown} are not in the configured label list {label_list}")
-
-    by_session: dict[str, list[Utterance]] = defaultdict(list)
-    for u in kept:
-        by_session[u.session or NO_SESSION].append(u)
-
-    train: dict[str, list[Utterance]] = {}
-    test: dict[str, list[Utterance]] = {}
-    per_session = {}
-    for session in sorted(by_session):
-        utts = sorted(by_session[session], key=lambda u: u.id)
-        if len(utts) < 2:
-            train[session], test[session] = utts, []
-            per_session[session] = {"train": len(utts), "test": 0, "stratified": False}
-            continue
-        y = [u.emotion for u in utts]
-        counts = Counter(y)
-        n_test = int(np.ceil(test_size * len(utts)))
-        stratify = y if min(counts.values()) >= 2 and n_test >= len(counts) else None
-        tr, te = train_test_split(utts, test_size=test_size, random_state=seed, shuffle=True, stratify=stratify)
-        train[session], test[session] = tr, te
-        per_session[session] = {"train": len(tr), "test": len(te), "stratified": stratify is not None}
-        if stratify is None:
-            log.info("session %s: too few utterances per label to stratify; plain seeded split", session)
-
-    report = {
-        "n_utterances": len(utterances),
-        "n_ties": len(ties),
-        "ties": "kept with their first label" if keep_ties else "left out",
-        "tied_ids": [u.id for u in ties],
-        "n_train": sum(len(v) for v in train.values()),
-        "n_test": sum(len(v) for v in test.values()),
-        "sessions": per_session,
-        "label_counts": {
-            "train": dict(sorted(Counter(u.emotion for v in train.values() for u in v).items())),
-            "test": dict(sorted(Counter(u.emotion for v in test.values() for u in v).items())),
-        },
-        "test_size": test_size,
-        "seed": seed,
-    }
-    return SplitResult(train=train, test=test, labels=label_list, report=report)
+        n = _n(X)
+        y = np.zeros(n, int) if y is None else np.asarray(y)
+        g = np.asarray(["all" if v is None else str(v) for v in groups]) if groups is not None else np.full(n, "all")
+        train, test = [], []
+        self.stratified = {}
+        for session in sorted(set(g.tolist())):
+            idx = np.flatnonzero(g == session)
+            if len(idx) < 2:
+                train.append(idx)
+                self.stratified[session] = False
+                continue
+            counts = Counter(y[idx].tolist())
+            n_test = int(np.ceil(self.test_size * len(idx)))
+            stratify = y[idx] if min(counts.values()) >= 2 and n_test >= len(counts) else None
+            tr, te = train_test_split(idx, test_size=self.test_size, random_state=self.seed, shuffle=True,
+                                      stratify=stratify)
+            train.append(tr)
+            test.append(te)
+            self.stratified[session] = stratify is not None
+        yield (np.concatenate(train) if train else np.zeros(0, int), np.concatenate(test) if test else np.zeros(0, int))
 
 
-def kfold_indices(
-    y: Sequence[int],
-    n_folds: int = 5,
-    seed: int = 42,
-    groups: Sequence[str] | None = None,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Cross-validation folds over ``len(y)`` items.
+class StratifiedFolds(_Splitter):
+    """``n_splits`` folds stratified by ``y`` (``StratifiedKFold(shuffle=True, random_state=seed)``); a plain
+    shuffled ``KFold`` when a label has fewer than ``n_splits`` items (logged)."""
 
-    Args:
-        y: integer labels ``(N,)``.
-        n_folds: number of folds.
-        seed: shuffling seed; the same seed gives the same folds.
-        groups: optional group (speaker) per item: folds are then group-disjoint
-            (``StratifiedGroupKFold``), so no speaker is in both parts of a fold.
+    scheme = "stratified"
 
-    Returns:
-        ``n_folds`` pairs ``(train_idx, val_idx)`` of int arrays.
+    def __init__(self, n_splits: int = 5, seed: int = 42):
+        self.n_splits, self.seed = int(n_splits), int(seed)
 
-    Raises:
-        ValueError: fewer items (or groups) than folds.
-    """
-    from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
+    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        from sklearn.model_selection import KFold, StratifiedKFold
 
-    y = np.asarray(y)
-    idx = np.arange(len(y))
-    if len(y) < n_folds:
-        raise ValueError(f"cannot make {n_folds} folds from {len(y)} items")
-    if groups is not None:
-        groups = np.asarray([str(g) for g in groups])
-        n_groups = len(set(groups))
-        if n_groups < n_folds:
-            raise ValueError(f"speaker-disjoint folds need at least {n_folds} speakers, found {n_groups}")
-        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        n = _n(X)
+        if n < self.n_splits:
+            raise SplitError(f"cannot make {self.n_splits} folds from {n} items")
+        idx = np.arange(n)
+        if y is not None and min(Counter(np.asarray(y).tolist()).values()) >= self.n_splits:
+            yield from StratifiedKFold(self.n_splits, shuffle=True, random_state=self.seed).split(idx, np.asarray(y))
+            return
+        if y is not None:
+            log.warning("a label has fewer than %d items: folds are not stratified", self.n_splits)
+        yield from KFold(self.n_splits, shuffle=True, random_state=self.seed).split(idx)
+
+
+class SpeakerFolds(_Splitter):
+    """``n_splits`` speaker-disjoint folds, stratified by ``y`` (``StratifiedGroupKFold``, ``groups`` = speaker)."""
+
+    scheme = "speaker"
+
+    def __init__(self, n_splits: int = 5, seed: int = 42):
+        self.n_splits, self.seed = int(n_splits), int(seed)
+
+    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        n = _n(X)
+        g = _groups(groups, n, "speaker")
+        n_groups = len(set(g.tolist()))
+        if n_groups < self.n_splits:
+            raise SplitError(f"speaker-disjoint folds need at least {self.n_splits} speakers, found {n_groups}")
+        y = np.zeros(n, int) if y is None else np.asarray(y)
+        splitter = StratifiedGroupKFold(n_splits=self.n_splits, shuffle=True, random_state=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return [(tr, va) for tr, va in splitter.split(idx, y, groups)]
-    if min(Counter(y.tolist()).values()) >= n_folds:
-        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        return [(tr, va) for tr, va in splitter.split(idx, y)]
-    log.warning("a label has fewer than %d items: folds are not stratified", n_folds)
-    return [(tr, va) for tr, va in KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(idx)]
+            pairs = list(splitter.split(np.arange(n), y, g))
+        yield from pairs
+
+
+class ContiguousFolds(_Splitter):
+    """``n_splits`` consecutive, non-overlapping blocks in record order: fold k tests on items
+    ``[k n / n_splits, (k + 1) n / n_splits)`` (etri_multimodal ``train.py``: 5 × 20 %). No seed is used."""
+
+    scheme = "contiguous"
+
+    def __init__(self, n_splits: int = 5, seed: int | None = None):
+        self.n_splits, self.seed = int(n_splits), seed
+
+    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        n = _n(X)
+        if n < self.n_splits:
+            raise SplitError(f"cannot make {self.n_splits} folds from {n} items")
+        bounds = [round(k * n / self.n_splits) for k in range(self.n_splits + 1)]
+        idx = np.arange(n)
+        for k in range(self.n_splits):
+            test = idx[bounds[k]:bounds[k + 1]]
+            yield np.setdiff1d(idx, test), test
+
+
+class LeaveOneSpeakerOut(_Splitter):
+    """One fold per speaker (sorted by name): that speaker's items are the test part (LOSO).
+    ``speakers(groups)`` gives the speaker of each fold, in fold order."""
+
+    scheme = "loso"
+    seed = None
+
+    def speakers(self, groups) -> list[str]:
+        return sorted(set(_groups(groups, len(groups), "speaker").tolist()))
+
+    def spec(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "folds": None, "seed": None}
+
+    def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        g = _groups(groups, _n(X), "speaker")
+        if len(set(g.tolist())) < 2:
+            raise SplitError("leave-one-speaker-out needs at least 2 speakers")
+        for speaker in sorted(set(g.tolist())):
+            yield np.flatnonzero(g != speaker), np.flatnonzero(g == speaker)
+
+
+def make_splitter(scheme: str, folds: int | None = 5, seed: int | None = 42, test_size: float = 0.2) -> _Splitter:
+    """The splitter of a scheme of :data:`SCHEMES` (what a run manifest's ``spec()`` records).
+
+    Raises:
+        SplitError: unknown scheme.
+    """
+    if scheme == "session":
+        return PerSessionSplit(test_size, 42 if seed is None else seed)
+    if scheme == "stratified":
+        return StratifiedFolds(folds or 5, 42 if seed is None else seed)
+    if scheme == "speaker":
+        return SpeakerFolds(folds or 5, 42 if seed is None else seed)
+    if scheme == "contiguous":
+        return ContiguousFolds(folds or 5)
+    if scheme == "loso":
+        return LeaveOneSpeakerOut()
+    raise SplitError(f"unknown split scheme {scheme!r}; choose one of {SCHEMES}")
+
+
+def kfold_indices(y: Sequence[int], n_folds: int = 5, seed: int = 42,
+                  groups: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The folds of :class:`SpeakerFolds` (when ``groups`` is given) or :class:`StratifiedFolds`, as a list.
+
+    Raises:
+        SplitError: fewer items (or speakers) than folds.
+    """
+    splitter = SpeakerFolds(n_folds, seed) if groups is not None else StratifiedFolds(n_folds, seed)
+    return list(splitter.split(len(y), y, groups))
 
 
 def loso_indices(groups: Sequence[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Leave-one-speaker-out folds: ``[(speaker, train_idx, test_idx), ...]`` sorted by speaker."""
-    groups = np.asarray([str(g) for g in groups])
-    return [(g, np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in sorted(set(groups))]
+    """Leave-one-speaker-out folds with their speaker: ``[(speaker, train_idx, test_idx), ...]``."""
+    splitter = LeaveOneSpeakerOut()
+    return [(s, tr, te) for s, (tr, te) in zip(splitter.speakers(groups), splitter.split(len(groups), None, groups))]

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from cnnrnn.config import ConfigError, PipelineConfig, list_presets, load_config
+from cnnrnn.cnnrnn.config import CnnrnnConfig, list_presets, load_config
+from cnnrnn.config import ConfigError, from_dict, override
 
 
 def test_defaults_follow_the_original_cnnrnn():
@@ -41,7 +42,7 @@ def test_partial_file_keeps_other_defaults(tmp_path):
 ])
 def test_bad_values_are_clear_errors(data, message):
     with pytest.raises(ConfigError, match=message):
-        PipelineConfig.from_dict(data)
+        from_dict(CnnrnnConfig, data)
 
 
 def test_unknown_preset_or_bad_json(tmp_path):
@@ -51,3 +52,24 @@ def test_unknown_preset_or_bad_json(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="invalid JSON"):
         load_config(bad)
+
+
+def test_old_names_are_read_and_options_only_override(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"train": {"lr": 0.001, "n_folds": 3}}))
+    cfg = load_config(path)
+    assert (cfg.train.learning_rate, cfg.train.folds) == (0.001, 3)
+    assert "lr" not in cfg.to_dict()["train"]  # written back with the current names
+    again = override(cfg, {"epochs": 2, "train.batch_size": None, "lr": 0.01})
+    assert (again.train.epochs, again.train.batch_size, again.train.learning_rate) == (2, 16, 0.01)
+    with pytest.raises(ConfigError, match="both 'lr' and 'learning_rate'"):
+        from_dict(CnnrnnConfig, {"train": {"lr": 1e-3, "learning_rate": 1e-3}})
+    with pytest.raises(ConfigError, match="train.epochs"):
+        override(cfg, {"epochs": "two"})
+    with pytest.raises(ConfigError, match="ambiguous"):
+        override(cfg, {"seed": 3})  # split.seed and train.seed
+
+
+def test_kemdy_misspelling_in_a_config_label_list():
+    cfg = from_dict(CnnrnnConfig, {"split": {"labels": ["angry", "disqust"]}})
+    assert cfg.split.labels == ["angry", "disgust"]

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from cnnrnn.corpora import Utterance, read_corpus
-from cnnrnn.splits import kfold_indices, loso_indices, split_per_session
+from cnnrnn.cnnrnn.data import split_per_session
+from cnnrnn.splits import (SCHEMES, ContiguousFolds, LeaveOneSpeakerOut, PerSessionSplit, SpeakerFolds,
+                           SplitError, StratifiedFolds, kfold_indices, loso_indices, make_splitter)
 
 
 def _utts(n_per=10, sessions=("S1", "S2"), labels=("a", "b")):
@@ -54,6 +56,14 @@ def test_unknown_label_in_fixed_label_list():
         split_per_session(_utts(), labels=["a"])
 
 
+def test_declared_label_order_gives_the_codes_whatever_the_subset():
+    utts = [Utterance(id=str(i), audio_path="x", emotion=lab, emotions=[lab])
+            for i, lab in enumerate(["sad", "angry"] * 5)]
+    result = split_per_session(utts, corpus="kemdy20")
+    assert result.labels == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert split_per_session(utts, corpus="manifest").labels == ["angry", "sad"]
+
+
 def test_kfold_stratified_speaker_disjoint_and_loso():
     y = np.repeat([0, 1, 2], 20)
     folds = kfold_indices(y, 5, seed=1)
@@ -69,3 +79,41 @@ def test_kfold_stratified_speaker_disjoint_and_loso():
         kfold_indices(y, 5, groups=np.array(["a", "b"] * 30))
     loso = loso_indices(groups)
     assert [g for g, _, _ in loso] == sorted(set(groups)) and all(set(groups[te]) == {g} for g, _, te in loso)
+
+
+def test_every_splitter_has_one_interface_and_carries_its_seed():
+    y = np.repeat([0, 1], 20)
+    speakers = np.array([f"s{i % 8}" for i in range(40)])
+    sessions = np.array(["A"] * 20 + ["B"] * 20)
+    for scheme in SCHEMES:
+        splitter = make_splitter(scheme, folds=4, seed=3)
+        pairs = list(splitter.split(np.arange(40), y, sessions if scheme == "session" else speakers))
+        assert pairs and all(len(np.intersect1d(tr, te)) == 0 for tr, te in pairs), scheme
+        again = make_splitter(**{k: v for k, v in splitter.spec().items() if k in ("scheme", "folds", "seed")})
+        assert [te.tolist() for _, te in again.split(40, y, sessions if scheme == "session" else speakers)] == \
+               [te.tolist() for _, te in pairs], scheme
+    session_split = PerSessionSplit(0.2, seed=1)
+    tr, te = session_split.fold(0, 40, y, sessions)
+    assert len(te) == 8 and set(sessions[te]) == {"A", "B"} and session_split.stratified == {"A": True, "B": True}
+    blocks = [te.tolist() for _, te in ContiguousFolds(5).split(10)]
+    assert blocks == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert StratifiedFolds(5, 1).fold(2, 40, y)[1].tolist() != StratifiedFolds(5, 2).fold(2, 40, y)[1].tolist()
+    for tr, te in SpeakerFolds(4, 0).split(40, y, speakers):
+        assert not set(speakers[tr]) & set(speakers[te])
+    assert [set(speakers[te]) for _, te in LeaveOneSpeakerOut().split(40, y, speakers)] == [{f"s{i}"} for i in range(8)]
+    with pytest.raises(SplitError, match="fold 9 does not exist"):
+        ContiguousFolds(5).fold(9, 10)
+    with pytest.raises(SplitError, match="speaker for every item"):
+        list(SpeakerFolds(2).split(4, [0, 1, 0, 1], ["a", None, "b", "c"]))
+
+
+def test_cross_corpus_vocabulary():
+    from cnnrnn.corpora import canonical_emotion, match_labels
+
+    assert [canonical_emotion(x) for x in ("Angry", "ang", "anger", "joy", "happy", "disqust", "neu", "7")] == \
+           ["anger", "anger", "anger", "happiness", "happiness", "disgust", "neutral", "7"]
+    emodb = ["anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"]
+    assert match_labels(["angry", "disqust", "surprise"], emodb) == {"angry": "anger", "disqust": "disgust",
+                                                                       "surprise": None}
+    with pytest.raises(ValueError, match="both mean"):
+        match_labels(["angry"], ["angry", "anger"])

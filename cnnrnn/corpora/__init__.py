@@ -6,15 +6,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from .base import CorpusError, CorpusReport, Utterance, log
 from .emodb import EMODB_LABELS, read_emodb, read_manifest
 from .esd import ESD_LABELS, read_esd
-from .fsdd import read_fsdd
+from .fsdd import FSDD_LABELS, read_fsdd
 from .jtes import JTES_LABELS, read_jtes
-from .kemdy import KEMDY_LABELS, read_kemdy19, read_kemdy20, read_kemdy_weighted
-from .urbansound import read_urbansound8k
+from .kemdy import KEMDY_LABELS, canonical_label, read_kemdy19, read_kemdy20, read_kemdy_weighted
+from .urbansound import URBANSOUND_LABELS, read_urbansound8k
+from .vocabulary import CANONICAL, canonical_emotion, match_labels
 
 READERS: dict[str, Callable[[Path], tuple[list[Utterance], CorpusReport]]] = {
     "kemdy20": read_kemdy20,
@@ -28,15 +29,33 @@ READERS: dict[str, Callable[[Path], tuple[list[Utterance], CorpusReport]]] = {
     "jtes": read_jtes,  # <speaker>/<emotion>/<speaker>_<emotion>_<nn>.wav
 }
 
-#: Fixed label orders (label id = index) of corpora that have one, so that emotion ids match the original
-#: code's; other corpora use their sorted label names.
+#: The label set of every corpus that has one, each declared once in its corpus module, in its documented
+#: order; that order gives the label codes (label id = index). A CSV manifest has none: its codes are the
+#: sorted names of the training labels (:func:`label_order`), recorded in the run manifest.
 LABEL_ORDERS: dict[str, tuple[str, ...]] = {
     "esd": ESD_LABELS,
     "jtes": JTES_LABELS,
     "emodb": tuple(EMODB_LABELS.values()),
     "kemdy20": KEMDY_LABELS,
     "kemdy19": KEMDY_LABELS,
+    "kemdy-weighted": KEMDY_LABELS,
+    "fsdd": FSDD_LABELS,
+    "urbansound8k": URBANSOUND_LABELS,
 }
+
+
+def label_order(corpus: str, labels_present: Iterable[str]) -> list[str]:
+    """The label names in code order for training on ``corpus``.
+
+    The corpus' declared order (:data:`LABEL_ORDERS`) whenever every label present belongs to it (a subset
+    that lacks a label keeps the same codes); otherwise (a manifest, or a folder in a known layout holding
+    other classes) the sorted names of the labels present, which the run manifest then records.
+    """
+    present = set(labels_present)
+    declared = LABEL_ORDERS.get(corpus.lower())
+    if declared and present <= set(declared):
+        return list(declared)
+    return sorted(present)
 
 
 def load_corpus(name: str, root: str | Path) -> tuple[list[Utterance], CorpusReport]:
@@ -70,5 +89,6 @@ __all__ = [
     "CorpusError", "CorpusReport", "Utterance", "READERS", "EMODB_LABELS", "KEMDY_LABELS",
     "load_corpus", "read_corpus", "read_emodb", "read_kemdy19", "read_kemdy20", "read_kemdy_weighted",
     "read_manifest", "read_fsdd", "read_urbansound8k",
-    "ESD_LABELS", "JTES_LABELS", "LABEL_ORDERS", "read_esd", "read_jtes",
+    "ESD_LABELS", "JTES_LABELS", "LABEL_ORDERS", "read_esd", "read_jtes", "FSDD_LABELS", "URBANSOUND_LABELS",
+    "CANONICAL", "canonical_emotion", "canonical_label", "label_order", "match_labels",
 ]

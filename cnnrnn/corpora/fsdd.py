@@ -6,6 +6,9 @@ from pathlib import Path
 from ..audio import AUDIO_EXTENSIONS
 from .base import CorpusError, CorpusReport, Utterance, require_dir
 
+#: The ten classes, the spoken digits, in code order.
+FSDD_LABELS = tuple("0123456789")
+
 
 def read_fsdd(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     """Read a folder of FSDD recordings (searched recursively).

@@ -2,7 +2,10 @@
 
 Both annotation formats have two header rows; the ``Total Evaluation``
 emotion is the raters' majority vote, with ties written as labels joined by
-``;``. The label set is the corpus's own, including its spelling ``disqust``.
+``;``. The KEMDy label set is declared here, once (:data:`KEMDY_LABELS`, in its
+documented order, which gives the label codes). The corpus files spell one label
+``disqust``; it is read as an alias of ``disgust`` everywhere (:data:`LABEL_ALIASES`,
+:func:`canonical_label`): in annotation cells, configs and old ``labels.json`` files.
 
 Besides the utterance readers, :func:`read_kemdy_ratings` returns every
 rater's raw emotion cell per segment (for :mod:`cnnrnn.kemdy_labels`), and
@@ -18,7 +21,17 @@ from typing import Iterator
 
 from .base import CorpusError, CorpusReport, Utterance, read_text, require_dir, split_labels, to_float
 
-KEMDY_LABELS = ("angry", "disqust", "fear", "happy", "neutral", "sad", "surprise")
+#: The seven KEMDy emotions, canonical spelling, in code order (KEMDy19/KEMDy20, ETRI).
+KEMDY_LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+#: Spellings found in the KEMDy files → canonical label.
+LABEL_ALIASES = {"disqust": "disgust"}
+
+
+def canonical_label(cell: str) -> str | None:
+    """``' Disqust '`` → ``'disgust'``; ``None`` for an empty cell or a label outside :data:`KEMDY_LABELS`."""
+    label = str(cell).strip().lower()
+    label = LABEL_ALIASES.get(label, label)
+    return label if label in KEMDY_LABELS else None
 
 _SESS20 = re.compile(r"Sess(\d+)_eval\.csv$", re.IGNORECASE)
 _SESS19 = re.compile(r"Session(\d+)_([FM])_res\.csv$", re.IGNORECASE)
@@ -45,11 +58,13 @@ def _labels_or_skip(cell: str, seg_id: str, report: CorpusReport) -> list[str] |
     if not labels:
         report.skip("no_label", seg_id)
         return None
-    unknown = [lab for lab in labels if lab not in KEMDY_LABELS]
+    unknown = [lab for lab in labels if canonical_label(lab) is None]
     if unknown:
         report.skip(f"unknown_label:{unknown[0]}", seg_id)
         return None
-    return labels
+    if any(lab in LABEL_ALIASES for lab in labels):
+        report.fix("alias:disqust->disgust")
+    return [canonical_label(lab) for lab in labels]
 
 
 @dataclass
@@ -237,7 +252,7 @@ def read_kemdy_ratings(corpus: str, root: str | Path) -> tuple[list[RatedSegment
     counts here); only a segment without audio, or a short row, is skipped and counted.
     Raters are identified by their column slot (``Eval01`` … ``Eval10``, the gender letter
     of ``Eval01F`` dropped), so the same slot in every annotation file is one rater, as in
-    the original ``prepare_data.py`` (seed ``001``), which speaks of ten raters.
+    the original ``prepare_data.py`` (-ETRI-Emotion-Recognition), which speaks of ten raters.
 
     Args:
         corpus: ``kemdy20`` or ``kemdy19``.
@@ -297,9 +312,9 @@ def read_kemdy_weighted(csv_path: str | Path) -> tuple[list[Utterance], CorpusRe
     report = CorpusReport("kemdy-weighted", str(csv_path), n_annotated=len(rows))
     out = []
     for row in rows:
-        seg_id, labels = row["segment_id"].strip(), split_labels(row["emotion_weighted"])
-        if not labels:
-            report.skip("no_label", seg_id)
+        seg_id = row["segment_id"].strip()
+        labels = _labels_or_skip(row["emotion_weighted"], seg_id, report)
+        if labels is None:
             continue
         wav = Path(row["wav_path"])
         wav = wav if wav.is_absolute() else csv_path.parent / wav

@@ -6,6 +6,11 @@ from pathlib import Path
 
 from .base import CorpusError, CorpusReport, Utterance, require_dir
 
+#: The ten UrbanSound8K classes (Salamon et al., ACM MM 2014), sorted: the codes the tutorial's
+#: ``df["Class"].astype("category").cat.codes`` gives them.
+URBANSOUND_LABELS = ("air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling", "engine_idling",
+                     "gun_shot", "jackhammer", "siren", "street_music")
+
 CSV_NAME = "train.csv"
 AUDIO_DIR = "Train"
 

@@ -1,0 +1,146 @@
+"""The package's shape, read from its source: no import cycles, and lower floors never import upper ones.
+
+Every ``import`` statement of every module counts, those inside functions included (a cycle made of
+function-level imports still ties two modules together).
+"""
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "cnnrnn"
+
+FAMILIES = ("cnnrnn.cnnrnn", "cnnrnn.dcnn", "cnnrnn.baselines", "cnnrnn.hf")
+CORE = ("cnnrnn", "cnnrnn.audio", "cnnrnn.features", "cnnrnn.config", "cnnrnn.artifacts", "cnnrnn.runs",
+        "cnnrnn.splits", "cnnrnn.evaluation", "cnnrnn.plots", "cnnrnn.reports", "cnnrnn.corpora")
+MODELS = ("cnnrnn.models",)
+TOOLS = ("cnnrnn.hparams", "cnnrnn.audio_tools", "cnnrnn.kemdy_labels", "cnnrnn.sample")
+FACADE = ("cnnrnn.predict",)
+CLI = ("cnnrnn.cli", "cnnrnn.commands", "cnnrnn.__main__")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Package modules that ``name`` imports anywhere in its source."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    is_package = path.name == "__init__.py"
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_package else name.split(".")[:-1]
+                base = base[:len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known and "." in target:
+                target = target.rsplit(".", 1)[0]
+            if target in known and target != name:
+                out.add(target)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports(name, path, known) for name, path in modules.items()}
+
+
+def _layer(module: str) -> str:
+    def inside(prefixes):
+        return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+    if inside(CLI):
+        return "cli"
+    if inside(FACADE):
+        return "facade"
+    if inside(FAMILIES):
+        return next(f for f in FAMILIES if module == f or module.startswith(f + "."))
+    if inside(MODELS):
+        return "models"
+    if inside(TOOLS):
+        return "tools"
+    if module == "cnnrnn" or inside(CORE[1:]):
+        return "core"
+    return "unknown"
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_import_reader_sees_function_level_imports(tmp_path):
+    source = "def f():\n    from .b import g\n    import cnnrnn.c\n"
+    path = tmp_path / "a.py"
+    path.write_text(source)
+    assert _imports("cnnrnn.x.a", path, {"cnnrnn.x.b", "cnnrnn.c"}) == {"cnnrnn.x.b", "cnnrnn.c"}
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+
+
+def test_no_import_cycles():
+    assert _cycles(_graph()) == []
+
+
+def test_every_module_has_a_floor():
+    unknown = sorted(m for m in _graph() if _layer(m) == "unknown")
+    assert unknown == [], f"modules outside the layout (add them to a layer): {unknown}"
+
+
+ALLOWED = {
+    "core": {"core", "models"},  # artifacts.load_model registers the models' custom layers
+    "models": {"models"},
+    "tools": {"core", "models", *FAMILIES},
+    "facade": {"core", *FAMILIES},
+    "cli": {"cli", "core", "models", "tools", "facade", *FAMILIES},
+    **{family: {"core", "models", family} for family in FAMILIES},
+}
+
+
+@pytest.mark.parametrize("floor", sorted(ALLOWED))
+def test_lower_floors_never_import_upper_ones(floor):
+    bad = sorted(f"{m} -> {t} ({_layer(t)})" for m, targets in _graph().items() if _layer(m) == floor
+                 for t in targets if _layer(t) not in ALLOWED[floor])
+    assert bad == []
