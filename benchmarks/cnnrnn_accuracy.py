@@ -4,9 +4,9 @@ Built only from the package's own stages:
 
 1. ``cnnrnn.corpora.read_corpus("emodb", root)``: 535 utterances, 10 speakers,
    7 emotions (label from the 6th character of the file name);
-2. ``cnnrnn.features.extract_spectrograms`` + ``load_images``: log-mel PNGs
+2. ``cnnrnn.cnnrnn.data.extract_spectrograms`` + ``load_images``: log-mel PNGs
    read back into one uint8 array;
-3. ``cnnrnn.training.cross_validate`` with ``group_by_speaker=True`` (folds from
+3. ``cnnrnn.cnnrnn.train.cross_validate`` with ``group_by_speaker=True`` (folds from
    ``StratifiedGroupKFold`` over the speakers, so no speaker is in both the
    training and the scored part of a fold) and ``monitor="last"`` (the final
    epoch is scored: neither the checkpoint nor the epoch is chosen on the
@@ -111,10 +111,10 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from cnnrnn.artifacts import save_json
-    from cnnrnn.config import load_config
+    from cnnrnn.cnnrnn.config import load_config
     from cnnrnn.corpora import read_corpus
     from cnnrnn.evaluation import classification_metrics
-    from cnnrnn.features import extract_spectrograms, load_images
+    from cnnrnn.cnnrnn.data import extract_spectrograms, load_images
 
     spec = dict(SPECTROGRAM, image_size=list(args.image_size), n_mels=args.n_mels)
     train = dict(TRAIN, epochs=args.epochs)
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     log.info("images %s in %.1f s", images.shape, timings["spectrograms_seconds"])
 
     # 3. speaker-independent CV
-    from cnnrnn.training import cross_validate
+    from cnnrnn.cnnrnn.train import cross_validate
 
     t0 = time.perf_counter()
     cv = cross_validate(images, y, labels, work / "cv", cfg.train, groups=speakers, verbose=2)
@@ -214,7 +214,7 @@ def main(argv=None) -> int:
         "data": {"folder": str(Path(args.data).resolve()), "n_utterances": len(utts),
                  "speakers": sorted(set(speakers)), "labels": labels,
                  "label_counts": {labels[c]: int(n) for c, n in sorted(Counter(y.tolist()).items())}},
-        "protocol": ("speaker-independent 5-fold CV: cnnrnn.training.cross_validate with group_by_speaker=True "
+        "protocol": ("speaker-independent 5-fold CV: cnnrnn.cnnrnn.train.cross_validate with group_by_speaker=True "
                      "(StratifiedGroupKFold over speakers), monitor='last' (final epoch scored, no epoch or "
                      "checkpoint chosen on the scored fold). Each fold's test part is scored once."),
         "machine": machine_info(),

@@ -3,10 +3,10 @@
 Three paths over the same folder of wav files, each run in its own fresh
 Python subprocess (so that its peak memory, ``ru_maxrss``, is its own):
 
-* ``ours``: ``cnnrnn.features.extract_spectrograms`` (default
+* ``ours``: ``cnnrnn.cnnrnn.data.extract_spectrograms`` (default
   ``SpectrogramConfig``: sr 16000, n_fft 2048, hop 512, n_mels 128, 4 s,
   224x224, magma) into a fresh temporary folder, then
-  ``cnnrnn.features.load_images`` of every PNG (what the pack stage does).
+  ``cnnrnn.cnnrnn.data.load_images`` of every PNG (what the pack stage does).
   Measured with ``workers`` = all cores and with ``workers=1``.
 * ``classic``: the original CNNRNN code's path, one process:
   ``librosa.load(sr=16000)`` → fix length to 4 s →
@@ -95,8 +95,9 @@ def summarise(times: list[float], n_files: int, cpu: list[float] | None = None) 
 
 # --------------------------------------------------------------------------- the paths (run in a child)
 def run_ours(files: list[Path], repeats: int, workers: int, tmp_root: Path) -> dict:
-    from cnnrnn.config import SpectrogramConfig
-    from cnnrnn.features import extract_spectrograms, load_images, render_file
+    from cnnrnn.features import SpectrogramConfig
+    from cnnrnn.cnnrnn.data import extract_spectrograms, load_images
+    from cnnrnn.features import render_file
 
     cfg = SpectrogramConfig()
     warm = Path(tempfile.mkdtemp(prefix="warm_", dir=tmp_root))
@@ -185,7 +186,7 @@ def run_classic(files: list[Path], repeats: int, tmp_root: Path) -> dict:
 
 def run_floor(files: list[Path], repeats: int) -> dict:
     from cnnrnn.audio import load_audio, pad_or_trim
-    from cnnrnn.config import SpectrogramConfig
+    from cnnrnn.features import SpectrogramConfig
     from cnnrnn.features import log_mel
 
     from threadpoolctl import threadpool_limits
@@ -326,7 +327,7 @@ def main(argv=None) -> int:
         child_main(args)
         return 0
 
-    from cnnrnn.config import SpectrogramConfig
+    from cnnrnn.features import SpectrogramConfig
 
     args.data = str(Path(args.data).resolve())
     files = list_wavs(Path(args.data))

@@ -1,6 +1,6 @@
 """KEMDy label processing: fix typos, weight the raters, re-vote the emotion, write ``new_data.csv``.
 
-A port of ``prepare_data.py`` from the ETRI emotion-recognition code (seed ``001``):
+A port of ``prepare_data.py`` from the ETRI emotion-recognition code (-ETRI-Emotion-Recognition):
 
 1. Typos. A ``SessNN_`` prefix that disagrees with its annotation file (``Sess18_…`` in
    ``Sess17_eval.csv``; the seed names Sess12 and Sess17) is fixed by the corpus reader
@@ -30,25 +30,18 @@ from typing import Any
 
 from .artifacts import atomic_write_bytes, save_json
 from .corpora.base import CorpusError, CorpusReport, split_labels
-from .corpora.kemdy import WEIGHTED_COLUMNS, RatedSegment, read_kemdy_ratings
+from .corpora.kemdy import (KEMDY_LABELS, LABEL_ALIASES, WEIGHTED_COLUMNS, RatedSegment, canonical_label,
+                            read_kemdy_ratings)
 
 log = logging.getLogger(__name__)
 
-#: The canonical label set (the corpus's seven emotions, ``disgust`` spelled correctly).
-LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-#: Known misspellings in the KEMDy annotation files → canonical label.
-TYPOS = {"disqust": "disgust"}
+#: The canonical label set and the known misspellings are the KEMDy corpus module's (declared once there).
+LABELS = KEMDY_LABELS
+TYPOS = LABEL_ALIASES
 MAJORITY_RULE = ("a label chosen by more than half of the rater slots of the segment "
                  "(empty or unknown cells count as raters who did not agree)")
 #: How many example ids the report lists per ignored-vote reason.
 N_EXAMPLES = 10
-
-
-def canonical_label(cell: str) -> str | None:
-    """``' Disqust '`` → ``'disgust'``; ``None`` for an empty cell or a label outside :data:`LABELS`."""
-    label = cell.strip().lower()
-    label = TYPOS.get(label, label)
-    return label if label in LABELS else None
 
 
 def majority_label(votes: list[str | None]) -> str | None:

@@ -15,9 +15,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    from cnnrnn.pipeline import SAMPLE_DIR
+    import cnnrnn
 
-    return SAMPLE_DIR
+    return Path(cnnrnn.__file__).parent / "sample" / "kemdy20"
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from cnnrnn.audio import AudioError, load_audio, pad_or_trim
-from cnnrnn.config import SpectrogramConfig
-from cnnrnn.features import audio_to_image, extract_spectrograms, load_images, log_mel, mel_power, read_png
+from cnnrnn.cnnrnn.data import extract_spectrograms, load_images
+from cnnrnn.features import SpectrogramConfig, audio_to_image, log_mel, mel_power, read_png
 
 from conftest import write_wav
 

@@ -24,17 +24,18 @@ def run_dir(tmp_path_factory, sample_dir):
 def test_every_stage_file_is_written(run_dir):
     for name in ("train.json", "test.json", "train_audio.json", "test_audio.json", "labels.json",
                  "split_report.json", "data_train.pickle", "data_test.pickle", "train_final.pickle",
-                 "test_final.pickle", "cv_report.json", "config.json", "run_summary.json"):
+                 "test_final.pickle", "cv_report.json", "config.json", "run_summary.json", "run.json"):
         assert (run_dir / name).is_file(), name
     labels = load_json(run_dir / "labels.json")["labels"]
-    assert labels == ["angry", "disqust", "fear", "happy", "neutral", "sad"]
+    # the KEMDy order, declared once in cnnrnn.corpora.kemdy, whatever labels this subset holds
+    assert labels == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
     split = load_json(run_dir / "train.json")
     assert set(split) == {"Session01", "Session03", "Session17"}
     flat = load_json(run_dir / "train_audio.json")
     assert {"id", "audio_path", "emotion", "label"} <= set(flat[0])
     data = load_pickle(run_dir / "data_train.pickle")
     assert {"id", "path", "emotion"} <= set(data) and len(data["id"]) == len(flat)
-    assert all(isinstance(e, int) and 0 <= e < 6 for e in data["emotion"])
+    assert all(isinstance(e, int) and 0 <= e < 7 for e in data["emotion"])
     assert all(p.endswith(f"{i}.png") for i, p in zip(data["id"], data["path"]))
     final = load_image_table(run_dir / "train_final.pickle")
     assert final["path"].shape == (len(flat), 32, 64, 3) and final["path"].dtype == np.uint8
@@ -72,12 +73,33 @@ def test_test_set_prediction(run_dir):
     assert (run_dir / "test" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_run_manifest(run_dir):
+    from cnnrnn.runs import SCHEMA_VERSION, read_manifest
+
+    m = read_manifest(run_dir)
+    assert (m.family, m.schema_version, m.labels) == ("cnnrnn", SCHEMA_VERSION, load_json(run_dir / "labels.json")["labels"])
+    assert m.split["scheme"] == "stratified" and m.split["folds"] == 2 and m.split["seed"] == 42
+    assert m.input["sr"] == 16000 and m.input["image_size"] == [32, 64] and m.input["duration"] == 2.0
+    assert [p.name for p in m.checkpoint_paths()] == ["CNN_RNN_fold1_epoch1_e4.h5", "CNN_RNN_fold2_epoch1_e4.h5"]
+    assert all(p.is_file() for p in m.checkpoint_paths())
+    assert set(m.versions) == {"cnnrnn", "tensorflow", "keras", "librosa"} and m.versions["keras"]
+    assert m.config["train"]["folds"] == 2
+
+
+def test_predict_any_family_on_the_run_folder(run_dir, sample_dir, tmp_path):
+    wav = next(sample_dir.rglob("*.wav"))
+    assert cli.main(["-q", "predict", "--model", str(run_dir), "--input", str(wav), "--out", str(tmp_path)]) == 0
+    preds = pd.read_csv(tmp_path / "predictions.csv")
+    assert list(preds["id"]) == [wav.stem] and preds["predicted"].iloc[0] in load_json(run_dir / "labels.json")["labels"]
+    assert len([c for c in preds if c.startswith("p_")]) == 7
+
+
 def test_rerun_resumes_finished_folds(run_dir):
-    from cnnrnn import pipeline
+    from cnnrnn.cnnrnn.train import train
 
     ckpt = run_dir / "models" / "CNN_RNN_fold1_epoch1_e4.h5"
     before = ckpt.stat().st_mtime_ns
-    report = pipeline.train(run_dir, "tiny", verbose=0)
+    report = train(run_dir, "tiny", verbose=0)
     assert ckpt.stat().st_mtime_ns == before
     assert report["seconds_this_run"] < 10
 
@@ -120,11 +142,11 @@ def test_image_size_mismatch_is_a_clear_error(run_dir, tmp_path, caplog):
 
 
 def test_label_count_mismatch_is_a_clear_error(run_dir, tmp_path):
-    from cnnrnn.inference import CheckpointError, predict
+    from cnnrnn.cnnrnn.predict import CheckpointError, predict
 
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps({"labels": ["a", "b", "c"]}))
-    with pytest.raises(CheckpointError, match="predicts 6 classes but the labels list has 3"):
+    with pytest.raises(CheckpointError, match="predicts 7 classes but the labels list has 3"):
         predict([run_dir / "models" / "CNN_RNN_fold1_epoch1_e4.h5"], run_dir / "test_final.pickle",
                 tmp_path / "o", labels=labels)
 
@@ -133,7 +155,7 @@ def test_keras2_h5_checkpoint_loads_and_predicts(run_dir, tmp_path):
     """The original CNNRNN code saved .h5 files with tf.keras 2.x; they must load for prediction."""
     import tf_keras
 
-    from cnnrnn.inference import predict
+    from cnnrnn.cnnrnn.predict import predict
 
     tf_keras.utils.set_random_seed(0)
     old = tf_keras.Sequential([
@@ -141,7 +163,7 @@ def test_keras2_h5_checkpoint_loads_and_predicts(run_dir, tmp_path):
         tf_keras.layers.Rescaling(1 / 255.0),
         tf_keras.layers.Conv2D(4, 3, activation="relu"),
         tf_keras.layers.GlobalAveragePooling2D(),
-        tf_keras.layers.Dense(6, activation="softmax"),
+        tf_keras.layers.Dense(7, activation="softmax"),
     ])
     old.compile(optimizer=tf_keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
     path = tmp_path / "CNN_RNN_fold_epoch60_e4.h5"
@@ -184,12 +206,12 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from cnnrnn.artifacts import load_image_table
-from cnnrnn.config import load_config
-from cnnrnn.training import cross_validate, get_strategy
+from cnnrnn.cnnrnn.config import load_config
+from cnnrnn.cnnrnn.train import cross_validate, get_strategy
 assert get_strategy().num_replicas_in_sync == 2
 table = load_image_table(sys.argv[1])
 cfg = load_config("tiny").train
-report = cross_validate(table["path"], table["emotion"], [str(i) for i in range(6)], sys.argv[2], cfg, verbose=0)
+report = cross_validate(table["path"], table["emotion"], [str(i) for i in range(7)], sys.argv[2], cfg, verbose=0)
 print(json.dumps({"replicas": get_strategy().num_replicas_in_sync, "folds": len(report["folds"])}))
 """
 
@@ -209,3 +231,31 @@ def test_gallery_png_per_emotion(run_dir, tmp_path):
 
     image = read_png(out)
     assert image.shape[0] > 6 * 100 and image.shape[1] > 3 * 100  # six emotion rows of three images
+
+
+def test_kemdy20_layout_labels_disgust_in_the_fixed_order(shared_data, tmp_path):
+    """A CNNRNN split of the KEMDy20 layout writes the canonical "disgust" in the fixed KEMDy order, and an
+    annotation cell spelled "disgust" (not the corpus' "disqust") is read."""
+    import shutil
+
+    root = shared_data / "kemdy20-layout"
+    assert cli.main(["-q", "split", "--corpus", "kemdy20", "--root", str(root), "--out", str(tmp_path / "a")]) == 0
+    labels = load_json(tmp_path / "a" / "labels.json")["labels"]
+    assert labels == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    emotions = {r["emotion"] for r in load_json(tmp_path / "a" / "train_audio.json")}
+    assert "disqust" not in emotions
+
+    copy = tmp_path / "kemdy20"
+    shutil.copytree(root / "annotation", copy / "annotation")
+    (copy / "wav").symlink_to((root / "wav").resolve())
+    first = sorted((copy / "annotation").glob("*.csv"))[0]
+    lines = first.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    row = lines[2].split(",")
+    row[4] = "disgust"
+    lines[2] = ",".join(row)
+    first.write_text("".join(lines), encoding="utf-8")
+    assert cli.main(["-q", "split", "--corpus", "kemdy20", "--root", str(copy), "--out", str(tmp_path / "b")]) == 0
+    records = load_json(tmp_path / "b" / "train_audio.json") + load_json(tmp_path / "b" / "test_audio.json")
+    seg = row[3].strip()
+    found = [r for r in records if r["id"] == seg]
+    assert found and found[0]["emotion"] == "disgust" and found[0]["label"] == 1

@@ -1,0 +1,140 @@
+"""The CNNRNN config: three sections, one per stage, read from JSON presets (``cnnrnn/configs/cnnrnn/``).
+
+::
+
+    {"split": {...}, "spectrogram": {...}, "train": {...}}
+
+Missing keys take the defaults below, which follow the original CNNRNN code (Adam 1e-4, β1 0.9, β2 0.999,
+batch 16, 60 epochs, 5 folds, per-session 8:2 split). Unknown keys are an error, so a typo never silently
+falls back to a default (:mod:`cnnrnn.config`, the mechanism every family shares). Presets: ``default``,
+``demo``, ``tiny``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import config as _config
+from ..config import ConfigError
+from ..corpora.kemdy import LABEL_ALIASES
+from ..features import SpectrogramConfig
+
+FAMILY = "cnnrnn"
+
+
+@dataclass
+class SplitConfig:
+    """Per-session train/test split (stage 1).
+
+    Attributes:
+        test_size: fraction of every session put in the test set (original: 0.2).
+        seed: random seed of the split.
+        keep_ties: keep tied (multi-label) utterances, labelled with their
+            first label. By default they are left out and counted.
+        labels: fixed label order for the integer codes; ``None`` uses the
+            corpus' declared label order (:data:`cnnrnn.corpora.LABEL_ORDERS`),
+            or for a manifest the sorted names of its labels.
+    """
+
+    test_size: float = 0.2
+    seed: int = 42
+    keep_ties: bool = False
+    labels: list[str] | None = None
+
+    def validate(self) -> None:
+        if not 0.0 < self.test_size < 1.0:
+            raise ConfigError(f"split.test_size must be in (0, 1), got {self.test_size}")
+        if self.labels is not None:  # KEMDy's "disqust" is read as "disgust"
+            self.labels = [LABEL_ALIASES.get(lab, lab) for lab in self.labels]
+
+
+@dataclass
+class TrainConfig:
+    """ResNet50+LSTM cross-validation (stage 4).
+
+    Attributes:
+        folds: number of CV folds (original: 5).
+        epochs: epochs per fold (original: 60).
+        batch_size: global batch size (original: 16).
+        learning_rate, beta_1, beta_2: Adam parameters (original: 1e-4, 0.9, 0.999).
+        lstm_units: LSTM width over the ResNet50 time axis.
+        dropout: dropout rate before the softmax layer.
+        bn_momentum: momentum of the backbone's BatchNormalization moving
+            statistics; ``null`` keeps Keras' 0.99. From-scratch runs with few
+            steps (the demo) need a lower value such as 0.9, or the inference-mode
+            statistics never catch up and the model predicts one class.
+        weights: backbone weights: ``none``, ``imagenet`` (must already be in the
+            Keras cache, nothing is downloaded) or a path to a ``.h5`` file.
+        group_by_speaker: keep speakers disjoint between the folds' train and
+            validation parts (StratifiedGroupKFold).
+        seed: seed of the folds, weight init and shuffling.
+        monitor: metric that selects each fold's best checkpoint (``val_accuracy``
+            or ``val_loss``), or ``last`` to keep the final epoch, which avoids
+            choosing the epoch on the very fold that is scored.
+        checkpoint_name: file name pattern of the best checkpoint; ``{fold}`` and
+            ``{epochs}`` are filled in (original: ``CNN_RNN_fold{k}_epoch60_e4.h5``).
+    """
+
+    ALIASES = {"lr": "learning_rate", "n_folds": "folds"}
+
+    folds: int = 5
+    epochs: int = 60
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    lstm_units: int = 128
+    dropout: float = 0.3
+    bn_momentum: float | None = None
+    weights: str = "none"
+    group_by_speaker: bool = False
+    seed: int = 42
+    monitor: str = "val_accuracy"
+    checkpoint_name: str = "CNN_RNN_fold{fold}_epoch{epochs}_e4.h5"
+
+    def validate(self) -> None:
+        if self.folds < 2:
+            raise ConfigError(f"train.folds must be >= 2, got {self.folds}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("train.epochs and train.batch_size must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"train.dropout must be in [0, 1), got {self.dropout}")
+        if self.monitor not in ("val_accuracy", "val_loss", "last"):
+            raise ConfigError(f"train.monitor must be val_accuracy, val_loss or last, got {self.monitor!r}")
+
+
+@dataclass
+class CnnrnnConfig:
+    """The whole CNNRNN job: one section per stage (``spectrogram`` is the core
+    :class:`cnnrnn.features.SpectrogramConfig`)."""
+
+    split: SplitConfig = field(default_factory=SplitConfig)
+    spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every value."""
+        return _config.to_dict(self)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config as indented JSON, atomically. Returns the path."""
+        return _config.save(self, path)
+
+
+def load_config(source: str | Path | dict | CnnrnnConfig | None = None) -> CnnrnnConfig:
+    """Load a CNNRNN config.
+
+    Args:
+        source: ``None`` (defaults), a preset name (``default``, ``demo``, ``tiny``), a JSON file, a dict,
+            or a config.
+
+    Raises:
+        ConfigError: unknown preset or file, invalid JSON, unknown keys or bad values.
+    """
+    return _config.load(CnnrnnConfig, source, family=FAMILY)
+
+
+def list_presets() -> list[str]:
+    """Names of the CNNRNN presets shipped in ``cnnrnn/configs/cnnrnn``."""
+    return _config.list_presets(FAMILY)
