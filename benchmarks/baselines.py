@@ -1,6 +1,6 @@
 """ANN (raw waveform) and CNN (spectrogram) baselines on FSDD: accuracy, and ANN throughput / peak memory.
 
-Two parts, each a subcommand, both built only from :mod:`cnnrnn.baselines` (``train``):
+Two parts, each a subcommand, both built only from :mod:`cnnrnn.baselines.train` (``train``):
 
 ``accuracy``
     FSDD (3,000 real clips, 6 speakers, 10 digits, 8 kHz; ``--data``), both models with the
@@ -43,7 +43,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "fsdd"
 WORK = REPO / "benchmarks" / "work" / "baselines"
 RESULTS = REPO / "benchmarks" / "results"
 TUTORIAL = {"ann": 0.1886, "cnn": 0.9121, "dataset": "UrbanSound8K practice set (5,435 clips, 10 classes), "
-            "random 8:2 split, validation accuracy (seed 002 README)"}
+            "random 8:2 split, validation accuracy (README of the Korean PyTorch tutorial "
+            "'디지털사운드 ANN과 CNN을 활용하여 음성 분류 인공지능 제작')"}
 SHARED_NOTE = ("The 2 CPU cores may be shared with other jobs: load_1min_before / load_1min_after give the load "
                "around the run, and wall times and clips/s are those of that machine.")
 
@@ -68,8 +69,8 @@ def peak_rss_mib() -> float:
 
 # --------------------------------------------------------------------------- accuracy
 def train_once(model: str, name: str, data: Path, force: bool, **overrides) -> dict:
-    """One run of ``cnnrnn.baselines.train``; a finished run's metrics.json is read back instead."""
-    from cnnrnn.baselines import train
+    """One run of ``cnnrnn.baselines.train.train``; a finished run's metrics.json is read back instead."""
+    from cnnrnn.baselines.train import train
 
     out = WORK / "accuracy" / model / name
     if (out / "metrics.json").is_file() and not force:
@@ -133,7 +134,7 @@ def run_accuracy(args) -> dict:
 # --------------------------------------------------------------------------- memory
 def run_memory_child(args) -> dict:
     """One size, in its own process: build the manifest, train the ANN for one epoch, report RSS."""
-    from cnnrnn.baselines import train
+    from cnnrnn.baselines.train import train
     from cnnrnn.corpora import load_corpus
 
     files, _ = load_corpus("fsdd", args.data)

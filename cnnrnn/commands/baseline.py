@@ -1,12 +1,17 @@
-"""``cnnrnn baseline train|evaluate``: the raw-waveform ANN and spectrogram CNN baselines (:mod:`cnnrnn.baselines`)."""
+"""``cnnrnn baseline train|evaluate``: the raw-waveform ANN and spectrogram CNN baselines (:mod:`cnnrnn.baselines`).
+
+Options default to ``None`` and only override the loaded config (:func:`cnnrnn.config.override`); every
+default is declared once, in :class:`cnnrnn.baselines.config.BaselineConfig` and its presets.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 
 DESCRIPTION = """\
-Plain ANN and CNN baselines, ported to Keras from a PyTorch audio-classification tutorial
-(UrbanSound8K, 10 classes: ANN 18.86%, CNN 91.21% validation accuracy).
+Plain ANN and CNN baselines, ported to Keras from the Korean PyTorch tutorial "디지털사운드 ANN과 CNN을
+활용하여 음성 분류 인공지능 제작" (UrbanSound8K practice problem, 10 classes: ANN 18.86%, CNN 91.21%
+validation accuracy).
 
   ann  raw waveform, 44.1 kHz, exactly 4 s (176,400 samples; short clips reflect-padded, long ones cut),
        two hidden ReLU Dense layers, softmax outputs; Adam 1e-3, batch 32, 5 epochs
@@ -14,7 +19,7 @@ Plain ANN and CNN baselines, ported to Keras from a PyTorch audio-classification
        three Conv2D+ReLU+MaxPool blocks, a ReLU Dense, softmax outputs; Adam 1e-3, batch 32, 5 epochs
 
 Audio is decoded once into a feature cache in the run folder and streamed to training with tf.data.
-The run's model.h5 predicts with: cnnrnn predict --model RUN/model.h5 --input WAV_OR_FOLDER
+The run (run.json, model.h5) predicts with: cnnrnn predict --model RUN --input WAV_OR_FOLDER
 """
 
 
@@ -29,8 +34,9 @@ def add_commands(sub) -> None:
     p = family.add_parser(
         "train", help="train one baseline and score it on a seeded 8:2 validation split",
         description="Train the ANN or CNN on a corpus and score it on its validation split. Writes into DIR: "
-                    "baseline_config.json, labels.json (sorted class names), split.json, cache/ (features), "
-                    "model.h5, history.csv, curves.png, metrics.json (accuracy, UA, F1-macro, skips), "
+                    "run.json (the run manifest), baseline_config.json, labels.json (class names in the corpus' "
+                    "declared order), split.json, cache/ (features), model.h5, history.csv, curves.png, "
+                    "metrics.json (accuracy, UA, F1-macro, skips), "
                     "confusion_matrix.png, predictions.csv. A rerun reuses the feature cache.")
     p.add_argument("--model", required=True, choices=("ann", "cnn"), help="which baseline")
     p.add_argument("--corpus", required=True, choices=sorted(READERS),
@@ -40,23 +46,27 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="run folder")
     p.add_argument("--config", metavar="JSON",
                    help="baseline preset (ann, cnn, tiny_ann, tiny_cnn) or JSON file (keys: see "
-                        "cnnrnn/configs/baseline/cnn.json); default: the preset named by --model")
-    p.add_argument("--epochs", type=int, help="override epochs (default 5)")
+                        "cnnrnn/configs/baselines/cnn.json); default: the preset named by --model")
+    p.add_argument("--epochs", type=int, help="override the config's epochs")
+    p.add_argument("--batch-size", type=int, help="override the config's batch_size")
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float,
+                   help="override the config's learning_rate (Adam)")
     p.add_argument("--split", choices=("random", "speaker"),
-                   help="random: stratified 8:2 (the tutorial's protocol, default); speaker: speaker-independent")
+                   help="random: stratified 8:2 (the tutorial's protocol, the presets' split); "
+                        "speaker: speaker-independent")
     p.add_argument("--holdout-speaker", metavar="NAME",
                    help="with --split speaker: this speaker's clips are the validation set (one LOSO fold)")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default DIR/cache); share it "
                                                        "between runs on the same corpus")
-    p.add_argument("--seed", type=int, help="override the seed (default 42)")
+    p.add_argument("--seed", type=int, help="override the config's seed")
     p.set_defaults(handler=_train)
 
     p = family.add_parser(
         "evaluate", help="score a trained run on its validation split or on another corpus",
         description="Load RUN/model.h5 and score it again: on the run's own validation split (default), or on "
-                    "every clip of another corpus (--corpus and --root; classes matched by name, unknown "
-                    "classes skipped and counted). Writes metrics.json, confusion_matrix.png and predictions.csv "
-                    "into --out (default RUN/evaluation or RUN/evaluation_<corpus>).")
+                    "every clip of another corpus (--corpus and --root; classes matched by meaning, e.g. angry = "
+                    "anger, unknown classes skipped and counted). Writes metrics.json, confusion_matrix.png and "
+                    "predictions.csv into --out (default RUN/evaluation or RUN/evaluation_<corpus>).")
     p.add_argument("--run", required=True, metavar="RUN", help="run folder written by 'cnnrnn baseline train'")
     p.add_argument("--corpus", choices=sorted(READERS), help="another corpus layout to score")
     p.add_argument("--root", help="that corpus's folder")
@@ -71,17 +81,18 @@ def _summary(report: dict) -> dict:
 
 
 def _train(args, progress: bool) -> int:
-    from ..baselines import train
+    from ..baselines.train import train
 
     report = train(args.corpus, args.root, args.out, config=args.config, model=args.model, cache_dir=args.cache_dir,
-                   progress=progress, verbose=2 if progress else 0, epochs=args.epochs, split=args.split,
-                   holdout_speaker=args.holdout_speaker, seed=args.seed)
+                   progress=progress, verbose=2 if progress else 0, epochs=args.epochs, batch_size=args.batch_size,
+                   learning_rate=args.learning_rate, split=args.split, holdout_speaker=args.holdout_speaker,
+                   seed=args.seed)
     print(json.dumps({**_summary(report), "out": args.out}, indent=2, default=str))
     return 0
 
 
 def _evaluate(args, progress: bool) -> int:
-    from ..baselines import evaluate
+    from ..baselines.train import evaluate
 
     report = evaluate(args.run, corpus=args.corpus, root=args.root, out=args.out, progress=progress)
     print(json.dumps(_summary(report), indent=2, default=str))

@@ -1,16 +1,20 @@
-"""The two plain baselines of the ANN/CNN audio-classification tutorial, ported from PyTorch to Keras.
+"""The two plain baselines of an ANN/CNN audio-classification tutorial, ported from PyTorch to Keras.
+
+The source is the Korean PyTorch tutorial "디지털사운드 ANN과 CNN을 활용하여 음성 분류 인공지능 제작"
+("building a sound-classification AI with ANN and CNN on digital sound"), on the UrbanSound8K practice
+problem (10 classes):
 
 * :func:`build_ann`: a fully connected net on the raw waveform (the tutorial's ``DNN``:
   176,400 input samples = 4 s at 44.1 kHz, two hidden ``Linear`` + ReLU layers, 10 outputs).
 * :func:`build_cnn`: three Conv2D + ReLU + MaxPool blocks on a one-channel spectrogram,
   flatten, a ReLU ``Dense``, then the outputs (the tutorial's ``CNN``).
 
-The tutorial's README (seed ``002``) gives the input sizes, the layer pattern and the
-activations, but not the hidden widths or kernel sizes (its code is only shown as
-screenshots); the defaults below are ours and are config values. The outputs are a softmax
-``Dense`` (PyTorch's ``CrossEntropyLoss`` on logits is the same objective as Keras'
-sparse categorical cross-entropy on softmax probabilities). Only built-in layers are used,
-so the ``.h5`` checkpoints load with :func:`cnnrnn.inference.load_model`.
+The tutorial's README gives the input sizes, the layer pattern and the activations, but not the
+hidden widths or kernel sizes (its code is only shown as screenshots); the defaults below are
+ours and are config values. The outputs are a softmax ``Dense`` (PyTorch's ``CrossEntropyLoss``
+on logits is the same objective as Keras' sparse categorical cross-entropy on softmax
+probabilities). Only built-in layers are used, so the ``.h5`` checkpoints load with
+:func:`cnnrnn.artifacts.load_model`.
 """
 from __future__ import annotations
 

@@ -1,0 +1,139 @@
+"""The baseline config: one flat dataclass, read from the presets in ``cnnrnn/configs/baselines/``.
+
+The settings follow the Korean PyTorch tutorial "디지털사운드 ANN과 CNN을 활용하여 음성 분류 인공지능 제작"
+(UrbanSound8K practice problem): the ANN takes the raw waveform at 44.1 kHz, exactly 4 s (176,400 samples),
+two hidden ReLU ``Dense`` layers; the CNN a spectrogram at 22,050 Hz, three Conv2D + ReLU + MaxPool blocks
+and a ReLU ``Dense``; both Adam (learning rate 1e-3), cross-entropy, batch 32, 5 epochs, a random 8:2 split.
+The tutorial's README gives no hidden widths, kernel sizes or STFT settings (its code is only shown as
+screenshots): those defaults are ours.
+
+The mel and STFT settings (``sr``, ``n_mels``, ``fmin``, ``fmax``, ``n_fft``, ``hop_length``, ``top_db``,
+``duration``) are declared once, in :class:`cnnrnn.features.LogMelConfig`; a preset states the ``sr`` its
+model needs (the shared default, 16 kHz, is not the tutorial's).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import config as C
+from ..config import ConfigError
+from ..features import LogMelConfig
+
+FAMILY = "baselines"
+BASELINE_CONFIG_FILE = "baseline_config.json"
+MODEL_FILE = "model.h5"
+MODELS = ("ann", "cnn")
+SPLITS = ("random", "speaker")
+
+
+class BaselineConfigError(ConfigError):
+    """A baseline config is invalid: unknown key, wrong type or value, unknown preset, model mismatch."""
+
+
+@dataclass
+class BaselineConfig(LogMelConfig):
+    """Hyper-parameters of one baseline run (the feature settings are those of :class:`LogMelConfig`).
+
+    Attributes:
+        model: ``ann`` (raw waveform) or ``cnn`` (spectrogram).
+        hidden_units: ANN hidden layer widths (tutorial: two hidden layers).
+        filters, kernel_size, dense_units: CNN convolution blocks (one per entry, output channels), square
+            kernel size, and the width of the ReLU ``Dense`` after flattening.
+        epochs, batch_size, learning_rate: Adam training (tutorial: 5, 32, 1e-3). ``lr`` is read as
+            ``learning_rate``.
+        seed: seed of the split, weight initialisation and shuffling.
+        val_size: validation fraction (tutorial: 0.2, a random 8:2 split).
+        split: ``random`` (stratified, the tutorial's protocol) or ``speaker`` (no speaker in both parts).
+        holdout_speaker: with ``split: speaker``, the speaker whose clips are the validation set (one fold of
+            leave-one-speaker-out); ``""`` makes a speaker-disjoint split of about ``val_size`` instead.
+    """
+
+    SECTION_NAME = "baseline"
+    ALIASES = {"lr": "learning_rate"}
+
+    model: str = "ann"
+    hidden_units: list[int] = field(default_factory=lambda: [256, 128])
+    filters: list[int] = field(default_factory=lambda: [16, 32, 64])
+    kernel_size: int = 3
+    dense_units: int = 128
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 42
+    val_size: float = 0.2
+    split: str = "random"
+    holdout_speaker: str = ""
+
+    def validate(self) -> None:
+        """Raise :class:`BaselineConfigError` on impossible values (the feature settings first)."""
+        try:
+            super().validate()
+        except ConfigError as exc:
+            raise BaselineConfigError(str(exc)) from exc
+        if self.model not in MODELS:
+            raise BaselineConfigError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.split not in SPLITS:
+            raise BaselineConfigError(f"split must be one of {SPLITS}, got {self.split!r}")
+        for name in ("epochs", "batch_size", "kernel_size", "dense_units"):
+            if getattr(self, name) <= 0:
+                raise BaselineConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise BaselineConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if not 0.0 < self.val_size < 1.0:
+            raise BaselineConfigError(f"val_size must be in (0, 1), got {self.val_size}")
+        units = list(self.hidden_units) + list(self.filters)
+        if not self.hidden_units or not self.filters or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in units):
+            raise BaselineConfigError("hidden_units and filters must be non-empty lists of positive ints")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Model input per clip: ``(n_samples,)`` for the ANN, ``(n_mels, 1 + n_samples // hop_length, 1)`` for
+        the CNN (tutorial ANN: ``(176400,)``)."""
+        if self.model == "ann":
+            return (self.n_samples,)
+        return (self.n_mels, 1 + self.n_samples // self.hop_length, 1)
+
+    def input_spec(self) -> dict[str, Any]:
+        """What the model takes, for the run manifest: ``sr`` (Hz), ``duration`` (s), ``shape`` and the
+        feature settings (``waveform``: reflect-padded int16 PCM; ``log_mel``: standardised, min-max × 255)."""
+        spec: dict[str, Any] = {"sr": self.sr, "duration": self.duration, "n_samples": self.n_samples,
+                                "shape": list(self.input_shape), "padding": "reflect"}
+        if self.model == "ann":
+            return {**spec, "features": "waveform"}
+        return {**spec, "features": "log_mel", "n_fft": self.n_fft, "hop_length": self.hop_length,
+                "n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax, "top_db": self.top_db,
+                "scaling": "standardised, min-max scaled to [0, 1], x 255"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every value, JSON-serialisable (:func:`cnnrnn.config.to_dict`)."""
+        return C.to_dict(self)
+
+
+def load_baseline_config(source: str | Path | dict | BaselineConfig | None = None, model: str | None = None,
+                         **overrides: Any) -> BaselineConfig:
+    """Load a baseline config (:func:`cnnrnn.config.load`, then :func:`cnnrnn.config.override`).
+
+    Args:
+        source: a preset name (``ann``, ``cnn``, ``tiny_ann``, ``tiny_cnn``), a JSON file, a dict or a
+            config; ``None`` takes the preset named ``model`` (default ``ann``). Keys a file leaves out keep
+            the dataclass defaults.
+        model: ``ann`` or ``cnn``; must agree with the config's ``model`` when both are given.
+        **overrides: values that replace the loaded ones (``epochs=1``, ``lr=1e-4``); ``None`` is ignored.
+
+    Raises:
+        BaselineConfigError: unknown preset or file, invalid JSON, unknown key, wrong type or value, or
+            ``model`` disagrees with the config.
+    """
+    try:
+        cfg = C.load(BaselineConfig, source, family=FAMILY, base=model or "ann")
+        cfg = C.override(cfg, {BaselineConfig.ALIASES.get(k, k): v for k, v in overrides.items()})
+    except BaselineConfigError:
+        raise
+    except ConfigError as exc:
+        raise BaselineConfigError(str(exc)) from exc
+    if model is not None and cfg.model != model:
+        raise BaselineConfigError(f"the config is for model {cfg.model!r} but model {model!r} was asked for")
+    return cfg

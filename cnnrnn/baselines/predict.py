@@ -1,0 +1,190 @@
+"""Baseline prediction on audio files: ``cnnrnn predict --model RUN --input WAV_OR_FOLDER`` for an ANN/CNN run.
+
+The run's own features are rebuilt for every file (the raw waveform for the ANN, the scaled spectrogram for
+the CNN, :func:`cnnrnn.baselines.data.clip_features`) from the run's config: the ``config`` of its
+``run.json``, or, for a run written before manifests, its ``baseline_config.json``. Several checkpoints
+average their class probabilities. Reports are written by :func:`cnnrnn.reports.write_report`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..artifacts import LABELS_FILE, CheckpointError, is_temporary, load_labels, load_model
+from ..audio import AUDIO_EXTENSIONS, AudioError
+from ..reports import write_report
+from ..runs import RunManifest
+from .config import BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, BaselineConfig, load_baseline_config
+from .data import clip_features
+
+log = logging.getLogger("cnnrnn.baselines")
+
+
+@dataclass
+class AudioInputs:
+    """Features of the audio files to predict on: ``features`` is ``(N, *cfg.input_shape) float32``;
+    ``skipped`` maps a reason (``empty``, ``unreadable``, ...) to the files skipped for it."""
+
+    ids: list[str]
+    sources: list[str]
+    features: np.ndarray
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+
+def predict_proba(model, x, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities ``(N, n_classes) float32`` for a feature array or a batched ``tf.data`` dataset."""
+    kwargs = {"batch_size": batch_size} if isinstance(x, np.ndarray) else {}
+    return np.asarray(model.predict(x, verbose=0, **kwargs), np.float32)
+
+
+def collect_inputs(source: str | Path | Sequence[str | Path], cfg: BaselineConfig,
+                   progress: bool = True) -> AudioInputs:
+    """Features of audio files: one file, a folder (searched recursively), or a list of them.
+
+    Args:
+        source: an audio file (``.wav``, ``.flac``, ... :data:`cnnrnn.audio.AUDIO_EXTENSIONS`), a folder, or
+            a list of files and folders.
+        cfg: the run's baseline config (feature settings).
+
+    Returns:
+        :class:`AudioInputs`; unusable audio (empty, silent, unreadable) is skipped and counted.
+
+    Raises:
+        FileNotFoundError: a source does not exist.
+        ValueError: a file given by name is not audio, or no usable audio.
+    """
+    from tqdm import tqdm
+
+    sources = [source] if isinstance(source, (str, Path)) else list(source)
+    files: list[Path] = []
+    for s in map(Path, sources):
+        if not s.exists():
+            raise FileNotFoundError(f"input {s} not found")
+        if s.is_file():
+            if s.suffix.lower() not in AUDIO_EXTENSIONS:
+                raise ValueError(f"{s}: a baseline run predicts on audio files ({', '.join(AUDIO_EXTENSIONS)}) "
+                                 f"or folders of them, not {s.suffix!r} files")
+            files.append(s)
+        else:
+            files += sorted(p for p in s.rglob("*")
+                            if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and not is_temporary(p))
+    ids, paths, feats, skipped = [], [], [], {}
+    for p in tqdm(files, desc="inputs", unit="file", disable=not progress or len(files) < 2):
+        try:
+            feats.append(clip_features(p, cfg))
+        except AudioError as exc:
+            skipped.setdefault(exc.reason, []).append(str(p))
+            log.warning("skipped %s", exc)
+            continue
+        ids.append(p.stem)
+        paths.append(str(p))
+    if not feats:
+        raise ValueError(f"no usable audio in {', '.join(map(str, sources))} "
+                         f"(skipped: {skipped or 'no audio files'})")
+    return AudioInputs(ids, paths, np.stack(feats), skipped)
+
+
+def find_run_dir(model_path: str | Path) -> Path | None:
+    """The nearest folder at or above ``model_path`` that holds ``baseline_config.json``, or ``None``."""
+    p = Path(model_path).resolve()
+    for folder in ([p] if p.is_dir() else []) + list(p.parents):
+        if (folder / BASELINE_CONFIG_FILE).is_file():
+            return folder
+    return None
+
+
+def _checkpoints(models: Sequence[str | Path], manifest: RunManifest | None) -> list[Path]:
+    out: list[Path] = []
+    for m in map(Path, models):
+        if not m.is_dir():
+            out.append(m)
+            continue
+        if manifest is not None and manifest.folder is not None and m.resolve() == Path(manifest.folder).resolve():
+            found = [p for p in manifest.checkpoint_paths() if p.is_file()]
+        elif (m / MODEL_FILE).is_file():
+            found = [m / MODEL_FILE]
+        else:
+            found = sorted(p for p in m.glob("*.h5") if not is_temporary(p))
+        if not found:
+            raise FileNotFoundError(f"no {MODEL_FILE} in {m}")
+        out += found
+    if not out:
+        raise ValueError("no checkpoint given")
+    return out
+
+
+def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str | Path | None = None, *,
+                manifest: RunManifest | None = None, progress: bool = True, **options: Any) -> dict[str, Any]:
+    """Predict the classes of audio files with one baseline checkpoint or the average of several.
+
+    Args:
+        models: ``model.h5`` files and/or run folders (a folder gives the checkpoints of its ``run.json``, or
+            its ``model.h5``).
+        source: an audio file, a folder of audio (searched recursively), or a list of them.
+        out_dir: where ``predictions.csv`` goes (default ``<run>/predictions``).
+        manifest: the ``run.json`` found at or above the first model; ``None`` for a run written before
+            manifests (its ``baseline_config.json`` and ``labels.json`` are read instead).
+        progress: show a progress bar.
+        **options: ``labels`` (names, or a ``labels.json``), ``config`` (a baseline config, used only for a
+            checkpoint outside a run), ``batch_size`` (default the config's); ``None`` values and other
+            options are ignored.
+
+    Returns:
+        ``{"predictions": DataFrame (id, source, predicted, predicted_index, confidence, p_<label>...),
+        "metrics": None, "files": {"predictions": path}, "skipped": {reason: [paths]}}``.
+
+    Raises:
+        FileNotFoundError: a checkpoint, a run folder's ``model.h5`` or an input is missing.
+        CheckpointError: a checkpoint does not load, the checkpoints disagree, or they do not take the
+            config's features or predict one class per label.
+        BaselineConfigError: no usable config (the checkpoint is outside a baseline run and ``config`` was
+            not given).
+        ValueError: an input file is not audio, or nothing usable to predict on.
+    """
+    from .config import BaselineConfigError
+
+    paths = _checkpoints(models, manifest)
+    run_dir = Path(manifest.folder) if manifest is not None and manifest.folder is not None else find_run_dir(paths[0])
+    if manifest is not None:
+        cfg = load_baseline_config(manifest.config)
+    elif run_dir is not None:
+        cfg = load_baseline_config(run_dir / BASELINE_CONFIG_FILE)
+    elif options.get("config") is not None:
+        cfg = load_baseline_config(options["config"])
+    else:
+        raise BaselineConfigError(f"{paths[0]} is not inside a baseline run (no {BASELINE_CONFIG_FILE} or run.json "
+                                  "above it); give the run's config")
+    labels = options.get("labels")
+    if isinstance(labels, (str, Path)):
+        labels = load_labels(labels)
+    elif labels is None and manifest is not None:
+        labels = list(manifest.labels)
+    elif labels is None and run_dir is not None and (run_dir / LABELS_FILE).is_file():
+        labels = load_labels(run_dir / LABELS_FILE)
+
+    nets = [load_model(p) for p in paths]
+    shapes = {tuple(int(v) for v in net.input_shape[1:]) for net in nets}
+    classes = {int(net.output_shape[-1]) for net in nets}
+    if len(shapes) != 1 or len(classes) != 1:
+        raise CheckpointError(f"checkpoints disagree: input shapes {sorted(shapes)}, class counts {sorted(classes)}")
+    shape, n_classes = shapes.pop(), classes.pop()
+    if shape != cfg.input_shape:
+        raise CheckpointError(f"the model takes {shape} but its run config gives {cfg.input_shape} features")
+    if labels is None:
+        log.warning("no labels found; naming classes class_0..class_%d", n_classes - 1)
+        labels = [f"class_{i}" for i in range(n_classes)]
+    labels = list(labels)
+    if len(labels) != n_classes:
+        raise CheckpointError(f"{paths[0]} predicts {n_classes} classes but the labels list has {len(labels)} "
+                              f"({labels}); use the labels of the run that trained it")
+
+    inputs = collect_inputs(source, cfg, progress=progress)
+    batch_size = int(options.get("batch_size") or cfg.batch_size)
+    proba = np.mean([predict_proba(net, inputs.features, batch_size) for net in nets], axis=0)
+    out_dir = Path(out_dir) if out_dir else (run_dir or paths[0].parent) / "predictions"
+    report = write_report(out_dir, proba, labels, inputs.ids, None, family=FAMILY, sources=inputs.sources)
+    return {**report, "skipped": inputs.skipped}
