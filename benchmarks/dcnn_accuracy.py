@@ -1,8 +1,8 @@
 """DCNN-BLSTMwA accuracy on EmoDB (emodb-535), speaker-independent 5 folds of 2 speakers, reduced protocol.
 
-For each backbone (AlexNet-style DCNN, ResNet50) and fold: step 1 (:func:`cnnrnn.dcnn.finetune`) gives the
+For each backbone (AlexNet-style DCNN, ResNet50) and fold: step 1 (:func:`cnnrnn.dcnn.train.finetune`) gives the
 DCNN alone ("without step 2": segment probabilities averaged per utterance), step 2
-(:func:`cnnrnn.dcnn.train`) the full DCNN-BLSTMwA. UA, WA and F1-macro per fold and mean on the test
+(:func:`cnnrnn.dcnn.train.train`) the full DCNN-BLSTMwA. UA, WA and F1-macro per fold and mean on the test
 speakers. The paper's full settings (227×227, 30 epochs, ImageNet-pretrained AlexNet) do not fit a shared
 2-core CPU, so the protocol is reduced; every reduction is written into the result JSON. ``--protocol loso``
 runs leave-one-speaker-out instead (10 folds of one test speaker; results under ``loso_runs``).
@@ -39,21 +39,21 @@ def machine() -> dict:
 
 
 def base_config(args, backbone: str) -> dict:
-    from cnnrnn.dcnn import load_dcnn_config
+    from cnnrnn.dcnn.config import load_dcnn_config
 
     cfg = load_dcnn_config("emodb_finetune").to_dict()
     size = args.alexnet_size if backbone == "alexnet" else args.resnet_size
     cfg["data"].update(sr=16000, max_sec=2.0, image_size=[size, size],
                        labels_file=str(args.work / "filelists" / "labels.json"))
     cfg["model"].update(backbone=backbone, width=args.width, fc_units=args.fc_units)
-    cfg["train"].update(log_root=str(args.work / "logs"), lr=args.lr1, lr_decay=args.decay1,
+    cfg["train"].update(log_root=str(args.work / "logs"), learning_rate=args.lr1, lr_decay=args.decay1,
                         batch_size=args.batch1, epochs=args.epochs1 if backbone == "alexnet" else args.resnet_epochs)
     return cfg
 
 
 def step2_config(cfg1: dict, args) -> dict:
     cfg = copy.deepcopy(cfg1)
-    cfg["train"].update(lr=args.lr2, lr_decay=args.decay2, batch_size=16, epochs=args.epochs2,
+    cfg["train"].update(learning_rate=args.lr2, lr_decay=args.decay2, batch_size=16, epochs=args.epochs2,
                         finetune_name=cfg1["train"]["name"], name=cfg1["train"]["name"].replace("finetune", "train"))
     return cfg
 
@@ -84,15 +84,16 @@ def main() -> int:
     p.add_argument("--decay2", type=float, default=0.9)
     args = p.parse_args()
 
-    from cnnrnn.artifacts import save_json
-    from cnnrnn.dcnn import SegmentSet, finetune, load_dcnn_config, load_segments, merged_skips, train
+    from cnnrnn.artifacts import load_labels, save_json
+    from cnnrnn.dcnn.config import load_dcnn_config
+    from cnnrnn.dcnn.data import SegmentSet, load_segments, merged_skips
+    from cnnrnn.dcnn.filelists import prepare_filelists, read_filelist
+    from cnnrnn.dcnn.train import finetune, train
     from cnnrnn.evaluation import summarise_folds
-    from cnnrnn.filelists import prepare_filelists, read_filelist
-    from cnnrnn.inference import load_labels
 
     lists = args.work / "filelists"
     if not (lists / "loso").is_dir():
-        prepare_filelists("emodb", args.data, lists, n_folds=5, seed=42, loso=True, folds_by="speaker")
+        prepare_filelists("emodb", args.data, lists, folds=5, seed=42, loso=True, folds_by="speaker")
     labels = load_labels(lists / "labels.json")
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     result.update({
@@ -100,7 +101,7 @@ def main() -> int:
         "machine": machine(),
         "corpus": f"{args.data} (535 utterances, 10 speakers, 7 emotions; 22.05 kHz copy, every file 2.00 s, "
                   "peak-normalised)",
-        "protocol": "speaker-independent 5 folds of 2 test speakers (cnnrnn.filelists.prepare_filelists "
+        "protocol": "speaker-independent 5 folds of 2 test speakers (cnnrnn.dcnn.filelists.prepare_filelists "
                     "folds_by=speaker, seed 42) under runs, leave-one-speaker-out under loso_runs; test-fold "
                     "metrics, no validation-based model selection",
         "labels": labels, "paper_uar_emodb": PAPER_UAR_EMODB,

@@ -1,13 +1,13 @@
 """DCNN-BLSTMwA speed on this CPU: step-1 training segments/s and end-to-end inference utterances/s per
 backbone, and the peak memory (RSS) of step-2 feature extraction over the whole EmoDB corpus.
 
-* training: ``train_on_batch`` on real EmoDB segments through :func:`cnnrnn.dcnn.segment_dataset` (resize +
+* training: ``train_on_batch`` on real EmoDB segments through :func:`cnnrnn.dcnn.data.segment_dataset` (resize +
   ImageNet normalisation included), batch 32, after 2 warm-up batches; the benchmark's reduced sizes and the
   paper's full sizes (227×227 AlexNet, 224×224 ResNet50);
-* inference: :func:`cnnrnn.dcnn.infer` on 100 wav files (load, resample 22.05 → 16 kHz, features, DCNN,
+* inference: :func:`cnnrnn.dcnn.predict.infer` on 100 wav files (load, resample 22.05 → 16 kHz, features, DCNN,
   BiLSTM-attention, CSV), models from a 1-epoch run on 60 utterances, timed on a second call (the first pays
   for numba and graph tracing); model loading is included;
-* memory: a child process runs :func:`cnnrnn.dcnn.load_segments` + :func:`cnnrnn.dcnn.utterance_features`
+* memory: a child process runs :func:`cnnrnn.dcnn.data.load_segments` + :func:`cnnrnn.dcnn.data.utterance_features`
   over all 535 utterances and reports its RSS before and its peak (VmHWM) after.
 
     nice -n 10 python benchmarks/dcnn_speed.py      # writes benchmarks/results/dcnn_speed.json
@@ -33,19 +33,19 @@ SETTINGS = [("alexnet_96_w0.5", "alexnet", 96, 0.5, 512, 20), ("alexnet_227_pape
 
 
 def corpus_list(work: Path) -> tuple[Path, Path]:
-    """A filelist of the whole corpus and its labels.json (from cnnrnn.filelists.prepare_filelists)."""
-    from cnnrnn.filelists import prepare_filelists
+    """A filelist of the whole corpus and its labels.json (from cnnrnn.dcnn.filelists.prepare_filelists)."""
+    from cnnrnn.dcnn.filelists import prepare_filelists
 
     lists = work / "filelists"
     if not (lists / "labels.json").is_file():
-        prepare_filelists("emodb", DATA, lists, n_folds=5, seed=42, loso=False, folds_by="speaker")
+        prepare_filelists("emodb", DATA, lists, folds=5, seed=42, loso=False, folds_by="speaker")
     whole = lists / "all.txt"
     whole.write_text("".join((lists / "kfold" / f"fold1_{s}.txt").read_text() for s in ("train", "test")))
     return whole, lists / "labels.json"
 
 
 def config(work: Path, labels: Path, backbone: str, size: int, width: float, fc: int, flist: str) -> dict:
-    from cnnrnn.dcnn import load_dcnn_config
+    from cnnrnn.dcnn.config import load_dcnn_config
 
     cfg = load_dcnn_config("emodb_finetune").to_dict()
     cfg["data"].update(sr=16000, max_sec=2.0, image_size=[size, size], labels_file=str(labels),
@@ -66,17 +66,16 @@ def vm_mb(field: str) -> float:
 
 def rss_child(args) -> int:
     """Peak RSS of step-2 feature extraction over the whole corpus (run in its own process)."""
-    from cnnrnn.dcnn import load_segments, utterance_features
-    from cnnrnn.inference import load_labels, load_model
+    from cnnrnn.artifacts import load_labels, load_model
+    from cnnrnn.dcnn.config import DCNN_META, read_sidecar
+    from cnnrnn.dcnn.data import load_segments, utterance_features
     from cnnrnn.models.dcnn import feature_extractor
-    from cnnrnn.segments import FeatureConfig
 
     whole, labels = corpus_list(args.work)
     extractor = feature_extractor(load_model(args.rss_child))
-    meta = json.loads(Path(args.rss_child).with_name("dcnn.json").read_text())
+    _, feats, _ = read_sidecar(args.rss_child, DCNN_META)
     before = vm_mb("VmRSS")
     t = time.time()
-    feats = FeatureConfig(**meta["features"])
     s = load_segments(whole, load_labels(labels), feats, progress=False)
     x = utterance_features(extractor, s.segments, feats.image_size)
     print(json.dumps({"utterances": len(s.paths), "features_shape": list(x.shape),
@@ -115,9 +114,12 @@ def main() -> int:
     import keras
     import numpy as np
 
-    from cnnrnn.dcnn import finetune, infer, load_dcnn_config, load_segments, segment_dataset, train
-    from cnnrnn.filelists import read_filelist
-    from cnnrnn.inference import load_labels
+    from cnnrnn.artifacts import load_labels
+    from cnnrnn.dcnn.config import load_dcnn_config
+    from cnnrnn.dcnn.data import load_segments, segment_dataset
+    from cnnrnn.dcnn.filelists import read_filelist
+    from cnnrnn.dcnn.predict import infer
+    from cnnrnn.dcnn.train import finetune, train
     from cnnrnn.models.dcnn import build_dcnn
 
     result = {"benchmark": "dcnn_speed", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(

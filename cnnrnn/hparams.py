@@ -3,12 +3,13 @@
 Configs are nested by section, ``{"data": {...}, "train": {...}, "model": {...}}``. A key is looked up in
 whichever section holds it; ``section.key`` names one when several sections hold the key. The new value is
 typed from the value it replaces (int, float, bool, str, or list/dict/null written as JSON), and ``null`` is
-also taken where the DCNN config schema allows it (``max_sec``, ``fmax``, ...). The file is rewritten
+also taken where the DCNN config schema allows it (``max_sec``, ``fmax``, ...: the ``X | None`` fields of
+:class:`cnnrnn.dcnn.config.DcnnConfig`, :func:`cnnrnn.config.nullable_keys`). The file is rewritten
 atomically with its key order and a 2-space indent.
 
 Two ways to use it, as in the original:
 
-* command mode, :func:`set_hparam` (``cnnrnn hparams -p cfg.json -y lr -v 1e-4``);
+* command mode, :func:`set_hparam` (``cnnrnn hparams -p cfg.json -y learning_rate -v 1e-4``);
 * dialogue mode, :func:`dialogue` (``cnnrnn hparams``): choose a file from a list, then a key and a value,
   answering ``input()`` prompts.
 """
@@ -19,10 +20,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .artifacts import load_json, save_json
-from .dcnn import nullable_keys
+from .config import PRESET_ROOT, nullable_keys
+from .dcnn.config import DcnnConfig
 
-#: The dialogue's default file list: the DCNN-BLSTMwA configs shipped with the package.
-DEFAULT_CONFIG_DIR = Path(__file__).parent / "configs" / "dcnn"
+#: The dialogue's default file list: the DCNN-BLSTMwA presets shipped with the package.
+DEFAULT_CONFIG_DIR = PRESET_ROOT / "dcnn"
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
@@ -154,7 +156,7 @@ def update_config(config: dict, key: str, text: str, add: bool = False, where: s
     section, name = found[0]
     holder = config if section is None else config[section]
     old = holder[name]
-    holder[name] = convert_value(text, old, f"{where}: {key}", nullable=(section, name) in nullable_keys())
+    holder[name] = convert_value(text, old, f"{where}: {key}", nullable=(section, name) in nullable_keys(DcnnConfig))
     return {"file": where, "section": section, "key": name, "old": old, "new": holder[name], "added": False}
 
 

@@ -1,36 +1,49 @@
 """DCNN-BLSTMwA: segment features, attention masking, save/load, configs, and the CLI steps end to end."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 from conftest import write_wav
 
-from cnnrnn.segments import (IMAGENET_MEAN, IMAGENET_STD, ClipTooShortError, FeatureConfig, log_mel_deltas,
-                             n_segments, to_backbone_input, waveform_segments)
+from cnnrnn.dcnn.config import FeatureConfig, load_dcnn_config
+from cnnrnn.dcnn.data import waveform_segments
+from cnnrnn.features import (IMAGENET_MEAN, IMAGENET_STD, ClipTooShortError, log_mel_deltas, n_segments,
+                             to_backbone_input)
+
+
+def paper(**changes) -> FeatureConfig:
+    """The paper's feature settings (a shipped preset: 64 mels from 20 Hz, 16 kHz), with ``changes``."""
+    return dataclasses.replace(load_dcnn_config("esd_finetune").data.features(), **changes)
+
+
+def deltas(y, cfg: FeatureConfig):
+    return log_mel_deltas(y, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
+                          fmin=cfg.fmin, fmax=cfg.fmax, delta_width=cfg.delta_width)
 
 
 # ----------------------------------------------------------------------------------------------- features
 def test_segments_of_real_speech(real_waveform):
     y, sr = real_waveform                                   # 2.0 s of EmoDB speech at 16 kHz
-    cfg = FeatureConfig(sr=sr, max_sec=3.0)                 # padded to 3 s: 1 + 48000 // 160 = 301 frames
+    cfg = paper(sr=sr, max_sec=3.0)                         # padded to 3 s: 1 + 48000 // 160 = 301 frames
     seg = waveform_segments(y, cfg)
     assert seg.shape == (n_segments(301), 64, 64, 3) == (8, 64, 64, 3)
     assert seg.dtype == np.float32 and seg.min() >= 0.0 and seg.max() <= 1.0
     np.testing.assert_array_equal(seg[0][:, 32:], seg[1][:, :32])      # hop 32 frames: halves overlap
     assert [seg[..., c].std() > 0.05 for c in range(3)] == [True] * 3   # static, Δ, ΔΔ all carry speech
 
-    feats = log_mel_deltas(y, FeatureConfig(sr=sr))
+    feats = deltas(y, paper(sr=sr))
     assert feats.shape == (64, 1 + len(y) // 160, 3)
     for c in range(3):                                       # per-channel min-max over the utterance
         assert feats[..., c].min() == 0.0 and feats[..., c].max() == pytest.approx(1.0)
-    no_pad = waveform_segments(y, FeatureConfig(sr=sr, max_sec=None))
+    no_pad = waveform_segments(y, paper(sr=sr, max_sec=None))
     assert len(no_pad) == n_segments(1 + len(y) // 160) == 5
 
 
 def test_delta_of_a_constant_is_zero_and_minmax_of_a_constant_is_zero():
-    feats = log_mel_deltas(np.zeros(16000, np.float32), FeatureConfig())   # log(0 + 1e-8) everywhere
+    feats = deltas(np.zeros(16000, np.float32), paper())   # log(0 + 1e-8) everywhere
     assert np.isfinite(feats).all() and not feats.any()
 
 
@@ -43,9 +56,9 @@ def test_backbone_input_resizes_and_normalises():
 def test_clip_shorter_than_one_segment_is_a_clear_error(real_waveform):
     y, sr = real_waveform
     with pytest.raises(ClipTooShortError, match="shorter than one segment") as info:
-        waveform_segments(y[: int(0.5 * sr)], FeatureConfig(sr=sr, max_sec=None))   # 51 frames < 64
+        waveform_segments(y[: int(0.5 * sr)], paper(sr=sr, max_sec=None))   # 51 frames < 64
     assert info.value.reason == "too_short"
-    assert len(waveform_segments(y[: int(0.5 * sr)], FeatureConfig(sr=sr, max_sec=1.0))) == 2   # padded
+    assert len(waveform_segments(y[: int(0.5 * sr)], paper(sr=sr, max_sec=1.0))) == 2   # padded
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -74,7 +87,7 @@ def test_padding_does_not_change_the_prediction():
 def test_models_load_without_custom_objects(tmp_path, suffix):
     import keras
 
-    from cnnrnn.inference import load_model
+    from cnnrnn.artifacts import load_model
     from cnnrnn.models import build_dcnn
 
     x = np.random.default_rng(1).random((2, 4, 8), np.float32)
@@ -106,25 +119,35 @@ def test_backbone_weights_never_download(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ configs
 def test_shipped_configs_load_and_bad_keys_are_clear_errors(tmp_path):
-    from cnnrnn.dcnn import DcnnConfigError, list_dcnn_configs, load_dcnn_config
+    from cnnrnn.config import ConfigError, list_presets, nullable_keys
+    from cnnrnn.dcnn.config import DcnnConfig
 
-    names = list_dcnn_configs()
+    names = list_presets("dcnn")
     for ds in ("jtes", "esd", "emodb", "tiny"):
         assert {f"{ds}_finetune", f"{ds}_train"} <= set(names)
     cfgs = {n: load_dcnn_config(n) for n in names}
+    for cfg in cfgs.values():                               # MelBands' defaults are 128 mels from 0 Hz
+        assert (cfg.data.n_mels, cfg.data.fmin, cfg.data.sr) == (64, 20.0, 16000)
     assert cfgs["esd_finetune"].data.max_sec == 3.0 and cfgs["jtes_finetune"].data.max_sec == 4.0
-    assert (cfgs["emodb_finetune"].train.lr, cfgs["emodb_finetune"].train.batch_size) == (1e-4, 128)
-    assert (cfgs["emodb_train"].train.lr, cfgs["emodb_train"].train.lr_decay) == (5e-6, 0.59)
+    assert (cfgs["emodb_finetune"].train.learning_rate, cfgs["emodb_finetune"].train.batch_size) == (1e-4, 128)
+    assert (cfgs["emodb_train"].train.learning_rate, cfgs["emodb_train"].train.lr_decay) == (5e-6, 0.59)
     assert cfgs["emodb_train"].train.finetune_name == "emodb_finetune"
-    with pytest.raises(DcnnConfigError, match=r"unknown key\(s\) \['n_mel'\]"):
+    assert load_dcnn_config({"train": {"lr": 3e-4}}).train.learning_rate == 3e-4     # the old name still loads
+    with pytest.raises(ConfigError, match="both 'lr' and 'learning_rate'"):
+        load_dcnn_config({"train": {"lr": 3e-4, "learning_rate": 1e-4}})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['n_mel'\]"):
         load_dcnn_config({"data": {"n_mel": 64}})
-    with pytest.raises(DcnnConfigError, match="train.epochs should be"):
+    with pytest.raises(ConfigError, match="train.epochs should be"):
         load_dcnn_config({"train": {"epochs": "30"}})
+    with pytest.raises(ConfigError, match="delta_width must be odd"):
+        load_dcnn_config({"data": {"delta_width": 4}})
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"model": {"lstm_layers": 2}}))
     assert load_dcnn_config(path).model.lstm_layers == 2
-    with pytest.raises(DcnnConfigError, match="neither a file nor a shipped config"):
+    with pytest.raises(ConfigError, match="neither a file nor a dcnn preset"):
         load_dcnn_config("no_such_config")
+    assert {("data", "max_sec"), ("data", "fmax"), ("train", "finetune_name")} <= nullable_keys(DcnnConfig)
+    assert ("train", "epochs") not in nullable_keys(DcnnConfig)
 
 
 # --------------------------------------------------------------------------------------------- end to end
@@ -133,8 +156,8 @@ def _corpus(tmp_path, sample_dir):
     clip (shorter than one segment) and a missing wav."""
     import soundfile as sf
 
-    from cnnrnn.dcnn import CONFIG_DIR
-    from cnnrnn.filelists import FilelistEntry, write_filelist
+    from cnnrnn.config import preset_path
+    from cnnrnn.dcnn.filelists import FilelistEntry, write_filelist
 
     wavs = sorted((sample_dir / "wav").rglob("*.wav"))[:16]
     y, sr = sf.read(wavs[0], dtype="float32")
@@ -151,7 +174,7 @@ def _corpus(tmp_path, sample_dir):
     write_filelist(tmp_path / "lists" / "train.txt", train)
     write_filelist(tmp_path / "lists" / "test.txt", test)
     (tmp_path / "lists" / "labels.json").write_text(json.dumps({"labels": ["a", "b", "c"]}))
-    cfg = json.loads((CONFIG_DIR / "tiny_finetune.json").read_text())
+    cfg = json.loads(preset_path("dcnn", "tiny_finetune").read_text())
     cfg["data"]["max_sec"] = None                           # keep each clip's own length
     for step in ("finetune", "train"):
         cfg["train"]["name"] = f"t_{step}"
@@ -172,8 +195,9 @@ def test_finetune_train_infer_through_the_cli(tmp_path, sample_dir, capsys):
     step1 = json.loads(capsys.readouterr().out)
     assert step1["skipped"] == {"missing_audio": 1, "too_short": 1}
     run1 = logs / "t_finetune"
-    for name in ("dcnn.h5", "dcnn.json", "log_finetune.out", "history_finetune.csv", "metrics_finetune.json",
-                 "confusion_finetune_segments.png", "confusion_finetune_utterances.png"):
+    for name in ("dcnn.h5", "dcnn.json", "run.json", "log_finetune.out", "history_finetune.csv",
+                 "metrics_finetune.json", "predictions_finetune.csv", "confusion_finetune_segments.png",
+                 "confusion_finetune_utterances.png"):
         assert (run1 / name).is_file(), name
     log_text = (run1 / "log_finetune.out").read_text()
     assert "epoch 1/1" in log_text and "too_short" in log_text
@@ -185,7 +209,8 @@ def test_finetune_train_infer_through_the_cli(tmp_path, sample_dir, capsys):
     step2 = json.loads(capsys.readouterr().out)
     assert step2["metrics"]["utterances"]["n"] == 7
     run2 = logs / "t_train"
-    for name in ("blstm_attention.h5", "blstm_attention.json", "log_train.out", "confusion_train.png"):
+    for name in ("blstm_attention.h5", "blstm_attention.json", "run.json", "log_train.out", "confusion_train.png",
+                 "metrics_train.json", "predictions_train.csv"):
         assert (run2 / name).is_file(), name
     assert "(11, 9, 64)" in (run2 / "log_train.out").read_text()   # 11 utterances, up to 9 segments, 64 features
 
@@ -201,9 +226,60 @@ def test_finetune_train_infer_through_the_cli(tmp_path, sample_dir, capsys):
     np.testing.assert_allclose(df[["p_a", "p_b", "p_c"]].sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_cnnrnn_predict_with_either_step_of_a_dcnn_run(tmp_path, sample_dir, capsys):
+    """`cnnrnn predict --model RUN` (the facade over every family) with a tiny DCNN-BLSTMwA run: run.json of each
+    step, a step-2 run folder on a filelist (true labels → metrics), a step-1 dcnn.h5 on a folder of audio
+    (utterance = mean of its segments' probabilities), and an old run without run.json."""
+    import pandas as pd
+
+    from cnnrnn.cli import main
+
+    audio = _corpus(tmp_path, sample_dir)
+    logs, lists = tmp_path / "logs", tmp_path / "lists"
+    common = ["--filelist-train", str(lists / "train.txt"), "--filelist-test", str(lists / "test.txt"),
+              "--out", str(logs), "--lr", "0.002"]                  # --lr: the old option name of --learning-rate
+    for step in ("finetune", "train"):
+        assert main(["-q", "dcnn", step, "--config", str(tmp_path / f"{step}.json"), *common]) == 0
+    capsys.readouterr()
+    run1, run2 = logs / "t_finetune", logs / "t_train"
+    for run, step, checkpoint in ((run1, "finetune", "dcnn.h5"), (run2, "train", "blstm_attention.h5")):
+        manifest = json.loads((run / "run.json").read_text())
+        assert (manifest["family"], manifest["extra"]["step"], manifest["labels"]) == ("dcnn", step, ["a", "b", "c"])
+        assert manifest["checkpoints"] == [checkpoint] and manifest["config"]["train"]["learning_rate"] == 0.002
+        assert manifest["input"]["features"]["n_mels"] == 64 and manifest["input"]["sr"] == 16000
+        assert manifest["split"]["scheme"] == "filelists" and manifest["split"]["fold"] is None
+
+    out = tmp_path / "pred_step2"
+    assert main(["-q", "predict", "--model", str(run2), "--input", str(lists / "test.txt"), "--out", str(out)]) == 0
+    df = pd.read_csv(out / "predictions.csv")
+    assert len(df) == 7 and set(df["true"]) == {"a", "b", "c"} and set(df["predicted"]) <= {"a", "b", "c"}
+    np.testing.assert_allclose(df[["p_a", "p_b", "p_c"]].sum(axis=1), 1.0, atol=1e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 7 and metrics["family"] == "dcnn" and metrics["step"] == "train"
+    assert (out / "confusion_matrix.png").is_file()
+    step2_test = pd.read_csv(run2 / "predictions_train.csv")   # the same model on the same test utterances
+    np.testing.assert_allclose(df[["p_a", "p_b", "p_c"]], step2_test[["p_a", "p_b", "p_c"]], atol=1e-5)
+
+    out = tmp_path / "pred_step1"
+    assert main(["-q", "predict", "--model", str(run1 / "dcnn.h5"), "--input", str(audio), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert '"family": "dcnn"' in printed and "too_short" in printed
+    df = pd.read_csv(out / "predictions.csv")
+    assert df["id"].tolist() == ["long", "short"] and df["n_segments"].tolist() == [9, 2]
+    assert "true" not in df and not (out / "metrics.json").exists()
+
+    (run2 / "run.json").unlink()                               # a run from before manifests: found by its files
+    out = tmp_path / "pred_old"
+    assert main(["-q", "predict", "--model", str(run2 / "blstm_attention.h5"), "--input",
+                 str(audio / "long.wav"), "--out", str(out)]) == 0
+    assert pd.read_csv(out / "predictions.csv")["n_segments"].tolist() == [9]
+    assert main(["-q", "predict", "--model", str(run2), "--input", str(lists / "labels.json"), "--out",
+                 str(out)]) == 2                               # neither audio, a folder nor a filelist
+
+
 def test_emotion_id_outside_the_label_set_is_a_clear_error(tmp_path, sample_dir, caplog):
     from cnnrnn.cli import main
-    from cnnrnn.filelists import FilelistEntry, write_filelist
+    from cnnrnn.dcnn.filelists import FilelistEntry, write_filelist
 
     _corpus(tmp_path, sample_dir)
     wav = sorted((sample_dir / "wav").rglob("*.wav"))[0]
@@ -234,7 +310,7 @@ def test_cli_steps_on_shared_emodb(tmp_path, shared_data, capsys):
     from cnnrnn.cli import main
     from cnnrnn.corpora import load_corpus
     from cnnrnn.corpora.emodb import EMODB_LABELS
-    from cnnrnn.filelists import FilelistEntry, write_filelist
+    from cnnrnn.dcnn.filelists import FilelistEntry, write_filelist
 
     wavs = sorted((shared_data / "emodb-535").glob("*.wav"))[::20][:24]      # spread over the speakers
     corpus = tmp_path / "emodb"

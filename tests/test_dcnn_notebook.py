@@ -21,6 +21,11 @@ def test_dcnn_notebook_runs_on_tiny_configs(tmp_path):
     metrics = json.loads((out / "logs" / "tiny_train" / "metrics_train.json").read_text(encoding="utf-8"))
     assert metrics["utterances"]["n"] > 0 and 0.0 <= metrics["utterances"]["ua"] <= 1.0
     assert len((out / "logs" / "tiny_train" / "predictions.csv").read_text().splitlines()) == 7  # header + 6
+    manifest = json.loads((out / "logs" / "tiny_train" / "run.json").read_text(encoding="utf-8"))
+    assert manifest["family"] == "dcnn" and manifest["extra"]["step"] == "train"
+    # the filelists of `prepare_filelists(..., folds=2, folds_by="speaker")`: fold 1 is fold 0 of the manifest
+    assert {k: manifest["split"][k] for k in ("scheme", "folds", "fold", "seed")} == {
+        "scheme": "speaker", "folds": 2, "fold": 0, "seed": 42}
 
     outputs = notebook_outputs(nb)
     assert not [o for o in outputs if o.get("output_type") == "error"]

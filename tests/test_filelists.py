@@ -8,7 +8,7 @@ import soundfile as sf
 
 from cnnrnn.cli import main
 from cnnrnn.corpora import EMODB_LABELS, ESD_LABELS, JTES_LABELS, load_corpus
-from cnnrnn.filelists import FilelistEntry, FilelistError, prepare_filelists, read_filelist, write_filelist
+from cnnrnn.dcnn.filelists import FilelistEntry, FilelistError, prepare_filelists, read_filelist, write_filelist
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_esd_reader_and_prepare_filelists(tmp_path, wavs):
     assert by_id["0012_000016"].emotion == "angry" and by_id["0012_000016"].speaker == "0012"
 
     out = tmp_path / "lists"
-    report = prepare_filelists("esd", root, out, n_folds=3, seed=1)
+    report = prepare_filelists("esd", root, out, folds=3, seed=1)
     assert json.loads((out / "labels.json").read_text()) == {"labels": list(ESD_LABELS)}
     assert report["kfold"]["by_speaker"] and report["n_text_fixed"] == 23
     assert report["label_counts"] == {"neutral": 6, "happy": 6, "sad": 6, "angry": 6}
@@ -138,15 +138,16 @@ def test_jtes_reader_parses_names_and_counts_mismatches(tmp_path, wavs):
     assert u.speaker == "m02" and u.text == "07" and sf.info(u.audio_path).samplerate == 16000
 
     out = tmp_path / "lists"
-    report = prepare_filelists("jtes", root, out, n_folds=2, loso=False, labels=["neu", "ang"])
+    report = prepare_filelists("jtes", root, out, folds=2, loso=False, labels=["neu", "ang"])
     assert report["skipped"] == {"label_not_in_set": ["f01_joy_01", "m50_sad_50"]}
     assert report["kfold"]["by_speaker"] and not (out / "loso").exists()  # 2 speakers left for 2 folds
     folds = [read_filelist(out / "kfold" / f"fold{k}_test.txt", labels=["neu", "ang"])[0] for k in (1, 2)]
     assert sorted((e.speaker_id, e.emotion_id) for part in folds for e in part) == [
         ("f01", 0), ("f01", 1), ("m02", 0), ("m02", 1)]
     assert {e.speaker_id for e in folds[0]} in ({"f01"}, {"m02"})
+    # n_folds, the old name of folds, is still taken
     prepare_filelists("jtes", root, out, n_folds=3, folds_by="stratified", loso=False, labels=["neu", "ang"])
-    rerun = prepare_filelists("jtes", root, out, n_folds=2, loso=False, labels=["neu", "ang"])
+    rerun = prepare_filelists("jtes", root, out, folds=2, loso=False, labels=["neu", "ang"])
     assert sorted(p.rsplit("/", 1)[1] for p in rerun["removed_stale"]) == ["fold3_test.txt", "fold3_train.txt"]
     assert sorted(p.name for p in (out / "kfold").iterdir()) == [
         "fold1_test.txt", "fold1_train.txt", "fold2_test.txt", "fold2_train.txt"]

@@ -124,7 +124,7 @@ def test_hparams_wrong_type_and_ambiguous_key_are_clear_errors(config, caplog):
 
 
 def test_hparams_null_only_where_the_dcnn_schema_allows_it(tmp_path):
-    from cnnrnn.dcnn import load_dcnn_config
+    from cnnrnn.dcnn.config import load_dcnn_config
 
     config = tmp_path / "tiny_finetune.json"
     shutil.copy(DEFAULT_CONFIG_DIR / "tiny_finetune.json", config)

@@ -1,4 +1,6 @@
-"""``cnnrnn dcnn finetune | train | infer``: the DCNN-BLSTMwA model family (see :mod:`cnnrnn.dcnn`)."""
+"""``cnnrnn dcnn finetune | train | infer``: the DCNN-BLSTMwA model family (see :mod:`cnnrnn.dcnn`).
+
+Options default to ``None`` and only override the loaded config (:func:`cnnrnn.config.override`)."""
 from __future__ import annotations
 
 import argparse
@@ -7,11 +9,14 @@ import json
 DESCRIPTION = """\
 DCNN-BLSTMwA (Zhang et al., Frontiers in Physiology 2021) in two steps, then inference:
   finetune  step 1: the DCNN (AlexNet-style or ResNet50) classifies 64-frame log-mel segments
-            (static, delta, delta-delta); writes <log_root>/<name>/dcnn.h5, log_finetune.out,
+            (static, delta, delta-delta); writes <log_root>/<name>/dcnn.h5, run.json, log_finetune.out,
             confusion PNGs (segment and utterance level), metrics_finetune.json
   train     step 2: BiLSTM + self-attention over the fine-tuned DCNN's segment features;
-            writes blstm_attention.h5 (+ .json), log_train.out, confusion_train.png, metrics_train.json
+            writes blstm_attention.h5 (+ .json), run.json, log_train.out, confusion_train.png,
+            metrics_train.json
   infer     blstm_attention.h5 + wav files -> per-file predictions (printed and written as CSV)
+
+Either step's run folder also works with `cnnrnn predict --model RUN --input WAV|FOLDER|FILELIST.txt`.
 
 --config takes a shipped config (emodb_finetune, emodb_train, esd_*, jtes_*, tiny_*) or a JSON file with
 the sections "data", "model", "train". Filelists (wavpath|speaker_id|text|emotion_id|lang_id) come from
@@ -27,6 +32,10 @@ def _add_step(sub, name: str, help_text: str, description: str, handler) -> argp
     p.add_argument("--filelist-test", help="override data.filelist_test")
     p.add_argument("--labels", help="override data.labels_file (labels.json)")
     p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, metavar="LR",
+                   help="override train.learning_rate (Adam; decayed by train.lr_decay each epoch)")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size")
+    p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--name", help="override train.name (the run folder <out>/<name>)")
     p.add_argument("--out", metavar="DIR", help="override train.log_root (default in the configs: logs)")
     p.set_defaults(handler=handler)
@@ -42,14 +51,14 @@ def add_commands(sub) -> None:
               "Step 1: train the DCNN to classify 64-frame log-mel segments (each with its utterance's label) "
               "of the train filelist, evaluate on the test filelist. Paper settings in the shipped configs: Adam "
               "1e-4, batch 128, 30 epochs, lr x 0.695^epoch, dropout 0.5. Writes <out>/<name>/dcnn.h5, dcnn.json, "
-              "log_finetune.out, history_finetune.csv, metrics_finetune.json and confusion PNGs (segment and "
+              "run.json, log_finetune.out, history_finetune.csv, metrics_finetune.json and confusion PNGs (segment and "
               "utterance level). Example: cnnrnn dcnn finetune --config emodb_finetune", _finetune)
     t = _add_step(steps, "train", "step 2: train the BiLSTM-attention model on the DCNN's segment features",
                   "Step 2: extract the fine-tuned DCNN's penultimate-layer features of every segment, in "
                   "utterance order and padded to the longest utterance, and train BiLSTM (128 each way) + "
                   "self-attention (Q, K, V Dense 256) + Dense 512/256. Paper settings: Adam 5e-6, batch 16, "
                   "30 epochs, decay 0.59. Writes <out>/<name>/blstm_attention.h5, blstm_attention.json, "
-                  "log_train.out, history_train.csv, metrics_train.json, confusion_train.png. "
+                  "run.json, log_train.out, history_train.csv, metrics_train.json, confusion_train.png. "
                   "Example: cnnrnn dcnn train --config emodb_train", _train)
     t.add_argument("--dcnn", metavar="DCNN.h5",
                    help="fine-tuned DCNN (default: <out>/<train.finetune_name>/dcnn.h5)")
@@ -68,16 +77,14 @@ def add_commands(sub) -> None:
 
 
 def _config(args):
-    from ..dcnn import load_dcnn_config
+    from ..config import override
+    from ..dcnn.config import load_dcnn_config
 
-    cfg = load_dcnn_config(args.config)
-    for attr, section, key in (("filelist_train", "data", "filelist_train"), ("filelist_test", "data", "filelist_test"),
-                               ("labels", "data", "labels_file"), ("epochs", "train", "epochs"),
-                               ("name", "train", "name"), ("out", "train", "log_root")):
-        value = getattr(args, attr)
-        if value is not None:
-            setattr(getattr(cfg, section), key, value)
-    return cfg
+    return override(load_dcnn_config(args.config), {
+        "data.filelist_train": args.filelist_train, "data.filelist_test": args.filelist_test,
+        "data.labels_file": args.labels, "train.epochs": args.epochs, "train.learning_rate": args.learning_rate,
+        "train.batch_size": args.batch_size, "train.seed": args.seed, "train.name": args.name,
+        "train.log_root": args.out})
 
 
 def _summary(result: dict) -> None:
@@ -88,21 +95,21 @@ def _summary(result: dict) -> None:
 
 
 def _finetune(args, progress: bool) -> int:
-    from ..dcnn import finetune
+    from ..dcnn.train import finetune
 
     _summary(finetune(_config(args), progress=progress, verbose=2 if progress else 0))
     return 0
 
 
 def _train(args, progress: bool) -> int:
-    from ..dcnn import train
+    from ..dcnn.train import train
 
     _summary(train(_config(args), dcnn_path=args.dcnn, progress=progress, verbose=2 if progress else 0))
     return 0
 
 
 def _infer(args, progress: bool) -> int:
-    from ..dcnn import infer
+    from ..dcnn.predict import infer
 
     df, skipped = infer(args.model, args.wavs, dcnn_h5=args.dcnn, out_csv=args.output, progress=progress)
     print(df[["path", "predicted", "confidence", "n_segments"]].to_string(index=False))

@@ -1,6 +1,6 @@
 """``cnnrnn`` subcommands: the DCNN-BLSTMwA flow's tools (``resample``, ``amp-normalize``, ``hparams``) and its
 dataset preparation (``filelists``). The work is in :mod:`cnnrnn.audio_tools`, :mod:`cnnrnn.hparams` and
-:func:`cnnrnn.filelists.prepare_filelists`."""
+:func:`cnnrnn.dcnn.filelists.prepare_filelists`."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +9,12 @@ import json
 
 def add_commands(sub) -> None:
     """Add this module's subcommands to the ``cnnrnn`` parser's subparsers ``sub``."""
+    import inspect
+
     from ..corpora import READERS
-    from ..filelists import FOLDS_BY
+    from ..dcnn.filelists import FOLDS_BY, prepare_filelists
+
+    default = {k: v.default for k, v in inspect.signature(prepare_filelists).parameters.items()}
 
     raw = argparse.RawDescriptionHelpFormatter
     p = _tree_parser(sub, "resample", _resample, "resample every audio file of a folder tree (original resample.py)",
@@ -56,14 +60,15 @@ def add_commands(sub) -> None:
     p.add_argument("--corpus", required=True, choices=sorted(READERS), help="corpus layout")
     p.add_argument("--root", required=True, help="corpus folder")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--folds", type=int, default=5, help="number of k-fold folds (default 5)")
-    p.add_argument("--folds-by", choices=FOLDS_BY, default="auto",
-                   help="speaker-disjoint or only stratified folds (default auto: by speaker when there are "
-                        "at least as many speakers as folds)")
+    p.add_argument("--folds", "--n-folds", dest="folds", type=int,
+                   help=f"number of k-fold folds (default {default['folds']})")
+    p.add_argument("--folds-by", choices=FOLDS_BY,
+                   help=f"speaker-disjoint or only stratified folds (default {default['folds_by']}; auto: by "
+                        "speaker when there are at least as many speakers as folds)")
     p.add_argument("--no-loso", action="store_true", help="skip the leave-one-speaker-out filelists")
-    p.add_argument("--seed", type=int, default=42, help="fold shuffling seed (default 42)")
+    p.add_argument("--seed", type=int, help=f"fold shuffling seed (default {default['seed']})")
     p.add_argument("--labels", help="comma-separated label names in id order (a subset leaves the rest out)")
-    p.add_argument("--lang-id", type=int, default=0, help="lang_id field of every line (default 0)")
+    p.add_argument("--lang-id", type=int, help=f"lang_id field of every line (default {default['lang_id']})")
     p.set_defaults(handler=_filelists)
 
 
@@ -111,11 +116,12 @@ def _hparams(args, progress: bool) -> int:
 
 
 def _filelists(args, progress: bool) -> int:
-    from ..filelists import prepare_filelists
+    from ..dcnn.filelists import prepare_filelists
 
     labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
-    report = prepare_filelists(args.corpus, args.root, args.out, n_folds=args.folds, seed=args.seed,
-                               loso=not args.no_loso, labels=labels, lang_id=args.lang_id, folds_by=args.folds_by)
+    given = {"folds": args.folds, "seed": args.seed, "lang_id": args.lang_id, "folds_by": args.folds_by}
+    report = prepare_filelists(args.corpus, args.root, args.out, loso=not args.no_loso, labels=labels,
+                               **{k: v for k, v in given.items() if v is not None})  # defaults: the function's
     print(json.dumps({"labels": report["labels"], "label_counts": report["label_counts"],
                       "entries": report["n_entries"], "speakers": report["n_speakers"],
                       "folds_by_speaker": report["kfold"]["by_speaker"], "loso_pairs": len(report["loso"]),

@@ -7,7 +7,8 @@ This is the format of the original DCNN-BLSTMWA code (PyTorch, JTES/ESD), e.g.::
 Relative ``wavpath`` values are resolved against the filelist's folder, unless ``root`` is given.
 
 :func:`prepare_filelists` writes a corpus's k-fold and leave-one-speaker-out (LOSO) filelists, as the
-original ``011_prep_mydata_[dname].py`` scripts did.
+original ``011_prep_mydata_[dname].py`` scripts did, with the core splitters (:mod:`cnnrnn.splits`) and the
+corpus' declared label order (:func:`cnnrnn.corpora.label_order`).
 """
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .artifacts import LABELS_FILE, atomic_write_bytes, save_json
-from .corpora import LABEL_ORDERS, load_corpus
-from .corpora.base import CorpusReport
-from .splits import kfold_indices, loso_indices
+from ..artifacts import LABELS_FILE, atomic_write_bytes, save_json
+from ..corpora import label_order, load_corpus
+from ..corpora.base import CorpusReport
+from ..splits import LeaveOneSpeakerOut, make_splitter
 
 N_FIELDS = 5
 
@@ -130,18 +131,20 @@ def write_filelist(path: str | Path, entries: Iterable[FilelistEntry]) -> Path:
 FOLDS_BY = ("auto", "speaker", "stratified")
 
 
-def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_folds: int = 5, seed: int = 42,
+def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, folds: int = 5, seed: int = 42,
                       loso: bool = True, labels: Sequence[str] | None = None, lang_id: int = 0,
-                      folds_by: str = "auto") -> dict:
+                      folds_by: str = "auto", *, n_folds: int | None = None) -> dict:
     """Write a corpus's filelists for k-fold cross-validation and leave-one-speaker-out (LOSO).
 
     Writes, under ``out_dir``:
 
     * ``labels.json``: ``{"labels": [...]}``, emotion id = index;
-    * ``kfold/fold{k}_train.txt`` and ``kfold/fold{k}_test.txt`` for ``k = 1 .. n_folds`` (stratified by
-      emotion; speaker-disjoint with ``folds_by`` ``speaker``, see :data:`FOLDS_BY`);
-    * ``loso/{speaker}_train.txt`` and ``loso/{speaker}_test.txt`` per speaker (unless ``loso`` is false or
-      there are fewer than two speakers);
+    * ``kfold/fold{k}_train.txt`` and ``kfold/fold{k}_test.txt`` for ``k = 1 .. folds`` (stratified by
+      emotion, :class:`cnnrnn.splits.StratifiedFolds`; speaker-disjoint with ``folds_by`` ``speaker``,
+      :class:`cnnrnn.splits.SpeakerFolds`, see :data:`FOLDS_BY`);
+    * ``loso/{speaker}_train.txt`` and ``loso/{speaker}_test.txt`` per speaker
+      (:class:`cnnrnn.splits.LeaveOneSpeakerOut`; unless ``loso`` is false or there are fewer than two
+      speakers);
     * ``prepare_report.json``: the label counts, the folds' sizes and speakers, and every skip.
 
     A rerun rewrites the lists; fold or speaker lists left from an earlier run with other settings are
@@ -154,11 +157,11 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_fold
         corpus: a reader name of :data:`cnnrnn.corpora.READERS` (``esd``, ``jtes``, ``emodb``, ...).
         root: the corpus folder, read with :func:`cnnrnn.corpora.load_corpus`.
         out_dir: output folder.
-        n_folds: number of k-fold folds.
+        folds: number of k-fold folds (``n_folds``, the old name, is still taken).
         seed: fold shuffling seed.
         loso: also write the LOSO filelists.
-        labels: label names in id order; default: the corpus's fixed order
-            (:data:`cnnrnn.corpora.LABEL_ORDERS`, the original code's ids), else the sorted labels present.
+        labels: label names in id order; default: :func:`cnnrnn.corpora.label_order`, the corpus' declared
+            order (:data:`cnnrnn.corpora.LABEL_ORDERS`, the original code's ids), else the sorted labels present.
             Utterances whose label is not in the list are skipped (``label_not_in_set``), so a subset such
             as ``["neutral", "happiness", "sadness", "anger"]`` selects four EmoDB classes.
         lang_id: language id written on every line (0 in the original single-language runs).
@@ -172,11 +175,11 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_fold
         ValueError: unknown ``folds_by``; speaker folds with fewer speakers than folds, or with a label
             that has fewer utterances than folds; fewer utterances than folds; no utterance left.
     """
+    folds = folds if n_folds is None else n_folds
     if folds_by not in FOLDS_BY:
         raise ValueError(f"folds_by must be one of {FOLDS_BY}, got {folds_by!r}")
     utterances, corpus_report = load_corpus(corpus, root)
-    label_list = list(labels) if labels else list(LABEL_ORDERS.get(corpus.lower(), ()))
-    label_list = label_list or sorted({u.emotion for u in utterances})
+    label_list = list(labels) if labels else label_order(corpus, {u.emotion for u in utterances if not u.is_tied})
     code = {lab: i for i, lab in enumerate(label_list)}
     skipped: dict[str, list[str]] = {}
     n_text_fixed = 0
@@ -199,15 +202,16 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_fold
     out = Path(out_dir)
     speakers = [e.speaker_id for e in entries]
     n_speakers = len(set(speakers))
-    by_speaker = folds_by == "speaker" or (folds_by == "auto" and n_speakers >= n_folds)
+    by_speaker = folds_by == "speaker" or (folds_by == "auto" and n_speakers >= folds)
     counts: dict[str, int] = {lab: 0 for lab in label_list}
     for e in entries:
         counts[label_list[e.emotion_id]] += 1
-    rare = {lab: n for lab, n in counts.items() if 0 < n < n_folds}
+    rare = {lab: n for lab, n in counts.items() if 0 < n < folds}
     if by_speaker and rare:
-        raise ValueError(f"{corpus}: speaker-disjoint stratified folds need at least {n_folds} utterances per label; "
+        raise ValueError(f"{corpus}: speaker-disjoint stratified folds need at least {folds} utterances per label; "
                          f"{rare} have fewer: use fewer folds or folds_by='stratified'")
-    folds = kfold_indices([e.emotion_id for e in entries], n_folds, seed, groups=speakers if by_speaker else None)
+    splitter = make_splitter("speaker" if by_speaker else "stratified", folds, seed)
+    fold_pairs = splitter.split(len(entries), [e.emotion_id for e in entries], speakers if by_speaker else None)
     files = {"labels": str(save_json({"labels": label_list}, out / LABELS_FILE))}
 
     def write_pair(folder: str, name: str, train_idx, test_idx) -> dict:
@@ -217,9 +221,14 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_fold
         return {"name": name, "n_train": len(train_idx), "n_test": len(test_idx),
                 "test_speakers": sorted({speakers[i] for i in test_idx})}
 
-    fold_info = [write_pair("kfold", f"fold{k}", tr, te) for k, (tr, te) in enumerate(folds, start=1)]
+    fold_info = [write_pair("kfold", f"fold{k}", tr, te) for k, (tr, te) in enumerate(fold_pairs, start=1)]
     do_loso = loso and n_speakers >= 2
-    loso_info = [write_pair("loso", spk, tr, te) for spk, tr, te in loso_indices(speakers)] if do_loso else []
+    loso_info = []
+    if do_loso:
+        by_speaker_out = LeaveOneSpeakerOut()
+        pairs = by_speaker_out.split(len(entries), None, speakers)
+        loso_info = [write_pair("loso", spk, tr, te)
+                     for spk, (tr, te) in zip(by_speaker_out.speakers(speakers), pairs)]
     written = set(files.values())
     stale = [str(f) for folder in ("kfold", "loso") for pattern in ("*_train.txt", "*_test.txt")
              for f in sorted((out / folder).glob(pattern)) if str(f) not in written]
@@ -229,7 +238,7 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, n_fold
         "corpus": corpus_report.to_dict(), "labels": label_list, "label_counts": counts,
         "n_entries": len(entries), "n_speakers": n_speakers, "skipped": skipped,
         "n_skipped": sum(len(v) for v in skipped.values()), "n_text_fixed": int(n_text_fixed),
-        "kfold": {"n_folds": n_folds, "seed": seed, "by_speaker": by_speaker, "folds": fold_info},
+        "kfold": {"n_folds": folds, "seed": seed, "by_speaker": by_speaker, "folds": fold_info},
         "loso": loso_info, "loso_note": "left out: fewer than 2 speakers" if loso and not do_loso else None,
         "lang_id": lang_id, "files": files, "removed_stale": stale,
     }

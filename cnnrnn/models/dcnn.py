@@ -13,7 +13,7 @@ Two backbones:
 
 Both name their last hidden layer :data:`PENULTIMATE` (ReLU); step 2 takes its output as the segment
 feature (:func:`feature_extractor`). Inputs are ImageNet-normalised segments
-(:func:`cnnrnn.segments.to_backbone_input`).
+(:func:`cnnrnn.features.to_backbone_input`, applied by :func:`cnnrnn.dcnn.data.segment_dataset`).
 """
 from __future__ import annotations
 

@@ -1,0 +1,213 @@
+"""The DCNN-BLSTMwA config: ``{"data": {...}, "model": {...}, "train": {...}}``, read by the core mechanism.
+
+Shipped presets are in ``cnnrnn/configs/dcnn/`` (``emodb_finetune``, ``emodb_train``, ``esd_*``,
+``jtes_*``, ``tiny_*``), one pair per corpus, with the values of Zhang et al., "Pre-trained Deep Convolution
+Neural Network Model With Attention for Speech Emotion Recognition" (Frontiers in Physiology 2021) and the
+DCNN-BLSTMWA code's ``hparams`` files. Loading, type checks, unknown keys, old names (``lr``) and overrides
+are :mod:`cnnrnn.config`'s; relative paths in a config are relative to the working directory, like the
+original scripts.
+
+Each default is declared once: ``sr``, ``n_mels``, ``fmin`` and ``fmax`` in :class:`cnnrnn.features.MelBands`
+(128 mels from 0 Hz), so the DCNN presets state the paper's 64 mels from 20 Hz themselves.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import config as _config
+from ..config import ConfigError
+from ..features import MelBands
+
+FAMILY = "dcnn"
+#: Step 1's checkpoint and its sidecar (labels + feature settings), in the step's run folder.
+DCNN_FILE, DCNN_META = "dcnn.h5", "dcnn.json"
+#: Step 2's checkpoint and its sidecar (labels, feature settings, the DCNN it reads, relative to it).
+MODEL_FILE, MODEL_META = "blstm_attention.h5", "blstm_attention.json"
+
+
+@dataclass
+class FeatureConfig(MelBands):
+    """The feature settings of DCNN-BLSTMwA (the ``data`` section less the inputs).
+
+    ``sr``, ``n_mels``, ``fmin`` and ``fmax`` (``None`` = sr/2) are :class:`~cnnrnn.features.MelBands`'.
+    The paper uses 64 mels from 20 Hz at 16 kHz (the shipped presets say so).
+
+    Attributes:
+        max_sec: pad/trim length in seconds (3 for ESD, 4 for JTES); ``None`` keeps each clip's length.
+        preemphasis: pre-emphasis coefficient (0 disables it).
+        win_ms, hop_ms: STFT window and hop in milliseconds (``n_fft = win_length``).
+        delta_width: ``librosa.feature.delta`` window (odd, ≥ 3).
+        segment_frames, segment_hop: segment length and hop in frames.
+        image_size: ``[H, W]`` the DCNN takes (227×227 for AlexNet).
+    """
+
+    max_sec: float | None = 3.0
+    preemphasis: float = 0.97
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    delta_width: int = 5
+    segment_frames: int = 64
+    segment_hop: int = 32
+    image_size: list[int] = field(default_factory=lambda: [227, 227])
+
+    @property
+    def n_fft(self) -> int:
+        """Window length in samples (25 ms → 400 at 16 kHz)."""
+        return int(round(self.sr * self.win_ms / 1000))
+
+    @property
+    def hop_length(self) -> int:
+        """Hop in samples (10 ms → 160 at 16 kHz)."""
+        return int(round(self.sr * self.hop_ms / 1000))
+
+    def validate(self) -> None:
+        """Raise :class:`~cnnrnn.config.ConfigError` on impossible values."""
+        super().validate()
+        if self.n_fft < 2 or self.hop_length < 1:
+            raise ConfigError(f"bad STFT settings: win_ms {self.win_ms}, hop_ms {self.hop_ms} at sr {self.sr}")
+        if self.max_sec is not None and self.max_sec <= 0:
+            raise ConfigError(f"max_sec must be positive or null, got {self.max_sec}")
+        if self.delta_width < 3 or self.delta_width % 2 == 0:
+            raise ConfigError(f"delta_width must be odd and >= 3, got {self.delta_width}")
+        if not 1 <= self.segment_hop <= self.segment_frames:
+            raise ConfigError(f"need 1 <= segment_hop <= segment_frames, got {self.segment_hop}, "
+                              f"{self.segment_frames}")
+        if len(self.image_size) != 2 or min(self.image_size) < 32:
+            raise ConfigError(f"image_size must be [H, W] with H, W >= 32, got {self.image_size}")
+
+    def settings(self) -> dict[str, Any]:
+        """The feature settings alone, as a plain dict (what ``dcnn.json`` stores under ``features``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(FeatureConfig)}
+
+    def input_spec(self) -> dict[str, Any]:
+        """What a run manifest records as the model's input: sr in Hz, duration in seconds (``max_sec``),
+        image size, and every feature setting."""
+        return {"sr": self.sr, "duration": self.max_sec, "image_size": list(self.image_size),
+                "n_mels": self.n_mels, "features": self.settings()}
+
+
+def feature_config(values: dict[str, Any]) -> FeatureConfig:
+    """A validated :class:`FeatureConfig` from a dict (e.g. the ``features`` of a ``dcnn.json``).
+
+    Raises:
+        ConfigError: unknown keys, wrong types or impossible values.
+    """
+    cfg = _config.section_from_dict(FeatureConfig, values, "features")
+    cfg.validate()
+    return cfg
+
+
+@dataclass
+class DataSection(FeatureConfig):
+    """``data``: the feature settings of :class:`FeatureConfig` plus the inputs.
+
+    Attributes:
+        filelist_train, filelist_test: filelists (``wavpath|speaker_id|text|emotion_id|lang_id``).
+        labels_file: ``labels.json`` (a list, or ``{"labels": [...]}``); default: a ``labels.json`` in the
+            train filelist's folder or the one above it (where ``cnnrnn filelists`` writes it).
+        root: folder relative wav paths are resolved against (default: each filelist's folder).
+    """
+
+    filelist_train: str = ""
+    filelist_test: str = ""
+    labels_file: str | None = None
+    root: str | None = None
+
+    def features(self) -> FeatureConfig:
+        """The feature settings alone."""
+        return FeatureConfig(**self.settings())
+
+
+@dataclass
+class ModelSection:
+    """``model``: the DCNN (step 1, :func:`cnnrnn.models.dcnn.build_dcnn`) and BiLSTM-attention (step 2,
+    :func:`cnnrnn.models.blstm_attention.build_blstm_attention`) settings; paper values by default."""
+
+    backbone: str = "alexnet"
+    weights: str = "none"
+    width: float = 1.0
+    fc_units: int = 4096
+    dropout: float = 0.5
+    lstm_units: int = 128
+    lstm_layers: int = 1
+    attention_units: int = 256
+    dense1_units: int = 512
+    dense2_units: int = 256
+    head_dropout: float = 0.1
+
+
+@dataclass
+class TrainSection:
+    """``train``: one step's optimisation (paper: step 1 Adam 1e-4, batch 128, decay 0.695; step 2 Adam 5e-6,
+    batch 16, decay 0.59; 30 epochs each).
+
+    Attributes:
+        name: run name; outputs go to ``<log_root>/<name>/``.
+        log_root: output root (``logs``).
+        learning_rate, lr_decay: Adam learning rate, multiplied by ``lr_decay ** epoch`` each epoch
+            (``lr``, the old name, is still read).
+        batch_size, epochs, seed: as usual.
+        finetune_name: step 2 only: the step-1 run whose ``dcnn.h5`` gives the features.
+    """
+
+    ALIASES = {"lr": "learning_rate"}
+
+    name: str = "dcnn"
+    log_root: str = "logs"
+    learning_rate: float = 1e-4
+    lr_decay: float = 0.695
+    batch_size: int = 128
+    epochs: int = 30
+    seed: int = 0
+    finetune_name: str | None = None
+
+
+@dataclass
+class DcnnConfig:
+    """A DCNN-BLSTMwA config: ``{"data": {...}, "model": {...}, "train": {...}}``."""
+
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    @property
+    def run_dir(self) -> Path:
+        """``<log_root>/<name>``."""
+        return Path(self.train.log_root) / self.train.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return _config.to_dict(self)
+
+
+def load_dcnn_config(source: str | Path | dict | DcnnConfig | None = None) -> DcnnConfig:
+    """Load a DCNN config: a preset name of ``cnnrnn/configs/dcnn`` (``emodb_finetune``; see
+    ``cnnrnn.config.list_presets("dcnn")``), a JSON path, a dict, or a :class:`DcnnConfig`.
+
+    Raises:
+        ConfigError: unknown name/file, invalid JSON, unknown sections or keys, wrong value types,
+            impossible feature settings.
+    """
+    return _config.load(DcnnConfig, source, family=FAMILY)
+
+
+def read_sidecar(checkpoint: str | Path, meta_name: str) -> tuple[list[str], FeatureConfig, dict[str, Any]]:
+    """The labels, feature settings and whole content of a checkpoint's sidecar JSON (``dcnn.json`` beside
+    ``dcnn.h5``, ``blstm_attention.json`` beside ``blstm_attention.h5``; runs written before the run manifest
+    have the same files). KEMDy's ``disqust`` is read as ``disgust``.
+
+    Raises:
+        FileNotFoundError: no sidecar beside the checkpoint.
+        ConfigError: its feature settings are invalid.
+    """
+    from ..artifacts import load_json, load_labels
+
+    path = Path(checkpoint).with_name(meta_name)
+    if not path.is_file():
+        step = "finetune" if meta_name == DCNN_META else "train"
+        raise FileNotFoundError(f"{path} not found: the labels and feature settings of {Path(checkpoint).name} "
+                                f"(written beside it by `cnnrnn dcnn {step}`)")
+    meta = load_json(path)
+    return load_labels(path), feature_config(meta["features"]), meta

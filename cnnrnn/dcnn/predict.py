@@ -1,0 +1,217 @@
+"""DCNN-BLSTMwA prediction: wav files → emotion probabilities, with either step's checkpoint.
+
+* a step-2 model (``blstm_attention.h5`` + ``blstm_attention.json``, which names the DCNN, the labels and the
+  feature settings): segments → the DCNN's penultimate features → BiLSTM-attention, as in the DCNN-BLSTMWA
+  code (Zhang et al., Frontiers in Physiology 2021);
+* a step-1 model (``dcnn.h5`` + ``dcnn.json``): an utterance's probabilities are the mean of its segments'
+  (the paper's utterance-level DCNN score).
+
+:func:`infer` is ``cnnrnn dcnn infer MODEL.h5 WAV...`` (a CSV beside the model); :func:`predict_run` is the
+family's part of ``cnnrnn predict --model RUN --input X`` (a report folder, with metrics when ``X`` is a
+filelist whose emotion ids give the true labels). Unusable audio (missing, unreadable, silent, shorter than
+one segment) is skipped and reported.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..artifacts import CheckpointError, atomic_write_bytes, is_temporary, load_labels, load_model
+from ..audio import AUDIO_EXTENSIONS, list_audio
+from ..corpora.vocabulary import match_labels
+from ..reports import predictions_table, write_report
+from ..runs import RunManifest
+from .config import DCNN_FILE, DCNN_META, MODEL_FILE, MODEL_META, read_sidecar
+from .data import files_segments, labels_beside, segment_probabilities, utterance_features
+from .filelists import read_filelist
+
+log = logging.getLogger("cnnrnn.dcnn")
+STEPS = {"train": MODEL_META, "finetune": DCNN_META}
+
+
+def checkpoint_step(model: str | Path) -> tuple[Path, str]:
+    """The checkpoint to predict with and its step (``train`` or ``finetune``).
+
+    Args:
+        model: a checkpoint, or a run folder: a step-2 folder gives its ``blstm_attention.h5``, a step-1
+            folder its ``dcnn.h5`` (temporary files of an interrupted save are never taken).
+
+    Raises:
+        FileNotFoundError: no checkpoint in the folder, or no sidecar JSON beside the checkpoint.
+    """
+    path = Path(model)
+    if path.is_dir():
+        found = [path / name for name in (MODEL_FILE, DCNN_FILE) if (path / name).is_file()]
+        if not found:
+            raise FileNotFoundError(f"{path}: no {MODEL_FILE} (step 2) or {DCNN_FILE} (step 1) in this folder")
+        path = found[0]
+    if is_temporary(path):
+        raise CheckpointError(f"{path} is the temporary file of an interrupted save, not a checkpoint")
+    if path.name != DCNN_FILE and path.with_name(MODEL_META).is_file():
+        return path, "train"
+    if path.with_name(DCNN_META).is_file():
+        return path, "finetune"
+    raise FileNotFoundError(f"no {MODEL_META} or {DCNN_META} beside {path}: not a DCNN-BLSTMwA checkpoint "
+                            "(written by `cnnrnn dcnn train` / `cnnrnn dcnn finetune`)")
+
+
+def predict_files(checkpoint: str | Path, wavs: Sequence[str | Path], dcnn_h5: str | Path | None = None,
+                  progress: bool = True, batch_size: int = 64) -> dict[str, Any]:
+    """Class probabilities of audio files with a step-2 or step-1 checkpoint (:func:`checkpoint_step`).
+
+    Args:
+        checkpoint: ``blstm_attention.h5`` or ``dcnn.h5`` (or its run folder).
+        wavs: audio files.
+        dcnn_h5: step 2 only: the fine-tuned DCNN (default: the one ``blstm_attention.json`` names, relative
+            to it).
+        batch_size: segments per DCNN batch.
+
+    Returns:
+        ``{"labels", "step", "checkpoint", "proba": (N, n_classes) float32, "kept": indices into wavs,
+        "n_segments": (N,) int, "skipped": {reason: [path, ...]}}`` for the N usable files.
+
+    Raises:
+        FileNotFoundError: checkpoint, sidecar or DCNN missing. CheckpointError: the model's outputs do not
+        match the labels. ValueError: no usable audio.
+    """
+    from ..models.dcnn import feature_extractor
+
+    checkpoint, step = checkpoint_step(checkpoint)
+    labels, features, meta = read_sidecar(checkpoint, STEPS[step])
+    model = load_model(checkpoint)
+    if int(model.output_shape[-1]) != len(labels):
+        raise CheckpointError(f"{checkpoint} predicts {model.output_shape[-1]} classes, its {STEPS[step]} lists "
+                              f"{labels}")
+    kept, segs, skipped = files_segments(wavs, features, progress)
+    if not segs:
+        raise ValueError(f"no usable audio among {len(wavs)} file(s) (skipped: {skipped})")
+    if step == "train":
+        dcnn = Path(dcnn_h5) if dcnn_h5 else checkpoint.parent / meta["dcnn_checkpoint"]
+        extractor = feature_extractor(load_model(dcnn))
+        proba = model.predict(utterance_features(extractor, segs, features.image_size, batch_size), verbose=0)
+    else:
+        proba = segment_probabilities(model, segs, features.image_size, batch_size)
+    return {"labels": labels, "step": step, "checkpoint": checkpoint, "proba": np.asarray(proba, np.float32),
+            "kept": kept, "n_segments": np.array([len(s) for s in segs], dtype=int), "skipped": skipped}
+
+
+def infer(model_h5: str | Path, wavs: Sequence[str | Path], dcnn_h5: str | Path | None = None,
+          out_csv: str | Path | None = None, progress: bool = True):
+    """Predict the emotion of wav files (``cnnrnn dcnn infer``).
+
+    Args:
+        model_h5: ``blstm_attention.h5`` (its ``blstm_attention.json`` names the DCNN, labels and features),
+            or a step-1 ``dcnn.h5`` (utterance = mean of its segments' probabilities).
+        wavs: audio files.
+        dcnn_h5: the fine-tuned DCNN (default: the one recorded in the JSON, relative to it).
+        out_csv: where to write the predictions (default ``predictions.csv`` beside the model).
+
+    Returns:
+        ``(DataFrame, skipped)``: one row per usable file (``path``, ``predicted``, ``confidence``,
+        ``n_segments`` and ``p_<label>`` per label), as written to the CSV; ``skipped`` ``{reason: [path, ...]}``.
+
+    Raises:
+        FileNotFoundError: model, its JSON or the DCNN missing. ValueError: no usable wav.
+    """
+    r = predict_files(model_h5, wavs, dcnn_h5, progress)
+    paths = [str(wavs[i]) for i in r["kept"]]
+    df = predictions_table(r["proba"], r["labels"], paths, columns={"n_segments": r["n_segments"]})
+    df = df.rename(columns={"id": "path"}).drop(columns="predicted_index")
+    out_csv = Path(out_csv) if out_csv else r["checkpoint"].with_name("predictions.csv")
+    atomic_write_bytes(out_csv, df.to_csv(index=False).encode("utf-8"))
+    return df, r["skipped"]
+
+
+def _filelist_truth(path: Path, model_labels: Sequence[str], labels: Any) -> tuple[list[str], list[int], dict]:
+    """Wav paths and true codes (in the model's label order) of a filelist, and its skips.
+
+    The filelist's emotion ids index ``labels`` (a list of names or a ``labels.json``), by default the
+    ``labels.json`` beside it or above it (``cnnrnn filelists`` writes it there), else the model's labels.
+    Names are matched to the model's classes by meaning (:func:`cnnrnn.corpora.vocabulary.match_labels`);
+    an utterance whose emotion the model lacks is skipped (``label_not_in_model``).
+    """
+    if labels is None:
+        beside = labels_beside(path)
+        names = load_labels(beside) if beside else list(model_labels)
+    else:
+        names = load_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
+    entries, report = read_filelist(path, names)
+    skipped = {reason: list(ids) for reason, ids in report.skipped.items()}
+    to_model = match_labels(names, model_labels)
+    wavs, codes = [], []
+    for e in entries:
+        target = to_model[names[e.emotion_id]]
+        if target is None:
+            skipped.setdefault("label_not_in_model", []).append(e.wavpath)
+            continue
+        wavs.append(e.wavpath)
+        codes.append(list(model_labels).index(target))
+    return wavs, codes, skipped
+
+
+def _sources(source: Any) -> list[Path]:
+    return [Path(s) for s in source] if isinstance(source, (list, tuple)) else [Path(source)]
+
+
+def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | None = None, *,
+                manifest: RunManifest | None = None, progress: bool = True, **options) -> dict:
+    """``cnnrnn predict --model RUN --input X`` for a DCNN-BLSTMwA run.
+
+    Args:
+        models: one step-2 run folder or ``blstm_attention.h5``, or one step-1 run folder or ``dcnn.h5``
+            (see :func:`checkpoint_step`).
+        source: a wav (any of :data:`cnnrnn.audio.AUDIO_EXTENSIONS`), a folder of audio (searched
+            recursively), or a filelist ``.txt`` (``wavpath|speaker_id|text|emotion_id|lang_id``) whose
+            emotion ids give the true labels (see :func:`_filelist_truth`); or a list of these.
+        out_dir: report folder (default ``<run folder>/predictions``).
+        manifest: the run's ``run.json`` (not needed: the sidecar JSON beside the checkpoint says it all).
+        options: ``labels`` (the filelist's label names or ``labels.json``), ``batch_size``; others ignored.
+
+    Returns:
+        ``{"predictions": DataFrame (id, source, [true], predicted, predicted_index, confidence, n_segments,
+        p_<label>...), "metrics": dict | None, "files": {kind: path}, "skipped": {reason: [paths]}}``; writes
+        ``predictions.csv``, and ``metrics.json`` + ``confusion_matrix.png`` when true labels are known.
+
+    Raises:
+        ValueError: not one model, or an input that is none of the above. FileNotFoundError: missing files.
+    """
+    if len(models) != 1:
+        raise ValueError(f"a DCNN-BLSTMwA prediction uses one checkpoint or run folder, got {len(models)}")
+    checkpoint, step = checkpoint_step(models[0])
+    model_labels, _, _ = read_sidecar(checkpoint, STEPS[step])
+    wavs: list[str] = []
+    truth: list[int] | None = []
+    skipped: dict[str, list[str]] = {}
+    for src in _sources(source):
+        if src.is_file() and src.suffix.lower() == ".txt":
+            more, codes, skips = _filelist_truth(src, model_labels, options.get("labels"))
+            truth = truth + codes if truth is not None else None
+            for reason, paths in skips.items():
+                skipped.setdefault(reason, []).extend(paths)
+        elif src.is_dir():
+            more, truth = [str(p) for p in list_audio(src)], None
+            if not more:
+                raise ValueError(f"{src}: no audio file ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
+        elif src.is_file() and src.suffix.lower() in AUDIO_EXTENSIONS:
+            more, truth = [str(src)], None
+        elif not src.exists():
+            raise FileNotFoundError(f"--input {src} does not exist")
+        else:
+            raise ValueError(f"--input {src}: a DCNN-BLSTMwA run predicts audio files "
+                             f"({', '.join(AUDIO_EXTENSIONS)}), a folder of them, or a filelist .txt")
+        wavs += more
+    r = predict_files(checkpoint, wavs, progress=progress, batch_size=options.get("batch_size") or 64)
+    for reason, paths in r["skipped"].items():
+        skipped.setdefault(reason, []).extend(paths)
+    kept = r["kept"]
+    y_true = [truth[i] for i in kept] if truth is not None else None
+    out_dir = Path(out_dir) if out_dir else checkpoint.parent / "predictions"
+    report = write_report(out_dir, r["proba"], r["labels"], [Path(wavs[i]).stem for i in kept], y_true,
+                          family="dcnn", sources=[wavs[i] for i in kept], columns={"n_segments": r["n_segments"]},
+                          extra={"step": step, "checkpoint": str(checkpoint)})
+    if skipped:
+        log.warning("skipped %s", {k: len(v) for k, v in skipped.items()})
+    return {**report, "skipped": skipped}

@@ -1,0 +1,276 @@
+"""DCNN-BLSTMwA training in two steps (Zhang et al., Frontiers in Physiology 2021; the DCNN-BLSTMWA code).
+
+* step 1, :func:`finetune`: the DCNN (:mod:`cnnrnn.models.dcnn`) classifies log-mel segments
+  (:mod:`cnnrnn.dcnn.data`), each carrying its utterance's label. Paper: Adam 1e-4, batch 128, 30 epochs,
+  learning rate ``learning_rate × 0.695^epoch``. Writes ``<log_root>/<name>/``: ``dcnn.h5``, ``dcnn.json``
+  (labels + feature settings), ``run.json``, ``log_finetune.out``, ``history_finetune.csv``,
+  ``metrics_finetune.json`` (``{"segments": {...}, "utterances": {...}}``), ``predictions_finetune.csv``
+  (test utterances) and ``confusion_finetune_segments.png`` / ``confusion_finetune_utterances.png``
+  (utterance = mean of its segments' probabilities).
+* step 2, :func:`train`: the fine-tuned DCNN's penultimate-layer features of every segment, in utterance
+  order and padded to the longest utterance, train the BiLSTM-attention model
+  (:mod:`cnnrnn.models.blstm_attention`). Paper: Adam 5e-6, batch 16, 30 epochs, decay 0.59 per epoch.
+  Writes ``blstm_attention.h5``, ``blstm_attention.json`` (DCNN path, labels, feature settings), ``run.json``,
+  ``log_train.out``, ``history_train.csv``, ``metrics_train.json`` (``{"utterances": {...}}``),
+  ``predictions_train.csv`` and ``confusion_train.png``.
+
+Scores go through :func:`cnnrnn.reports.write_report`; each step's ``run.json``
+(:func:`cnnrnn.runs.write_manifest`, family ``dcnn``, ``extra.step`` ``finetune`` or ``train``) lets
+``cnnrnn predict --model <run folder>`` use it. Unusable audio (missing, unreadable, silent, shorter than
+one segment) is skipped, counted and reported; an emotion id outside the label set is an error. A rerun
+retrains and overwrites the run's files (logs are appended to).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..artifacts import load_json, save_json, save_model_h5
+from ..config import ConfigError
+from ..reports import write_report
+from ..runs import write_manifest
+from .config import DCNN_FILE, DCNN_META, FAMILY, MODEL_FILE, MODEL_META, DcnnConfig, FeatureConfig, read_sidecar
+from .data import (SegmentSet, load_segments, merged_skips, resolve_labels, segment_dataset, utterance_features,
+                   utterance_mean)
+
+log = logging.getLogger("cnnrnn.dcnn")
+
+
+@contextmanager
+def _run_log(path: Path):
+    """Yield ``say(msg, *args)``: logs to ``path`` (appended) and to the ``cnnrnn.dcnn`` logger."""
+    file_log = logging.getLogger(f"cnnrnn.dcnn.file.{path}")
+    file_log.propagate = False
+    file_log.setLevel(logging.INFO)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    file_log.addHandler(handler)
+
+    def say(msg: str, *args) -> None:
+        file_log.info(msg, *args)
+        log.info(msg, *args)
+
+    try:
+        yield say
+    finally:
+        file_log.removeHandler(handler)
+        handler.close()
+
+
+def _callbacks(cfg: DcnnConfig, history_csv: Path, say):
+    import keras
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            values = " ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+            say("epoch %d/%d lr %.3g %s", epoch + 1, cfg.train.epochs, float(self.model.optimizer.learning_rate),
+                values)
+
+    lr, decay = cfg.train.learning_rate, cfg.train.lr_decay
+    return [keras.callbacks.LearningRateScheduler(lambda epoch: lr * decay ** epoch),
+            keras.callbacks.CSVLogger(str(history_csv)), EpochLog()]
+
+
+def _compile(model, learning_rate: float) -> None:
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+
+def _seed(seed: int) -> None:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def _report(run_dir: Path, step: str, labels: Sequence[str], levels: dict[str, tuple], say) -> dict:
+    """Score each ``{level: (proba, y_true, ids, sources)}`` with :func:`cnnrnn.reports.write_report`: one
+    confusion PNG per level (``confusion_<step>_<level>.png``, or ``confusion_<step>.png`` for a single
+    level), ``predictions_<step>.csv`` of the utterances, and ``metrics_<step>.json`` ``{level: metrics}``."""
+    out = {}
+    for level, (proba, y_true, ids, sources) in levels.items():
+        png = f"confusion_{step}_{level}.png" if len(levels) > 1 else f"confusion_{step}.png"
+        report = write_report(run_dir, proba, labels, ids, y_true, family=FAMILY, sources=sources,
+                              extra={"step": step, "level": level, "confusion_png": str(run_dir / png)},
+                              title=f"{run_dir.name} {step} ({level})",
+                              files={"metrics": None, "confusion": png,
+                                     "predictions": f"predictions_{step}.csv" if level == "utterances" else None})
+        m = report["metrics"]
+        say("%s %s: UA %.4f WA %.4f F1-macro %.4f (n %d)", step, level, m["ua"], m["wa"], m["f1_macro"], m["n"])
+        out[level] = m
+    save_json(out, run_dir / f"metrics_{step}.json")
+    return out
+
+
+def split_spec(cfg: DcnnConfig) -> dict[str, Any]:
+    """The split a run trained on, for its manifest: the two filelists and, when they are a pair written by
+    :func:`cnnrnn.dcnn.filelists.prepare_filelists` (``kfold/fold{k}_test.txt`` or ``loso/{speaker}_test.txt``
+    beside its ``prepare_report.json``), the fold scheme, number of folds, 0-based fold and seed."""
+    spec: dict[str, Any] = {"scheme": "filelists", "folds": None, "fold": None, "seed": None,
+                            "filelist_train": cfg.data.filelist_train, "filelist_test": cfg.data.filelist_test}
+    test = Path(cfg.data.filelist_test)
+    report_path = test.parent.parent / "prepare_report.json"
+    if not report_path.is_file():
+        return spec
+    try:
+        report = load_json(report_path)
+        fold = re.fullmatch(r"fold(\d+)_test\.txt", test.name)
+        if test.parent.name == "kfold" and fold:
+            kfold = report["kfold"]
+            spec.update(scheme="speaker" if kfold["by_speaker"] else "stratified", folds=kfold["n_folds"],
+                        fold=int(fold.group(1)) - 1, seed=kfold["seed"])
+        elif test.parent.name == "loso" and test.name.endswith("_test.txt"):
+            speakers = [f["name"] for f in report["loso"]]
+            speaker = test.name[:-len("_test.txt")]
+            spec.update(scheme="loso", folds=len(speakers), speaker=speaker,
+                        fold=speakers.index(speaker) if speaker in speakers else None)
+    except (ValueError, KeyError, TypeError) as exc:  # a hand-made report: keep the filelists only
+        log.warning("%s: cannot read the fold scheme (%s)", report_path, exc)
+    return spec
+
+
+def _manifest(cfg: DcnnConfig, step: str, labels: Sequence[str], features: FeatureConfig, checkpoint: Path,
+              **extra) -> Path:
+    return write_manifest(cfg.run_dir, FAMILY, cfg.to_dict(), labels, split=split_spec(cfg),
+                          input_spec=features.input_spec(), checkpoints=[checkpoint], extra={"step": step, **extra})
+
+
+def _load_sets(cfg: DcnnConfig, labels: Sequence[str], features: FeatureConfig, progress: bool) -> dict:
+    return {split: load_segments(getattr(cfg.data, f"filelist_{split}"), labels, features, cfg.data.root, progress)
+            for split in ("train", "test")}
+
+
+def _ids(paths: Sequence[str]) -> list[str]:
+    return [Path(p).stem for p in paths]
+
+
+def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
+             sets: dict[str, SegmentSet] | None = None) -> dict:
+    """Step 1: fine-tune the DCNN on segments; see the module docstring for the files written.
+
+    Args:
+        cfg: the config (:func:`cnnrnn.dcnn.config.load_dcnn_config`).
+        progress: progress bars while computing segments. verbose: Keras ``fit`` verbosity.
+        sets: ``{'train': SegmentSet, 'test': SegmentSet}`` already computed (benchmarks reuse one
+            corpus-wide set across folds); default: :func:`~cnnrnn.dcnn.data.load_segments` of the filelists.
+
+    Returns:
+        ``{'run_dir', 'checkpoint', 'metrics': {'segments': {...}, 'utterances': {...}}, 'skipped',
+        'n_segments'}``.
+
+    Raises:
+        FileNotFoundError, FilelistError, ConfigError, WeightsError: bad inputs (see the helpers).
+    """
+    from ..models.dcnn import build_dcnn
+
+    run_dir = cfg.run_dir
+    features = cfg.data.features()
+    labels = resolve_labels(cfg)
+    with _run_log(run_dir / "log_finetune.out") as say:
+        say("step 1 (fine-tune DCNN) %s: config %s", cfg.train.name, json.dumps(cfg.to_dict()))
+        sets = sets or _load_sets(cfg, labels, features, progress)
+        train, test = sets["train"], sets["test"]
+        x_train, y_train = np.concatenate(train.segments), np.repeat(train.labels, train.counts)
+        x_test, y_test = np.concatenate(test.segments), np.repeat(test.labels, test.counts)
+        skipped = merged_skips(sets.values())
+        say("train %d utterances / %d segments, test %d / %d, skipped %s", len(train.paths), len(x_train),
+            len(test.paths), len(x_test), {k: len(v) for k, v in skipped.items()})
+        _seed(cfg.train.seed)
+        m = cfg.model
+        model = build_dcnn((*features.image_size, 3), len(labels), m.backbone, m.weights, m.width, m.fc_units,
+                           m.dropout)
+        _compile(model, cfg.train.learning_rate)
+        size, bs = features.image_size, cfg.train.batch_size
+        model.fit(segment_dataset(x_train, y_train, size, bs, shuffle=True, seed=cfg.train.seed),
+                  validation_data=segment_dataset(x_test, y_test, size, bs), epochs=cfg.train.epochs, shuffle=False,
+                  callbacks=_callbacks(cfg, run_dir / "history_finetune.csv", say), verbose=verbose)
+        checkpoint = save_model_h5(model, run_dir / DCNN_FILE)
+        save_json({"labels": labels, "features": features.settings(), "config": cfg.to_dict()}, run_dir / DCNN_META)
+        proba = model.predict(segment_dataset(x_test, None, size, bs), verbose=0)
+        seg_ids = [f"{stem}#{k}" for stem, n in zip(_ids(test.paths), test.counts) for k in range(n)]
+        metrics = _report(run_dir, "finetune", labels, {
+            "segments": (proba, y_test, seg_ids, None),
+            "utterances": (utterance_mean(proba, test.counts), test.labels, _ids(test.paths), test.paths)}, say)
+        _manifest(cfg, "finetune", labels, features, checkpoint, sidecar=DCNN_META)
+        say("saved %s", checkpoint)
+    return {"run_dir": str(run_dir), "checkpoint": str(checkpoint), "metrics": metrics,
+            "skipped": skipped, "n_segments": {"train": len(x_train), "test": len(x_test)}}
+
+
+def dcnn_checkpoint(cfg: DcnnConfig) -> Path:
+    """The step-1 checkpoint step 2 uses: ``<log_root>/<finetune_name>/dcnn.h5``.
+
+    Raises:
+        ConfigError: ``train.finetune_name`` is not set.
+    """
+    if not cfg.train.finetune_name:
+        raise ConfigError("train.finetune_name is not set: name the step-1 run (or pass --dcnn)")
+    return Path(cfg.train.log_root) / cfg.train.finetune_name / DCNN_FILE
+
+
+def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool = True, verbose: int = 2,
+          sets: dict[str, SegmentSet] | None = None) -> dict:
+    """Step 2: BiLSTM-attention on the fine-tuned DCNN's segment features; see the module docstring.
+
+    Args:
+        cfg: the config.
+        dcnn_path: the step-1 ``dcnn.h5`` (default :func:`dcnn_checkpoint`); its ``dcnn.json`` gives the
+            labels and the feature settings, which must match ``cfg.data``.
+        sets: precomputed segments, as for :func:`finetune`.
+
+    Returns:
+        ``{'run_dir', 'checkpoint', 'metrics': {'utterances': {...}}, 'skipped', 'max_segments'}``.
+
+    Raises:
+        ConfigError: the feature settings differ from the DCNN's.
+        FileNotFoundError, FilelistError, CheckpointError: bad inputs.
+    """
+    from ..artifacts import load_model
+    from ..models.blstm_attention import build_blstm_attention
+    from ..models.dcnn import feature_extractor
+
+    dcnn_path = Path(dcnn_path) if dcnn_path else dcnn_checkpoint(cfg)
+    labels, features, _ = read_sidecar(dcnn_path, DCNN_META)
+    mine = cfg.data.features().settings()
+    differ = {k: (mine[k], v) for k, v in features.settings().items() if mine[k] != v}
+    if differ:
+        raise ConfigError(f"feature settings differ from the fine-tuned DCNN {dcnn_path} "
+                          f"(key: (this config, DCNN)): {differ}")
+    run_dir = cfg.run_dir
+    with _run_log(run_dir / "log_train.out") as say:
+        say("step 2 (BLSTM + attention) %s on %s: config %s", cfg.train.name, dcnn_path, json.dumps(cfg.to_dict()))
+        extractor = feature_extractor(load_model(dcnn_path))
+        sets = sets or _load_sets(cfg, labels, features, progress)
+        x = {split: utterance_features(extractor, s.segments, features.image_size) for split, s in sets.items()}
+        skipped = merged_skips(sets.values())
+        say("features: train %s, test %s (utterances, max segments, dim); skipped %s", x["train"].shape,
+            x["test"].shape, {k: len(v) for k, v in skipped.items()})
+        _seed(cfg.train.seed)
+        m = cfg.model
+        model = build_blstm_attention(x["train"].shape[2], len(labels), m.lstm_units, m.lstm_layers,
+                                      m.attention_units, m.dense1_units, m.dense2_units, m.head_dropout)
+        _compile(model, cfg.train.learning_rate)
+        model.fit(x["train"], sets["train"].labels, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
+                  validation_data=(x["test"], sets["test"].labels), shuffle=True,
+                  callbacks=_callbacks(cfg, run_dir / "history_train.csv", say), verbose=verbose)
+        checkpoint = save_model_h5(model, run_dir / MODEL_FILE)
+        dcnn_rel = os.path.relpath(dcnn_path.resolve(), run_dir.resolve())
+        save_json({"labels": labels, "features": features.settings(), "dcnn_checkpoint": dcnn_rel,
+                   "config": cfg.to_dict()}, run_dir / MODEL_META)
+        test = sets["test"]
+        proba = model.predict(x["test"], batch_size=cfg.train.batch_size, verbose=0)
+        metrics = _report(run_dir, "train", labels, {"utterances": (proba, test.labels, _ids(test.paths),
+                                                                    test.paths)}, say)
+        _manifest(cfg, "train", labels, features, checkpoint, sidecar=MODEL_META, dcnn_checkpoint=dcnn_rel)
+        say("saved %s", checkpoint)
+    return {"run_dir": str(run_dir), "checkpoint": str(checkpoint), "metrics": metrics,
+            "skipped": skipped, "max_segments": int(max(v.shape[1] for v in x.values()))}
