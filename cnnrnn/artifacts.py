@@ -261,6 +261,47 @@ def load_model(path: str | Path):
         raise CheckpointError(f"{path}: cannot load as a Keras model ({type(exc).__name__}: {exc})") from exc
 
 
+def load_checkpoints(paths, labels=None):
+    """Load one checkpoint or several that must agree (a fold ensemble), and name their classes.
+
+    Args:
+        paths: checkpoint files (see :func:`load_model`).
+        labels: class names in code order, or ``None`` (then ``class_0`` … with a warning).
+
+    Returns:
+        ``(models, input_shape, labels)``: the Keras models, their common input shape without the batch
+        axis (a tuple; ``None`` for a free axis), the label list.
+
+    Raises:
+        FileNotFoundError: a checkpoint is missing.
+        CheckpointError: a checkpoint does not load; the checkpoints disagree on input shape or class count;
+            the class count differs from ``labels``.
+    """
+    if not paths:
+        raise CheckpointError("no checkpoint given")
+    models = [load_model(p) for p in paths]
+
+    def shape_of(model):
+        shape = model.input_shape[0] if isinstance(model.input_shape, list) else model.input_shape
+        return tuple(None if v is None else int(v) for v in shape[1:])
+
+    shapes = {shape_of(m) for m in models}
+    classes = {int(m.output_shape[-1]) for m in models}
+    if len(shapes) != 1 or len(classes) != 1:
+        raise CheckpointError(f"checkpoints disagree: input shapes {sorted(map(str, shapes))}, class counts "
+                              f"{sorted(classes)}")
+    n_classes = classes.pop()
+    if labels is None:
+        logging.getLogger("cnnrnn.artifacts").warning("no labels found; naming classes class_0..class_%d",
+                                                      n_classes - 1)
+        labels = [f"class_{i}" for i in range(n_classes)]
+    labels = list(labels)
+    if len(labels) != n_classes:
+        raise CheckpointError(f"{paths[0]} predicts {n_classes} classes but the labels list has {len(labels)} "
+                              f"({labels}); use the labels of the run that trained it")
+    return models, shapes.pop(), labels
+
+
 def load_labels(path: str | Path) -> list[str]:
     """Label names from a ``labels.json`` (``{"labels": [...]}`` or a plain list), in code order.
 

@@ -7,10 +7,12 @@ and the reason, so batch stages can count and report the file as skipped.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+T = TypeVar("T")
 
 
 class AudioError(ValueError):
@@ -106,6 +108,47 @@ def pad_or_trim(y: np.ndarray, n_samples: int, mode: str = "constant") -> np.nda
     raise ValueError(f"unknown pad mode {mode!r}; use 'constant' or 'reflect'")
 
 
-def list_audio(folder: str | Path) -> list[Path]:
-    """All audio files under ``folder`` (recursive), sorted."""
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+def list_audio(folder: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
+    """Every file under ``folder`` (recursive, sorted) whose suffix is in ``extensions``; temporary files of an
+    interrupted atomic write (:func:`cnnrnn.artifacts.is_temporary`) are left out."""
+    from .artifacts import is_temporary
+
+    return sorted(p for p in Path(folder).rglob("*")
+                  if p.suffix.lower() in extensions and p.is_file() and not is_temporary(p))
+
+
+def load_each(paths: Sequence[str | Path], load: Callable[[Path], T], *, desc: str = "files",
+              progress: bool = True) -> tuple[list[int], list[T], dict[str, list[str]]]:
+    """Apply ``load`` to every file, counting unusable audio as a skip instead of failing.
+
+    The one per-file loop of every family's prediction and feature code: an :class:`AudioError` (missing,
+    unreadable, empty, silent, not finite, too short, ...) skips the file, counted under its ``reason`` and
+    logged; anything else propagates.
+
+    Args:
+        paths: files to process.
+        load: ``load(path)`` → the file's features (or image, or segments).
+        desc: progress bar label.
+        progress: show a tqdm progress bar (only for two files or more).
+
+    Returns:
+        ``(kept, results, skipped)``: indices into ``paths`` of the files that loaded, their results in
+        the same order, and ``{reason: [path, ...]}``.
+    """
+    import logging
+
+    from tqdm import tqdm
+
+    log = logging.getLogger("cnnrnn.audio")
+    kept: list[int] = []
+    results: list[T] = []
+    skipped: dict[str, list[str]] = {}
+    for i, path in enumerate(tqdm(paths, desc=desc, unit="file", disable=not progress or len(paths) < 2)):
+        try:
+            results.append(load(Path(path)))
+        except AudioError as exc:
+            skipped.setdefault(exc.reason, []).append(str(path))
+            log.warning("skipped %s", exc)
+            continue
+        kept.append(i)
+    return kept, results, skipped

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifacts import LABELS_FILE, CheckpointError, is_temporary, load_labels, load_model
-from ..audio import AUDIO_EXTENSIONS, AudioError
+from ..artifacts import LABELS_FILE, CheckpointError, is_temporary, load_checkpoints, load_labels
+from ..audio import AUDIO_EXTENSIONS
 from ..reports import write_report
 from ..runs import RunManifest
 from .config import BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, BaselineConfig, load_baseline_config
@@ -57,7 +57,7 @@ def collect_inputs(source: str | Path | Sequence[str | Path], cfg: BaselineConfi
         FileNotFoundError: a source does not exist.
         ValueError: a file given by name is not audio, or no usable audio.
     """
-    from tqdm import tqdm
+    from ..audio import list_audio, load_each
 
     sources = [source] if isinstance(source, (str, Path)) else list(source)
     files: list[Path] = []
@@ -70,21 +70,12 @@ def collect_inputs(source: str | Path | Sequence[str | Path], cfg: BaselineConfi
                                  f"or folders of them, not {s.suffix!r} files")
             files.append(s)
         else:
-            files += sorted(p for p in s.rglob("*")
-                            if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and not is_temporary(p))
-    ids, paths, feats, skipped = [], [], [], {}
-    for p in tqdm(files, desc="inputs", unit="file", disable=not progress or len(files) < 2):
-        try:
-            feats.append(clip_features(p, cfg))
-        except AudioError as exc:
-            skipped.setdefault(exc.reason, []).append(str(p))
-            log.warning("skipped %s", exc)
-            continue
-        ids.append(p.stem)
-        paths.append(str(p))
+            files += list_audio(s)
+    kept, feats, skipped = load_each(files, lambda p: clip_features(p, cfg), desc="inputs", progress=progress)
     if not feats:
         raise ValueError(f"no usable audio in {', '.join(map(str, sources))} "
                          f"(skipped: {skipped or 'no audio files'})")
+    ids, paths = [files[i].stem for i in kept], [str(files[i]) for i in kept]
     return AudioInputs(ids, paths, np.stack(feats), skipped)
 
 
@@ -166,21 +157,9 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
     elif labels is None and run_dir is not None and (run_dir / LABELS_FILE).is_file():
         labels = load_labels(run_dir / LABELS_FILE)
 
-    nets = [load_model(p) for p in paths]
-    shapes = {tuple(int(v) for v in net.input_shape[1:]) for net in nets}
-    classes = {int(net.output_shape[-1]) for net in nets}
-    if len(shapes) != 1 or len(classes) != 1:
-        raise CheckpointError(f"checkpoints disagree: input shapes {sorted(shapes)}, class counts {sorted(classes)}")
-    shape, n_classes = shapes.pop(), classes.pop()
+    nets, shape, labels = load_checkpoints(paths, labels)
     if shape != cfg.input_shape:
         raise CheckpointError(f"the model takes {shape} but its run config gives {cfg.input_shape} features")
-    if labels is None:
-        log.warning("no labels found; naming classes class_0..class_%d", n_classes - 1)
-        labels = [f"class_{i}" for i in range(n_classes)]
-    labels = list(labels)
-    if len(labels) != n_classes:
-        raise CheckpointError(f"{paths[0]} predicts {n_classes} classes but the labels list has {len(labels)} "
-                              f"({labels}); use the labels of the run that trained it")
 
     inputs = collect_inputs(source, cfg, progress=progress)
     batch_size = int(options.get("batch_size") or cfg.batch_size)

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import artifacts as A
-from ..artifacts import CheckpointError, is_temporary, load_image_table, load_labels, load_model
-from ..audio import AUDIO_EXTENSIONS, AudioError
+from ..artifacts import CheckpointError, is_temporary, load_checkpoints, load_image_table, load_labels
+from ..audio import AUDIO_EXTENSIONS
 from ..features import SpectrogramConfig
 from .config import load_config
 
@@ -32,20 +32,9 @@ def find_run_dir(model_path: str | Path) -> Path | None:
     return None
 
 
-def input_size(model) -> tuple[int, int, int]:
-    """``(H, W, C)`` image size the model takes, read from ``model.input_shape``."""
-    shape = model.input_shape
-    shape = shape[0] if isinstance(shape, list) else shape
-    if len(shape) != 4 or any(v is None for v in shape[1:]):
-        raise CheckpointError(f"model input shape {shape} is not a fixed (H, W, C) image")
-    return tuple(int(v) for v in shape[1:])
-
-
 @dataclass
 class Inputs:
-    """Images to predict on: ``ids``, ``(N, H, W, 3) uint8`` BGR ``images``, optional true codes.
-
-    """
+    """Images to predict on: ``ids``, ``(N, H, W, 3) uint8`` BGR ``images``, optional true codes."""
 
     ids: list[str]
     sources: list[str]
@@ -72,8 +61,8 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
         ValueError: no usable input, or an image size differs from ``size`` and ``resize`` is off.
     """
     import cv2
-    from tqdm import tqdm
 
+    from ..audio import list_audio, load_each
     from ..features import audio_to_image, read_png
 
     source = Path(source)
@@ -92,34 +81,27 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
         y = np.asarray(table["emotion"], dtype=int) if len(table["emotion"]) else None
         return Inputs(list(table["id"]), [str(source)] * len(images), images, y)
 
-    files = [source] if source.is_file() else sorted(
-        p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS + IMAGE_EXTENSIONS
-        and not is_temporary(p))
+    files = [source] if source.is_file() else list_audio(source, AUDIO_EXTENSIONS + IMAGE_EXTENSIONS)
     cfg = replace(spec_cfg, image_size=[h, w])
-    ids, sources, images, skipped = [], [], [], {}
-    for p in tqdm(files, desc="inputs", unit="file", disable=not progress or len(files) < 2):
+
+    def load(p: Path) -> np.ndarray:
         suffix = p.suffix.lower()
-        try:
-            if suffix in AUDIO_EXTENSIONS:
-                image = audio_to_image(p, cfg)
-            elif suffix in IMAGE_EXTENSIONS:
-                image = read_png(p)
-                if image.shape[:2] != (h, w):
-                    if not resize:
-                        raise ValueError(f"{p}: image is {image.shape[1]}x{image.shape[0]} (WxH) but the model "
-                                         f"takes {w}x{h}; pass --resize to resize it")
-                    image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-            else:
-                raise ValueError(f"{p}: unsupported input type {suffix!r} (use .wav, .png or a *_final.pickle)")
-        except AudioError as exc:
-            skipped.setdefault(exc.reason, []).append(str(p))
-            log.warning("skipped %s", exc)
-            continue
-        ids.append(p.stem)
-        sources.append(str(p))
-        images.append(image)
+        if suffix in AUDIO_EXTENSIONS:
+            return audio_to_image(p, cfg)
+        if suffix not in IMAGE_EXTENSIONS:
+            raise ValueError(f"{p}: unsupported input type {suffix!r} (use .wav, .png or a *_final.pickle)")
+        image = read_png(p)
+        if image.shape[:2] != (h, w):
+            if not resize:
+                raise ValueError(f"{p}: image is {image.shape[1]}x{image.shape[0]} (WxH) but the model "
+                                 f"takes {w}x{h}; pass --resize to resize it")
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        return image
+
+    kept, images, skipped = load_each(files, load, desc="inputs", progress=progress)
     if not images:
         raise ValueError(f"no usable input under {source} (skipped: {skipped or 'no .wav/.png files'})")
+    ids, sources = [files[i].stem for i in kept], [str(files[i]) for i in kept]
     return Inputs(ids, sources, np.stack(images), None, skipped)
 
 
@@ -167,20 +149,9 @@ def predict(
     if config is None and run_dir is not None and (run_dir / A.CONFIG_FILE).is_file():
         config = run_dir / A.CONFIG_FILE
     spec_cfg = load_config(config).spectrogram
-    models = [load_model(p) for p in model_paths]
-    sizes = {input_size(m) for m in models}
-    classes = {int(m.output_shape[-1]) for m in models}
-    if len(sizes) != 1 or len(classes) != 1:
-        raise CheckpointError(f"checkpoints disagree: input sizes {sorted(sizes)}, class counts {sorted(classes)}")
-    shape, n_classes = sizes.pop(), classes.pop()
-    if labels is None:
-        log.warning("no labels.json found; naming classes class_0..class_%d", n_classes - 1)
-        labels = [f"class_{i}" for i in range(n_classes)]
-    labels = list(labels)
-    if len(labels) != n_classes:
-        raise CheckpointError(f"{model_paths[0]} predicts {n_classes} classes but the labels list has "
-                              f"{len(labels)} ({labels}); use the labels.json of the run that trained it")
-
+    models, shape, labels = load_checkpoints(model_paths, labels)
+    if len(shape) != 3 or None in shape:
+        raise CheckpointError(f"model input shape {shape} is not a fixed (H, W, C) image")
     inputs = collect_inputs(source, shape[:2], spec_cfg, resize=resize, progress=progress)
     tf_log = logging.getLogger("tensorflow")  # one predict trace per model is expected, not a retracing bug
     level = tf_log.level

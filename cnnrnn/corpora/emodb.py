@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ..audio import AUDIO_EXTENSIONS
+from ..audio import list_audio
 from .base import CorpusError, CorpusReport, Utterance, require_dir
 
 #: EmoDB emotion letter (6th character of the file name) → English label
@@ -29,7 +29,7 @@ def read_emodb(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
         CorpusError: the folder is missing, empty or has no audio.
     """
     root = require_dir(root, "emodb", "expected EmoDB wav files such as 03a01Fa.wav")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    files = list_audio(root)
     if not files:
         raise CorpusError(f"emodb: no audio files under {root}")
     report = CorpusReport("emodb", str(root), n_annotated=len(files))

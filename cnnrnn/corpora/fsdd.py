@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..audio import AUDIO_EXTENSIONS
+from ..audio import list_audio
 from .base import CorpusError, CorpusReport, Utterance, require_dir
 
 #: The ten classes, the spoken digits, in code order.
@@ -26,7 +26,7 @@ def read_fsdd(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
         CorpusError: the folder is missing, empty or holds no audio.
     """
     root = require_dir(root, "fsdd", "expected FSDD wav files such as 7_jackson_32.wav")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    files = list_audio(root)
     if not files:
         raise CorpusError(f"fsdd: no audio files under {root}")
     report = CorpusReport("fsdd", str(root), n_annotated=len(files))

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from ..artifacts import load_labels
-from ..audio import AudioError, load_audio, pad_or_trim
+from ..audio import load_audio, load_each, pad_or_trim
 from ..config import ConfigError
 from ..features import ClipTooShortError, log_mel_deltas, segment, to_backbone_input
 from .config import DcnnConfig, FeatureConfig
@@ -82,17 +82,7 @@ def files_segments(paths: Sequence[str | Path], cfg: FeatureConfig, progress: bo
         ``(kept, segments, skipped)``: indices into ``paths`` of the usable files, their segments
         (``(n_segments_i, n_mels, segment_frames, 3) float32`` each) and ``{reason: [path, ...]}``.
     """
-    from tqdm import tqdm
-
-    kept, segs, skipped = [], [], {}
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="file", disable=not progress or len(paths) < 2)):
-        try:
-            segs.append(audio_segments(path, cfg))
-        except AudioError as exc:
-            skipped.setdefault(exc.reason, []).append(str(path))
-            log.warning("skipped %s", exc)
-            continue
-        kept.append(i)
+    kept, segs, skipped = load_each(paths, lambda p: audio_segments(p, cfg), desc=desc, progress=progress)
     return kept, segs, skipped
 
 
