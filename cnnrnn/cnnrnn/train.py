@@ -293,7 +293,7 @@ def train(out: str | Path, config=None, verbose: int | str = "auto") -> dict[str
     report = cross_validate(table["path"], np.asarray(table["emotion"]), labels, out, cfg.train,
                             groups=table.get("speaker"), verbose=verbose)
     write_manifest(out, "cnnrnn", cfg.to_dict(), labels, split={**fold_splitter(cfg.train).spec(), "fold": None,
-                                                                 "test_split": _test_split_spec(out, cfg)},
+                                                                 "test_split": _test_split_spec(cfg)},
                    input_spec=input_spec(cfg), checkpoints=report["checkpoints"])
     return report
 
@@ -305,6 +305,6 @@ def input_spec(cfg: CnnrnnConfig) -> dict[str, Any]:
     return {"kind": "spectrogram_image", "channels": 3, "channel_order": "BGR", **spec}
 
 
-def _test_split_spec(out: Path, cfg: CnnrnnConfig) -> dict[str, Any]:
+def _test_split_spec(cfg: CnnrnnConfig) -> dict[str, Any]:
     return {"scheme": "session", "test_size": cfg.split.test_size, "seed": cfg.split.seed,
             "files": [A.SPLIT_FILES["train"], A.SPLIT_FILES["test"]]}
