@@ -7,7 +7,7 @@ Built only from the package's own stages:
 2. ``cnnrnn.hf.backbones.build_tiny_backbones``: small random-init RoBERTa (tokenizer trained on the
    transcripts) and wav2vec2 (the wav2vec2-base conv stack with 16 channels), saved and loaded by path;
    no pretrained weights are available offline;
-3. ``cnnrnn.hf.training.train_fold`` on each of the 5 contiguous 20 % folds (the original protocol),
+3. ``cnnrnn.hf.train.train_fold`` on each of the 5 contiguous 20 % folds (the original protocol),
    ``task=total`` (emotion + valence/arousal heads trained jointly) for every modality (speech with both
    poolings: hidden-state mean, and the original's last CNN frame), and the single-task text models.
    Each run (all its folds) is one child process, so its peak RSS is its own.
@@ -44,7 +44,7 @@ DEFAULT_WORK = REPO / "benchmarks" / "work" / "hf_kemdy"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "hf_kemdy.json"
 N_FOLDS = 5
 BACKBONE = {"hidden_size": 64, "layers": 2, "heads": 4, "max_len": 64}
-TRAIN = {"epochs": 6, "batch_size": 16, "valid_batch_size": 16, "lr": 5e-4, "loss": "plain"}
+TRAIN = {"epochs": 6, "batch_size": 16, "valid_batch_size": 16, "learning_rate": 5e-4, "loss": "plain"}
 SPEC = {"max_len": 64, "max_seconds": 5.0, "proj_dim": 64, "speech_pooling": "mean"}
 RUNS = [
     {"name": "text_total", "modality": "text", "task": "total"},
@@ -76,9 +76,9 @@ def run_child(run: dict, data_csv: Path, backbones: Path, work: Path, result: Pa
     """Train/evaluate one run on every fold in this process; write fold metrics, step times, peak RSS."""
     import tf_keras as keras
 
+    from cnnrnn.hf.config import load_config
     from cnnrnn.hf.data import read_new_data
-    from cnnrnn.hf.models import ModelSpec
-    from cnnrnn.hf.training import TrainConfig, train_fold
+    from cnnrnn.hf.train import train_fold
 
     class StepTimer(keras.callbacks.Callback):
         def __init__(self):
@@ -94,14 +94,13 @@ def run_child(run: dict, data_csv: Path, backbones: Path, work: Path, result: Pa
     records, _ = read_new_data(data_csv)
     folds, step_times, first_steps = [], [], []
     for fold in range(N_FOLDS):
-        spec = ModelSpec(task=run["task"], modality=run["modality"], fusion=run.get("fusion", "concat"),
-                         **{**SPEC, "speech_pooling": run.get("speech_pooling", SPEC["speech_pooling"])})
-        cfg = TrainConfig(text_model=str(backbones / "text"), speech_model=str(backbones / "speech"), fold=fold,
-                          **TRAIN)
+        model = {**SPEC, "task": run["task"], "modality": run["modality"], "fusion": run.get("fusion", "concat"),
+                 "speech_pooling": run.get("speech_pooling", SPEC["speech_pooling"]),
+                 "text_model": str(backbones / "text"), "speech_model": str(backbones / "speech")}
+        cfg = load_config({"model": model, "train": {**TRAIN, "fold": fold, "folds": N_FOLDS}})
         timer = StepTimer()
         start = time.perf_counter()
-        metrics = train_fold(records, spec, cfg, work / run["name"] / f"fold{fold}", progress=False,
-                             callbacks=[timer])
+        metrics = train_fold(records, cfg, work / run["name"] / f"fold{fold}", progress=False, callbacks=[timer])
         metrics["wall_s"] = round(time.perf_counter() - start, 1)
         metrics.pop("labels", None)
         folds.append(metrics)
@@ -141,12 +140,12 @@ def summarise(child: dict) -> dict:
 def chance(records) -> dict:
     """Per fold: the majority-class rate of the test part (label taken from the training part), and the MSE of
     predicting the training mean valence/arousal."""
-    from cnnrnn.hf.data import fold_indices, va_targets
+    from cnnrnn.hf.data import fold_split, va_targets
     from cnnrnn.hf.metrics import regression_metrics
 
     acc, mse = [], []
     for fold in range(N_FOLDS):
-        train, test = fold_indices(len(records), fold)
+        train, test = fold_split(records, {"scheme": "contiguous", "folds": N_FOLDS, "fold": fold, "seed": None})
         labels = [records[i].labels[0] for i in train]
         majority = max(set(labels), key=labels.count)
         acc.append(float(np.mean([majority in records[i].labels for i in test])))

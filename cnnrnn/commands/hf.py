@@ -1,4 +1,9 @@
-"""``cnnrnn hf train`` / ``cnnrnn hf predict``: Hugging Face TF text, speech and multimodal emotion models."""
+"""``cnnrnn hf train`` / ``cnnrnn hf predict``: Hugging Face TF text, speech and multimodal emotion models.
+
+Options default to ``None`` and only override the loaded config (:func:`cnnrnn.config.override`); every
+default is declared once, in :class:`cnnrnn.hf.config.HFConfig` (and restated in the ``default`` preset).
+``hf predict`` takes the fold, the fold scheme, the number of folds and the seed from the run's ``run.json``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,113 +12,161 @@ import json
 _DATA_HELP = ("input: --input new_data.csv (from `cnnrnn kemdy-labels`), or a corpus folder with --corpus/--root. "
               "Models load offline only, from a local folder or the local Hugging Face cache.")
 
+#: ``argparse`` dest → config key (``section.name``) of :class:`cnnrnn.hf.config.HFConfig`.
+TRAIN_KEYS = {
+    "task": "model.task", "modality": "model.modality", "fusion": "model.fusion", "max_len": "model.max_len",
+    "max_seconds": "model.max_seconds", "speech_pooling": "model.speech_pooling", "proj_dim": "model.proj_dim",
+    "text_model": "model.text_model", "speech_model": "model.speech_model",
+    "loss": "train.loss", "label_mode": "train.label_mode", "hierarchical": "train.hierarchical",
+    "learning_rate": "train.learning_rate", "batch_size": "train.batch_size",
+    "valid_batch_size": "train.valid_batch_size", "epochs": "train.epochs", "seed": "train.seed",
+    "eager": "train.eager",
+}
+#: Options shared by ``train`` and ``predict`` (data, folds, scoring).
+COMMON_KEYS = {"corpus": "data.corpus", "label_column": "data.label_column", "fold": "train.fold",
+               "fold_scheme": "train.fold_scheme", "threshold": "train.threshold"}
+PREDICT_KEYS = {"seed": "train.seed", "batch_size": "train.valid_batch_size"}
 
-def _add_data(p: argparse.ArgumentParser) -> None:
+
+def _folds_value(text: str):
+    """``--folds``: the number of folds (an integer), or, as before, a fold scheme name."""
+    from ..hf.config import FOLD_SCHEMES
+
+    if text in FOLD_SCHEMES:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of folds or one of {list(FOLD_SCHEMES)}, "
+                                         f"got {text!r}") from None
+
+
+def _add_data(p: argparse.ArgumentParser, predicting: bool) -> None:
+    from ..hf.config import CORPORA, FOLD_SCHEMES, LABEL_COLUMNS, DataConfig, TrainConfig
+
     p.add_argument("--input", default=None, help="new_data.csv written by `cnnrnn kemdy-labels`")
-    p.add_argument("--corpus", default="kemdy20", choices=["kemdy20", "kemdy19"],
-                   help="corpus reader when no --input is given (default: %(default)s)")
+    p.add_argument("--corpus", default=None, choices=CORPORA,
+                   help=f"corpus reader when no --input is given (config data.corpus: {DataConfig.corpus})")
     p.add_argument("--root", default=None, help="corpus folder when no --input is given")
-    p.add_argument("--label-column", default="emotion_weighted", choices=["emotion_weighted", "emotion_raw"],
-                   help="label column of --input (default: %(default)s)")
-    p.add_argument("--fold", type=int, default=0, help="fold to test on, 0-4 (default: %(default)s)")
-    p.add_argument("--folds", default="contiguous", choices=["contiguous", "stratified"],
-                   help="5 contiguous 20%% blocks as the original, or stratified by label (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=0.5,
-                   help="probability threshold of multi-label predictions (default: %(default)s)")
+    p.add_argument("--label-column", default=None, choices=LABEL_COLUMNS,
+                   help=f"label column of --input (config data.label_column: {DataConfig.label_column})")
+    given = "the run's run.json, else " if predicting else ""
+    p.add_argument("--fold", type=int, default=None,
+                   help=f"fold to test on, from 0 (default: {given}{TrainConfig.fold})"
+                   + ("; another fold than the run's is allowed, with a warning" if predicting else ""))
+    p.add_argument("--folds", "--n-folds", dest="folds", type=_folds_value, default=None, metavar="N",
+                   help=f"number of folds (default: {given}{TrainConfig.folds}). A scheme name (contiguous, "
+                        "stratified) is still read as --fold-scheme, as in earlier versions")
+    p.add_argument("--fold-scheme", "--scheme", dest="fold_scheme", default=None, choices=FOLD_SCHEMES,
+                   help="contiguous blocks as etri_multimodal, stratified by label, or speaker-disjoint "
+                        f"(default: {given}{TrainConfig.fold_scheme})")
+    p.add_argument("--threshold", type=float, default=None,
+                   help=f"probability threshold of multi-label predictions (default: {given}{TrainConfig.threshold})")
     p.add_argument("--out", "-o", required=True, help="output folder")
 
 
 def add_commands(sub) -> None:
     """Add ``hf train`` and ``hf predict`` to the ``cnnrnn`` parser's subparsers ``sub``."""
+    from ..hf.config import LABEL_MODES, LOSSES, MODALITIES, POOLINGS, TASKS, FUSIONS
+
     hf = sub.add_parser("hf", help="Hugging Face TF text / speech / multimodal emotion models (KEMDy)",
                         description="Transformer emotion models on tf_keras: RoBERTa/BERT text, wav2vec2 speech, "
                                     "or both fused. " + _DATA_HELP)
     hf_sub = hf.add_subparsers(dest="hf_command", metavar="{train,predict}", required=True)
 
     p = hf_sub.add_parser("train", help="train one fold, save the checkpoint, evaluate on the fold's test part",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                           description="Train on the other folds, test on --fold. Writes <out>/checkpoint/ "
-                                      "(save_pretrained backbones + head.h5 + hf_model.json), history.csv, "
-                                      "metrics.json, predictions.csv and confusion_matrix.png. " + _DATA_HELP)
-    p.add_argument("--modality", default="text", choices=["text", "speech", "multimodal"])
-    p.add_argument("--task", default="classification", choices=["classification", "regression", "total"],
-                   help="emotion labels, valence/arousal (1-5), or both heads")
-    p.add_argument("--fusion", default="concat", choices=["concat", "add"], help="multimodal fusion")
-    p.add_argument("--text-model", "--model", dest="text_model", default="klue/roberta-base",
-                   help="text backbone: local folder or cached hub name")
-    p.add_argument("--speech-model", default="facebook/wav2vec2-base-960h",
-                   help="wav2vec2 backbone: local folder or cached hub name")
-    p.add_argument("--speech-pooling", default="last_cnn", choices=["last_cnn", "mean"],
+                                      "(save_pretrained backbones + head.h5 + hf_model.json), run.json (the run "
+                                      "manifest: config, labels, split, input), history.csv, metrics.json, "
+                                      "predictions.csv and confusion_matrix.png. Every option overrides the "
+                                      "config (--config; default: the hf preset 'default'). " + _DATA_HELP)
+    p.add_argument("--config", default=None, metavar="JSON",
+                   help="hf preset (default, tiny) or JSON file with sections model, data, train "
+                        "(see cnnrnn/configs/hf/default.json)")
+    p.add_argument("--modality", default=None, choices=MODALITIES, help="config model.modality")
+    p.add_argument("--task", default=None, choices=TASKS,
+                   help="emotion labels, valence/arousal (1-5), or both heads (config model.task)")
+    p.add_argument("--fusion", default=None, choices=FUSIONS, help="multimodal fusion (config model.fusion)")
+    p.add_argument("--text-model", "--model", dest="text_model", default=None,
+                   help="text backbone: local folder or cached hub name (config model.text_model)")
+    p.add_argument("--speech-model", default=None,
+                   help="wav2vec2 backbone: local folder or cached hub name (config model.speech_model)")
+    p.add_argument("--speech-pooling", default=None, choices=POOLINGS,
                    help="last frame of the CNN features (the original) or mean of the hidden states")
-    p.add_argument("--loss", default="plain", choices=["plain", "focal", "class_balanced"],
+    p.add_argument("--loss", default=None, choices=LOSSES,
                    help="classification loss on logits: cross-entropy, focal, or class-balanced")
-    p.add_argument("--label-mode", default="auto", choices=["auto", "single", "multi"],
+    p.add_argument("--label-mode", default=None, choices=LABEL_MODES,
                    help="multi-label (sigmoid) when ties exist (auto), or force one mode")
-    p.add_argument("--hierarchical", action="store_true",
+    p.add_argument("--hierarchical", action="store_true", default=None,
                    help="2-stage classifier: neutral vs rest, then the other emotions")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
-    p.add_argument("--max_len", "--max-len", dest="max_len", type=int, default=256,
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, default=None,
+                   help="Adam learning rate (config train.learning_rate)")
+    p.add_argument("--max_len", "--max-len", dest="max_len", type=int, default=None,
                    help="text tokens (static padding, longer text truncated)")
-    p.add_argument("--max-seconds", type=float, default=5.0, help="speech cut, seconds at 16 kHz")
-    p.add_argument("--proj-dim", type=int, default=256, help="size each modality is projected to")
-    p.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=64)
-    p.add_argument("--valid_batch_size", "--valid-batch-size", dest="valid_batch_size", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--eager", action="store_true",
+    p.add_argument("--max-seconds", "--max_seconds", dest="max_seconds", type=float, default=None,
+                   help="speech cut, seconds at 16 kHz")
+    p.add_argument("--proj-dim", "--proj_dim", dest="proj_dim", type=int, default=None,
+                   help="size each modality is projected to")
+    p.add_argument("--batch_size", "--batch-size", dest="batch_size", type=int, default=None)
+    p.add_argument("--valid_batch_size", "--valid-batch-size", dest="valid_batch_size", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="seed of the weights, the shuffling and the folds")
+    p.add_argument("--eager", action="store_true", default=None,
                    help="train without tf.function tracing (faster for a few steps, slower for real runs)")
-    _add_data(p)
+    _add_data(p, predicting=False)
     p.set_defaults(handler=_train)
 
     p = hf_sub.add_parser("predict", help="predict (and score) records with a checkpoint of `cnnrnn hf train`",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                          description="Load <checkpoint> and predict the test part of --fold (or --all records); "
-                                      "writes predictions.csv, metrics.json and confusion_matrix.png. "
+                          description="Load <checkpoint> and predict the test part of the run's fold (or --all "
+                                      "records); writes predictions.csv, metrics.json and confusion_matrix.png. "
+                                      "The fold, fold scheme, number of folds and seed come from the run's "
+                                      "run.json (beside the checkpoint), so exactly the run's test records are "
+                                      "scored; a checkpoint without one uses fold 0 of 5 contiguous folds. "
                                       "--task/--modality make it refuse a checkpoint trained for something else. "
                                       + _DATA_HELP)
     p.add_argument("--checkpoint", required=True, help="the checkpoint/ folder written by `cnnrnn hf train`")
-    p.add_argument("--task", default=None, choices=["classification", "regression", "total"],
-                   help="expected task of the checkpoint")
-    p.add_argument("--modality", default=None, choices=["text", "speech", "multimodal"],
-                   help="expected modality of the checkpoint")
+    p.add_argument("--task", default=None, choices=TASKS, help="expected task of the checkpoint")
+    p.add_argument("--modality", default=None, choices=MODALITIES, help="expected modality of the checkpoint")
     p.add_argument("--all", action="store_true", help="predict every record instead of the fold's test part")
-    p.add_argument("--batch-size", type=int, default=1)
-    _add_data(p)
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
+                   help="prediction batch (default: the run's train.valid_batch_size)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the folds (default: the run's)")
+    _add_data(p, predicting=True)
     p.set_defaults(handler=_predict)
 
 
-def _records(args):
-    from ..hf.data import read_records
-
-    return read_records(args.input, args.corpus, args.root, args.label_column)[0]
+def _overrides(args, keys: dict[str, str]) -> dict:
+    """Config overrides from the options that were given; ``--folds <scheme>`` is the old ``--fold-scheme``."""
+    values = {key: getattr(args, dest) for dest, key in {**COMMON_KEYS, **keys}.items() if hasattr(args, dest)}
+    folds = args.folds
+    if isinstance(folds, str):
+        if args.fold_scheme not in (None, folds):
+            raise ValueError(f"--folds {folds} and --fold-scheme {args.fold_scheme} disagree")
+        values["train.fold_scheme"] = folds
+    else:
+        values["train.folds"] = folds
+    return values
 
 
 def _train(args, progress: bool) -> int:
-    from ..hf.models import ModelSpec
-    from ..hf.training import TrainConfig, train_fold
+    from ..config import override
+    from ..hf.config import load_config
+    from ..hf.data import read_records
+    from ..hf.train import train_fold
 
-    records = _records(args)
-    spec = ModelSpec(task=args.task, modality=args.modality, fusion=args.fusion, max_len=args.max_len,
-                     max_seconds=args.max_seconds, speech_pooling=args.speech_pooling, proj_dim=args.proj_dim)
-    cfg = TrainConfig(text_model=args.text_model, speech_model=args.speech_model, lr=args.lr,
-                      batch_size=args.batch_size, valid_batch_size=args.valid_batch_size, epochs=args.epochs,
-                      loss=args.loss, label_mode=args.label_mode, hierarchical=args.hierarchical, fold=args.fold,
-                      fold_scheme=args.folds, threshold=args.threshold, seed=args.seed, eager=args.eager)
-    metrics = train_fold(records, spec, cfg, args.out, progress)
+    cfg = override(load_config(args.config), _overrides(args, TRAIN_KEYS))
+    records = read_records(args.input, args.root, cfg.data)[0]
+    metrics = train_fold(records, cfg, args.out, progress=progress,
+                         source={"input": args.input, "root": args.root})
     print(json.dumps(_summary(metrics), indent=2))
     return 0
 
 
 def _predict(args, progress: bool) -> int:
-    from ..hf.data import fold_indices
-    from ..hf.training import evaluate, load_checkpoint
+    from ..hf.predict import predict_fold
 
-    model = load_checkpoint(args.checkpoint, args.task, args.modality)
-    records = _records(args)
-    if not args.all:
-        _, test = fold_indices(len(records), args.fold, 5, args.folds, [r.labels[0] for r in records])
-        records = [records[i] for i in test]
-    metrics = evaluate(model, records, args.out, args.batch_size, args.threshold)
+    metrics = predict_fold(args.checkpoint, args.out, input_csv=args.input, root=args.root, task=args.task,
+                           modality=args.modality, all_records=args.all, overrides=_overrides(args, PREDICT_KEYS))
     print(json.dumps(_summary(metrics), indent=2))
     return 0
 

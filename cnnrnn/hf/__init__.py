@@ -5,7 +5,10 @@ Ports of two KEMDy research codebases (``-ETRI-Emotion-Recognition``: RoBERTa, i
 classification / regression / total, concat or add fusion, 5 contiguous folds) to transformers' TF classes
 on ``tf_keras``. Offline only: backbones come from a local folder or the local Hugging Face cache.
 
-Modules: ``data`` (records, folds, inputs), ``backbones`` (offline loading, tiny random models),
-``models`` (tf_keras head and losses), ``metrics``, ``training`` (train / save / load / evaluate).
+Modules, in the shape of every family: ``config`` (:class:`~cnnrnn.hf.config.HFConfig`, presets under
+``cnnrnn/configs/hf/``), ``data`` (records, folds on :mod:`cnnrnn.splits`, inputs), ``backbones`` (offline
+loading, tiny random models), ``models`` (tf_keras head, losses, the model wrapper and its checkpoint),
+``metrics`` (multi-label and valence/arousal scores), ``train`` (one fold: fit, checkpoint, ``run.json``) and
+``predict`` (load, evaluate, ``hf predict`` from the run manifest, ``predict_run`` for ``cnnrnn predict``).
 Import the submodules directly; this package imports nothing heavy.
 """

@@ -6,10 +6,11 @@ text, wav_path, emotion_raw, emotion_weighted, valence, arousal``) or a corpus r
 
 Conventions from the original KEMDy code (``etri_multimodal``, ``-ETRI-Emotion-Recognition``):
 
-* the 7 KEMDy emotions of :data:`cnnrnn.kemdy_labels.LABELS` (the corpus's ``disqust`` spelled ``disgust``);
-  a tied annotation ``a;b`` is a multi-label target, otherwise one label;
+* the 7 KEMDy emotions of :data:`cnnrnn.corpora.kemdy.KEMDY_LABELS`, in that code order (the corpus's
+  ``disqust`` read as ``disgust``); a tied annotation ``a;b`` is a multi-label target, otherwise one label;
 * valence / arousal on the raters' 1–5 scale (regression targets, not rescaled);
-* 5 contiguous, non-overlapping 20 % folds (0–20 %, 20–40 %, …), or stratified folds as an option;
+* 5 contiguous, non-overlapping 20 % folds (0–20 %, 20–40 %, …), or stratified or speaker-disjoint folds,
+  all cut by the splitters of :mod:`cnnrnn.splits` (:func:`fold_split`);
 * text: static padding to ``max_len`` tokens (256), truncating longer transcripts;
 * speech: 16 kHz, at most 5 s (longer audio is cut), dynamic padding per batch with an attention mask.
   Audio shorter than the wav2vec2 receptive field (400 samples = 25 ms for wav2vec2-base) yields no output
@@ -21,21 +22,22 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..corpora import CorpusReport, load_corpus
 from ..corpora.base import split_labels, to_float
-from ..kemdy_labels import canonical_label
+from ..corpora.kemdy import canonical_label
+from ..splits import make_splitter
+from .config import DataConfig, TrainConfig
 
-MAX_SECONDS = 5.0  # the original cut every clip to 16 kHz x 5 s = 80,000 samples (the rate is the extractor's)
 NEW_DATA_COLUMNS = ("segment_id", "session", "speaker", "text", "wav_path", "emotion_raw",
                     "emotion_weighted", "valence", "arousal")
 
 
 class HFDataError(ValueError):
-    """The input table or corpus cannot be used (missing columns, no usable record, bad fold)."""
+    """The input table or corpus cannot be used (missing columns, no input given)."""
 
 
 @dataclass
@@ -59,24 +61,30 @@ class HFRecord:
 
 
 def canonical_labels(cell: str) -> list[str | None]:
-    """``'Fear;disqust'`` → ``['fear', 'disgust']`` (order kept; ``None`` for a label outside :data:`LABELS`)."""
+    """``'Fear;disqust'`` → ``['fear', 'disgust']`` (order kept; ``None`` for a label outside
+    :data:`~cnnrnn.corpora.kemdy.KEMDY_LABELS`)."""
     return [canonical_label(lab) for lab in split_labels(cell)]
 
 
-def read_new_data(path: str | Path, label_column: str = "emotion_weighted") -> tuple[list[HFRecord], CorpusReport]:
+def read_new_data(path: str | Path, label_column: str | None = None,
+                  keep_unlabelled: bool = False) -> tuple[list[HFRecord], CorpusReport]:
     """Read ``new_data.csv`` (UTF-8) into records.
 
     Args:
         path: the CSV written by ``cnnrnn kemdy-labels``; a relative ``wav_path`` is taken relative to it.
-        label_column: ``emotion_weighted`` (the rater-weighted vote) or ``emotion_raw`` (the corpus's vote).
+        label_column: ``emotion_weighted`` (the rater-weighted vote) or ``emotion_raw`` (the corpus's vote);
+            default :attr:`DataConfig.label_column`.
+        keep_unlabelled: keep rows with an empty label cell (``labels == []``; for prediction of new data).
 
     Returns:
-        ``(records, report)``; rows with an empty or unknown label are skipped and counted.
+        ``(records, report)``; rows with an unknown label (and, unless ``keep_unlabelled``, an empty one)
+        are skipped and counted.
 
     Raises:
         HFDataError: a required column is missing. FileNotFoundError: no such file.
     """
     path = Path(path)
+    label_column = label_column or DataConfig.label_column
     if not path.is_file():
         raise FileNotFoundError(f"{path}: input table not found (write it with `cnnrnn kemdy-labels`)")
     with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -91,7 +99,7 @@ def read_new_data(path: str | Path, label_column: str = "emotion_weighted") -> t
         report.n_annotated += 1
         seg_id = row["segment_id"].strip()
         labels = canonical_labels(row[label_column])
-        if not labels or None in labels:
+        if (not labels and not keep_unlabelled) or None in labels:
             report.skip("unknown_label" if labels else "no_label", seg_id)
             continue
         wav = Path(row["wav_path"])
@@ -105,48 +113,51 @@ def read_new_data(path: str | Path, label_column: str = "emotion_weighted") -> t
     return records, report
 
 
-def read_records(input_csv: str | Path | None = None, corpus: str = "kemdy20", root: str | Path | None = None,
-                 label_column: str = "emotion_weighted") -> tuple[list[HFRecord], CorpusReport]:
-    """Records from ``new_data.csv`` when ``input_csv`` is given, else from the corpus reader ``corpus`` at ``root``.
+def read_records(input_csv: str | Path | None = None, root: str | Path | None = None,
+                 data: DataConfig | None = None, keep_unlabelled: bool = False) -> tuple[list[HFRecord], CorpusReport]:
+    """Records from ``new_data.csv`` when ``input_csv`` is given, else from the corpus reader ``data.corpus``
+    (``kemdy20`` or ``kemdy19``) at ``root``. ``data`` (default :class:`DataConfig`) also names the label column
+    of ``new_data.csv``; ``keep_unlabelled`` see :func:`read_new_data`.
 
     Raises:
         HFDataError: neither an input table nor a corpus root was given.
         CorpusError: the corpus cannot be read (see :func:`cnnrnn.corpora.load_corpus`).
     """
+    data = data or DataConfig()
     if input_csv is not None:
-        return read_new_data(input_csv, label_column)
+        return read_new_data(input_csv, data.label_column, keep_unlabelled)
     if root is None:
         raise HFDataError("give --input new_data.csv or a corpus folder (--root)")
-    utts, report = load_corpus(corpus, root)
+    utts, report = load_corpus(data.corpus, root)
     records = [HFRecord(id=u.id, text=u.text, audio_path=u.audio_path,
                         labels=[canonical_label(lab) for lab in u.emotions or [u.emotion]],
                         valence=u.valence, arousal=u.arousal, speaker=u.speaker, session=u.session) for u in utts]
     return records, report
 
 
-def fold_indices(n: int, fold: int, n_folds: int = 5, scheme: str = "contiguous",
-                 primary: Sequence[str] | None = None, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
-    """``(train_idx, test_idx)`` of fold ``fold`` over ``n`` records in their order.
+def split_spec(train: TrainConfig) -> dict[str, Any]:
+    """The split a training config asks for, as the run manifest records it: ``{"scheme", "folds", "fold",
+    "seed"}`` (:meth:`cnnrnn.splits.make_splitter`'s ``spec()`` plus the 0-based fold; ``seed`` is ``None``
+    for the seedless contiguous folds)."""
+    return {**make_splitter(train.fold_scheme, train.folds, train.seed).spec(), "fold": train.fold}
 
-    ``contiguous`` (the original): fold k tests on the k-th of ``n_folds`` consecutive, non-overlapping
-    blocks (0–20 %, 20–40 %, …). ``stratified``: :func:`cnnrnn.splits.kfold_indices` on the primary labels.
+
+def fold_split(records: Sequence[HFRecord], split: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_idx, test_idx)`` int arrays of fold ``split["fold"]`` over ``records`` in their order.
+
+    Args:
+        records: every record, in the order the folds are cut from (the input's order).
+        split: ``{"scheme", "folds", "fold", "seed"}`` (:func:`split_spec`, or a run manifest's ``split``).
+            ``contiguous``: the k-th of ``folds`` consecutive blocks (etri_multimodal's 0–20 %, 20–40 %, …);
+            ``stratified``: stratified by each record's first label; ``speaker``: speaker-disjoint.
 
     Raises:
-        HFDataError: ``fold`` outside ``0 … n_folds-1``, too few records, or an unknown scheme.
+        SplitError: unknown scheme, a fold that does not exist, too few records or speakers.
     """
-    if not 0 <= fold < n_folds:
-        raise HFDataError(f"fold {fold} is outside 0..{n_folds - 1}")
-    if n < n_folds:
-        raise HFDataError(f"cannot make {n_folds} folds from {n} records")
-    if scheme == "contiguous":
-        test = np.array_split(np.arange(n), n_folds)[fold]
-        return np.setdiff1d(np.arange(n), test), test
-    if scheme == "stratified":
-        from ..splits import kfold_indices
-
-        codes = np.unique(np.asarray(primary), return_inverse=True)[1]
-        return kfold_indices(codes, n_folds, seed)[fold]
-    raise HFDataError(f"unknown fold scheme {scheme!r}; use 'contiguous' or 'stratified'")
+    splitter = make_splitter(split["scheme"], split.get("folds"), split.get("seed"))
+    primary = [r.labels[0] if r.labels else "" for r in records]
+    speakers = [r.speaker for r in records] if split["scheme"] == "speaker" else None
+    return splitter.fold(int(split["fold"]), len(records), primary, speakers)
 
 
 def label_targets(records: Sequence[HFRecord], labels: Sequence[str]) -> np.ndarray:
@@ -183,7 +194,7 @@ def receptive_field(config) -> int:
     return field_
 
 
-def load_speech(path: str | Path, feature_extractor, min_samples: int, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+def load_speech(path: str | Path, feature_extractor, min_samples: int, max_seconds: float) -> np.ndarray:
     """Load a clip as wav2vec2 input: mono, resampled to the feature extractor's rate, cut to ``max_seconds``,
     then normalised by the feature extractor (zero mean, unit variance when it has ``do_normalize``).
 

@@ -1,14 +1,14 @@
-"""Scores of the HF models: emotion classification (single- and multi-label) and valence/arousal regression."""
+"""Scores of the HF models beyond the shared report (:func:`cnnrnn.reports.write_report`, which gives the top-1
+classification metrics): top-1 truth codes for tied labels, multi-label set scores, and valence/arousal
+regression (MSE, Pearson r, Lin's CCC)."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
 
-from ..evaluation import classification_metrics
 
-
-def predicted_sets(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+def predicted_sets(probs: np.ndarray, threshold: float) -> np.ndarray:
     """Multi-hot predictions ``(N, C) int``: every label with probability ≥ ``threshold``, and always the top one
     (so no utterance is left without a label)."""
     pred = (probs >= threshold).astype(int)
@@ -16,37 +16,45 @@ def predicted_sets(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return pred
 
 
-def emotion_metrics(targets: np.ndarray, probs: np.ndarray, multilabel: bool, threshold: float = 0.5) -> dict:
-    """Accuracy, balanced accuracy (UA), F1-micro/macro and the confusion matrix.
+def top_label_codes(targets: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """The true class code of each record for top-1 scoring ``(N,) int``: the top prediction when it is one of
+    the record's (possibly tied) labels, else its first label in code order.
 
     Args:
-        targets: ``(N, C)`` multi-hot truth (the first label of a tie is the record's primary label, but for
-            scoring every tied label counts). probs: ``(N, C)`` predicted probabilities.
-        multilabel: score F1 on label sets (sklearn, ``predicted_sets`` at ``threshold``) as the original
-            multi-label code did, and add ``subset_accuracy`` (exact set match) and ``hamming_loss``.
+        targets: ``(N, C)`` multi-hot truth (:func:`cnnrnn.hf.data.label_targets`).
+        probs: ``(N, C)`` predicted probabilities.
+
+    With these codes, :func:`cnnrnn.evaluation.classification_metrics` of ``probs.argmax(1)`` counts a top
+    prediction that is one of the tied labels as correct.
+    """
+    top = probs.argmax(axis=1)
+    hit = targets[np.arange(len(top)), top] > 0
+    return np.where(hit, top, targets.argmax(axis=1))
+
+
+def multilabel_metrics(targets: np.ndarray, probs: np.ndarray, threshold: float) -> dict:
+    """Scores on label sets, as the original multi-label code (``-ETRI-Emotion-Recognition``) computed them.
+
+    Args:
+        targets: ``(N, C)`` multi-hot truth. probs: ``(N, C)`` probabilities; a label is predicted when its
+            probability is at least ``threshold``, and the top label always is (:func:`predicted_sets`).
 
     Returns:
-        :func:`cnnrnn.evaluation.classification_metrics` of the top prediction against the truth (a top
-        prediction that is one of the tied labels counts as correct), plus for multi-label the set scores,
-        which replace ``f1_micro``/``f1_macro``.
+        ``{'f1_micro', 'f1_macro'`` (scikit-learn on the label sets; macro over the labels present),
+        ``'subset_accuracy'`` (exact set match), ``'hamming_loss', 'threshold'}``; for a multi-label model
+        these replace the top-1 F1 scores of the report.
     """
     from sklearn.metrics import f1_score, hamming_loss
 
-    top = probs.argmax(axis=1)
-    hit = targets[np.arange(len(top)), top] > 0
-    y_true = np.where(hit, top, targets.argmax(axis=1))
-    out = classification_metrics(y_true, top, targets.shape[1])
-    if multilabel:
-        pred = predicted_sets(probs, threshold)
-        present = np.flatnonzero(targets.sum(axis=0) > 0)
-        out.update({
-            "f1_micro": float(f1_score(targets, pred, average="micro", zero_division=0)),
-            "f1_macro": float(f1_score(targets, pred, average="macro", labels=present, zero_division=0)),
-            "subset_accuracy": float(np.mean(np.all(pred == targets, axis=1))),
-            "hamming_loss": float(hamming_loss(targets, pred)),
-            "threshold": threshold,
-        })
-    return out
+    pred = predicted_sets(probs, threshold)
+    present = np.flatnonzero(targets.sum(axis=0) > 0)
+    return {
+        "f1_micro": float(f1_score(targets, pred, average="micro", zero_division=0)),
+        "f1_macro": float(f1_score(targets, pred, average="macro", labels=present, zero_division=0)),
+        "subset_accuracy": float(np.mean(np.all(pred == targets, axis=1))),
+        "hamming_loss": float(hamming_loss(targets, pred)),
+        "threshold": threshold,
+    }
 
 
 def concordance_cc(y_true: np.ndarray, y_pred: np.ndarray) -> float:

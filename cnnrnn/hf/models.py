@@ -17,63 +17,76 @@ The model is ``backbone(s) → pooled vector(s) → head``. The head is a separa
 * outputs: ``emotion`` logits ``(B, n_labels)`` (no activation: the loss applies the matching sigmoid or
   softmax with ``from_logits=True``; the original applied softmax and then a loss with another sigmoid) and
   ``va`` ``(B, 2)`` valence/arousal, bias initialised to 3, the middle of the 1–5 scale.
+
+:class:`HFModel` wraps the model with its tokenizer and feature extractor (inputs, prediction, saving). A
+checkpoint is a folder:
+
+* ``hf_model.json``: :data:`FORMAT`, ``kind`` and the :class:`ModelSpec` (task, modality, fusion, labels, …);
+* ``text/``: the fine-tuned text backbone and its tokenizer (``save_pretrained``);
+* ``speech/``: the fine-tuned wav2vec2 and its feature extractor (``save_pretrained``);
+* ``head.h5``: the head's weights (tf_keras ``save_weights``).
+
+The 2-stage hierarchical classifier (:class:`HierarchicalModel`, ``-ETRI-Emotion-Recognition``'s "2-fold"
+model) is a folder whose ``hf_model.json`` has ``kind: hierarchical`` and two such checkpoints: ``neutral/``
+(neutral versus the rest) and ``rest/`` (the other emotions, trained on the non-neutral utterances only).
+Its probabilities are ``P(neutral) = p1`` and ``P(k) = (1 − p1) · p2(k)``.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-TASKS = ("classification", "regression", "total")
-MODALITIES = ("text", "speech", "multimodal")
-FUSIONS = ("concat", "add")
-POOLINGS = ("last_cnn", "mean")
-LOSSES = ("plain", "focal", "class_balanced")
+from ..artifacts import load_json, save_json
+from ..corpora import CorpusReport
+from .backbones import HFModelError, load_speech_backbone, load_text_backbone
+from .config import LOSSES, ModelConfig
+from .data import HFRecord, encode_texts, label_targets, load_speech, receptive_field, va_targets
+
+SPEC_FILE = "hf_model.json"
+HEAD_FILE = "head.h5"
+FORMAT = "cnnrnn-hf-1"
+NEUTRAL = "neutral"
+#: The checkpoint folder of a run folder (``<out>/checkpoint``); ``run.json`` lies beside it.
+CHECKPOINT_DIR = "checkpoint"
+
+
+class HFCheckpointError(ValueError):
+    """A checkpoint folder is missing, malformed, or was trained for another task or modality."""
 
 
 @dataclass
-class ModelSpec:
+class ModelSpec(ModelConfig):
     """Everything needed to rebuild a model and its inputs; saved as ``hf_model.json`` in each checkpoint.
 
+    The fields of the ``model`` config section (:class:`~cnnrnn.hf.config.ModelConfig`: task, modality,
+    fusion, max_len, max_seconds, speech_pooling, proj_dim, dropout, and the backbones it was fine-tuned from)
+    plus two values that training decides at run time and the config does not hold:
+
     Attributes:
-        task: ``classification`` | ``regression`` | ``total``. modality: ``text`` | ``speech`` | ``multimodal``.
-        fusion: ``concat`` | ``add`` (multimodal only). labels: class names in output order.
-        multilabel: sigmoid outputs and per-label loss (ties ``a;b``) instead of one softmax label.
-        max_len: text tokens (static padding). max_seconds: speech cut (s). speech_pooling: ``last_cnn`` | ``mean``.
-        proj_dim: size each modality is projected to. dropout: before the output layers.
+        labels: class names in output order (the KEMDy order of :data:`cnnrnn.corpora.kemdy.KEMDY_LABELS` by
+            default; ``neutral``/``other`` for the first hierarchical stage).
+        multilabel: sigmoid outputs and per-label loss (ties ``a;b``) instead of one softmax label, from
+            ``train.label_mode`` and the training records.
+
+    Raises:
+        ConfigError: an unknown task, modality, fusion or pooling (checked on construction).
     """
 
-    task: str = "classification"
-    modality: str = "text"
-    fusion: str = "concat"
     labels: list[str] = field(default_factory=list)
     multilabel: bool = False
-    max_len: int = 256
-    max_seconds: float = 5.0
-    speech_pooling: str = "last_cnn"
-    proj_dim: int = 256
-    dropout: float = 0.1
 
     def __post_init__(self):
-        choices = (("task", self.task, TASKS), ("modality", self.modality, MODALITIES),
-                   ("fusion", self.fusion, FUSIONS), ("speech_pooling", self.speech_pooling, POOLINGS))
-        for name, value, allowed in choices:
-            if value not in allowed:
-                raise ValueError(f"{name} {value!r} is not one of {list(allowed)}")
+        self.validate()
 
-    @property
-    def uses_text(self) -> bool:
-        return self.modality in ("text", "multimodal")
-
-    @property
-    def uses_speech(self) -> bool:
-        return self.modality in ("speech", "multimodal")
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        return {"classification": ("emotion",), "regression": ("va",), "total": ("emotion", "va")}[self.task]
+    @classmethod
+    def from_config(cls, model: ModelConfig, labels, multilabel: bool = False) -> "ModelSpec":
+        """The spec of a ``model`` config section with the run-time ``labels`` and ``multilabel``."""
+        return cls(**asdict(model), labels=list(labels), multilabel=multilabel)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -184,3 +197,185 @@ def emotion_loss(kind: str, multilabel: bool, targets: np.ndarray, gamma: float 
         return per_sample * tf.reduce_sum(y_true * weights, axis=-1)
 
     return class_balanced_loss
+
+
+@dataclass
+class Prepared:
+    """Model inputs of the records that survived, aligned with ``records``: ``input_ids``/``attention_mask``
+    arrays (text); speech is checked here but loaded again batch by batch, so a corpus of any size fits in memory."""
+
+    records: list[HFRecord]
+    features: dict = field(default_factory=dict)
+
+
+class HFModel:
+    """A model with its tokenizer / feature extractor: its inputs (``prepare``, ``dataset``, ``targets``),
+    ``predict``, ``save`` and ``load``. Fitting is :func:`cnnrnn.hf.train.fit`.
+
+    Raises (on construction):
+        HFModelError: a backbone cannot be loaded offline, or ``spec.max_len`` exceeds the text model's positions.
+    """
+
+    def __init__(self, spec: ModelSpec, text_model: str | Path | None, speech_model: str | Path | None):
+        text = speech = None
+        self.tokenizer = self.extractor = None
+        if spec.uses_text:
+            text, self.tokenizer = load_text_backbone(text_model, "--text-model")
+            # RoBERTa-style models number positions from pad_token_id + 1 (2 slots fewer than the table).
+            limit = text.config.max_position_embeddings - (2 if "roberta" in text.config.model_type else 0)
+            if spec.max_len > limit:
+                raise HFModelError(f"--max_len {spec.max_len} exceeds what {text_model} supports ({limit} tokens)")
+        if spec.uses_speech:
+            speech, self.extractor = load_speech_backbone(speech_model, "--speech-model")
+        self.spec = spec
+        self.model = HFEmotionModel(spec, text, speech)
+
+    def prepare(self, records: Sequence[HFRecord], report: CorpusReport) -> Prepared:
+        """Tokenise the text and check the audio; records without text (text models), unusable or too short
+        audio (speech models) or without valence/arousal (regression) are skipped and counted in ``report``."""
+        from ..audio import AudioError
+
+        kept = []
+        min_samples = receptive_field(self.model.speech_backbone.config) if self.spec.uses_speech else 0
+        for rec in records:
+            if self.spec.uses_text and not rec.text:
+                report.skip("no_text", rec.id)
+                continue
+            if "va" in self.spec.outputs and (rec.valence is None or rec.arousal is None):
+                report.skip("no_valence_arousal", rec.id)
+                continue
+            if self.spec.uses_speech:
+                try:
+                    self.load_speech(rec.audio_path, min_samples)
+                except AudioError as exc:
+                    report.skip(f"audio_{exc.reason}", rec.id)
+                    continue
+            kept.append(rec)
+        prepared = Prepared(kept)
+        if self.spec.uses_text and kept:
+            prepared.features.update(encode_texts(self.tokenizer, [r.text for r in kept], self.spec.max_len))
+        return prepared
+
+    def load_speech(self, path: str, min_samples: int = 0) -> np.ndarray:
+        """One clip as model input ``(samples,) float32`` (see :func:`cnnrnn.hf.data.load_speech`)."""
+        return load_speech(path, self.extractor, min_samples, self.spec.max_seconds)
+
+    def dataset(self, prepared: Prepared, targets: dict | None, batch_size: int, shuffle: bool, seed: int = 0):
+        """A ``tf.data`` pipeline: text padded statically (already ``max_len``), speech loaded clip by clip and
+        padded per batch to its longest clip, with ``speech_mask`` 1 on real samples (dynamic padding)."""
+        feats, n = prepared.features, len(prepared.records)
+        signature = {}
+        if self.spec.uses_text:
+            spec = tf.TensorSpec((self.spec.max_len,), tf.int32)
+            signature.update(input_ids=spec, attention_mask=spec)
+        if self.spec.uses_speech:
+            signature.update(input_values=tf.TensorSpec((None,), tf.float32),
+                             speech_mask=tf.TensorSpec((None,), tf.int32))
+        rng = np.random.default_rng(seed)
+
+        def example(i):
+            x = {k: feats[k][i] for k in ("input_ids", "attention_mask") if k in feats}
+            if self.spec.uses_speech:
+                x["input_values"] = self.load_speech(prepared.records[i].audio_path)
+                x["speech_mask"] = np.ones(len(x["input_values"]), np.int32)
+            return x if targets is None else (x, {k: v[i] for k, v in targets.items()})
+
+        def generate():
+            for i in (rng.permutation(n) if shuffle else range(n)):
+                yield example(i)
+
+        out_sig = signature if targets is None else (
+            signature, {k: tf.TensorSpec(v.shape[1:], tf.float32) for k, v in targets.items()})
+        data = tf.data.Dataset.from_generator(generate, output_signature=out_sig)
+        return data.padded_batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def targets(self, records: Sequence[HFRecord]) -> dict[str, np.ndarray]:
+        """Training targets of ``records``, as the task needs: ``emotion`` ``(N, C) float32`` multi-hot over
+        ``spec.labels`` and ``va`` ``(N, 2) float32`` valence and arousal on the 1-5 scale."""
+        out = {}
+        if "emotion" in self.spec.outputs:
+            out["emotion"] = label_targets(records, self.spec.labels)
+        if "va" in self.spec.outputs:
+            out["va"] = va_targets(records)
+        return out
+
+    def predict(self, prepared: Prepared, batch_size: int = 1) -> dict[str, np.ndarray]:
+        """``{'emotion': (N, C) probabilities (sigmoid if multi-label, else softmax), 'va': (N, 2)}``; batches
+        are run eagerly, so clips of new lengths cause no retracing."""
+        if not prepared.records:
+            return {}
+        batches = [self.model(x, training=False) for x in self.dataset(prepared, None, batch_size, shuffle=False)]
+        out = {k: np.concatenate([b[k].numpy() for b in batches]) for k in batches[0]}
+        if "emotion" in out:
+            logits = tf.constant(out["emotion"])
+            out["emotion"] = (tf.sigmoid(logits) if self.spec.multilabel else tf.nn.softmax(logits)).numpy()
+        return out
+
+    def save(self, folder: Path) -> None:
+        """Write the checkpoint folder (see the module docstring)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.spec.uses_text:
+            self.model.text_backbone.save_pretrained(str(folder / "text"))
+            self.tokenizer.save_pretrained(str(folder / "text"))
+        if self.spec.uses_speech:
+            self.model.speech_backbone.save_pretrained(str(folder / "speech"))
+            self.extractor.save_pretrained(str(folder / "speech"))
+        self.model.head.save_weights(str(folder / HEAD_FILE))
+        save_json({"format": FORMAT, "kind": "model", "spec": self.spec.to_dict()}, folder / SPEC_FILE)
+
+    @classmethod
+    def load(cls, folder: Path) -> "HFModel":
+        """Rebuild a model saved by :meth:`save` (backbones from ``text/`` and ``speech/``, head weights).
+
+        Raises:
+            HFCheckpointError: ``folder`` holds no cnnrnn HF checkpoint.
+        """
+        meta = read_checkpoint_meta(folder)
+        model = cls(ModelSpec(**meta["spec"]), folder / "text", folder / "speech")
+        model.model.head.load_weights(str(folder / HEAD_FILE))
+        return model
+
+
+class HierarchicalModel:
+    """The 2-stage classifier: ``neutral`` (neutral vs rest) then ``rest`` (the other emotions)."""
+
+    def __init__(self, spec: ModelSpec, neutral: HFModel, rest: HFModel):
+        self.spec, self.neutral, self.rest = spec, neutral, rest
+
+    def prepare(self, records, report):
+        """Inputs of ``records`` for both stages (they share one backbone set-up); skips go to ``report``."""
+        return self.neutral.prepare(records, report)
+
+    def predict(self, prepared: Prepared, batch_size: int = 1) -> dict[str, np.ndarray]:
+        """``{'emotion': (N, C) float32}``: P(neutral) from stage 1, and (1 - P(neutral)) × the stage-2 softmax
+        for every other emotion, so each row sums to 1."""
+        if not prepared.records:
+            return {}
+        p1 = self.neutral.predict(prepared, batch_size)["emotion"][:, 0]
+        p2 = self.rest.predict(prepared, batch_size)["emotion"]
+        probs = np.zeros((len(p1), len(self.spec.labels)), np.float32)
+        probs[:, self.spec.labels.index(NEUTRAL)] = p1
+        for j, lab in enumerate(self.rest.spec.labels):
+            probs[:, self.spec.labels.index(lab)] = (1.0 - p1) * p2[:, j]
+        return {"emotion": probs}
+
+    def save(self, folder: Path) -> None:
+        """Write ``neutral/`` and ``rest/`` checkpoints and the ``hierarchical`` spec file."""
+        self.neutral.save(folder / "neutral")
+        self.rest.save(folder / "rest")
+        save_json({"format": FORMAT, "kind": "hierarchical", "spec": self.spec.to_dict()}, folder / SPEC_FILE)
+
+
+def read_checkpoint_meta(folder: str | Path) -> dict:
+    """The ``hf_model.json`` of a checkpoint folder: ``{"format", "kind": "model" | "hierarchical", "spec"}``.
+
+    Raises:
+        HFCheckpointError: no ``hf_model.json`` there, or another format than :data:`FORMAT`.
+    """
+    path = Path(folder) / SPEC_FILE
+    if not path.is_file():
+        raise HFCheckpointError(f"{folder}: not a cnnrnn HF checkpoint (no {SPEC_FILE})")
+    meta = load_json(path)
+    if meta.get("format") != FORMAT:
+        raise HFCheckpointError(f"{path}: unknown checkpoint format {meta.get('format')!r} (expected {FORMAT})")
+    return meta
