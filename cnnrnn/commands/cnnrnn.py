@@ -21,6 +21,7 @@ def _add_out(p, default: str | None, help_text: str) -> None:
 
 def add_commands(sub) -> None:
     """Add the CNNRNN stage subcommands to the ``cnnrnn`` parser's subparsers ``sub``."""
+    from ..cnnrnn.config import TrainConfig as T
     from ..corpora import READERS
 
     corpora = sorted(READERS)
@@ -57,11 +58,14 @@ def add_commands(sub) -> None:
                                    "cv_report.json and run.json (the run manifest that `cnnrnn predict` reads). "
                                    "Finished folds are skipped on a rerun.")
     _add_out(p, None, "folder holding train_final.pickle and labels.json")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
-    p.add_argument("--folds", type=int, help="override train.folds")
-    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float, help="override train.learning_rate")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, help="override train.batch_size")
-    p.add_argument("--weights", help="backbone weights: none, imagenet (cached only) or a .h5 path")
+    p.add_argument("--epochs", type=int, help=f"override train.epochs (built-in default {T.epochs})")
+    p.add_argument("--folds", type=int, help=f"override train.folds (built-in default {T.folds})")
+    p.add_argument("--learning-rate", "--lr", dest="learning_rate", type=float,
+                   help=f"override train.learning_rate (built-in default {T.learning_rate:g})")
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int,
+                   help=f"override train.batch_size (built-in default {T.batch_size})")
+    p.add_argument("--weights", help="backbone weights: none, imagenet (cached only) or a .h5 path "
+                                     f"(built-in default {T.weights})")
     p.add_argument("--by-speaker", action="store_true", default=None, help="speaker-disjoint folds")
     _add_config(p)
     p.set_defaults(handler=_train)

@@ -28,6 +28,23 @@ COMMON_KEYS = {"corpus": "data.corpus", "label_column": "data.label_column", "fo
 PREDICT_KEYS = {"seed": "train.seed", "batch_size": "train.valid_batch_size"}
 
 
+def _show_defaults(parser: argparse.ArgumentParser, keys: dict[str, str]) -> None:
+    """Append each option's config default (from :class:`cnnrnn.hf.config.HFConfig`, read, not restated) to its
+    help, so ``--help`` says what an option left out means."""
+    from ..config import to_dict
+    from ..hf.config import HFConfig
+
+    import re
+
+    values = to_dict(HFConfig())
+    for action in parser._actions:
+        key = keys.get(action.dest)
+        if key and action.help and "default" not in action.help:
+            section, name = key.split(".")
+            text = re.sub(r"\s*\(?config [\w.]+\)?", "", action.help).strip()
+            action.help = f"{text + ' ' if text else ''}[config {key}, default: {values[section][name]}]"
+
+
 def _folds_value(text: str):
     """``--folds``: the number of folds (an integer), or, as before, a fold scheme name."""
     from ..hf.config import FOLD_SCHEMES
@@ -42,14 +59,14 @@ def _folds_value(text: str):
 
 
 def _add_data(p: argparse.ArgumentParser, predicting: bool) -> None:
-    from ..hf.config import CORPORA, FOLD_SCHEMES, LABEL_COLUMNS, DataConfig, TrainConfig
+    from ..hf.config import CORPORA, FOLD_SCHEMES, LABEL_COLUMNS, TrainConfig
 
     p.add_argument("--input", default=None, help="new_data.csv written by `cnnrnn kemdy-labels`")
     p.add_argument("--corpus", default=None, choices=CORPORA,
-                   help=f"corpus reader when no --input is given (config data.corpus: {DataConfig.corpus})")
+                   help="corpus reader when no --input is given" + (" (default: the run's)" if predicting else ""))
     p.add_argument("--root", default=None, help="corpus folder when no --input is given")
     p.add_argument("--label-column", default=None, choices=LABEL_COLUMNS,
-                   help=f"label column of --input (config data.label_column: {DataConfig.label_column})")
+                   help="label column of --input" + (" (default: the run's)" if predicting else ""))
     given = "the run's run.json, else " if predicting else ""
     p.add_argument("--fold", type=int, default=None,
                    help=f"fold to test on, from 0 (default: {given}{TrainConfig.fold})"
@@ -114,6 +131,7 @@ def add_commands(sub) -> None:
     p.add_argument("--eager", action="store_true", default=None,
                    help="train without tf.function tracing (faster for a few steps, slower for real runs)")
     _add_data(p, predicting=False)
+    _show_defaults(p, {**TRAIN_KEYS, **COMMON_KEYS})
     p.set_defaults(handler=_train)
 
     p = hf_sub.add_parser("predict", help="predict (and score) records with a checkpoint of `cnnrnn hf train`",
