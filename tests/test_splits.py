@@ -117,3 +117,22 @@ def test_cross_corpus_vocabulary():
                                                                        "surprise": None}
     with pytest.raises(ValueError, match="both mean"):
         match_labels(["angry"], ["angry", "anger"])
+
+
+def test_speaker_split_holds_out_whole_speakers(sample_dir, tmp_path, capsys):
+    from cnnrnn import cli
+
+    utts = read_corpus("kemdy20", sample_dir)
+    session = split_per_session(utts, corpus="kemdy20")
+    assert session.report["speakers_in_both"]  # the original split mixes speakers
+    speaker = split_per_session(utts, corpus="kemdy20", scheme="speaker")
+    train_speakers = {u.speaker for u in speaker.flat("train")}
+    test_speakers = {u.speaker for u in speaker.flat("test")}
+    assert test_speakers and not train_speakers & test_speakers and speaker.report["speakers_in_both"] == []
+    assert speaker.report["n_train"] + speaker.report["n_test"] == 103
+    assert cli.main(["-q", "split", "--corpus", "kemdy20", "--root", str(sample_dir), "--out", str(tmp_path),
+                     "--split", "speaker"]) == 0
+    out = capsys.readouterr().out
+    assert '"speakers_in_train_and_test": []' in out and "not speaker-independent" not in out
+    assert cli.main(["-q", "split", "--corpus", "kemdy20", "--root", str(sample_dir), "--out", str(tmp_path)]) == 0
+    assert "not speaker-independent" in capsys.readouterr().out

@@ -35,16 +35,22 @@ class SplitConfig:
         labels: fixed label order for the integer codes; ``None`` uses the
             corpus' declared label order (:data:`cnnrnn.corpora.LABEL_ORDERS`),
             or for a manifest the sorted names of its labels.
+        scheme: ``session`` (the original: 8:2 inside every session, so the same
+            speakers are in train and test) or ``speaker`` (whole speakers held
+            out over the corpus: a speaker-independent test set).
     """
 
     test_size: float = 0.2
     seed: int = 42
     keep_ties: bool = False
     labels: list[str] | None = None
+    scheme: str = "session"
 
     def validate(self) -> None:
         if not 0.0 < self.test_size < 1.0:
             raise ConfigError(f"split.test_size must be in (0, 1), got {self.test_size}")
+        if self.scheme not in ("session", "speaker"):
+            raise ConfigError(f"split.scheme must be 'session' or 'speaker', got {self.scheme!r}")
         if self.labels is not None:  # KEMDy's "disqust" is read as "disgust"
             self.labels = [LABEL_ALIASES.get(lab, lab) for lab in self.labels]
 

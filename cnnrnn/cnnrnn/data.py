@@ -74,12 +74,18 @@ class SplitResult:
 
 def split_per_session(utterances: Sequence[Utterance], test_size: float = 0.2, seed: int = 42,
                       keep_ties: bool = False, labels: Sequence[str] | None = None,
-                      corpus: str = "manifest") -> SplitResult:
-    """Split every session ``1 - test_size : test_size`` into train and test (:class:`cnnrnn.splits.PerSessionSplit`).
+                      corpus: str = "manifest", scheme: str = "session") -> SplitResult:
+    """Split the corpus ``1 - test_size : test_size`` into train and test, grouped by session in the result.
 
+    ``scheme="session"`` (the original CNNRNN code's): every session is split 8:2
+    (:class:`cnnrnn.splits.PerSessionSplit`), so one speaker's utterances can land in train and in test.
     Utterances without a session count as one session (``"all"``). Inside a session the split is stratified
     by emotion when every label has at least two utterances and the test part can hold one of each;
     otherwise a plain seeded shuffle, and the report says so.
+
+    ``scheme="speaker"``: whole speakers are held out over the corpus (fold 0 of
+    :class:`cnnrnn.splits.SpeakerFolds` with ``round(1 / test_size)`` folds, stratified by emotion), so no
+    speaker is in both parts: a speaker-independent test set.
 
     Args:
         utterances: corpus records.
@@ -90,15 +96,17 @@ def split_per_session(utterances: Sequence[Utterance], test_size: float = 0.2, s
         labels: fixed label order; default: the corpus' declared order
             (:func:`cnnrnn.corpora.label_order`), else the sorted label names.
         corpus: the reader name, for the declared label order.
+        scheme: ``session`` or ``speaker`` (see above).
 
     Returns:
         A :class:`SplitResult`.
 
     Raises:
-        ValueError: no utterance is left, or a label is outside ``labels``.
+        ValueError: no utterance is left, a label is outside ``labels``, an unknown scheme, or (``speaker``)
+            an utterance without a speaker or too few speakers.
     """
     from ..corpora import label_order
-    from ..splits import PerSessionSplit
+    from ..splits import PerSessionSplit, SpeakerFolds
 
     ties = [u for u in utterances if u.is_tied]
     kept = list(utterances) if keep_ties else [u for u in utterances if not u.is_tied]
@@ -112,8 +120,17 @@ def split_per_session(utterances: Sequence[Utterance], test_size: float = 0.2, s
 
     ordered = sorted(kept, key=lambda u: (u.session or NO_SESSION, u.id))
     sessions = [u.session or NO_SESSION for u in ordered]
-    splitter = PerSessionSplit(test_size, seed)
-    train_idx, test_idx = next(splitter.split(ordered, [u.emotion for u in ordered], sessions))
+    y = [u.emotion for u in ordered]
+    if scheme == "session":
+        splitter = PerSessionSplit(test_size, seed)
+        train_idx, test_idx = next(splitter.split(ordered, y, sessions))
+        stratified = splitter.stratified
+    elif scheme == "speaker":
+        splitter = SpeakerFolds(max(2, round(1 / test_size)), seed)
+        train_idx, test_idx = splitter.fold(0, ordered, y, [u.speaker for u in ordered])
+        stratified = {s: True for s in set(sessions)}
+    else:
+        raise ValueError(f"split scheme must be 'session' or 'speaker', got {scheme!r}")
     train: dict[str, list[Utterance]] = defaultdict(list)
     test: dict[str, list[Utterance]] = defaultdict(list)
     for i in train_idx:
@@ -123,7 +140,7 @@ def split_per_session(utterances: Sequence[Utterance], test_size: float = 0.2, s
     names = sorted(set(sessions))
     train = {s: train.get(s, []) for s in names}
     test = {s: test.get(s, []) for s in names}
-    per_session = {s: {"train": len(train[s]), "test": len(test[s]), "stratified": splitter.stratified[s]}
+    per_session = {s: {"train": len(train[s]), "test": len(test[s]), "stratified": stratified[s]}
                    for s in names}
     report = {
         "n_utterances": len(utterances),
@@ -140,6 +157,8 @@ def split_per_session(utterances: Sequence[Utterance], test_size: float = 0.2, s
         "test_size": test_size,
         "seed": seed,
         "scheme": splitter.spec(),
+        "speakers_in_both": sorted({u.speaker for v in train.values() for u in v if u.speaker}
+                                   & {u.speaker for v in test.values() for u in v if u.speaker}),
     }
     return SplitResult(train=train, test=test, labels=label_list, report=report)
 
@@ -161,7 +180,7 @@ def split(corpus: str, root: str | Path, out: str | Path, config=None) -> dict[s
     cfg, out = load_config(config), Path(out)
     utterances, corpus_report = load_corpus(corpus, root)
     result = split_per_session(utterances, cfg.split.test_size, cfg.split.seed, cfg.split.keep_ties,
-                               cfg.split.labels, corpus=corpus)
+                               cfg.split.labels, corpus=corpus, scheme=cfg.split.scheme)
     code = {lab: i for i, lab in enumerate(result.labels)}
     for part in ("train", "test"):
         grouped = {s: [u.to_dict() for u in utts] for s, utts in getattr(result, part).items()}

@@ -45,6 +45,8 @@ def run(corpus: str, root: str | Path, out: str | Path, config=None, progress: b
         "test_metrics": {k: v for k, v in (results["test"]["metrics"] or {}).items()
                          if k in ("n", "ua", "wa", "f1_macro", "f1_micro", "f1_weighted")},
         "files": _list_outputs(out),
+        "split_scheme": results["split"]["split"]["scheme"]["scheme"],
+        "speakers_in_both": results["split"]["split"]["speakers_in_both"],
         "skipped": {"corpus": results["split"]["corpus"]["n_skipped"],
                     "ties": results["split"]["split"]["n_ties"],
                     "spectrograms": results["spectrograms"]["spectrograms"]["n_failed"]},

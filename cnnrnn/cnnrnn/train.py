@@ -306,5 +306,5 @@ def input_spec(cfg: CnnrnnConfig) -> dict[str, Any]:
 
 
 def _test_split_spec(cfg: CnnrnnConfig) -> dict[str, Any]:
-    return {"scheme": "session", "test_size": cfg.split.test_size, "seed": cfg.split.seed,
+    return {"scheme": cfg.split.scheme, "test_size": cfg.split.test_size, "seed": cfg.split.seed,
             "files": [A.SPLIT_FILES["train"], A.SPLIT_FILES["test"]]}
