@@ -50,6 +50,9 @@ def test_cross_validation_outputs(run_dir):
     for f in report["folds"]:
         assert 0.0 <= f["ua"] <= 1.0 and 0.0 <= f["wa"] <= 1.0 and 0.0 <= f["f1_macro"] <= 1.0
     assert set(report["mean"]) == {"ua", "wa", "f1_macro"}
+    # the tiny preset chooses each fold's epoch on held-out training speakers, never on the scored fold
+    assert report["selection"] == "inner" and report["optimistic"] is False
+    assert all(f["n_fit"] + f["n_select"] == f["n_train"] and f["n_select"] > 0 for f in report["folds"])
     for k in (1, 2):
         assert (run_dir / "models" / f"CNN_RNN_fold{k}_epoch1_e4.h5").is_file()
         history = pd.read_csv(run_dir / "history" / f"fold{k}.csv")

@@ -136,3 +136,16 @@ def test_speaker_split_holds_out_whole_speakers(sample_dir, tmp_path, capsys):
     assert '"speakers_in_train_and_test": []' in out and "not speaker-independent" not in out
     assert cli.main(["-q", "split", "--corpus", "kemdy20", "--root", str(sample_dir), "--out", str(tmp_path)]) == 0
     assert "not speaker-independent" in capsys.readouterr().out
+
+
+def test_inner_split_never_uses_the_scored_fold():
+    from cnnrnn.cnnrnn.train import inner_split
+
+    y = np.repeat([0, 1], 20)
+    speakers = [f"s{i % 5}" for i in range(40)]
+    train_idx = np.arange(30)
+    fit, sel = inner_split(train_idx, y, speakers, seed=3)
+    assert len({speakers[i] for i in sel}) == 1 and not {speakers[i] for i in sel} & {speakers[i] for i in fit}
+    assert sorted(np.concatenate([fit, sel]).tolist()) == list(range(30))
+    fit2, sel2 = inner_split(train_idx, y, None, seed=3)
+    assert len(sel2) == 6 and set(sel2) <= set(train_idx) and not set(fit2) & set(sel2)

@@ -76,8 +76,12 @@ class TrainConfig:
             validation parts (StratifiedGroupKFold).
         seed: seed of the folds, weight init and shuffling.
         monitor: metric that selects each fold's best checkpoint (``val_accuracy``
-            or ``val_loss``), or ``last`` to keep the final epoch, which avoids
-            choosing the epoch on the very fold that is scored.
+            or ``val_loss``), or ``last`` to keep the final epoch.
+        selection: where ``monitor`` is measured: ``fold``, the fold that is
+            then scored (the original CNNRNN code; its CV figures are optimistic),
+            or ``inner``, a validation part of the fold's *training* data (one
+            training speaker held out, else a fifth of it), so the epoch is never
+            chosen on the scored fold.
         checkpoint_name: file name pattern of the best checkpoint; ``{fold}`` and
             ``{epochs}`` are filled in (original: ``CNN_RNN_fold{k}_epoch60_e4.h5``).
     """
@@ -97,6 +101,7 @@ class TrainConfig:
     group_by_speaker: bool = False
     seed: int = 42
     monitor: str = "val_accuracy"
+    selection: str = "fold"
     checkpoint_name: str = "CNN_RNN_fold{fold}_epoch{epochs}_e4.h5"
 
     def validate(self) -> None:
@@ -108,6 +113,8 @@ class TrainConfig:
             raise ConfigError(f"train.dropout must be in [0, 1), got {self.dropout}")
         if self.monitor not in ("val_accuracy", "val_loss", "last"):
             raise ConfigError(f"train.monitor must be val_accuracy, val_loss or last, got {self.monitor!r}")
+        if self.selection not in ("fold", "inner"):
+            raise ConfigError(f"train.selection must be fold or inner, got {self.selection!r}")
 
 
 @dataclass

@@ -42,6 +42,7 @@ def run(corpus: str, root: str | Path, out: str | Path, config=None, progress: b
     summary = {
         "out": str(Path(out).resolve()), "seconds": timings,
         "cv_mean": results["train"]["mean"], "cv_folds": results["train"]["folds"],
+        "cv_optimistic": results["train"]["optimistic"],
         "test_metrics": {k: v for k, v in (results["test"]["metrics"] or {}).items()
                          if k in ("n", "ua", "wa", "f1_macro", "f1_micro", "f1_weighted")},
         "files": _list_outputs(out),

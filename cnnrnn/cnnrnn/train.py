@@ -99,6 +99,39 @@ def predict_proba(model, images: np.ndarray, batch_size: int = 16) -> np.ndarray
     return np.asarray(model.predict(image_dataset(images, None, batch_size=batch_size), verbose=0), np.float32)
 
 
+def optimistic(cfg: TrainConfig) -> bool:
+    """Whether the CV figures are optimistic: each fold's epoch was chosen on the very fold it is scored on
+    (``selection: fold`` with a ``monitor`` other than ``last``: the original CNNRNN setting)."""
+    return cfg.selection == "fold" and cfg.monitor != "last"
+
+
+def inner_split(train_idx: np.ndarray, y: np.ndarray, groups: Sequence[str] | None,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a fold's training part into ``(fit_idx, select_idx)``: the epoch is chosen on ``select_idx``,
+    never on the scored fold.
+
+    With a speaker for every item, one training speaker (a seeded choice) is held out; otherwise one fifth
+    of the training part, stratified by label (:class:`cnnrnn.splits.StratifiedFolds`, fold 0).
+
+    Args:
+        train_idx: the fold's training indices. y: ``(N,)`` label codes of all items.
+        groups: ``N`` speakers, or ``None``.
+        seed: seed of the choice.
+    """
+    from ..splits import StratifiedFolds
+
+    train_idx = np.asarray(train_idx)
+    speakers = None if groups is None else np.asarray([None if g is None else str(g) for g in groups], object)
+    if speakers is not None and all(s is not None for s in speakers[train_idx]):
+        names = sorted(set(speakers[train_idx].tolist()))
+        if len(names) >= 2:
+            held = names[np.random.default_rng(seed).integers(len(names))]
+            mask = speakers[train_idx] == held
+            return train_idx[~mask], train_idx[mask]
+    fit, sel = StratifiedFolds(5, seed).fold(0, len(train_idx), y[train_idx])
+    return train_idx[fit], train_idx[sel]
+
+
 def fold_splitter(cfg: TrainConfig):
     """The CV splitter of a train config: :class:`cnnrnn.splits.SpeakerFolds` with ``group_by_speaker``, else
     :class:`cnnrnn.splits.StratifiedFolds` (``cfg.folds`` folds, ``cfg.seed``)."""
@@ -213,7 +246,10 @@ def cross_validate(
 
     for k in pending:
         tr_idx, va_idx = folds[k - 1]
-        log.info("fold %d/%d: %d train, %d validation", k, cfg.folds, len(tr_idx), len(va_idx))
+        fit_idx, sel_idx = (inner_split(tr_idx, y, groups, cfg.seed + k) if cfg.selection == "inner"
+                            else (tr_idx, va_idx))
+        log.info("fold %d/%d: %d train (%d fit, %d to choose the epoch), %d scored", k, cfg.folds, len(tr_idx),
+                 len(fit_idx), len(sel_idx), len(va_idx))
         fold_start = time.perf_counter()
         model.set_weights(initial_weights)
         for var, value in zip(optimizer.variables, initial_optimizer):
@@ -226,15 +262,16 @@ def cross_validate(
             keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs" / f"fold{k}"), write_graph=False),
         ]
         model.fit(
-            image_dataset(images, y, tr_idx, cfg.batch_size, shuffle=True, seed=cfg.seed + k),
-            validation_data=image_dataset(images, y, va_idx, cfg.batch_size),
+            image_dataset(images, y, fit_idx, cfg.batch_size, shuffle=True, seed=cfg.seed + k),
+            validation_data=image_dataset(images, y, sel_idx, cfg.batch_size),
             epochs=cfg.epochs, callbacks=callbacks, verbose=verbose, shuffle=False,  # tf.data shuffles
         )
         model.set_weights(best.best_weights)
         proba = predict_proba(model, images[va_idx], cfg.batch_size)
         metrics = classification_metrics(y[va_idx], proba.argmax(axis=1), n_classes)
         fold_report = {
-            "fold": k, "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),
+            "fold": k, "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)), "selection": cfg.selection,
+            "n_fit": int(len(fit_idx)), "n_select": int(len(sel_idx)),
             "best_epoch": best.best_epoch, f"best_{cfg.monitor}": best.best,
             "checkpoint": str(ckpt), "seconds": round(time.perf_counter() - fold_start, 2),
             "val_ids_index": [int(i) for i in va_idx], **metrics,
@@ -251,6 +288,8 @@ def cross_validate(
         "mean": summarise_folds(fold_reports),
         "checkpoints": [f["checkpoint"] for f in fold_reports],
         "seconds_this_run": round(time.perf_counter() - started, 2),
+        "selection": cfg.selection,
+        "optimistic": optimistic(cfg),
         "config": cfg.__dict__,
     }
     save_json(report, out_dir / "cv_report.json")

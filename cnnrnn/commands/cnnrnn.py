@@ -157,7 +157,14 @@ def _train(args, progress: bool) -> int:
     report = train(out, cfg, verbose=2 if progress else 0)
     _print({"mean": report["mean"], "folds": [{k: f[k] for k in ("fold", "ua", "wa", "f1_macro", "checkpoint")}
                                               for f in report["folds"]], "report": str(out / "cv_report.json")})
+    if report["optimistic"]:
+        print(OPTIMISTIC)
     return 0
+
+
+OPTIMISTIC = ("note: each fold's epoch was chosen on the very fold it is scored on (train.selection fold, the "
+              "original's setting), so these CV figures are optimistic; train.selection inner chooses it on "
+              "held-out training speakers")
 
 
 def _split_note(split: dict) -> None:
@@ -209,6 +216,8 @@ def _print_summary(summary: dict) -> None:
               f"(best epoch {f['best_epoch']}, n_val {f['n_val']})")
     m = summary["cv_mean"]
     print(f"mean  : UA {m['ua']['mean']:.3f}  WA {m['wa']['mean']:.3f}  F1-macro {m['f1_macro']['mean']:.3f}")
+    if summary.get("cv_optimistic"):
+        print(OPTIMISTIC)
     t = summary["test_metrics"]
     if t:
         print(f"\n=== test set (fold-average ensemble, n={t['n']}) ===\n"
