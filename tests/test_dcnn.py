@@ -337,3 +337,16 @@ def test_cli_steps_on_shared_emodb(tmp_path, shared_data, capsys):
 
     df = pd.read_csv(model.with_name("predictions.csv"))
     assert len(df) == 3 and set(df["predicted"]) <= set(labels) and (df["n_segments"] == 5).all()  # 2 s at max_sec 2
+
+
+def test_resnet50_dcnn_takes_bn_momentum():
+    import keras
+
+    from cnnrnn.models.dcnn import build_dcnn
+
+    model = build_dcnn((32, 32, 3), 3, backbone="resnet50", fc_units=8, bn_momentum=0.9)
+    bns = [layer for layer in model.get_layer("resnet50").layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(layer.momentum == 0.9 for layer in bns)
+    default = build_dcnn((32, 32, 3), 3, backbone="resnet50", fc_units=8)
+    assert {layer.momentum for layer in default.get_layer("resnet50").layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}

@@ -124,7 +124,9 @@ class DataSection(FeatureConfig):
 @dataclass
 class ModelSection:
     """``model``: the DCNN (step 1, :func:`cnnrnn.models.dcnn.build_dcnn`) and BiLSTM-attention (step 2,
-    :func:`cnnrnn.models.blstm_attention.build_blstm_attention`) settings; paper values by default."""
+    :func:`cnnrnn.models.blstm_attention.build_blstm_attention`) settings; paper values by default.
+    ``bn_momentum``: momentum of the ResNet50 backbone's batch norm (``null``: Keras' 0.99; 0.9 for a
+    from-scratch ResNet50, which otherwise collapses to one class)."""
 
     backbone: str = "alexnet"
     weights: str = "none"
@@ -137,6 +139,7 @@ class ModelSection:
     dense1_units: int = 512
     dense2_units: int = 256
     head_dropout: float = 0.1
+    bn_momentum: float | None = None
 
 
 @dataclass

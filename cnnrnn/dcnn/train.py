@@ -187,7 +187,7 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
         _seed(cfg.train.seed)
         m = cfg.model
         model = build_dcnn((*features.image_size, 3), len(labels), m.backbone, m.weights, m.width, m.fc_units,
-                           m.dropout)
+                           m.dropout, m.bn_momentum)
         _compile(model, cfg.train.learning_rate)
         size, bs = features.image_size, cfg.train.batch_size
         model.fit(segment_dataset(x_train, y_train, size, bs, shuffle=True, seed=cfg.train.seed),

@@ -57,6 +57,21 @@ def resolve_backbone_weights(weights: str | None) -> str | None:
     return str(path)
 
 
+def set_bn_momentum(model, momentum: float | None) -> None:
+    """Set the momentum of every ``BatchNormalization`` layer of ``model`` (``None``: keep Keras' 0.99).
+
+    A from-scratch backbone trained for few steps needs a lower value such as 0.9: at 0.99 the moving
+    statistics that inference uses never catch up with the weights, and the model predicts one class.
+    """
+    from keras import layers
+
+    if momentum is None:
+        return
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = float(momentum)
+
+
 def build_cnnrnn(
     input_shape: tuple[int, int, int],
     n_classes: int,
@@ -96,10 +111,7 @@ def build_cnnrnn(
     inputs = keras.Input(shape=(h, w, 3), name="spectrogram")
     x = layers.Normalization(mean=list(IMAGENET_BGR_MEAN), variance=[1.0, 1.0, 1.0], name="imagenet_bgr_mean")(inputs)
     backbone = keras.applications.ResNet50(include_top=False, weights=weights_path, input_shape=(h, w, 3))
-    if bn_momentum is not None:
-        for layer in backbone.layers:
-            if isinstance(layer, layers.BatchNormalization):
-                layer.momentum = float(bn_momentum)
+    set_bn_momentum(backbone, bn_momentum)
     x = backbone(x)                                                  # (h/32, w/32, 2048)
     x = layers.Permute((2, 1, 3), name="time_major")(x)              # (w/32, h/32, 2048)
     x = layers.TimeDistributed(layers.GlobalAveragePooling1D(), name="pool_frequency")(x)  # (w/32, 2048)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cnnrnn import WeightsError, resolve_backbone_weights
+from .cnnrnn import WeightsError, resolve_backbone_weights, set_bn_momentum
 
 PENULTIMATE = "penultimate"
 BACKBONES = ("alexnet", "resnet50")
@@ -43,18 +43,20 @@ def _alexnet(x, width: float, fc_units: int, dropout: float):
     return layers.Dense(fc_units, activation="relu", name=PENULTIMATE)(x)
 
 
-def _resnet50(x, input_shape, weights, fc_units: int, dropout: float):
+def _resnet50(x, input_shape, weights, fc_units: int, dropout: float, bn_momentum: float | None = None):
     import keras
     from keras import layers
 
     backbone = keras.applications.ResNet50(include_top=False, weights=resolve_backbone_weights(weights),
                                            input_shape=input_shape, pooling="avg")
+    set_bn_momentum(backbone, bn_momentum)
     x = layers.Dropout(dropout, name="dropout1")(backbone(x))
     return layers.Dense(fc_units, activation="relu", name=PENULTIMATE)(x)
 
 
 def build_dcnn(input_shape: tuple[int, int, int], n_classes: int, backbone: str = "alexnet",
-               weights: str | None = "none", width: float = 1.0, fc_units: int = 4096, dropout: float = 0.5):
+               weights: str | None = "none", width: float = 1.0, fc_units: int = 4096, dropout: float = 0.5,
+               bn_momentum: float | None = None):
     """Build the segment classifier (uncompiled).
 
     Args:
@@ -65,6 +67,9 @@ def build_dcnn(input_shape: tuple[int, int, int], n_classes: int, backbone: str 
         width: AlexNet filter/unit multiplier (ignored by resnet50).
         fc_units: units of the fully-connected layers; the penultimate one is the step-2 feature size.
         dropout: dropout before the fully-connected layers (0.5).
+        bn_momentum: momentum of the ResNet50 backbone's BatchNormalization layers (``None``: Keras' 0.99;
+            from scratch, 0.9 keeps the inference statistics from collapsing to one class). The AlexNet-style
+            DCNN has no batch norm and ignores it.
 
     Returns:
         ``keras.Model`` mapping ``(batch, H, W, 3) float32`` to ``(batch, n_classes)`` probabilities.
@@ -89,7 +94,7 @@ def build_dcnn(input_shape: tuple[int, int, int], n_classes: int, backbone: str 
     if backbone == "alexnet":
         x = _alexnet(inputs, width, fc_units, dropout)
     else:
-        x = _resnet50(inputs, (h, w, 3), weights, fc_units, dropout)
+        x = _resnet50(inputs, (h, w, 3), weights, fc_units, dropout, bn_momentum)
     outputs = layers.Dense(n_classes, activation="softmax", name="emotion")(x)
     model = keras.Model(inputs, outputs, name=f"dcnn_{backbone}")
     if backbone == "alexnet" and weights is not None:
