@@ -107,14 +107,29 @@ class SpectrogramConfig(LogMelConfig):
         colormap: an OpenCV colormap name (``magma``, ``viridis``, ``inferno``,
             ``jet``, ...), or ``gray``.
         workers: processes for per-file work; 0 means one per CPU core.
+        normalize: normalisation of the log-mel before it becomes an image
+            (:mod:`cnnrnn.normalize`): ``none`` (the original: dB below the clip's
+            peak), ``utterance`` (z-scores per mel band over the clip), ``global``
+            (over the training data) or ``speaker`` (over each speaker's own audio,
+            no labels).
+        norm_range: z-scores in ``[-norm_range, norm_range]`` span the image's
+            0–255 (when ``normalize`` is not ``none``).
     """
 
     image_size: list[int] = field(default_factory=lambda: [224, 224])
     colormap: str = "magma"
     workers: int = 0
+    normalize: str = "none"
+    norm_range: float = 3.0
 
     def validate(self) -> None:
         super().validate()
+        from .normalize import MODES
+
+        if self.normalize not in MODES:
+            raise ConfigError(f"spectrogram.normalize must be one of {MODES}, got {self.normalize!r}")
+        if self.norm_range <= 0:
+            raise ConfigError(f"spectrogram.norm_range must be positive, got {self.norm_range}")
         if len(self.image_size) != 2 or min(self.image_size) < 8:
             raise ConfigError(f"spectrogram.image_size must be [height, width] >= 8, got {self.image_size}")
 
@@ -189,19 +204,22 @@ def _colormap_code(name: str) -> int | None:
     return code
 
 
-def to_image(db: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
-    """Turn a dB spectrogram into a coloured image.
+def to_image(db: np.ndarray, cfg: SpectrogramConfig, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Turn a dB (or normalised) spectrogram into a coloured image.
 
     Args:
-        db: ``(n_mels, frames)`` dB values, at most 0 (peak) and at least ``-top_db``.
+        db: ``(n_mels, frames)`` values: dB in ``[-top_db, 0]``, or z-scores.
         cfg: gives ``top_db``, ``image_size`` ``[H, W]`` and ``colormap``.
+        value_range: the values that map to 0 and 255 (default ``(-top_db, 0)`` dB); values outside are
+            clipped.
 
     Returns:
         ``(H, W, 3) uint8`` in BGR channel order, low frequencies in the bottom row.
     """
     import cv2
 
-    scaled = np.clip((db + cfg.top_db) / cfg.top_db, 0.0, 1.0)
+    lo, hi = value_range if value_range is not None else (-cfg.top_db, 0.0)
+    scaled = np.clip((db - lo) / (hi - lo), 0.0, 1.0)
     gray = np.flipud((scaled * 255.0 + 0.5).astype(np.uint8))
     height, width = cfg.image_size
     gray = cv2.resize(gray, (int(width), int(height)), interpolation=cv2.INTER_LINEAR)
@@ -211,19 +229,56 @@ def to_image(db: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     return cv2.applyColorMap(gray, code)
 
 
-def waveform_to_image(y: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
-    """Fixed-length log-mel image of a waveform at ``cfg.sr``: ``(H, W, 3) uint8`` BGR."""
-    return to_image(log_mel(pad_or_trim(y, cfg.n_samples), cfg), cfg)
+def image_of_log_mel(db: np.ndarray, cfg: SpectrogramConfig, speaker: str | None = None, stats=None,
+                     mode: str | None = None) -> np.ndarray:
+    """The image of a log-mel, normalised as ``cfg.normalize`` (or ``mode``) says.
+
+    Args:
+        db: ``(n_mels, frames)`` dB from :func:`log_mel`.
+        cfg: spectrogram settings.
+        speaker, stats: the item's speaker and the :class:`cnnrnn.normalize.NormStats` of the run (``global``
+            and ``speaker`` modes; a speaker the statistics lack uses the global ones).
+        mode: overrides ``cfg.normalize`` (e.g. ``utterance`` for a file whose speaker is unknown).
+
+    Returns:
+        ``(H, W, 3) uint8`` BGR.
+    """
+    from .normalize import apply
+
+    mode = mode or cfg.normalize
+    if mode == "none":
+        return to_image(db, cfg)
+    z = apply(db.T, speaker, stats, mode).T
+    return to_image(z, cfg, (-cfg.norm_range, cfg.norm_range))
 
 
-def audio_to_image(path: str | Path, cfg: SpectrogramConfig) -> np.ndarray:
-    """Load an audio file and return its spectrogram image ``(H, W, 3) uint8`` BGR.
+def audio_log_mel(path: str | Path, cfg: LogMelConfig) -> np.ndarray:
+    """Load an audio file at ``cfg.sr``, pad/cut it to ``cfg.duration`` and return its log-mel
+    ``(n_mels, frames) float32`` dB (:func:`log_mel`).
 
     Raises:
         AudioError: unreadable, empty, silent or non-finite audio.
     """
     y, _ = load_audio(path, cfg.sr)
-    return waveform_to_image(y, cfg)
+    return log_mel(pad_or_trim(y, cfg.n_samples), cfg)
+
+
+def waveform_to_image(y: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
+    """Fixed-length log-mel image of a waveform at ``cfg.sr``: ``(H, W, 3) uint8`` BGR (un-normalised log-mel,
+    or ``utterance`` normalisation; the ``global`` and ``speaker`` modes need :func:`image_of_log_mel`)."""
+    mode = "utterance" if cfg.normalize in ("global", "speaker") else None
+    return image_of_log_mel(log_mel(pad_or_trim(y, cfg.n_samples), cfg), cfg, mode=mode)
+
+
+def audio_to_image(path: str | Path, cfg: SpectrogramConfig, speaker: str | None = None, stats=None,
+                   mode: str | None = None) -> np.ndarray:
+    """Load an audio file and return its spectrogram image ``(H, W, 3) uint8`` BGR (see
+    :func:`image_of_log_mel` for the normalisation arguments).
+
+    Raises:
+        AudioError: unreadable, empty, silent or non-finite audio.
+    """
+    return image_of_log_mel(audio_log_mel(path, cfg), cfg, speaker, stats, mode)
 
 
 def write_png(image: np.ndarray, path: str | Path) -> Path:
@@ -246,9 +301,10 @@ def read_png(path: str | Path) -> np.ndarray:
     return image
 
 
-def render_file(audio_path: str | Path, png_path: str | Path, cfg: SpectrogramConfig) -> Path:
+def render_file(audio_path: str | Path, png_path: str | Path, cfg: SpectrogramConfig, speaker: str | None = None,
+                stats=None) -> Path:
     """Audio file → spectrogram PNG at ``png_path`` (written atomically). Raises AudioError."""
-    return write_png(audio_to_image(audio_path, cfg), png_path)
+    return write_png(audio_to_image(audio_path, cfg, speaker, stats), png_path)
 
 
 # --------------------------------------------------------------------------- DCNN-BLSTMwA: Δ channels, segments

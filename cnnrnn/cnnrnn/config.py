@@ -82,6 +82,12 @@ class TrainConfig:
             or ``inner``, a validation part of the fold's *training* data (one
             training speaker held out, else a fifth of it), so the epoch is never
             chosen on the scored fold.
+        backbone: ``resnet50`` (the original's, default) or ``compact`` (a few
+            conv blocks with batch norm, for corpora of hundreds of utterances).
+        filters: the compact backbone's convolution widths, one block each.
+        freq_masks, freq_mask_width, time_masks, time_mask_width: SpecAugment
+            (training only, seeded): number and largest width in pixels of the
+            frequency and time masks; 0 masks = no augmentation.
         checkpoint_name: file name pattern of the best checkpoint; ``{fold}`` and
             ``{epochs}`` are filled in (original: ``CNN_RNN_fold{k}_epoch60_e4.h5``).
     """
@@ -102,6 +108,12 @@ class TrainConfig:
     seed: int = 42
     monitor: str = "val_accuracy"
     selection: str = "fold"
+    backbone: str = "resnet50"
+    filters: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
+    freq_masks: int = 0
+    freq_mask_width: int = 8
+    time_masks: int = 0
+    time_mask_width: int = 16
     checkpoint_name: str = "CNN_RNN_fold{fold}_epoch{epochs}_e4.h5"
 
     def validate(self) -> None:
@@ -115,6 +127,21 @@ class TrainConfig:
             raise ConfigError(f"train.monitor must be val_accuracy, val_loss or last, got {self.monitor!r}")
         if self.selection not in ("fold", "inner"):
             raise ConfigError(f"train.selection must be fold or inner, got {self.selection!r}")
+        if self.backbone not in ("resnet50", "compact"):
+            raise ConfigError(f"train.backbone must be resnet50 or compact, got {self.backbone!r}")
+        if min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) < 0:
+            raise ConfigError("train.freq_masks, time_masks and their widths must be >= 0")
+        if not self.filters or min(self.filters) < 1:
+            raise ConfigError(f"train.filters must be positive widths, got {self.filters}")
+
+    def model_options(self) -> dict:
+        """Keyword arguments of :func:`cnnrnn.models.cnnrnn.build_cnnrnn` from this config."""
+        augment = None
+        if self.freq_masks or self.time_masks:
+            augment = {"freq_masks": self.freq_masks, "freq_width": self.freq_mask_width,
+                       "time_masks": self.time_masks, "time_width": self.time_mask_width, "seed": self.seed}
+        return {"lstm_units": self.lstm_units, "dropout": self.dropout, "bn_momentum": self.bn_momentum,
+                "backbone": self.backbone, "filters": tuple(self.filters), "spec_augment": augment}
 
 
 @dataclass

@@ -225,11 +225,12 @@ class ExtractReport:
         }
 
 
-def _render_chunk(chunk: list[tuple[str, str, str]], cfg: SpectrogramConfig) -> list[tuple[str, str | None, str]]:
+def _render_chunk(chunk: list[tuple[str, str, str, str | None]], cfg: SpectrogramConfig,
+                  stats=None) -> list[tuple[str, str | None, str]]:
     out = []
-    for uid, audio, png in chunk:
+    for uid, audio, png, speaker in chunk:
         try:
-            render_file(audio, png, cfg)
+            render_file(audio, png, cfg, speaker, stats)
             out.append((uid, None, ""))
         except AudioError as exc:
             out.append((uid, exc.reason, str(exc)))
@@ -253,10 +254,11 @@ def _pool_context():
 
 
 def extract_spectrograms(
-    items: Iterable[tuple[str, str]],
+    items: Iterable[tuple],
     out_dir: str | Path,
     cfg: SpectrogramConfig,
     *,
+    stats=None,
     overwrite: bool = False,
     workers: int | None = None,
     progress: bool = True,
@@ -270,9 +272,11 @@ def extract_spectrograms(
     is skipped and counted by reason, never fatal.
 
     Args:
-        items: ``(id, audio_path)`` pairs.
+        items: ``(id, audio_path)`` pairs, or ``(id, audio_path, speaker)`` triples.
         out_dir: folder of the PNGs (created).
         cfg: spectrogram parameters.
+        stats: :class:`cnnrnn.normalize.NormStats` for ``cfg.normalize`` ``global`` / ``speaker``
+            (see :func:`normalization_stats`).
         overwrite: re-render existing PNGs (use when the config changed).
         workers: processes; default ``cfg.workers`` or one per core. 1 runs in-process.
         progress: show a tqdm progress bar.
@@ -289,12 +293,13 @@ def extract_spectrograms(
         stale.unlink(missing_ok=True)
     report = ExtractReport()
     todo = []
-    for uid, audio in items:
+    for item in items:
+        uid, audio, speaker = (tuple(item) + (None,))[:3]
         png = out_dir / f"{uid}.png"
         if png.is_file() and not overwrite:
             report.existing.append(uid)
         else:
-            todo.append((uid, str(audio), str(png)))
+            todo.append((uid, str(audio), str(png), speaker))
     workers = workers or cfg.workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(todo) // chunk_size + 1))
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
@@ -311,10 +316,10 @@ def extract_spectrograms(
 
     if workers == 1:
         for chunk in chunks:
-            collect(_render_chunk(chunk, cfg))
+            collect(_render_chunk(chunk, cfg, stats))
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_worker_init) as pool:
-            futures = [pool.submit(_render_chunk, chunk, cfg) for chunk in chunks]
+            futures = [pool.submit(_render_chunk, chunk, cfg, stats) for chunk in chunks]
             for fut in as_completed(futures):
                 collect(fut.result())
     bar.close()
@@ -352,6 +357,35 @@ def load_images(paths: Sequence[str | Path], size: Sequence[int] | None = None, 
     return out
 
 
+NORM_FILE = "normalization.json"
+
+
+def normalization_stats(items: Sequence[tuple], cfg: SpectrogramConfig, reference: Sequence[bool],
+                        progress: bool = True):
+    """Per-speaker and global log-mel statistics (per mel band) for ``cfg.normalize`` ``speaker``/``global``.
+
+    Every item's log-mel (:func:`cnnrnn.features.audio_log_mel`) is computed once; a speaker's statistics use
+    all of that speaker's items, test speakers included (their unlabelled audio: a transductive choice that the
+    run reports), and the global ones only the ``reference`` (training) items (:func:`cnnrnn.normalize.fit`).
+    Unusable audio is left out here and skipped again, counted, when rendering.
+
+    Args:
+        items: ``(id, audio_path, speaker)`` triples. reference: one flag per item.
+
+    Returns:
+        :class:`cnnrnn.normalize.NormStats`, or ``None`` for the modes that need none.
+    """
+    from ..audio import load_each
+    from ..features import audio_log_mel
+    from ..normalize import fit
+
+    if cfg.normalize not in ("speaker", "global"):
+        return None
+    kept, mels, _ = load_each([a for _, a, _ in items], lambda p: audio_log_mel(p, cfg), desc="statistics",
+                              progress=progress)
+    return fit([m.T for m in mels], [items[i][2] for i in kept], reference=[reference[i] for i in kept])
+
+
 def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:
     """Stage 2: render ``spectrograms/<id>.png`` and write ``data_train.pickle`` / ``data_test.pickle``.
 
@@ -369,11 +403,29 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
     if overwrite:
         log.warning("spectrogram config changed since the PNGs in %s were made: re-rendering all", png_dir)
     records = {part: A.load_json(out / A.AUDIO_FILES[part]) for part in ("train", "test")}
-    all_items = [(r["id"], r["audio_path"]) for part in records.values() for r in part]
-    report = extract_spectrograms(all_items, png_dir, cfg.spectrogram, overwrite=overwrite, progress=progress)
+    all_items = [(r["id"], r["audio_path"], r.get("speaker")) for part in records.values() for r in part]
+    reference = [part == "train" for part, recs in records.items() for _ in recs]
+    stats = None
+    if cfg.spectrogram.normalize in ("speaker", "global"):
+        if (png_dir / NORM_FILE).is_file() and not overwrite and (
+                not [i for i in all_items if not (png_dir / f"{i[0]}.png").is_file()]):
+            from ..normalize import NormStats
+
+            stats = NormStats.from_dict(A.load_json(png_dir / NORM_FILE))
+        else:
+            stats = normalization_stats(all_items, cfg.spectrogram, reference, progress)
+            overwrite = True  # statistics made now: every image must use them
+            A.save_json(stats.to_dict(), png_dir / NORM_FILE)
+    report = extract_spectrograms(all_items, png_dir, cfg.spectrogram, stats=stats, overwrite=overwrite,
+                                  progress=progress)
     A.save_json(spec, stamp)
     ok = report.ok
-    summary: dict[str, Any] = {"spectrograms": report.to_dict(), "png_dir": str(png_dir)}
+    summary: dict[str, Any] = {"spectrograms": report.to_dict(), "png_dir": str(png_dir),
+                               "normalize": cfg.spectrogram.normalize}
+    if stats is not None:
+        summary["normalization"] = {"file": str(png_dir / NORM_FILE), "speakers": sorted(stats.speakers),
+                                    "fallback_to_global": stats.fallback,
+                                    "transductive": cfg.spectrogram.normalize == "speaker"}
     for part, recs in records.items():
         kept = [r for r in recs if r["id"] in ok]
         table = {

@@ -41,20 +41,27 @@ class Inputs:
     images: np.ndarray
     y_true: np.ndarray | None = None
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    normalization: list[str] | None = None
 
 
 def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: SpectrogramConfig, resize: bool = False,
-                   progress: bool = True) -> Inputs:
+                   progress: bool = True, speaker: str | None = None, stats=None) -> Inputs:
     """Gather images from a ``*_final.pickle``, a PNG/audio file, or a folder of them.
 
     Audio is rendered with ``spec_cfg`` at the model's ``size``; unreadable or
-    silent audio is skipped and counted.
+    silent audio is skipped and counted. With ``spec_cfg.normalize`` ``speaker``, every audio file is taken to
+    be ``speaker``'s: that speaker's statistics come from all the audio given (no labels,
+    :func:`cnnrnn.normalize.with_speakers`), or from the run's ``stats`` when it knows the speaker and the
+    files are too few; without a speaker, each file falls back to ``utterance`` normalisation.
+    ``Inputs.normalization`` says what each file got.
 
     Args:
         source: ``test_final.pickle``, one ``.wav``/``.png``, or a folder (searched recursively).
         size: ``(H, W)`` the model expects.
         spec_cfg: spectrogram parameters for audio input.
         resize: resize images of another size instead of raising.
+        speaker: the speaker of every audio input (``--speaker``), or ``None``.
+        stats: the run's :class:`cnnrnn.normalize.NormStats` (``global`` / ``speaker`` modes).
 
     Raises:
         FileNotFoundError: the source does not exist.
@@ -63,7 +70,8 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     import cv2
 
     from ..audio import list_audio, load_each
-    from ..features import audio_to_image, read_png
+    from ..features import audio_log_mel, image_of_log_mel, read_png
+    from ..normalize import norm_source, with_speakers
 
     source = Path(source)
     if not source.exists():
@@ -84,10 +92,10 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     files = [source] if source.is_file() else list_audio(source, AUDIO_EXTENSIONS + IMAGE_EXTENSIONS)
     cfg = replace(spec_cfg, image_size=[h, w])
 
-    def load(p: Path) -> np.ndarray:
+    def load(p: Path):
         suffix = p.suffix.lower()
         if suffix in AUDIO_EXTENSIONS:
-            return audio_to_image(p, cfg)
+            return audio_log_mel(p, cfg)
         if suffix not in IMAGE_EXTENSIONS:
             raise ValueError(f"{p}: unsupported input type {suffix!r} (use .wav, .png or a *_final.pickle)")
         image = read_png(p)
@@ -98,11 +106,30 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
         return image
 
-    kept, images, skipped = load_each(files, load, desc="inputs", progress=progress)
-    if not images:
+    kept, loaded, skipped = load_each(files, load, desc="inputs", progress=progress)
+    if not loaded:
         raise ValueError(f"no usable input under {source} (skipped: {skipped or 'no .wav/.png files'})")
+    mels = [x for x in loaded if x.ndim == 2]
+    mode = cfg.normalize
+    if mode == "speaker" and speaker and mels and stats is not None:
+        stats = with_speakers(stats, [m.T for m in mels], [speaker] * len(mels))
+    images, normalization = [], []
+    for x in loaded:
+        if x.ndim == 3:  # an image: rendered as it was
+            images.append(x)
+            normalization.append("as_image")
+            continue
+        used = mode if mode != "speaker" or (speaker and stats is not None) else "utterance"
+        if used == "global" and stats is None:
+            used = "utterance"
+        images.append(image_of_log_mel(x, cfg, speaker, stats, used))
+        normalization.append(norm_source(speaker, stats, used) if used == "speaker" else used)
+    if mode == "speaker" and "utterance" in normalization:
+        log.warning("speaker normalisation: %d file(s) without a speaker (give --speaker NAME) use utterance "
+                    "normalisation instead", normalization.count("utterance"))
     ids, sources = [files[i].stem for i in kept], [str(files[i]) for i in kept]
-    return Inputs(ids, sources, np.stack(images), None, skipped)
+    return Inputs(ids, sources, np.stack(images), None, skipped, normalization)
+
 
 
 def predict(
@@ -114,6 +141,7 @@ def predict(
     resize: bool = False,
     batch_size: int = 16,
     progress: bool = True,
+    speaker: str | None = None,
 ) -> dict:
     """Predict emotions with one checkpoint or the average of several.
 
@@ -128,6 +156,8 @@ def predict(
         config: CNNRNN config for rendering audio; default: the run's ``config.json``.
         resize: resize images whose size differs from the model input.
         batch_size: prediction batch size.
+        speaker: the speaker of every audio input, for a run with ``spectrogram.normalize: speaker`` (see
+            :func:`collect_inputs`).
 
     Returns:
         ``{'predictions': DataFrame, 'metrics': dict | None, 'files': {...}, 'skipped': {...}}``.
@@ -152,7 +182,14 @@ def predict(
     models, shape, labels = load_checkpoints(model_paths, labels)
     if len(shape) != 3 or None in shape:
         raise CheckpointError(f"model input shape {shape} is not a fixed (H, W, C) image")
-    inputs = collect_inputs(source, shape[:2], spec_cfg, resize=resize, progress=progress)
+    stats = None
+    norm_file = None if run_dir is None else run_dir / A.SPECTROGRAM_DIR / "normalization.json"
+    if spec_cfg.normalize in ("speaker", "global") and norm_file is not None and norm_file.is_file():
+        from ..normalize import NormStats
+
+        stats = NormStats.from_dict(A.load_json(norm_file))
+    inputs = collect_inputs(source, shape[:2], spec_cfg, resize=resize, progress=progress, speaker=speaker,
+                            stats=stats)
     tf_log = logging.getLogger("tensorflow")  # one predict trace per model is expected, not a retracing bug
     level = tf_log.level
     tf_log.setLevel(logging.ERROR)
@@ -161,7 +198,9 @@ def predict(
     finally:
         tf_log.setLevel(level)
     out_dir = Path(out_dir) if out_dir else (run_dir or Path(model_paths[0]).parent) / "predictions"
+    columns = {"normalization": inputs.normalization} if inputs.normalization else None
     result = write_report(out_dir, proba, labels, inputs.ids, inputs.y_true, family="cnnrnn", sources=inputs.sources,
+                          columns=columns,
                           extra={"models": [str(p) for p in model_paths], "source": str(source)},
                           title="UA {ua:.1%}  WA {wa:.1%}  " + f"({len(models)} model(s))")
     return {**result, "skipped": inputs.skipped}
@@ -197,7 +236,8 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
         raise ValueError(f"no .h5 checkpoint in {', '.join(map(str, models))}")
     labels = options.get("labels") or (manifest.labels if manifest is not None else None)
     return predict(files, source, out_dir, labels=labels, config=options.get("config"),
-                   resize=bool(options.get("resize")), batch_size=options.get("batch_size") or 16, progress=progress)
+                   resize=bool(options.get("resize")), batch_size=options.get("batch_size") or 16, progress=progress,
+                   speaker=options.get("speaker"))
 
 
 def test(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:

@@ -187,6 +187,7 @@ def cross_validate(
     cfg: TrainConfig,
     groups: Sequence[str] | None = None,
     verbose: int | str = "auto",
+    folds: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Train CNNRNN with k-fold cross-validation over a training set.
 
@@ -196,8 +197,10 @@ def cross_validate(
         labels: class names.
         out_dir: output folder (see the module docstring for what is written).
         cfg: training parameters (folds, epochs, batch size, Adam, weights, ...).
-        groups: speaker per item; used when ``cfg.group_by_speaker``.
+        groups: speaker per item; used when ``cfg.group_by_speaker`` and by ``selection: inner``.
         verbose: Keras ``fit`` verbosity.
+        folds: explicit ``(train_idx, test_idx)`` pairs (e.g. leave-one-speaker-out folds of a benchmark)
+            instead of the config's ``cfg.folds`` folds; fold ``k`` is the k-th pair.
 
     Returns:
         The CV report (also written to ``cv_report.json``): per-fold validation
@@ -220,8 +223,10 @@ def cross_validate(
         raise ValueError(f"label codes must be in [0, {n_classes}), got [{y.min()}, {y.max()}]")
     if cfg.group_by_speaker and (groups is None or any(g is None for g in groups)):
         raise ValueError("group_by_speaker needs a speaker for every training item")
-    splitter = fold_splitter(cfg)
-    folds = list(splitter.split(len(y), y, groups if cfg.group_by_speaker else None))
+    if folds is None:
+        folds = list(fold_splitter(cfg).split(len(y), y, groups if cfg.group_by_speaker else None))
+    folds = list(folds)
+    n_folds = len(folds)
     input_shape = tuple(int(v) for v in images.shape[1:])
     for sub in ("models", "history", "logs", "folds"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -229,18 +234,18 @@ def cross_validate(
         if A.is_temporary(stale):
             stale.unlink(missing_ok=True)
 
-    pending = [k for k in range(1, cfg.folds + 1)
+    pending = [k for k in range(1, n_folds + 1)
                if not ((out_dir / "folds" / f"fold{k}.json").is_file() and checkpoint_path(out_dir, cfg, k).is_file())]
     started = time.perf_counter()
     if pending:
         keras.utils.set_random_seed(cfg.seed)
         strategy = get_strategy()
         with strategy.scope():
-            model = build_cnnrnn(input_shape, n_classes, cfg.weights, cfg.lstm_units, cfg.dropout, cfg.bn_momentum)
+            model = build_cnnrnn(input_shape, n_classes, cfg.weights, **cfg.model_options())
             optimizer = keras.optimizers.Adam(learning_rate=cfg.learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
             model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
             optimizer.build(model.trainable_variables)
-        export_model = build_cnnrnn(input_shape, n_classes, "none", cfg.lstm_units, cfg.dropout, cfg.bn_momentum)
+        export_model = build_cnnrnn(input_shape, n_classes, "none", **cfg.model_options())
         initial_weights = model.get_weights()
         initial_optimizer = [v.numpy() for v in optimizer.variables]
 
@@ -248,7 +253,7 @@ def cross_validate(
         tr_idx, va_idx = folds[k - 1]
         fit_idx, sel_idx = (inner_split(tr_idx, y, groups, cfg.seed + k) if cfg.selection == "inner"
                             else (tr_idx, va_idx))
-        log.info("fold %d/%d: %d train (%d fit, %d to choose the epoch), %d scored", k, cfg.folds, len(tr_idx),
+        log.info("fold %d/%d: %d train (%d fit, %d to choose the epoch), %d scored", k, n_folds, len(tr_idx),
                  len(fit_idx), len(sel_idx), len(va_idx))
         fold_start = time.perf_counter()
         model.set_weights(initial_weights)
@@ -279,7 +284,7 @@ def cross_validate(
         save_json(fold_report, out_dir / "folds" / f"fold{k}.json")
         log.info("fold %d: UA %.3f WA %.3f F1-macro %.3f", k, metrics["ua"], metrics["wa"], metrics["f1_macro"])
 
-    fold_reports = [load_json(out_dir / "folds" / f"fold{k}.json") for k in range(1, cfg.folds + 1)]
+    fold_reports = [load_json(out_dir / "folds" / f"fold{k}.json") for k in range(1, n_folds + 1)]
     report = {
         "labels": list(labels),
         "n_train": int(len(y)),
@@ -293,7 +298,7 @@ def cross_validate(
         "config": cfg.__dict__,
     }
     save_json(report, out_dir / "cv_report.json")
-    _plot_curves(out_dir, cfg.folds)
+    _plot_curves(out_dir, n_folds)
     return report
 
 

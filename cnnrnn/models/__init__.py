@@ -1,8 +1,9 @@
 """Model families. Import a family's module to register its custom layers before loading."""
 from .attention import PaddingMask, SelfAttentionPooling
+from .augment import SpecAugment
 from .blstm_attention import build_blstm_attention
 from .cnnrnn import build_cnnrnn, resolve_backbone_weights
 from .dcnn import build_dcnn, feature_extractor
 
 __all__ = ["build_cnnrnn", "resolve_backbone_weights", "PaddingMask", "SelfAttentionPooling", "build_blstm_attention",
-           "build_dcnn", "feature_extractor"]
+           "build_dcnn", "feature_extractor", "SpecAugment"]

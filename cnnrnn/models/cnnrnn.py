@@ -1,4 +1,12 @@
-"""The CNNRNN model: ResNet50 over the spectrogram image, an LSTM over its time axis.
+"""The CNNRNN model: a CNN over the spectrogram image, an LSTM over its time axis.
+
+One builder, :func:`build_cnnrnn`, with the backbone plugged in (:data:`BACKBONES`): ``resnet50``, the
+original CNNRNN code's (the default), or ``compact``, a few convolution blocks with batch norm sized for
+corpora of hundreds of utterances (in the spirit of ACRNN, Chen et al. 2018, and ADRNN, Meng et al. 2019).
+An optional :class:`~cnnrnn.models.augment.SpecAugment` layer in front masks frequency and time bands in
+training only.
+
+The ResNet50 variant:
 
 Input: ``(H, W, 3)`` float32 pixel values 0–255 in BGR order (the uint8
 spectrogram image, cast per batch). The first layer applies the Caffe/ImageNet
@@ -7,8 +15,11 @@ BGR input (subtract the ImageNet channel means), so ImageNet weights see what
 they were trained on. ResNet50 (``include_top=False``) gives a
 ``(H/32, W/32, 2048)`` feature map; the height (frequency) axis is averaged
 and the width (time) axis becomes the LSTM's sequence, followed by dropout and
-a softmax ``Dense``. Only built-in Keras layers are used, so ``.h5`` files load
-with plain ``keras.models.load_model``.
+a softmax ``Dense``. The compact variant scales the image to [0, 1] and applies
+``len(filters)`` blocks of ``Conv2D(3×3) + BatchNorm + ReLU + MaxPool(2×2)``, then
+the same frequency pooling, LSTM, dropout and softmax. Without SpecAugment only
+built-in Keras layers are used, so ``.h5`` files load with plain
+``keras.models.load_model``.
 """
 from __future__ import annotations
 
@@ -18,6 +29,7 @@ from pathlib import Path
 #: ImageNet channel means in BGR order (Caffe preprocessing of ResNet50).
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+BACKBONES = ("resnet50", "compact")
 
 
 class WeightsError(ValueError):
@@ -79,17 +91,25 @@ def build_cnnrnn(
     lstm_units: int = 128,
     dropout: float = 0.3,
     bn_momentum: float | None = None,
+    backbone: str = "resnet50",
+    filters: tuple[int, ...] = (32, 64, 128, 128),
+    spec_augment: dict | None = None,
 ):
-    """Build the ResNet50+LSTM classifier (uncompiled).
+    """Build the CNN+LSTM classifier (uncompiled).
 
     Args:
-        input_shape: ``(H, W, 3)`` image size; H and W at least 32.
+        input_shape: ``(H, W, 3)`` image size; H and W at least 32 (ResNet50) or ``2 ** len(filters)``.
         n_classes: number of emotion classes (softmax width).
-        weights: ``none``, ``imagenet`` or a weights path (see :func:`resolve_backbone_weights`).
+        weights: ResNet50 weights: ``none``, ``imagenet`` or a weights path (see
+            :func:`resolve_backbone_weights`); the compact backbone takes only ``none``.
         lstm_units: LSTM width.
         dropout: dropout rate before the classifier.
         bn_momentum: if given, the momentum of every BatchNormalization layer of
             the backbone (Keras default 0.99).
+        backbone: ``resnet50`` or ``compact`` (:data:`BACKBONES`).
+        filters: the compact backbone's convolution widths, one block each.
+        spec_augment: keyword arguments of :class:`~cnnrnn.models.augment.SpecAugment` (training-only
+            frequency and time masks), or ``None`` for none.
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, 3) float32`` (0–255, BGR) to
@@ -97,25 +117,46 @@ def build_cnnrnn(
 
     Raises:
         WeightsError: see :func:`resolve_backbone_weights`.
-        ValueError: image smaller than 32×32 or fewer than 2 classes.
+        ValueError: unknown backbone, image too small, or fewer than 2 classes.
     """
     import keras
     from keras import layers
 
     h, w, c = (int(v) for v in input_shape)
-    if min(h, w) < 32 or c != 3:
-        raise ValueError(f"CNNRNN needs (H, W, 3) images with H, W >= 32, got {input_shape}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown CNNRNN backbone {backbone!r}; choose one of {BACKBONES}")
+    smallest = 32 if backbone == "resnet50" else 2 ** len(filters)
+    if min(h, w) < smallest or c != 3:
+        raise ValueError(f"CNNRNN ({backbone}) needs (H, W, 3) images with H, W >= {smallest}, got {input_shape}")
     if n_classes < 2:
         raise ValueError(f"need at least 2 classes, got {n_classes}")
-    weights_path = resolve_backbone_weights(weights)
     inputs = keras.Input(shape=(h, w, 3), name="spectrogram")
-    x = layers.Normalization(mean=list(IMAGENET_BGR_MEAN), variance=[1.0, 1.0, 1.0], name="imagenet_bgr_mean")(inputs)
-    backbone = keras.applications.ResNet50(include_top=False, weights=weights_path, input_shape=(h, w, 3))
-    set_bn_momentum(backbone, bn_momentum)
-    x = backbone(x)                                                  # (h/32, w/32, 2048)
-    x = layers.Permute((2, 1, 3), name="time_major")(x)              # (w/32, h/32, 2048)
-    x = layers.TimeDistributed(layers.GlobalAveragePooling1D(), name="pool_frequency")(x)  # (w/32, 2048)
+    x = inputs
+    if spec_augment:
+        from .augment import SpecAugment
+
+        x = SpecAugment(**spec_augment, name="spec_augment")(x)
+    if backbone == "resnet50":
+        weights_path = resolve_backbone_weights(weights)
+        x = layers.Normalization(mean=list(IMAGENET_BGR_MEAN), variance=[1.0, 1.0, 1.0],
+                                 name="imagenet_bgr_mean")(x)
+        net = keras.applications.ResNet50(include_top=False, weights=weights_path, input_shape=(h, w, 3))
+        set_bn_momentum(net, bn_momentum)
+        x = net(x)                                                   # (h/32, w/32, 2048)
+    else:
+        if resolve_backbone_weights(weights) is not None:
+            raise WeightsError("the compact backbone trains from scratch: use weights none")
+        x = layers.Rescaling(1 / 255.0, name="scale")(x)
+        for i, f in enumerate(filters, start=1):
+            x = layers.Conv2D(int(f), 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+            x = layers.BatchNormalization(momentum=0.99 if bn_momentum is None else float(bn_momentum),
+                                          name=f"bn{i}")(x)
+            x = layers.ReLU(name=f"relu{i}")(x)
+            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.Permute((2, 1, 3), name="time_major")(x)              # (time, frequency, channels)
+    x = layers.TimeDistributed(layers.GlobalAveragePooling1D(), name="pool_frequency")(x)  # (time, channels)
     x = layers.LSTM(lstm_units, name="lstm")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="emotion")(x)
-    return keras.Model(inputs, outputs, name="cnnrnn_resnet50_lstm")
+    name = "cnnrnn_resnet50_lstm" if backbone == "resnet50" else "cnnrnn_compact_lstm"
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,74 @@
+"""The CNNRNN family's recipe options on real speech (the bundled sample): speaker-normalised log-mel images,
+the compact backbone with SpecAugment, and prediction with and without the speaker of new files."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cnnrnn import cli
+from cnnrnn.artifacts import load_json
+
+RECIPE = {
+    "split": {"scheme": "speaker"},
+    "spectrogram": {"duration": 2.0, "n_mels": 32, "n_fft": 512, "hop_length": 256, "image_size": [32, 64],
+                    "colormap": "gray", "normalize": "speaker"},
+    "train": {"folds": 2, "epochs": 1, "batch_size": 16, "backbone": "compact", "filters": [8, 8, 16],
+              "lstm_units": 8, "bn_momentum": 0.9, "freq_masks": 1, "time_masks": 1, "selection": "inner",
+              "learning_rate": 0.001},
+}
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory, sample_dir):
+    out = tmp_path_factory.mktemp("recipe")
+    config = out / "recipe.json"
+    config.write_text(json.dumps(RECIPE))
+    assert cli.main(["-q", "run", "--corpus", "kemdy20", "--root", str(sample_dir), "--out", str(out / "run"),
+                     "--config", str(config)]) == 0
+    return out / "run"
+
+
+def test_speaker_statistics_are_stored_and_change_the_images(recipe_run, sample_dir, tmp_path):
+    from cnnrnn.cnnrnn.config import load_config
+    from cnnrnn.features import audio_to_image, read_png
+    from cnnrnn.normalize import NormStats
+
+    stats = NormStats.from_dict(load_json(recipe_run / "spectrograms" / "normalization.json"))
+    speakers = {r["speaker"] for part in ("train", "test") for r in load_json(recipe_run / f"{part}_audio.json")}
+    assert set(stats.speakers) == speakers and stats.dim == 32
+    record = load_json(recipe_run / "test_audio.json")[0]
+    png = read_png(recipe_run / "spectrograms" / f"{record['id']}.png")
+    cfg = load_config(recipe_run / "config.json").spectrogram
+    assert np.array_equal(png, audio_to_image(record["audio_path"], cfg, record["speaker"], stats))
+    plain = audio_to_image(record["audio_path"], cfg, mode="none")
+    assert not np.array_equal(png, plain)
+    summary = load_json(recipe_run / "run_summary.json")
+    assert summary["speakers_in_both"] == [] and summary["cv_optimistic"] is False
+
+
+def test_compact_backbone_with_spec_augment_is_saved_and_reloads(recipe_run):
+    from cnnrnn.artifacts import load_model
+    from cnnrnn.runs import read_manifest
+
+    manifest = read_manifest(recipe_run)
+    model = load_model(manifest.checkpoint_paths()[0])
+    assert model.name == "cnnrnn_compact_lstm" and model.get_layer("spec_augment").freq_masks == 1
+    assert manifest.config["spectrogram"]["normalize"] == "speaker"
+
+
+def test_predict_with_and_without_the_speaker(recipe_run, sample_dir, tmp_path):
+    wavs = sorted(sample_dir.glob("wav/Session03/*User005M*.wav"))[:4]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for w in wavs:
+        (folder / w.name).write_bytes(w.read_bytes())
+    assert cli.main(["-q", "predict", "--model", str(recipe_run), "--input", str(folder), "--out",
+                     str(tmp_path / "a"), "--speaker", "User005M"]) == 0
+    with_speaker = pd.read_csv(tmp_path / "a" / "predictions.csv")
+    assert set(with_speaker["normalization"]) == {"speaker"} and len(with_speaker) == 4
+    assert cli.main(["-q", "predict", "--model", str(recipe_run), "--input", str(folder), "--out",
+                     str(tmp_path / "b")]) == 0
+    without = pd.read_csv(tmp_path / "b" / "predictions.csv")
+    assert set(without["normalization"]) == {"utterance"}
+    assert not np.allclose(with_speaker["p_angry"], without["p_angry"])
