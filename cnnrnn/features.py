@@ -393,3 +393,170 @@ def to_backbone_input(segments, image_size):
 
     x = tf.image.resize(tf.convert_to_tensor(segments, tf.float32), [int(v) for v in image_size])
     return (x - tf.constant(IMAGENET_MEAN)) / tf.constant(IMAGENET_STD)
+
+
+# --------------------------------------------------------------------------- YAMNet front end
+# The log-mel of YAMNet (tensorflow/models research/audioset/yamnet: params.py and features.py, the
+# TFLite-compatible path): 16 kHz, periodic Hann window of 0.025 s, hop 0.010 s, FFT length the next power
+# of 2 (512), magnitude spectrum, 64 HTK mel bands 125-7500 Hz (tf.signal.linear_to_mel_weight_matrix),
+# log(mel + 0.001); patches of 96 frames (0.96 s) every 48 frames (0.48 s). YAMNet was trained on AudioSet
+# (Gemmeke et al., ICASSP 2017) with the CNN recipe of Hershey et al. (ICASSP 2017).
+YAMNET_SR = 16000
+YAMNET_WINDOW_SECONDS = 0.025
+YAMNET_HOP_SECONDS = 0.010
+YAMNET_N_MELS = 64
+YAMNET_FMIN = 125.0
+YAMNET_FMAX = 7500.0
+YAMNET_LOG_OFFSET = 0.001
+YAMNET_PATCH_FRAMES = 96
+YAMNET_PATCH_HOP = 48
+
+
+def _round_half_away(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def int8_round(x: np.ndarray, *, axis: int | tuple[int, ...] | None = -1) -> np.ndarray:
+    """Symmetric int8 fake quantisation, one scale per slice: ``round(x · 127 / max|x|) · max|x| / 127``.
+
+    What TensorFlow Lite's dynamic-range ("hybrid") kernels do to a float input before an int8-weight
+    op (``tensor_utils::SymmetricQuantizeFloats``: rounding half away from zero; an all-zero slice stays 0).
+
+    Args:
+        x: float array.
+        axis: the axes one scale covers (``-1``: one scale per row, as ``FULLY_CONNECTED`` quantises each
+            input row; ``None``: one scale for the whole array).
+
+    Returns:
+        float32 array of ``x``'s shape, every slice on a grid of 255 levels.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    peak = np.max(np.abs(x), axis=axis, keepdims=True)
+    safe = np.where(peak > 0, peak, np.float32(1))
+    q = np.clip(_round_half_away(x * (np.float32(127) / safe)), -127, 127)
+    return (q * (safe / np.float32(127))).astype(np.float32)
+
+
+def _hertz_to_mel_htk(f):
+    return 1127.0 * np.log1p(np.asarray(f, dtype=np.float64) / 700.0)
+
+
+@functools.lru_cache(maxsize=8)
+def yamnet_mel_matrix(*, sr: int = YAMNET_SR, n_fft: int = 512, n_mels: int = YAMNET_N_MELS,
+                      fmin: float = YAMNET_FMIN, fmax: float = YAMNET_FMAX) -> np.ndarray:
+    """Linear-to-mel matrix of YAMNet: ``tf.signal.linear_to_mel_weight_matrix`` in numpy.
+
+    HTK mel scale (``1127 ln(1 + f/700)``), ``n_mels`` triangles with edges evenly spaced in mel from
+    ``fmin`` to ``fmax``, evaluated at the FFT bin frequencies (unnormalised, peak 1); the DC bin gets no
+    weight. The cached array is read-only.
+
+    Args:
+        sr: sample rate in Hz; n_fft: FFT length in samples; n_mels: bands; fmin, fmax: band edges in Hz.
+
+    Returns:
+        ``(n_fft // 2 + 1, n_mels) float32``.
+    """
+    bins = n_fft // 2 + 1
+    mel_bins = _hertz_to_mel_htk(np.linspace(0.0, sr / 2.0, bins)[1:])[:, None]
+    edges = np.linspace(_hertz_to_mel_htk(fmin), _hertz_to_mel_htk(fmax), n_mels + 2)
+    lower, center, upper = edges[:-2][None, :], edges[1:-1][None, :], edges[2:][None, :]
+    weights = np.maximum(0.0, np.minimum((mel_bins - lower) / (center - lower), (upper - mel_bins) / (upper - center)))
+    out = np.vstack([np.zeros((1, n_mels)), weights]).astype(np.float32)
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _yamnet_int8_dft(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real and imaginary DFT matrices ``(n_fft, n_fft//2+1)`` rounded to int8 (scale 1/127)."""
+    angle = 2 * np.pi * np.outer(np.arange(n_fft), np.arange(n_fft // 2 + 1)) / n_fft
+    real, imag = (np.round(f(angle) * 127) / 127 for f in (np.cos, np.sin))
+    return real.astype(np.float32), imag.astype(np.float32)
+
+
+def yamnet_log_mel(y: np.ndarray, *, sr: int = YAMNET_SR, window_seconds: float = YAMNET_WINDOW_SECONDS,
+                   hop_seconds: float = YAMNET_HOP_SECONDS, n_mels: int = YAMNET_N_MELS, fmin: float = YAMNET_FMIN,
+                   fmax: float = YAMNET_FMAX, log_offset: float = YAMNET_LOG_OFFSET,
+                   int8_rounding: bool = False) -> np.ndarray:
+    """YAMNet's log-mel spectrogram of a waveform (``features.py`` of research/audioset/yamnet).
+
+    Frames of ``window_seconds`` (400 samples) every ``hop_seconds`` (160), no centring or padding
+    (``tf.signal.frame``: ``1 + (len - 400) // 160`` frames); periodic Hann window; magnitude of the real
+    DFT of length the next power of 2 (512); times :func:`yamnet_mel_matrix`; ``log(mel + log_offset)``.
+
+    Args:
+        y: ``(samples,)`` float waveform at ``sr`` Hz (16 kHz for YAMNet), in [-1, 1].
+        sr, window_seconds, hop_seconds, n_mels, fmin, fmax, log_offset: YAMNet's ``params.py`` values by
+            default.
+        int8_rounding: reproduce the TFLite file's quantised front end: each windowed frame and each
+            magnitude frame rounded to int8 (:func:`int8_round`, one scale per frame) before the DFT and
+            mel matrix products, both matrices themselves rounded to int8 (one scale per matrix). Off:
+            the float computation (``numpy.fft.rfft``).
+
+    Returns:
+        ``(frames, n_mels) float32`` natural-log mel magnitudes (frames along axis 0; empty when
+        ``len(y)`` < one window).
+    """
+    window = int(round(sr * window_seconds))
+    hop = int(round(sr * hop_seconds))
+    n_fft = 2 ** int(np.ceil(np.log2(window)))
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    count = 0 if len(y) < window else 1 + (len(y) - window) // hop
+    mel = yamnet_mel_matrix(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=float(fmin), fmax=float(fmax))
+    if count == 0:
+        return np.zeros((0, n_mels), np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(y, window)[::hop][:count]
+    hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(window) / window)).astype(np.float32)
+    frames = frames * hann
+    if int8_rounding:
+        padded = np.zeros((count, n_fft), np.float32)
+        start = (n_fft - window) // 2  # centred in the FFT frame, as _tflite_stft_magnitude pads
+        padded[:, start:start + window] = int8_round(frames)
+        real_m, imag_m = _yamnet_int8_dft(n_fft)
+        real, imag = padded @ real_m, padded @ imag_m
+        magnitude = np.sqrt(real * real + imag * imag)
+        mel_scale = float(np.max(np.abs(mel))) / 127
+        mel_q = (_round_half_away(mel / mel_scale) * mel_scale).astype(np.float32)
+        mel_magnitude = int8_round(magnitude) @ mel_q
+    else:
+        magnitude = np.abs(np.fft.rfft(frames.astype(np.float64), n=n_fft, axis=1)).astype(np.float32)
+        mel_magnitude = magnitude @ mel
+    return np.log(mel_magnitude + np.float32(log_offset)).astype(np.float32)
+
+
+def yamnet_pad_waveform(y: np.ndarray, *, sr: int = YAMNET_SR, patch_frames: int = YAMNET_PATCH_FRAMES,
+                        patch_hop: int = YAMNET_PATCH_HOP, window_seconds: float = YAMNET_WINDOW_SECONDS,
+                        hop_seconds: float = YAMNET_HOP_SECONDS) -> np.ndarray:
+    """Zero-pad a waveform at the end to a whole number of YAMNet patches (``pad_waveform`` of features.py).
+
+    At least one patch (0.96 s + 0.015 s = 15,600 samples at 16 kHz), then whole patch hops (7,680 samples).
+
+    Returns:
+        ``(samples',) float32``, ``samples' >= samples``.
+    """
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    hop = int(round(sr * hop_seconds))
+    minimum = patch_frames * hop + int(round(sr * window_seconds)) - hop
+    step = patch_hop * hop
+    n = max(len(y), minimum)
+    n = minimum + int(np.ceil((n - minimum) / step)) * step
+    return np.pad(y, (0, n - len(y)))
+
+
+def yamnet_patches(log_mel: np.ndarray, *, patch_frames: int = YAMNET_PATCH_FRAMES,
+                   patch_hop: int = YAMNET_PATCH_HOP) -> np.ndarray:
+    """Cut a ``(frames, n_mels)`` log-mel into YAMNet patches (``tf.signal.frame`` along time; a copy).
+
+    Returns:
+        ``(n_patches, patch_frames, n_mels, 1) float32``, the YAMNet model's input (frames left over after
+        the last whole patch are dropped; pad the waveform with :func:`yamnet_pad_waveform` to keep them).
+
+    Raises:
+        ClipTooShortError: fewer than ``patch_frames`` frames.
+    """
+    count = n_segments(log_mel.shape[0], patch_frames, patch_hop)
+    if count == 0:
+        raise ClipTooShortError(f"{log_mel.shape[0]} frames is shorter than one YAMNet patch ({patch_frames} "
+                                "frames); pad the waveform with yamnet_pad_waveform")
+    starts = np.arange(count) * patch_hop
+    return np.stack([log_mel[s:s + patch_frames] for s in starts])[..., None].astype(np.float32)

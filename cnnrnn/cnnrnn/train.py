@@ -279,7 +279,8 @@ def cross_validate(
             "n_fit": int(len(fit_idx)), "n_select": int(len(sel_idx)),
             "best_epoch": best.best_epoch, f"best_{cfg.monitor}": best.best,
             "checkpoint": str(ckpt), "seconds": round(time.perf_counter() - fold_start, 2),
-            "val_ids_index": [int(i) for i in va_idx], **metrics,
+            "val_ids_index": [int(i) for i in va_idx], "val_predictions": [int(i) for i in proba.argmax(axis=1)],
+            **metrics,
         }
         save_json(fold_report, out_dir / "folds" / f"fold{k}.json")
         log.info("fold %d: UA %.3f WA %.3f F1-macro %.3f", k, metrics["ua"], metrics["wa"], metrics["f1_macro"])
@@ -289,7 +290,8 @@ def cross_validate(
         "labels": list(labels),
         "n_train": int(len(y)),
         "input_shape": list(input_shape),
-        "folds": [{k: v for k, v in f.items() if k != "val_ids_index"} for f in fold_reports],
+        "folds": [{k: v for k, v in f.items() if k not in ("val_ids_index", "val_predictions")}
+                  for f in fold_reports],
         "mean": summarise_folds(fold_reports),
         "checkpoints": [f["checkpoint"] for f in fold_reports],
         "seconds_this_run": round(time.perf_counter() - started, 2),

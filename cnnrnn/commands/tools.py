@@ -1,6 +1,7 @@
-"""``cnnrnn`` subcommands: the DCNN-BLSTMwA flow's tools (``resample``, ``amp-normalize``, ``hparams``) and its
-dataset preparation (``filelists``). The work is in :mod:`cnnrnn.audio_tools`, :mod:`cnnrnn.hparams` and
-:func:`cnnrnn.dcnn.filelists.prepare_filelists`."""
+"""``cnnrnn`` subcommands: the DCNN-BLSTMwA flow's tools (``resample``, ``amp-normalize``, ``hparams``), its
+dataset preparation (``filelists``) and the YAMNet weights converter (``yamnet-convert``). The work is in
+:mod:`cnnrnn.audio_tools`, :mod:`cnnrnn.hparams`, :func:`cnnrnn.dcnn.filelists.prepare_filelists` and
+:mod:`cnnrnn.yamnet_convert`."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,7 @@ def add_commands(sub) -> None:
 
     from ..corpora import READERS
     from ..dcnn.filelists import FOLDS_BY, prepare_filelists
+    from ..yamnet_convert import agreement_on_files
 
     default = {k: v.default for k, v in inspect.signature(prepare_filelists).parameters.items()}
 
@@ -71,6 +73,26 @@ def add_commands(sub) -> None:
     p.add_argument("--lang-id", type=int, help=f"lang_id field of every line (default {default['lang_id']})")
     p.set_defaults(handler=_filelists)
 
+    p = sub.add_parser("yamnet-convert", help="convert YAMNet's TFLite file into Keras weights (.weights.h5)",
+                       formatter_class=raw,
+                       description="Read a local yamnet.tflite (AudioSet-pretrained MobileNetV1, int8 weights),\n"
+                                   "check that it is that model, dequantise its weights (batch norm already\n"
+                                   "folded) and write them for cnnrnn.models.yamnet.build_yamnet as a Keras\n"
+                                   ".weights.h5 (atomically). Then print how well the Keras model's 1024-d\n"
+                                   "embeddings agree with the plain TFLite interpreter's on real speech (the\n"
+                                   "bundled sample unless --check-audio), with and without emulating the\n"
+                                   "interpreter's int8 activation rounding. Nothing is downloaded.\n\n"
+                                   "example: cnnrnn yamnet-convert --tflite ../shared/data/pretrained/yamnet/"
+                                   "yamnet.tflite \\\n           --out weights/yamnet.weights.h5")
+    p.add_argument("--tflite", required=True, metavar="PATH", help="the YAMNet .tflite file")
+    p.add_argument("--out", required=True, metavar="PATH", help="output file, NAME.weights.h5")
+    p.add_argument("--check-audio", metavar="PATH", action="append",
+                   help="audio file or folder for the agreement check; repeatable (default: the bundled sample)")
+    clips = inspect.signature(agreement_on_files).parameters["clips"].default
+    p.add_argument("--check-clips", type=int, metavar="N",
+                   help=f"clips used by the check, spread over the files (default {clips}; 0 skips the check)")
+    p.set_defaults(handler=_yamnet_convert)
+
 
 def _tree_parser(sub, name: str, handler, help_text: str, description: str) -> argparse.ArgumentParser:
     """A folder-to-folder audio tool's parser: SRC_DIR DST_DIR [-s]."""
@@ -128,4 +150,18 @@ def _filelists(args, progress: bool) -> int:
                       "corpus_skipped": {k: len(v) for k, v in report["corpus"]["skipped"].items()},
                       "skipped": {k: len(v) for k, v in report["skipped"].items()},
                       "report": f"{args.out}/prepare_report.json"}, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _yamnet_convert(args, progress: bool) -> int:
+    from .. import yamnet_convert
+
+    out = yamnet_convert.convert(args.tflite, args.out)
+    print(f"wrote {out}")
+    if args.check_clips is not None and args.check_clips <= 0:
+        return 0
+    given = {"clips": args.check_clips} if args.check_clips is not None else {}  # default: the function's
+    result = yamnet_convert.agreement_on_files(args.tflite, args.check_audio or yamnet_convert.SAMPLE_WAVS, out,
+                                               **given)
+    print(yamnet_convert.format_agreement(result))
     return 0

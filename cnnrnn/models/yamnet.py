@@ -1,0 +1,148 @@
+"""YAMNet: MobileNetV1 on log-mel patches, pretrained on AudioSet (Keras builder, no weights, no I/O).
+
+The architecture of ``tensorflow/models`` ``research/audioset/yamnet`` (``yamnet.py``): MobileNetV1
+(Howard et al., "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision Applications",
+arXiv:1704.04861, 2017) with a 1-channel input, trained by Google on AudioSet (Gemmeke et al., "Audio Set:
+An ontology and human-labeled dataset for audio events", ICASSP 2017; the CNN recipe of Hershey et al.,
+"CNN Architectures for Large-Scale Audio Classification", ICASSP 2017). :data:`YAMNET_LAYERS` is that
+file's ``_YAMNET_LAYER_DEFS``: one 3×3 convolution, then 13 separable blocks (3×3 depthwise + 1×1
+pointwise), strides and filters as listed, ``same`` padding, each followed by ReLU. Batch norm is
+folded into the convolutions (as in the TFLite file the weights come from), so every convolution has a
+bias and there is no ``BatchNormalization`` layer. Global average pooling gives the 1024-d embedding; the
+optional head is ``Dense(521)`` + sigmoid over the AudioSet classes.
+
+The weights are not part of the package: ``cnnrnn yamnet-convert`` (:mod:`cnnrnn.yamnet_convert`) turns a
+local ``yamnet.tflite`` into a ``.weights.h5`` for this builder.
+
+**Int8 rounding.** The TFLite file uses dynamic-range quantisation: at run time the interpreter rounds the
+float input of each hybrid op (here: the 13 pointwise convolutions and the dense head) to int8, one
+symmetric scale per example (``max|x| / 127``). ``int8_rounding=True`` inserts :class:`Int8Rounding` at
+those places so that the Keras model reproduces the interpreter; it is off by default (fine-tuning uses the
+float model). The first convolution and the depthwise kernels run in float in the TFLite file (small or
+dequantised kernels), so no rounding goes before them.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+#: ``(kind, stride, filters)`` of the 14 blocks (3×3 kernels), as ``_YAMNET_LAYER_DEFS`` in yamnet.py.
+YAMNET_LAYERS = (
+    ("conv", 2, 32),
+    ("separable", 1, 64),
+    ("separable", 2, 128),
+    ("separable", 1, 128),
+    ("separable", 2, 256),
+    ("separable", 1, 256),
+    ("separable", 2, 512),
+    ("separable", 1, 512),
+    ("separable", 1, 512),
+    ("separable", 1, 512),
+    ("separable", 1, 512),
+    ("separable", 1, 512),
+    ("separable", 2, 1024),
+    ("separable", 1, 1024),
+)
+PATCH_FRAMES = 96       # 0.96 s of 10 ms frames
+PATCH_BANDS = 64        # mel bands
+EMBEDDING_SIZE = 1024
+NUM_CLASSES = 521       # AudioSet classes of yamnet_class_map.csv
+EMBEDDING_LAYER = "embedding"
+SCORES_LAYER = "scores"
+
+
+def yamnet_conv_layers() -> list[tuple[str, str]]:
+    """Names and kinds (``conv``, ``depthwise``, ``pointwise``, ``dense``) of the weighted layers, in order.
+
+    The order is that of the ops in the TFLite graph: ``layer1_conv``, then ``layerK_depthwise`` and
+    ``layerK_pointwise`` for K = 2..14, then ``logits`` (the head).
+    """
+    out = []
+    for k, (kind, _, _) in enumerate(YAMNET_LAYERS, start=1):
+        if kind == "conv":
+            out.append((f"layer{k}_conv", "conv"))
+        else:
+            out += [(f"layer{k}_depthwise", "depthwise"), (f"layer{k}_pointwise", "pointwise")]
+    out.append(("logits", "dense"))
+    return out
+
+
+@keras.saving.register_keras_serializable(package="cnnrnn")
+class Int8Rounding(layers.Layer):
+    """Per-example symmetric int8 fake quantisation, as TFLite's dynamic-range (hybrid) kernels do.
+
+    For each example (all axes but the first), ``scale = max|x| / 127``; ``x`` becomes
+    ``round(x / scale) * scale`` with rounding half away from zero (``std::round``, as TFLite's
+    ``SymmetricQuantizeFloats``); an all-zero example stays zero. Shape and dtype are kept
+    (float32 in, float32 out). The gradient passes straight through (``x + stop_gradient(q - x)``).
+    Source: TensorFlow Lite ``tensor_utils::SymmetricQuantizeFloats`` and the hybrid ``CONV_2D`` /
+    ``FULLY_CONNECTED`` kernels (per-batch input scale).
+    """
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        axes = tuple(range(1, len(x.shape)))
+        peak = ops.max(ops.abs(x), axis=axes, keepdims=True)
+        safe = ops.where(peak > 0, peak, ops.ones_like(peak))
+        scaled = x * (127.0 / safe)
+        q = ops.sign(scaled) * ops.floor(ops.abs(scaled) + 0.5)
+        q = ops.clip(q, -127.0, 127.0) * (safe / 127.0)
+        return x + ops.stop_gradient(q - x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def build_yamnet(*, frames: int | None = PATCH_FRAMES, include_top: bool = False, int8_rounding: bool = False,
+                 name: str = "yamnet") -> keras.Model:
+    """The YAMNet network (random weights; load converted ones with ``model.load_weights``).
+
+    Args:
+        frames: frames per patch (96 = 0.96 s, YAMNet's patch); ``None`` for any length ≥ 1 (the network is
+            convolutional and ends in global average pooling).
+        include_top: also return the 521 AudioSet class scores (sigmoid).
+        int8_rounding: insert :class:`Int8Rounding` before each pointwise convolution and before the head,
+            to reproduce the TFLite interpreter's dynamic-range quantisation; off for training.
+        name: model name.
+
+    Returns:
+        A Keras model: input ``(batch, frames, 64, 1)`` float32 log-mel (natural log of mel magnitude +
+        0.001, as :func:`cnnrnn.features.yamnet_log_mel`; frames along height, mel bands along width);
+        output ``(batch, 1024)`` float32 embedding, or ``[embedding, scores (batch, 521)]`` with
+        ``include_top``. A ``.weights.h5`` written by :func:`cnnrnn.yamnet_convert.convert` holds the head
+        too: build with ``include_top=True`` to load it, or use :func:`yamnet_backbone` for the embedding
+        part.
+    """
+    inputs = keras.Input((frames, PATCH_BANDS, 1), dtype="float32", name="log_mel")
+    x = inputs
+    for k, (kind, stride, filters) in enumerate(YAMNET_LAYERS, start=1):
+        if kind == "conv":
+            x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=f"layer{k}_conv")(x)
+            x = layers.ReLU(name=f"layer{k}_relu")(x)
+            continue
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", name=f"layer{k}_depthwise")(x)
+        x = layers.ReLU(name=f"layer{k}_depthwise_relu")(x)
+        if int8_rounding:
+            x = Int8Rounding(name=f"layer{k}_pointwise_int8")(x)
+        x = layers.Conv2D(filters, 1, padding="same", name=f"layer{k}_pointwise")(x)
+        x = layers.ReLU(name=f"layer{k}_pointwise_relu")(x)
+    embedding = layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
+    if not include_top:
+        return keras.Model(inputs, embedding, name=name)
+    h = Int8Rounding(name="logits_int8")(embedding) if int8_rounding else embedding
+    logits = layers.Dense(NUM_CLASSES, name="logits")(h)
+    scores = layers.Activation("sigmoid", name=SCORES_LAYER)(logits)
+    return keras.Model(inputs, [embedding, scores], name=name)
+
+
+def yamnet_backbone(model: keras.Model, name: str | None = None) -> keras.Model:
+    """The embedding part of a :func:`build_yamnet` model (shares its layers and weights).
+
+    Args:
+        model: a model from :func:`build_yamnet` (with or without the head).
+        name: name of the new model (default: ``<model.name>_backbone``).
+
+    Returns:
+        ``(batch, frames, 64, 1)`` float32 → ``(batch, 1024)`` float32.
+    """
+    return keras.Model(model.inputs, model.get_layer(EMBEDDING_LAYER).output, name=name or f"{model.name}_backbone")
