@@ -28,7 +28,7 @@ Every CNNRNN subcommand takes --config: a preset (default, demo, tiny) or a JSON
 
 # Each module of cnnrnn/commands has add_commands(sub), whose parsers set_defaults(handler=fn) with
 # fn(args, progress) -> int (the exit code).
-COMMAND_MODULES = ("cnnrnn", "predict", "tools", "dcnn", "baseline", "kemdy", "hf")
+COMMAND_MODULES = ("cnnrnn", "predict", "tools", "dcnn", "baseline", "kemdy", "hf", "functionals")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ FAMILY_MODULES = {
     "dcnn": "cnnrnn.dcnn.predict",
     "baselines": "cnnrnn.baselines.predict",
     "hf": "cnnrnn.hf.predict",
+    "functionals": "cnnrnn.functionals.predict",
 }
 
 #: Files that identify a run from before manifests, per family (checked in this order).
@@ -64,8 +65,8 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
         source: what the family predicts on (audio files or folders; CNNRNN also PNGs and
             ``*_final.pickle``; HF a ``new_data.csv``).
         out_dir: output folder (default ``<run>/predictions``).
-        options: ``labels``, ``config``, ``resize``, ``batch_size``: passed to the family, which ignores what
-            does not apply.
+        options: ``labels``, ``config``, ``resize``, ``batch_size``, ``speaker``: passed to the family, which
+            ignores what does not apply.
 
     Returns:
         ``{"predictions": DataFrame, "metrics": dict | None, "files": {...}, "skipped": {...}, "family": str}``.

@@ -232,6 +232,55 @@ def make_splitter(scheme: str, folds: int | None = 5, seed: int | None = 42, tes
     raise SplitError(f"unknown split scheme {scheme!r}; choose one of {SCHEMES}")
 
 
+def holdout_split(y: Sequence, groups: Sequence | None = None, *, scheme: str = "random", holdout_speaker: str = "",
+                  test_size: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One seeded train/test split of a corpus, as a single-run family makes it (baselines, functionals).
+
+    * ``random``: :class:`PerSessionSplit` ``(test_size, seed)`` without groups, i.e. scikit-learn's
+      ``train_test_split`` stratified by ``y`` where the counts allow;
+    * ``speaker`` with ``holdout_speaker``: that speaker's fold of :class:`LeaveOneSpeakerOut`;
+    * ``speaker`` without: fold 0 of :class:`SpeakerFolds` ``(round(1 / test_size), seed)``.
+
+    Args:
+        y: ``N`` class codes. groups: ``N`` speakers (``None`` = unknown; a speaker split needs them all).
+        scheme: ``random`` or ``speaker``. holdout_speaker: the speaker to hold out, or ``""``.
+        test_size: the test fraction. seed: the seed.
+
+    Returns:
+        ``(train_idx, test_idx, spec)``: sorted int arrays and what a run manifest records (``scheme``,
+        ``folds``, ``fold``, ``seed``, ``holdout_speaker``, ``stratified``).
+
+    Raises:
+        SplitError: unknown scheme, a speaker split without a speaker for every item, an unknown
+            ``holdout_speaker``, too few speakers, or an empty part.
+    """
+    y = np.asarray(y)
+    n = len(y)
+    if scheme == "random":
+        splitter = PerSessionSplit(test_size, seed)
+        train, test = splitter.fold(0, n, y)
+        spec = {**splitter.spec(), "fold": 0, "stratified": splitter.stratified.get("all", False)}
+    elif scheme == "speaker":
+        g = _groups(groups, n, "speaker")
+        if holdout_speaker:
+            loso = LeaveOneSpeakerOut()
+            speakers = loso.speakers(g)
+            if holdout_speaker not in speakers:
+                raise SplitError(f"holdout_speaker {holdout_speaker!r} is not in the corpus; speakers: {speakers}")
+            fold = speakers.index(holdout_speaker)
+            train, test = loso.fold(fold, n, y, g)
+            spec = {**loso.spec(), "fold": fold, "holdout_speaker": holdout_speaker}
+        else:
+            splitter = SpeakerFolds(max(2, round(1 / test_size)), seed)
+            train, test = splitter.fold(0, n, y, g)
+            spec = {**splitter.spec(), "fold": 0}
+    else:
+        raise SplitError(f"split must be 'random' or 'speaker', got {scheme!r}")
+    if not len(train) or not len(test):
+        raise SplitError(f"the split left {len(train)} training and {len(test)} test items")
+    return np.sort(train), np.sort(test), spec
+
+
 def kfold_indices(y: Sequence[int], n_folds: int = 5, seed: int = 42,
                   groups: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The folds of :class:`SpeakerFolds` (when ``groups`` is given) or :class:`StratifiedFolds`, as a list.

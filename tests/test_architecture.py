@@ -10,11 +10,12 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cnnrnn"
 
-FAMILIES = ("cnnrnn.cnnrnn", "cnnrnn.dcnn", "cnnrnn.baselines", "cnnrnn.hf")
+FAMILIES = ("cnnrnn.cnnrnn", "cnnrnn.dcnn", "cnnrnn.baselines", "cnnrnn.hf", "cnnrnn.functionals")
 CORE = ("cnnrnn", "cnnrnn.audio", "cnnrnn.features", "cnnrnn.config", "cnnrnn.artifacts", "cnnrnn.runs",
-        "cnnrnn.splits", "cnnrnn.evaluation", "cnnrnn.plots", "cnnrnn.reports", "cnnrnn.corpora")
+        "cnnrnn.splits", "cnnrnn.evaluation", "cnnrnn.plots", "cnnrnn.reports", "cnnrnn.corpora",
+        "cnnrnn.normalize")
 MODELS = ("cnnrnn.models",)
-TOOLS = ("cnnrnn.hparams", "cnnrnn.audio_tools", "cnnrnn.kemdy_labels", "cnnrnn.sample")
+TOOLS = ("cnnrnn.hparams", "cnnrnn.audio_tools", "cnnrnn.kemdy_labels", "cnnrnn.sample", "cnnrnn.yamnet_convert")
 FACADE = ("cnnrnn.predict",)
 CLI = ("cnnrnn.cli", "cnnrnn.commands", "cnnrnn.__main__")
 

@@ -28,7 +28,7 @@ from ..artifacts import atomic_write, load_json, save_json
 from ..audio import AudioError, load_audio, pad_or_trim
 from ..corpora import Utterance
 from ..features import log_mel
-from ..splits import LeaveOneSpeakerOut, PerSessionSplit, SpeakerFolds, SplitError
+from ..splits import SplitError, holdout_split
 from .config import BaselineConfig
 
 log = logging.getLogger("cnnrnn.baselines")
@@ -280,30 +280,9 @@ def split_rows(y: np.ndarray, groups: Sequence[str | None], rows: np.ndarray, la
     """
     rows = np.asarray(rows, dtype=np.int64)
     y = np.asarray(y)
-    y_rows = y[rows]
-    stratified = False
-    if cfg.split == "random":
-        splitter = PerSessionSplit(cfg.val_size, cfg.seed)
-        tr_i, va_i = splitter.fold(0, len(rows), y_rows)
-        stratified = splitter.stratified.get("all", False)
-        spec = {**splitter.spec(), "fold": 0}
-    else:
-        g = np.asarray([str(groups[r]) if groups[r] is not None else "" for r in rows])
-        if (g == "").any():
-            raise SplitError("a speaker split needs a speaker for every clip; this corpus has none "
-                             "(use split 'random')")
-        if cfg.holdout_speaker:
-            loso = LeaveOneSpeakerOut()
-            speakers = loso.speakers(g)
-            if cfg.holdout_speaker not in speakers:
-                raise SplitError(f"holdout_speaker {cfg.holdout_speaker!r} is not in the corpus; speakers: {speakers}")
-            fold = speakers.index(cfg.holdout_speaker)
-            tr_i, va_i = loso.fold(fold, len(rows), y_rows, g)
-            spec = {**loso.spec(), "fold": fold, "holdout_speaker": cfg.holdout_speaker}
-        else:
-            splitter = SpeakerFolds(max(2, round(1 / cfg.val_size)), cfg.seed)
-            tr_i, va_i = splitter.fold(0, len(rows), y_rows, g)
-            spec = {**splitter.spec(), "fold": 0}
+    tr_i, va_i, spec = holdout_split(y[rows], [groups[r] for r in rows], scheme=cfg.split,
+                                     holdout_speaker=cfg.holdout_speaker, test_size=cfg.val_size, seed=cfg.seed)
+    stratified = spec.pop("stratified", False)
     tr, va = rows[tr_i], rows[va_i]
     seen = set(y[tr].tolist())
     dropped: dict[str, int] = {}

@@ -9,20 +9,27 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "predict", help="predict with a trained run or checkpoint(s) of any family",
         description="Predict emotions with a run of any family (CNNRNN, DCNN-BLSTMwA, ANN/CNN baselines, Hugging "
-                    "Face), found from its run.json. --model takes a run folder or checkpoint; several CNNRNN "
-                    "checkpoints (or a models/ folder) average their probabilities (fold ensemble). --input takes "
+                    "Face, openSMILE functionals), found from its run.json. --model takes a run folder or "
+                    "checkpoint; several CNNRNN checkpoints (or a models/ folder) average their probabilities (fold "
+                    "ensemble); several functionals runs too. --input takes "
                     "what the family predicts on: audio files or folders; CNNRNN also PNGs and *_final.pickle; "
                     "DCNN also a filelist; Hugging Face a new_data.csv. Writes predictions.csv, and metrics.json + "
                     "confusion_matrix.png when the true labels are known.")
     p.add_argument("--model", required=True, action="append", metavar="RUN_OR_CHECKPOINT",
                    help="run folder or checkpoint; repeat it to average several")
-    p.add_argument("--input", required=True, help="audio file or folder (CNNRNN: also .png, *_final.pickle)")
+    p.add_argument("--input", required=True,
+                   help="audio file or folder (CNNRNN: also .png, *_final.pickle; functionals: also a CSV with "
+                        "path[,speaker,label])")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: <run>/predictions)")
     p.add_argument("--labels", help="labels.json (default: the run's labels)")
     p.add_argument("--resize", action="store_true", default=None,
                    help="resize images whose size differs from the model input (CNNRNN)")
     p.add_argument("--batch-size", type=int, default=None, help="prediction batch size")
     p.add_argument("--config", metavar="JSON", help="config for rendering audio (default: the run's)")
+    p.add_argument("--speaker", metavar="NAME", default=None,
+                   help="the speaker of every input, for speaker normalisation (functionals runs; a CSV --input "
+                        "with path,speaker columns gives one per file); inputs without a speaker are normalised "
+                        "with the run's global statistics, and the output says so")
     p.set_defaults(handler=_predict)
 
 
@@ -30,7 +37,7 @@ def _predict(args, progress: bool) -> int:
     from ..predict import predict
 
     result = predict(args.model, args.input, args.out, progress=progress, labels=args.labels, config=args.config,
-                     resize=args.resize, batch_size=args.batch_size)
+                     resize=args.resize, batch_size=args.batch_size, speaker=args.speaker)
     df = result["predictions"]
     print(df[[c for c in ("id", "true", "predicted", "confidence") if c in df]].to_string(index=False, max_rows=30))
     metrics = result["metrics"]
@@ -39,4 +46,6 @@ def _predict(args, progress: bool) -> int:
                           if k in metrics}, indent=2))
     print(json.dumps({"family": result["family"], "files": result["files"], "skipped": result["skipped"]},
                      indent=2, ensure_ascii=False, default=str))
+    for note in result.get("notes") or ():
+        print(f"note: {note}")
     return 0

@@ -1,0 +1,236 @@
+"""Train and evaluate the openSMILE functionals + SVM reference (``cnnrnn functionals train|evaluate``).
+
+Protocol: every usable clip of the corpus is turned into one openSMILE functionals vector (cached per file,
+:mod:`cnnrnn.functionals.data`); the clips are split (default: speaker-independent, one held-out speaker with
+``holdout_speaker``); the features are normalised (:mod:`cnnrnn.normalize`; ``speaker`` mode: each speaker's own
+statistics from all of that speaker's clips given here, unlabelled, the global ones from the training clips);
+a ``StandardScaler`` + ``SVC`` pipeline, calibrated for probabilities, is fitted on the training clips and
+scored on the test clips. Label codes follow the corpus' declared order (:func:`cnnrnn.corpora.label_order`).
+
+A run folder (:func:`train`) holds:
+
+* ``run.json`` (:mod:`cnnrnn.runs`: family ``functionals``, config, labels, split, input, ``model.skops``);
+* ``model.skops``: the fitted pipeline (``skops``; loaded with its types checked, never plain pickle);
+* ``normalization.json``: the statistics of :class:`cnnrnn.normalize.NormStats` (global and per speaker);
+* ``labels.json``, ``corpus_report.json``, ``split.json`` (the split and its train / test ids);
+* ``metrics.json`` (test ``ua``, ``wa``, ``f1_macro``, ..., ``labels``, ``family``, skips, normalisation),
+  ``confusion_matrix.png``, ``predictions.csv`` (:func:`cnnrnn.reports.write_report`);
+* ``cache/<feature_set>_<sr>/*.npy``: the features, one file per clip (unless ``cache_dir`` is elsewhere).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import normalize
+from ..artifacts import LABELS_FILE, load_json, save_json
+from ..corpora import Utterance, label_order, load_corpus, match_labels
+from ..reports import write_report
+from ..runs import MANIFEST_FILE, read_manifest, write_manifest
+from .config import FAMILY, MODEL_FILE, NORMALIZATION_FILE, FunctionalsConfig, load_functionals_config
+from .data import common_rate, extract_all, normalised, split_items
+from .predict import FunctionalsRun, predict_proba, save_model
+
+log = logging.getLogger("cnnrnn.functionals")
+
+
+def build_pipeline(cfg: FunctionalsConfig, y_train: Sequence[int]):
+    """The unfitted scikit-learn pipeline: ``StandardScaler`` → ``CalibratedClassifierCV(SVC, sigmoid,
+    ensemble=False)``.
+
+    The SVM (``kernel``, ``C``, ``gamma`` (``None`` = ``"scale"``), ``class_weight``) is fitted once on all
+    training clips; Platt's sigmoid maps its decision values to probabilities, fitted on cross-validated
+    decision values (``calibration_folds``, capped at the smallest class size). ``SVC(probability=True)`` does
+    the same internally but is deprecated in scikit-learn 1.9.
+
+    Raises:
+        ValueError: a training class with a single clip (no cross-validated calibration possible).
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    counts = np.bincount(np.asarray(y_train, int))
+    smallest = int(counts[counts > 0].min())
+    if smallest < 2:
+        raise ValueError("a training class has a single clip: the probability calibration needs at least 2 "
+                         "clips of every class")
+    svm = SVC(kernel=cfg.kernel, C=cfg.C, gamma="scale" if cfg.gamma is None else cfg.gamma,
+              class_weight=cfg.class_weight)
+    calibrated = CalibratedClassifierCV(svm, method="sigmoid", cv=min(cfg.calibration_folds, smallest),
+                                        ensemble=False)
+    return Pipeline([("scaler", StandardScaler()), ("svm", calibrated)])
+
+
+def _corpus_arrays(utterances: Sequence[Utterance], labels: Sequence[str]) -> np.ndarray:
+    code = {name: i for i, name in enumerate(labels)}
+    return np.asarray([code[u.emotion] for u in utterances], dtype=np.int32)
+
+
+def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, cache_dir: str | Path | None = None,
+          progress: bool = True, **overrides: Any) -> dict[str, Any]:
+    """Train one functionals model on a corpus and score it on the test split.
+
+    Args:
+        corpus, root: a reader of :data:`cnnrnn.corpora.READERS` (``emodb``, ``manifest``, ``kemdy20``, ...) and
+            its folder (for ``manifest``: the CSV).
+        out: run folder (see the module docstring).
+        config: preset name, JSON path, dict or :class:`FunctionalsConfig` (default ``compare_linear``).
+        cache_dir: feature cache root (default ``<out>/cache``); share it between runs (folds) on one corpus.
+        progress: show progress bars.
+        **overrides: config values to replace (``holdout_speaker="03"``; ``None`` is ignored).
+
+    Returns:
+        The ``metrics.json`` report: test ``n``, ``accuracy``, ``wa``, ``ua``, ``f1_macro``, ..., ``labels``,
+        ``family``, plus ``corpus``, ``n_train``, ``n_test``, ``test_speakers``, ``skipped_corpus``,
+        ``skipped_audio`` (openSMILE failures under ``opensmile_failed``), ``normalization`` (sources of the test
+        rows, fallback speakers), ``features``, ``fit_seconds``.
+
+    Raises:
+        FunctionalsConfigError, SplitError, CorpusError: bad config, split or corpus.
+        ValueError: no usable audio, or a training class of one clip.
+    """
+    cfg = load_functionals_config(config, **overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    utterances, corpus_report = load_corpus(corpus, root)
+    labels = label_order(corpus, {u.emotion for u in utterances})
+    kept, X, skipped_audio, feat_info = extract_all([u.audio_path for u in utterances], cfg,
+                                                    cache_dir or out / "cache", progress)
+    if len(kept) < 2:
+        raise ValueError(f"no usable audio to train on in {root} (skipped: {skipped_audio})")
+    skipped_audio = {k: [Path(p).stem for p in v] for k, v in skipped_audio.items()}
+    utts = [utterances[i] for i in kept]
+    y = _corpus_arrays(utts, labels)
+    speakers = [u.speaker for u in utts]
+    split = split_items(y, speakers, cfg)
+    tr, te = split["train"], split["test"]
+
+    stats = None
+    if cfg.normalization != "none":
+        reference = np.zeros(len(utts), bool)
+        reference[tr] = True
+        stats = normalize.fit(X, speakers, reference=reference)
+    Xn, sources = normalised(X, speakers, stats, cfg.normalization)
+
+    started = time.perf_counter()
+    model = build_pipeline(cfg, y[tr]).fit(Xn[tr], y[tr])
+    fit_seconds = time.perf_counter() - started
+    save_model(model, out / MODEL_FILE)
+    if stats is not None:
+        save_json(stats.to_dict(), out / NORMALIZATION_FILE)
+    ids = [u.id for u in utts]
+    save_json({"labels": labels}, out / LABELS_FILE)
+    save_json(corpus_report.to_dict(), out / "corpus_report.json")
+    save_json({"spec": split["spec"], "test_speakers": split["test_speakers"],
+               "train": [ids[i] for i in tr], "test": [ids[i] for i in te]}, out / "split.json")
+    corpus_sr = common_rate([u.audio_path for u in utts]) if cfg.sr is None else None
+    if cfg.sr is None and corpus_sr is None:
+        log.warning("the training files have different sample rates: openSMILE sees each at its own rate, and so "
+                    "will new files at prediction (set sr in the config to resample them all)")
+    write_manifest(out, FAMILY, cfg.to_dict(), labels, split=split["spec"], input_spec=cfg.input_spec(corpus_sr),
+                   checkpoints=[out / MODEL_FILE],
+                   extra={"corpus": corpus, "root": str(Path(root).resolve()), "cache": feat_info["cache"],
+                          "normalization_file": NORMALIZATION_FILE if stats is not None else None})
+
+    test_sources = [sources[i] for i in te]
+    extra = {
+        "corpus": corpus, "root": str(root), "feature_set": cfg.feature_set, "kernel": cfg.kernel, "C": cfg.C,
+        "split": cfg.split, "test_speakers": split["test_speakers"], "n_train": int(len(tr)), "n_test": int(len(te)),
+        "skipped_corpus": corpus_report.skipped, "skipped_audio": skipped_audio,
+        "normalization": {"mode": cfg.normalization, "test_sources": normalize.count_sources(test_sources),
+                          "fallback_speakers": stats.fallback if stats is not None else {},
+                          "transductive": cfg.normalization == "speaker"},
+        "features": feat_info, "fit_seconds": round(fit_seconds, 3), "checkpoint": str(out / MODEL_FILE),
+    }
+    proba = predict_proba(model, Xn[te], len(labels))
+    report = write_report(out, proba, labels, [ids[i] for i in te], y[te], family=FAMILY,
+                          sources=[utts[i].audio_path for i in te],
+                          columns={"speaker": [speakers[i] or "" for i in te], "normalization": test_sources},
+                          extra=extra)
+    return report["metrics"]
+
+
+def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None = None,
+             out: str | Path | None = None, cache_dir: str | Path | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Score a trained run again: on its own test split, or on every clip of another corpus.
+
+    On another corpus with ``speaker`` normalisation, each of its speakers with at least two clips is normalised
+    with statistics of their own clips (unlabelled; :func:`cnnrnn.normalize.with_speakers`); others fall back
+    to the run's stored or global statistics (counted in ``normalization``).
+
+    Args:
+        run: a run folder written by :func:`train`.
+        corpus, root: another corpus to score (both or neither); its classes are matched to the run's labels by
+            meaning (:func:`cnnrnn.corpora.match_labels`); clips of other classes are skipped and counted.
+        out: output folder (default ``<run>/evaluation`` or ``<run>/evaluation_<corpus>``).
+        cache_dir: feature cache root (default: the training run's; ``None`` there: no cache).
+        progress: show progress bars.
+
+    Returns:
+        The ``metrics.json`` report written to ``out``.
+
+    Raises:
+        FileNotFoundError: the run lacks one of its files.
+        ManifestError: the run's ``run.json`` is of another family or a newer schema.
+        ValueError: only one of ``corpus`` / ``root``, or nothing to score.
+    """
+    if (corpus is None) != (root is None):
+        raise ValueError("give both corpus and root to evaluate on another corpus, or neither")
+    run = Path(run)
+    manifest = read_manifest(run / MANIFEST_FILE, families=[FAMILY])
+    fitted = FunctionalsRun.load(run, manifest)
+    cfg, labels = fitted.config, fitted.labels
+    own = corpus is None
+    if own:
+        corpus, root = manifest.extra["corpus"], manifest.extra["root"]
+        wanted = set(load_json(run / "split.json")["test"])
+        out = Path(out) if out else run / "evaluation"
+    else:
+        wanted = None
+        out = Path(out) if out else run / f"evaluation_{corpus}"
+    if cache_dir is None and manifest.extra.get("cache"):  # <cache root>/<feature setting> of the training run
+        cache_dir = Path(manifest.extra["cache"]).parent
+    utterances, corpus_report = load_corpus(corpus, root)
+    match = match_labels(sorted({u.emotion for u in utterances}), labels)
+    skipped_labels: dict[str, list[str]] = {}
+    for u in utterances:
+        if match[u.emotion] is None:
+            skipped_labels.setdefault(u.emotion, []).append(u.id)
+    utterances = [dataclasses.replace(u, emotion=match[u.emotion]) for u in utterances
+                  if match[u.emotion] and (wanted is None or u.id in wanted)]
+    if not utterances:
+        raise ValueError(f"nothing to score in {root}: no clip of the run's classes {labels}")
+    # the run's own clips as in training (the same cache); another corpus resampled to the training rate
+    feature_cfg = load_functionals_config(manifest.config) if own else cfg
+    kept, X, skipped_audio, feat_info = extract_all([u.audio_path for u in utterances], feature_cfg, cache_dir,
+                                                    progress)
+    if not kept:
+        raise ValueError(f"no usable audio to score in {root} (skipped: {skipped_audio})")
+    utts = [utterances[i] for i in kept]
+    y = _corpus_arrays(utts, labels)
+    speakers = [u.speaker for u in utts]
+    if own and fitted.stats is not None:  # the statistics the run was scored with (its test speakers' included)
+        Xn, sources = normalised(X, speakers, fitted.stats, cfg.normalization)
+        stats = fitted.stats
+        proba = predict_proba(fitted.model, Xn, len(labels))
+    else:
+        proba, sources, stats = fitted.proba(X, speakers)
+    extra = {"run": str(run), "corpus": corpus, "root": str(root), "skipped_corpus": corpus_report.skipped,
+             "skipped_audio": {k: [Path(p).stem for p in v] for k, v in skipped_audio.items()},
+             "skipped_unknown_label": skipped_labels,
+             "label_map": {k: v for k, v in match.items() if v is not None and k != v},
+             "normalization": {"mode": cfg.normalization, "test_sources": normalize.count_sources(sources),
+                               "fallback_speakers": stats.fallback if stats is not None else {}},
+             "features": feat_info}
+    report = write_report(out, proba, labels, [u.id for u in utts], y, family=FAMILY,
+                          sources=[u.audio_path for u in utts],
+                          columns={"speaker": [s or "" for s in speakers], "normalization": sources}, extra=extra)
+    return report["metrics"]
