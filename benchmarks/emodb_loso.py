@@ -1,0 +1,527 @@
+"""Every model on the same 10 leave-one-speaker-out folds of ``emodb-535`` (issue 11's benchmark).
+
+``../shared/data/emodb-535`` (``--data``): 535 real EmoDB utterances, 22.05 kHz, exactly 2 s each, speakers
+03 08 09 10 11 12 13 14 15 16, 7 emotions (label codes in EmoDB's declared order,
+:func:`cnnrnn.corpora.label_order`). Fold ``k`` holds out speaker ``k`` (sorted names, as
+:class:`cnnrnn.splits.LeaveOneSpeakerOut` numbers them) and trains on the other nine.
+
+**No tuning on the scored speakers**: speakers 08 and 10 are the *development* speakers. Every recipe option
+is chosen on their two folds only (``ablation`` subcommand, ``results/emodb_loso_dev_ablation.json``); the
+headline figures are over the other eight speakers, and over all ten for reference.
+
+Models are entries of one registry (:data:`REGISTRY`): a name, a family, a description, whether it uses
+speaker normalisation, and a ``run_fold(entry, speaker, ctx)`` that trains on nine speakers and returns the
+held-out speaker's predictions. Adding a model (CNNRNN, DCNN-BLSTMwA, the baselines, a fusion) is adding an
+entry. Each model is run separately (``--models``) and is resumable per fold: each fold's result is written to
+``results/emodb_loso/<model>.json`` as soon as it finishes, and a rerun skips the folds already there.
+
+Reported per model: UA, WA and F1-macro per fold; mean ± std over the folds and pooled over the folds' predictions
+(for the 8 headline speakers, all 10, and the 2 development speakers); CPU seconds (process CPU time of the
+fold, and of the feature extraction, which is done once per feature setting and shared by the variants with and
+without speaker normalisation); the machine, date, command and 1-minute load average before and after each
+invocation. ``summary`` rebuilds ``results/emodb_loso.json`` (one table of every model) and the figure
+``results/emodb_loso.png`` (UA per model with per-speaker points).
+
+Run from the repository root, niced (the CPU is shared)::
+
+    nice -n 10 python benchmarks/emodb_loso.py ablation            # development speakers only
+    nice -n 10 python benchmarks/emodb_loso.py run --models compare_linear compare_linear_nonorm \\
+        egemaps_rbf egemaps_rbf_nonorm
+    python benchmarks/emodb_loso.py summary
+
+Working files (run folders, feature cache) go to ``benchmarks/work/emodb_loso/`` (git-ignored).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "emodb-535"
+WORK = REPO / "benchmarks" / "work" / "emodb_loso"
+RESULTS = REPO / "benchmarks" / "results"
+MODEL_RESULTS = RESULTS / "emodb_loso"
+SPEAKERS = ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16")
+DEV_SPEAKERS = ("08", "10")
+HEADLINE_SPEAKERS = tuple(s for s in SPEAKERS if s not in DEV_SPEAKERS)
+KEYS = ("ua", "wa", "f1_macro")
+TARGETS = {"spectrogram families (CNNRNN, DCNN-BLSTMwA)": 0.83, "best overall (fusion allowed), stretch": 0.88}
+NOTE = ("The 2 CPU cores are shared with other jobs: load_1min_before / load_1min_after give the load around each "
+        "invocation. CPU seconds (process time, all threads) are much less sensitive to load than wall time.")
+
+
+# --------------------------------------------------------------------------- the registry
+@dataclass
+class Entry:
+    """One model of the benchmark.
+
+    Attributes:
+        name: the results file is ``results/emodb_loso/<name>.json``.
+        family: the package family that trains it.
+        description: one line for the table.
+        speaker_norm: whether it uses per-speaker normalisation (transductive: the held-out speaker's
+            unlabelled audio); ``pair`` names the same recipe with the other setting.
+        run_fold: ``run_fold(entry, speaker, ctx) -> dict`` trains on the other speakers and returns
+            ``{"ids", "y_true", "y_pred"}`` (label codes) plus anything to keep (``cpu_seconds`` is added).
+        prepare: ``prepare(entry, ctx) -> dict`` run once before the folds (e.g. feature extraction; its
+            ``cpu_seconds`` is reported separately).
+        options: the entry's own settings (a config preset and overrides, ...).
+    """
+
+    name: str
+    family: str
+    description: str
+    speaker_norm: bool
+    run_fold: Callable[["Entry", str, dict], dict]
+    prepare: Callable[["Entry", dict], dict] | None = None
+    pair: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (all threads) and of its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+# ----- functionals (openSMILE + SVM)
+def _functionals_config(entry: Entry):
+    """The entry's preset with its ``changes`` (a dict, so that ``null`` values such as ``sr: null`` apply)."""
+    from cnnrnn.functionals.config import load_functionals_config
+
+    return load_functionals_config({**load_functionals_config(entry.options["preset"]).to_dict(),
+                                    **entry.options.get("changes", {})})
+
+
+def functionals_prepare(entry: Entry, ctx: dict) -> dict:
+    """Extract (or find cached) the features of every file once; the cost of the first extraction is kept in
+    ``<work>/cache/<setting>.cost.json`` so that every variant of that feature setting reports it."""
+    from cnnrnn.artifacts import load_json, save_json
+    from cnnrnn.corpora import load_corpus
+    from cnnrnn.functionals.data import cache_folder, extract_all
+
+    cfg = _functionals_config(entry)
+    cost_file = cache_folder(ctx["cache"], cfg).with_suffix(".cost.json")
+    utts, _ = load_corpus("emodb", ctx["data"])
+    started, wall = _cpu(), time.perf_counter()
+    kept, _, skipped, info = extract_all([u.audio_path for u in utts], cfg, ctx["cache"], progress=False)
+    spent = {"cpu_seconds": round(_cpu() - started, 2), "wall_seconds": round(time.perf_counter() - wall, 2)}
+    if info["extracted"] == len(kept) or not cost_file.is_file():
+        cost = {"feature_set": cfg.feature_set, "sr": cfg.sr, "n_files": len(utts), "n_usable": len(kept),
+                "skipped": skipped, "extracted_this_time": info["extracted"], **spent,
+                "measured": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "load_1min": round(os.getloadavg()[0], 2)}
+        if info["extracted"] == len(kept):
+            save_json(cost, cost_file)
+    else:
+        cost = load_json(cost_file)
+    return {"features": cost, "config": cfg.to_dict()}
+
+
+def functionals_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
+    """Train :func:`cnnrnn.functionals.train.train` with ``holdout_speaker`` = ``speaker`` (features cached)."""
+    import pandas as pd
+
+    from cnnrnn.functionals.train import train
+
+    out = ctx["work"] / entry.name / speaker
+    report = train("emodb", ctx["data"], out, config=_functionals_config(entry), cache_dir=ctx["cache"],
+                   progress=False, split="speaker", holdout_speaker=speaker)
+    df = pd.read_csv(out / "predictions.csv")
+    if not ctx.get("keep_models"):
+        (out / "model.skops").unlink()  # up to 23 MB a fold (a linear SVC keeps its support vectors)
+    labels = report["labels"]
+    return {"ids": df["id"].tolist(), "y_true": [labels.index(t) for t in df["true"]],
+            "y_pred": df["predicted_index"].astype(int).tolist(), "labels": labels,
+            "fit_seconds": report["fit_seconds"], "normalization": report["normalization"],
+            "features_reused": report["features"]["reused"]}
+
+
+def _functionals(name: str, preset: str, speaker_norm: bool, pair: str, description: str) -> Entry:
+    changes = {} if speaker_norm else {"normalization": "none"}
+    return Entry(name, "functionals", description, speaker_norm, functionals_fold, functionals_prepare, pair,
+                 {"preset": preset, "changes": changes})
+
+
+# ----- CNNRNN family (spectrogram images, compact backbone)
+def _cnnrnn_config(entry: Entry):
+    from cnnrnn.cnnrnn.config import load_config
+    from cnnrnn.config import override
+
+    return override(load_config(entry.options["preset"]), entry.options.get("overrides", {}))
+
+
+def cnnrnn_prepare(entry: Entry, ctx: dict) -> dict:
+    """Log-mel of every file once (:func:`cnnrnn.features.audio_log_mel`), kept in ``ctx`` for the folds."""
+    from cnnrnn.audio import load_each
+    from cnnrnn.corpora import label_order, load_corpus
+    from cnnrnn.features import audio_log_mel
+
+    cfg = _cnnrnn_config(entry)
+    started, wall = _cpu(), time.perf_counter()
+    utts, _ = load_corpus("emodb", ctx["data"])
+    kept, mels, skipped = load_each([u.audio_path for u in utts], lambda p: audio_log_mel(p, cfg.spectrogram),
+                                    progress=False)
+    utts = [utts[i] for i in kept]
+    labels = label_order("emodb", {u.emotion for u in utts})
+    ctx["cnnrnn"] = {"ids": [u.id for u in utts], "mels": mels, "labels": labels,
+                     "y": np.array([labels.index(u.emotion) for u in utts], np.int32),
+                     "speakers": np.array([u.speaker for u in utts])}
+    return {"features": {"n_files": len(utts), "skipped": skipped, "cpu_seconds": round(_cpu() - started, 2),
+                         "wall_seconds": round(time.perf_counter() - wall, 2)}, "config": cfg.to_dict()}
+
+
+def cnnrnn_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
+    """Train :func:`cnnrnn.cnnrnn.train.cross_validate` on the other nine speakers (the epoch chosen on one
+    held-out *training* speaker, ``selection: inner``) and predict ``speaker``. Speaker normalisation uses each
+    speaker's own audio (the held-out speaker's unlabelled audio: transductive); the global statistics come
+    from the nine training speakers only."""
+    import shutil
+
+    from cnnrnn.artifacts import load_json
+    from cnnrnn.cnnrnn.train import cross_validate
+    from cnnrnn.features import image_of_log_mel
+    from cnnrnn.normalize import fit
+
+    cfg = _cnnrnn_config(entry)
+    d = ctx["cnnrnn"]
+    speakers = d["speakers"]
+    train_idx, test_idx = np.flatnonzero(speakers != speaker), np.flatnonzero(speakers == speaker)
+    stats = None
+    if cfg.spectrogram.normalize in ("speaker", "global"):
+        stats = fit([m.T for m in d["mels"]], list(speakers), reference=list(speakers != speaker))
+    images = np.stack([image_of_log_mel(m, cfg.spectrogram, s, stats) for m, s in zip(d["mels"], speakers)])
+    out = ctx["work"] / entry.name / speaker
+    shutil.rmtree(out, ignore_errors=True)  # a fold cut short restarts from scratch
+    cross_validate(images, d["y"], d["labels"], out, cfg.train, groups=list(speakers), verbose=0,
+                   folds=[(train_idx, test_idx)])
+    fold = load_json(out / "folds" / "fold1.json")
+    if not ctx.get("keep_models"):
+        shutil.rmtree(out / "models", ignore_errors=True)
+    return {"ids": [d["ids"][i] for i in test_idx], "y_true": d["y"][test_idx].tolist(),
+            "y_pred": fold["val_predictions"], "labels": d["labels"], "best_epoch": fold["best_epoch"],
+            "n_fit": fold["n_fit"], "n_select": fold["n_select"]}
+
+
+def _cnnrnn(name: str, preset: str, overrides: dict, speaker_norm: bool, pair: str, description: str) -> Entry:
+    return Entry(name, "cnnrnn", description, speaker_norm, cnnrnn_fold, cnnrnn_prepare, pair,
+                 {"preset": preset, "overrides": overrides})
+
+
+REGISTRY: dict[str, Entry] = {e.name: e for e in [
+    _cnnrnn("cnnrnn_compact", "compact", {}, True, "cnnrnn_compact_nonorm",
+            "CNNRNN compact CNN+LSTM, 64x128 log-mel, per-speaker norm, SpecAugment, inner epoch selection"),
+    _cnnrnn("cnnrnn_compact_nonorm", "compact", {"spectrogram.normalize": "none"}, False, "cnnrnn_compact",
+            "CNNRNN compact CNN+LSTM, 64x128 log-mel (dB below peak), SpecAugment, inner epoch selection"),
+    _functionals("compare_linear", "compare_linear", True, "compare_linear_nonorm",
+                 "openSMILE ComParE_2016 (6,373) + linear SVM, per-speaker z-norm"),
+    _functionals("compare_linear_nonorm", "compare_linear", False, "compare_linear",
+                 "openSMILE ComParE_2016 (6,373) + linear SVM, no speaker norm"),
+    _functionals("egemaps_rbf", "egemaps_rbf", True, "egemaps_rbf_nonorm",
+                 "openSMILE eGeMAPSv02 (88) + RBF SVM, per-speaker z-norm"),
+    _functionals("egemaps_rbf_nonorm", "egemaps_rbf", False, "egemaps_rbf",
+                 "openSMILE eGeMAPSv02 (88) + RBF SVM, no speaker norm"),
+]}
+
+
+# --------------------------------------------------------------------------- bookkeeping
+def machine() -> dict:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("cnnrnn", "numpy", "scikit-learn", "opensmile", "skops", "librosa", "tensorflow", "keras"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def summarise(folds: dict[str, dict], speakers: tuple[str, ...]) -> dict | None:
+    """Mean ± std over the folds of ``speakers`` that are done, and the metrics of their pooled predictions."""
+    from cnnrnn.evaluation import classification_metrics
+
+    done = [s for s in speakers if s in folds]
+    if not done:
+        return None
+    values = {k: np.array([folds[s][k] for s in done], float) for k in KEYS}
+    y_true = np.concatenate([folds[s]["y_true"] for s in done])
+    y_pred = np.concatenate([folds[s]["y_pred"] for s in done])
+    pooled = classification_metrics(y_true, y_pred, len(folds[done[0]]["labels"]))
+    return {"speakers": done, "complete": len(done) == len(speakers), "n_folds": len(done), "n": int(len(y_true)),
+            "mean": {k: round(float(v.mean()), 4) for k, v in values.items()},
+            "std": {k: round(float(v.std()), 4) for k, v in values.items()},
+            "pooled": {k: round(float(pooled[k]), 4) for k in KEYS},
+            "cpu_seconds": round(float(sum(folds[s]["cpu_seconds"] for s in done)), 1)}
+
+
+def summaries(folds: dict[str, dict]) -> dict:
+    return {"headline_8": summarise(folds, HEADLINE_SPEAKERS), "all_10": summarise(folds, SPEAKERS),
+            "dev_2": summarise(folds, DEV_SPEAKERS)}
+
+
+def write_result(path: Path, result: dict) -> None:
+    from cnnrnn.artifacts import save_json
+
+    result["summary"] = summaries(result["folds"])
+    features = (result.get("prepare") or {}).get("features") or {}
+    all10 = result["summary"]["all_10"]
+    result["cpu_seconds_total"] = round(features.get("cpu_seconds", 0.0) + (all10["cpu_seconds"] if all10 else 0), 1)
+    save_json(result, path)
+
+
+# --------------------------------------------------------------------------- run
+def run_model(entry: Entry, args, speakers: tuple[str, ...]) -> dict:
+    """Run the folds of ``speakers`` that ``results/emodb_loso/<model>.json`` does not hold yet."""
+    from cnnrnn.artifacts import load_json
+    from cnnrnn.evaluation import classification_metrics
+
+    path = MODEL_RESULTS / f"{entry.name}.json"
+    result = load_json(path) if path.is_file() and not args.force else {
+        "model": entry.name, "family": entry.family, "description": entry.description,
+        "speaker_norm": entry.speaker_norm, "pair": entry.pair, "options": entry.options, "data": str(args.data),
+        "protocol": "leave-one-speaker-out on emodb-535; development speakers 08 and 10 (recipes chosen on their "
+                    "folds only), headline over the other 8",
+        "speakers": list(SPEAKERS), "dev_speakers": list(DEV_SPEAKERS), "headline_speakers": list(HEADLINE_SPEAKERS),
+        "note": NOTE, "invocations": [], "folds": {}}
+    ctx = {"data": Path(args.data), "work": WORK, "cache": WORK / "cache", "keep_models": args.keep_models}
+    todo = [s for s in speakers if s not in result["folds"]]
+    invocation = {"date": now(), "command": " ".join([Path(sys.executable).name] + sys.argv), "machine": machine(),
+                  "versions": versions(), "load_1min_before": round(os.getloadavg()[0], 2), "folds_run": []}
+    if not todo:
+        print(f"{entry.name}: every fold of {list(speakers)} is done", flush=True)
+        return result
+    result["invocations"].append(invocation)
+    if entry.prepare is not None:
+        result["prepare"] = entry.prepare(entry, ctx)
+    for speaker in todo:
+        started, wall, load = _cpu(), time.perf_counter(), round(os.getloadavg()[0], 2)
+        fold = entry.run_fold(entry, speaker, ctx)
+        fold["cpu_seconds"] = round(_cpu() - started, 2)
+        fold["wall_seconds"] = round(time.perf_counter() - wall, 2)
+        fold["load_1min_at_start"] = load
+        m = classification_metrics(fold["y_true"], fold["y_pred"], len(fold["labels"]))
+        fold.update({k: round(float(m[k]), 4) for k in KEYS}, n=m["n"], confusion_matrix=m["confusion_matrix"],
+                    finished=now())
+        result["folds"][speaker] = fold
+        invocation["folds_run"].append(speaker)
+        invocation["load_1min_after"] = round(os.getloadavg()[0], 2)
+        write_result(path, result)  # resumable: every finished fold is on disk
+        print(f"{entry.name} fold {speaker}: UA {fold['ua']:.4f} WA {fold['wa']:.4f} F1 {fold['f1_macro']:.4f} "
+              f"({fold['cpu_seconds']:.1f} CPU s)", flush=True)
+    invocation["load_1min_after"] = round(os.getloadavg()[0], 2)
+    write_result(path, result)
+    return result
+
+
+# --------------------------------------------------------------------------- development ablation
+#: The development grid of each functionals preset (every combination, with and without speaker norm).
+ABLATION = {
+    "compare_linear": {"sr": [16000, None], "class_weight": ["balanced", None], "C": [1e-5, 1e-4, 1e-3, 1e-2, 1.0]},
+    "egemaps_rbf": {"sr": [16000, None], "class_weight": ["balanced", None], "C": [0.1, 1.0, 10.0, 100.0]},
+}
+
+
+def run_ablation(args) -> dict:
+    """Recipe options on the development folds (08, 10) only: the :data:`ABLATION` grid of each preset (sample
+    rate given to openSMILE, class weights, C), with and without speaker norm. Each preset then takes the
+    setting with the best mean development UA with speaker norm (the first in grid order on a tie).
+    Results: ``results/emodb_loso_dev_ablation.json`` (resumable per setting)."""
+    import itertools
+
+    from cnnrnn.artifacts import load_json, save_json
+    from cnnrnn.evaluation import classification_metrics
+
+    path = RESULTS / "emodb_loso_dev_ablation.json"
+    result = load_json(path) if path.is_file() and not args.force else {
+        "protocol": "folds of the development speakers 08 and 10 only (train on the other 9 speakers each); "
+                    "the presets take the setting with the best mean dev UA with speaker norm (first in grid "
+                    "order on a tie); sr null = each file's own rate (22.05 kHz here)",
+        "note": NOTE, "invocations": [], "settings": {}}
+    invocation = {"date": now(), "command": " ".join([Path(sys.executable).name] + sys.argv), "machine": machine(),
+                  "versions": versions(), "load_1min_before": round(os.getloadavg()[0], 2)}
+    result["invocations"].append(invocation)
+    ctx = {"data": Path(args.data), "work": WORK / "ablation", "cache": WORK / "cache", "keep_models": False}
+    for preset, grid in ABLATION.items():
+        for sr, weight, c, norm in itertools.product(grid["sr"], grid["class_weight"], grid["C"], ("speaker", "none")):
+            key = f"{preset} sr={sr or 'native'} class_weight={weight or 'none'} C={c:g} norm={norm}"
+            if key in result["settings"]:
+                continue
+            entry = Entry(key.replace(" ", "_").replace("=", ""), "functionals", key, norm == "speaker",
+                          functionals_fold, functionals_prepare, None,
+                          {"preset": preset, "changes": {"sr": sr, "class_weight": weight, "C": c,
+                                                         "normalization": norm}})
+            entry.prepare(entry, ctx)  # the features are shared with `run`
+            folds = {}
+            for speaker in DEV_SPEAKERS:
+                started = _cpu()
+                fold = entry.run_fold(entry, speaker, ctx)
+                m = classification_metrics(fold["y_true"], fold["y_pred"], len(fold["labels"]))
+                folds[speaker] = {**{k: round(float(m[k]), 4) for k in KEYS},
+                                  "cpu_seconds": round(_cpu() - started, 2)}
+            result["settings"][key] = {
+                "preset": preset, "sr": sr, "class_weight": weight, "C": c, "normalization": norm, "folds": folds,
+                "mean": {k: round(float(np.mean([f[k] for f in folds.values()])), 4) for k in KEYS}}
+            save_json(result, path)
+            print(f"{key}: dev UA {result['settings'][key]['mean']['ua']:.4f} "
+                  "(" + ", ".join(f"{s}: {f['ua']:.3f}" for s, f in folds.items()) + ")", flush=True)
+    best = {}
+    for preset in ABLATION:
+        rows = [v for v in result["settings"].values() if v["preset"] == preset and v["normalization"] == "speaker"]
+        top = max(rows, key=lambda v: v["mean"]["ua"])  # max() keeps the first of equal values: grid order
+        best[preset] = {k: top[k] for k in ("sr", "class_weight", "C")} | {"dev_ua": top["mean"]["ua"]}
+    result["chosen"] = best
+    invocation["load_1min_after"] = round(os.getloadavg()[0], 2)
+    save_json(result, path)
+    return result
+
+
+# --------------------------------------------------------------------------- summary and figure
+def _fmt(s: dict | None, key: str = "ua") -> str:
+    if not s:
+        return "–"
+    mark = "" if s["complete"] else f" ({s['n_folds']} folds)"
+    return f"{s['mean'][key]:.3f} ± {s['std'][key]:.3f} (pooled {s['pooled'][key]:.3f}){mark}"
+
+
+def run_summary(args) -> dict:
+    """``results/emodb_loso.json`` (every model's summary) and ``results/emodb_loso.png``."""
+    from cnnrnn.artifacts import load_json, save_json
+
+    models = {}
+    for path in sorted(MODEL_RESULTS.glob("*.json")):
+        r = load_json(path)
+        models[r["model"]] = {k: r.get(k) for k in ("family", "description", "speaker_norm", "pair", "options",
+                                                    "cpu_seconds_total", "summary")}
+        models[r["model"]]["features"] = (r.get("prepare") or {}).get("features")
+        models[r["model"]]["per_speaker_ua"] = {s: f["ua"] for s, f in sorted(r["folds"].items())}
+        models[r["model"]]["last_invocation"] = r["invocations"][-1] if r["invocations"] else None
+    def headline(m: str) -> float:
+        return ((models.get(m) or {}).get("summary", {}).get("headline_8") or {}).get("mean", {}).get("ua", 0.0)
+
+    # pairs (with / without speaker norm) side by side, groups by their better headline UA, best first
+    groups: dict[str, list[str]] = {}
+    for m in models:
+        pair = models[m].get("pair")
+        key = min(m, pair) if pair in models else m
+        groups.setdefault(key, []).append(m)
+    order = [m for _, members in sorted(groups.items(), key=lambda kv: -max(headline(m) for m in kv[1]))
+             for m in sorted(members, key=lambda m: not models[m]["speaker_norm"])]
+    table = ["| model | UA, 8 headline speakers | UA, all 10 | UA, dev 08+10 (recipes chosen there) | WA (8) | "
+             "F1-macro (8) | CPU s |",
+             "|---|---|---|---|---|---|---:|"]
+    for m in order:
+        s = models[m]["summary"]
+        table.append(f"| `{m}` | {_fmt(s['headline_8'])} | {_fmt(s['all_10'])} | {_fmt(s['dev_2'])} | "
+                     f"{_fmt(s['headline_8'], 'wa')} | {_fmt(s['headline_8'], 'f1_macro')} | "
+                     f"{models[m]['cpu_seconds_total']} |")
+    result = {"date": now(), "command": " ".join([Path(sys.executable).name] + sys.argv), "machine": machine(),
+              "speakers": list(SPEAKERS), "dev_speakers": list(DEV_SPEAKERS),
+              "headline_speakers": list(HEADLINE_SPEAKERS), "targets": TARGETS, "order": order, "models": models,
+              "table_markdown": "\n".join(table)}
+    save_json(result, RESULTS / "emodb_loso.json")
+    plot(models, order, RESULTS / "emodb_loso.png")
+    print("\n".join(table))
+    return result
+
+
+def plot(models: dict, order: list[str], path: Path) -> Path:
+    """UA per model: a bar for the mean over the 8 headline speakers, a point per speaker (hollow: dev)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(order) + 2), 4.8), dpi=120)
+    rng = np.random.default_rng(0)
+    for i, m in enumerate(order):
+        s = models[m]["summary"]["headline_8"]
+        if s:
+            ax.bar(i, s["mean"]["ua"], width=0.6, color="#9ecae1" if models[m]["speaker_norm"] else "#d9d9d9",
+                   edgecolor="#3182bd" if models[m]["speaker_norm"] else "#737373")
+            done = "" if s["complete"] else f"\n{s['n_folds']}/{len(HEADLINE_SPEAKERS)} folds"
+            ax.text(i, 0.03, f"{s['mean']['ua']:.3f}{done}", ha="center", va="bottom", fontsize=8)
+        for spk, ua in models[m]["per_speaker_ua"].items():
+            dev = spk in DEV_SPEAKERS
+            x = i + rng.uniform(-0.18, 0.18)
+            ax.scatter(x, ua, s=22, facecolors="none" if dev else "k", edgecolors="k", linewidths=0.8, zorder=3)
+            if dev:
+                ax.annotate(spk, (x, ua), xytext=(4, -3), textcoords="offset points", fontsize=6)
+    for label, value in TARGETS.items():
+        ax.axhline(value, ls="--", lw=0.8, color="#e6550d" if value < 0.85 else "#a63603")
+        ax.text(len(order) - 0.5, value + 0.004, f"target {value:.2f}", ha="right", va="bottom", fontsize=7,
+                color="#a63603")
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels(order, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("UA (balanced accuracy)")
+    ax.set_ylim(0.0, 1.02)
+    ax.set_title("emodb-535, leave-one-speaker-out: bar = mean UA over the 8 headline speakers;\n"
+                 "dots = speakers (hollow: development speakers 08, 10); blue = per-speaker normalisation",
+                 fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="emodb-535 folder (default: %(default)s)")
+    ap.add_argument("--force", action="store_true", help="ignore earlier results and start afresh")
+    sub = ap.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("run", help="run models' folds (resumable)")
+    p.add_argument("--models", nargs="+", default=list(REGISTRY), choices=sorted(REGISTRY), metavar="MODEL",
+                   help=f"registry entries (default: all): {', '.join(REGISTRY)}")
+    p.add_argument("--speakers", nargs="+", default=list(SPEAKERS), choices=SPEAKERS,
+                   help="folds to run (default: all 10)")
+    p.add_argument("--keep-models", action="store_true", help="keep each fold's model file in the work folder")
+    sub.add_parser("ablation", help="recipe options on the development speakers 08 and 10 only")
+    sub.add_parser("summary", help="rebuild results/emodb_loso.json and emodb_loso.png from the model results")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import logging
+    import warnings
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if not Path(args.data).is_dir():
+        ap.error(f"{args.data} not found")
+    if args.action == "ablation":
+        run_ablation(args)
+    elif args.action == "run":
+        for name in args.models:
+            run_model(REGISTRY[name], args, tuple(args.speakers))
+        run_summary(args)
+    else:
+        run_summary(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
