@@ -199,7 +199,7 @@ def cnnrnn_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
     speakers = d["speakers"]
     train_idx, test_idx = np.flatnonzero(speakers != speaker), np.flatnonzero(speakers == speaker)
     stats = None
-    if cfg.spectrogram.normalize in ("speaker", "global"):
+    if cfg.spectrogram.normalization in ("speaker", "global"):
         stats = fit([m.T for m in d["mels"]], list(speakers), reference=list(speakers != speaker))
     images = np.stack([image_of_log_mel(m, cfg.spectrogram, s, stats) for m, s in zip(d["mels"], speakers)])
     out = ctx["work"] / entry.name / speaker
@@ -222,7 +222,7 @@ def _cnnrnn(name: str, preset: str, overrides: dict, speaker_norm: bool, pair: s
 REGISTRY: dict[str, Entry] = {e.name: e for e in [
     _cnnrnn("cnnrnn_compact", "compact", {}, True, "cnnrnn_compact_nonorm",
             "CNNRNN compact CNN+LSTM, 64x128 log-mel, per-speaker norm, SpecAugment, inner epoch selection"),
-    _cnnrnn("cnnrnn_compact_nonorm", "compact", {"spectrogram.normalize": "none"}, False, "cnnrnn_compact",
+    _cnnrnn("cnnrnn_compact_nonorm", "compact", {"spectrogram.normalization": "none"}, False, "cnnrnn_compact",
             "CNNRNN compact CNN+LSTM, 64x128 log-mel (dB below peak), SpecAugment, inner epoch selection"),
     _functionals("compare_linear", "compare_linear", True, "compare_linear_nonorm",
                  "openSMILE ComParE_2016 (6,373) + linear SVM, per-speaker z-norm"),

@@ -107,27 +107,27 @@ class SpectrogramConfig(LogMelConfig):
         colormap: an OpenCV colormap name (``magma``, ``viridis``, ``inferno``,
             ``jet``, ...), or ``gray``.
         workers: processes for per-file work; 0 means one per CPU core.
-        normalize: normalisation of the log-mel before it becomes an image
+        normalization: normalisation of the log-mel before it becomes an image
             (:mod:`cnnrnn.normalize`): ``none`` (the original: dB below the clip's
             peak), ``utterance`` (z-scores per mel band over the clip), ``global``
             (over the training data) or ``speaker`` (over each speaker's own audio,
             no labels).
         norm_range: z-scores in ``[-norm_range, norm_range]`` span the image's
-            0–255 (when ``normalize`` is not ``none``).
+            0–255 (when ``normalization`` is not ``none``).
     """
 
     image_size: list[int] = field(default_factory=lambda: [224, 224])
     colormap: str = "magma"
     workers: int = 0
-    normalize: str = "none"
+    normalization: str = "none"
     norm_range: float = 3.0
 
     def validate(self) -> None:
         super().validate()
         from .normalize import MODES
 
-        if self.normalize not in MODES:
-            raise ConfigError(f"spectrogram.normalize must be one of {MODES}, got {self.normalize!r}")
+        if self.normalization not in MODES:
+            raise ConfigError(f"spectrogram.normalization must be one of {MODES}, got {self.normalization!r}")
         if self.norm_range <= 0:
             raise ConfigError(f"spectrogram.norm_range must be positive, got {self.norm_range}")
         if len(self.image_size) != 2 or min(self.image_size) < 8:
@@ -231,21 +231,21 @@ def to_image(db: np.ndarray, cfg: SpectrogramConfig, value_range: tuple[float, f
 
 def image_of_log_mel(db: np.ndarray, cfg: SpectrogramConfig, speaker: str | None = None, stats=None,
                      mode: str | None = None) -> np.ndarray:
-    """The image of a log-mel, normalised as ``cfg.normalize`` (or ``mode``) says.
+    """The image of a log-mel, normalised as ``cfg.normalization`` (or ``mode``) says.
 
     Args:
         db: ``(n_mels, frames)`` dB from :func:`log_mel`.
         cfg: spectrogram settings.
         speaker, stats: the item's speaker and the :class:`cnnrnn.normalize.NormStats` of the run (``global``
             and ``speaker`` modes; a speaker the statistics lack uses the global ones).
-        mode: overrides ``cfg.normalize`` (e.g. ``utterance`` for a file whose speaker is unknown).
+        mode: overrides ``cfg.normalization`` (e.g. ``utterance`` for a file whose speaker is unknown).
 
     Returns:
         ``(H, W, 3) uint8`` BGR.
     """
     from .normalize import apply
 
-    mode = mode or cfg.normalize
+    mode = mode or cfg.normalization
     if mode == "none":
         return to_image(db, cfg)
     z = apply(db.T, speaker, stats, mode).T
@@ -266,7 +266,7 @@ def audio_log_mel(path: str | Path, cfg: LogMelConfig) -> np.ndarray:
 def waveform_to_image(y: np.ndarray, cfg: SpectrogramConfig) -> np.ndarray:
     """Fixed-length log-mel image of a waveform at ``cfg.sr``: ``(H, W, 3) uint8`` BGR (un-normalised log-mel,
     or ``utterance`` normalisation; the ``global`` and ``speaker`` modes need :func:`image_of_log_mel`)."""
-    mode = "utterance" if cfg.normalize in ("global", "speaker") else None
+    mode = "utterance" if cfg.normalization in ("global", "speaker") else None
     return image_of_log_mel(log_mel(pad_or_trim(y, cfg.n_samples), cfg), cfg, mode=mode)
 
 

@@ -12,7 +12,7 @@ from cnnrnn.artifacts import load_json
 RECIPE = {
     "split": {"scheme": "speaker"},
     "spectrogram": {"duration": 2.0, "n_mels": 32, "n_fft": 512, "hop_length": 256, "image_size": [32, 64],
-                    "colormap": "gray", "normalize": "speaker"},
+                    "colormap": "gray", "normalization": "speaker"},
     "train": {"folds": 2, "epochs": 1, "batch_size": 16, "backbone": "compact", "filters": [8, 8, 16],
               "lstm_units": 8, "bn_momentum": 0.9, "freq_masks": 1, "time_masks": 1, "selection": "inner",
               "learning_rate": 0.001},
@@ -54,7 +54,7 @@ def test_compact_backbone_with_spec_augment_is_saved_and_reloads(recipe_run):
     manifest = read_manifest(recipe_run)
     model = load_model(manifest.checkpoint_paths()[0])
     assert model.name == "cnnrnn_compact_lstm" and model.get_layer("spec_augment").freq_masks == 1
-    assert manifest.config["spectrogram"]["normalize"] == "speaker"
+    assert manifest.config["spectrogram"]["normalization"] == "speaker"
 
 
 def test_predict_with_and_without_the_speaker(recipe_run, sample_dir, tmp_path):

@@ -275,7 +275,7 @@ def extract_spectrograms(
         items: ``(id, audio_path)`` pairs, or ``(id, audio_path, speaker)`` triples.
         out_dir: folder of the PNGs (created).
         cfg: spectrogram parameters.
-        stats: :class:`cnnrnn.normalize.NormStats` for ``cfg.normalize`` ``global`` / ``speaker``
+        stats: :class:`cnnrnn.normalize.NormStats` for ``cfg.normalization`` ``global`` / ``speaker``
             (see :func:`normalization_stats`).
         overwrite: re-render existing PNGs (use when the config changed).
         workers: processes; default ``cfg.workers`` or one per core. 1 runs in-process.
@@ -362,7 +362,7 @@ NORM_FILE = "normalization.json"
 
 def normalization_stats(items: Sequence[tuple], cfg: SpectrogramConfig, reference: Sequence[bool],
                         progress: bool = True):
-    """Per-speaker and global log-mel statistics (per mel band) for ``cfg.normalize`` ``speaker``/``global``.
+    """Per-speaker and global log-mel statistics (per mel band) for ``cfg.normalization`` ``speaker``/``global``.
 
     Every item's log-mel (:func:`cnnrnn.features.audio_log_mel`) is computed once; a speaker's statistics use
     all of that speaker's items, test speakers included (their unlabelled audio: a transductive choice that the
@@ -379,7 +379,7 @@ def normalization_stats(items: Sequence[tuple], cfg: SpectrogramConfig, referenc
     from ..features import audio_log_mel
     from ..normalize import fit
 
-    if cfg.normalize not in ("speaker", "global"):
+    if cfg.normalization not in ("speaker", "global"):
         return None
     kept, mels, _ = load_each([a for _, a, _ in items], lambda p: audio_log_mel(p, cfg), desc="statistics",
                               progress=progress)
@@ -406,7 +406,7 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
     all_items = [(r["id"], r["audio_path"], r.get("speaker")) for part in records.values() for r in part]
     reference = [part == "train" for part, recs in records.items() for _ in recs]
     stats = None
-    if cfg.spectrogram.normalize in ("speaker", "global"):
+    if cfg.spectrogram.normalization in ("speaker", "global"):
         if (png_dir / NORM_FILE).is_file() and not overwrite and (
                 not [i for i in all_items if not (png_dir / f"{i[0]}.png").is_file()]):
             from ..normalize import NormStats
@@ -421,11 +421,11 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
     A.save_json(spec, stamp)
     ok = report.ok
     summary: dict[str, Any] = {"spectrograms": report.to_dict(), "png_dir": str(png_dir),
-                               "normalize": cfg.spectrogram.normalize}
+                               "normalization": cfg.spectrogram.normalization}
     if stats is not None:
         summary["normalization"] = {"file": str(png_dir / NORM_FILE), "speakers": sorted(stats.speakers),
                                     "fallback_to_global": stats.fallback,
-                                    "transductive": cfg.spectrogram.normalize == "speaker"}
+                                    "transductive": cfg.spectrogram.normalization == "speaker"}
     for part, recs in records.items():
         kept = [r for r in recs if r["id"] in ok]
         table = {

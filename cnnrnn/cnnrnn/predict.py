@@ -49,7 +49,7 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     """Gather images from a ``*_final.pickle``, a PNG/audio file, or a folder of them.
 
     Audio is rendered with ``spec_cfg`` at the model's ``size``; unreadable or
-    silent audio is skipped and counted. With ``spec_cfg.normalize`` ``speaker``, every audio file is taken to
+    silent audio is skipped and counted. With ``spec_cfg.normalization`` ``speaker``, every audio file is taken to
     be ``speaker``'s: that speaker's statistics come from all the audio given (no labels,
     :func:`cnnrnn.normalize.with_speakers`), or from the run's ``stats`` when it knows the speaker and the
     files are too few; without a speaker, each file falls back to ``utterance`` normalisation.
@@ -110,7 +110,7 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     if not loaded:
         raise ValueError(f"no usable input under {source} (skipped: {skipped or 'no .wav/.png files'})")
     mels = [x for x in loaded if x.ndim == 2]
-    mode = cfg.normalize
+    mode = cfg.normalization
     if mode == "speaker" and speaker and mels and stats is not None:
         stats = with_speakers(stats, [m.T for m in mels], [speaker] * len(mels))
     images, normalization = [], []
@@ -156,7 +156,7 @@ def predict(
         config: CNNRNN config for rendering audio; default: the run's ``config.json``.
         resize: resize images whose size differs from the model input.
         batch_size: prediction batch size.
-        speaker: the speaker of every audio input, for a run with ``spectrogram.normalize: speaker`` (see
+        speaker: the speaker of every audio input, for a run with ``spectrogram.normalization: speaker`` (see
             :func:`collect_inputs`).
 
     Returns:
@@ -184,7 +184,7 @@ def predict(
         raise CheckpointError(f"model input shape {shape} is not a fixed (H, W, C) image")
     stats = None
     norm_file = None if run_dir is None else run_dir / A.SPECTROGRAM_DIR / "normalization.json"
-    if spec_cfg.normalize in ("speaker", "global") and norm_file is not None and norm_file.is_file():
+    if spec_cfg.normalization in ("speaker", "global") and norm_file is not None and norm_file.is_file():
         from ..normalize import NormStats
 
         stats = NormStats.from_dict(A.load_json(norm_file))
