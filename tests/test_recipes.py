@@ -72,3 +72,26 @@ def test_predict_with_and_without_the_speaker(recipe_run, sample_dir, tmp_path):
     without = pd.read_csv(tmp_path / "b" / "predictions.csv")
     assert set(without["normalization"]) == {"utterance"}
     assert not np.allclose(with_speaker["p_angry"], without["p_angry"])
+
+
+def test_late_fusion_of_a_cnnrnn_run_and_a_functionals_run(recipe_run, sample_dir, tmp_path):
+    fx = tmp_path / "fx"
+    assert cli.main(["-q", "functionals", "train", "--corpus", "kemdy20", "--root", str(sample_dir), "--out",
+                     str(fx), "--config", "tiny"]) == 0
+    wavs = sorted(sample_dir.glob("wav/Session01/*.wav"))[:3]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for w in wavs:
+        (folder / w.name).write_bytes(w.read_bytes())
+    out = tmp_path / "fused"
+    assert cli.main(["-q", "predict", "--model", str(recipe_run), "--model", str(fx), "--input", str(folder),
+                     "--out", str(out), "--fuse"]) == 0
+    a = pd.read_csv(out / "cnnrnn_1" / "predictions.csv").set_index("id")
+    b = pd.read_csv(out / "functionals_2" / "predictions.csv").set_index("id")
+    fused = pd.read_csv(out / "predictions.csv").set_index("id")
+    assert sorted(fused.index) == sorted(w.stem for w in wavs)
+    labels = [c for c in fused if c.startswith("p_")]
+    expected = (a.loc[fused.index, labels].to_numpy() + b.loc[fused.index, labels].to_numpy()) / 2
+    np.testing.assert_allclose(fused[labels].to_numpy(), expected / expected.sum(axis=1, keepdims=True), atol=1e-5)
+    assert cli.main(["-q", "predict", "--model", str(recipe_run), "--model", str(fx), "--input", str(folder),
+                     "--out", str(tmp_path / "x")]) == 2  # different families without --fuse: a clear error

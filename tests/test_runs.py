@@ -87,3 +87,19 @@ def test_one_report_writer(tmp_path):
     assert only["metrics"] is None and sorted(p.name for p in (tmp_path / "u").iterdir()) == ["p.csv"]
     with pytest.raises(ValueError, match="probabilities"):
         write_report(tmp_path, proba, ["angry"], ["a", "b", "c"])
+
+
+def test_fusion_matches_classes_by_meaning(tmp_path):
+    from cnnrnn.predict import fuse_predictions
+
+    a = pd.DataFrame({"id": ["x", "y"], "true": ["anger", "sadness"], "p_anger": [0.8, 0.2],
+                      "p_sadness": [0.2, 0.8]})
+    b = pd.DataFrame({"id": ["y", "x", "z"], "p_sad": [0.4, 0.0, 1.0], "p_angry": [0.6, 1.0, 0.0]})
+    result = fuse_predictions([a, b], tmp_path)
+    df = result["predictions"].set_index("id")
+    assert list(df.index) == ["x", "y"]  # only the items both runs predicted
+    np.testing.assert_allclose(df.loc["x", ["p_anger", "p_sadness"]].to_numpy(float), [0.9, 0.1], atol=1e-6)
+    np.testing.assert_allclose(df.loc["y", ["p_anger", "p_sadness"]].to_numpy(float), [0.4, 0.6], atol=1e-6)
+    assert result["metrics"]["ua"] == pytest.approx(1.0) and result["metrics"]["family"] == "fusion"
+    with pytest.raises(ValueError, match="no item in common"):
+        fuse_predictions([a, b.assign(id=["p", "q", "r"])], tmp_path)

@@ -30,6 +30,9 @@ def add_commands(sub) -> None:
                    help="the speaker of every input, for speaker normalisation (functionals runs; a CSV --input "
                         "with path,speaker columns gives one per file); inputs without a speaker are normalised "
                         "with the run's global statistics, and the output says so")
+    p.add_argument("--fuse", action="store_true",
+                   help="late fusion: each run (of any family) predicts on its own, into OUT/<family>_<k>/, and their "
+                        "class probabilities are averaged, classes matched by meaning (angry = anger)")
     p.set_defaults(handler=_predict)
 
 
@@ -37,7 +40,8 @@ def _predict(args, progress: bool) -> int:
     from ..predict import predict
 
     result = predict(args.model, args.input, args.out, progress=progress, labels=args.labels, config=args.config,
-                     resize=args.resize, batch_size=args.batch_size, speaker=args.speaker)
+                     resize=args.resize, batch_size=args.batch_size, speaker=args.speaker,
+                     fuse=args.fuse)
     df = result["predictions"]
     print(df[[c for c in ("id", "true", "predicted", "confidence") if c in df]].to_string(index=False, max_rows=30))
     metrics = result["metrics"]

@@ -136,15 +136,33 @@ def cached_features(path: str | Path, cfg: FunctionalsConfig, cache_dir: str | P
     return x, False
 
 
+def opensmile_unsafe_here() -> bool:
+    """Whether openSMILE would crash in this process: its native library, loaded after TensorFlow's, corrupts the
+    heap (``malloc(): invalid size``, then a segmentation fault; measured with opensmile 2.6 and TensorFlow 2.21).
+    Loaded first, it works, TensorFlow or not."""
+    import sys
+
+    return "tensorflow" in sys.modules and "opensmile" not in sys.modules
+
+
 def extract_all(paths: Sequence[str | Path], cfg: FunctionalsConfig, cache_dir: str | Path | None,
                 progress: bool = True) -> tuple[list[int], np.ndarray, dict[str, list[str]], dict[str, Any]]:
     """Functionals of many files, each read from or written to the cache; unusable files are counted skips.
+
+    In a process that has already loaded TensorFlow (a notebook, a fusion with a Keras model), the extraction
+    runs in a fresh child process instead (:func:`opensmile_unsafe_here`).
 
     Returns:
         ``(kept, X, skipped, info)``: indices into ``paths`` of the usable files, their ``(len(kept), D)
         float32`` features, ``{reason: [path, ...]}`` (``unreadable``, ``empty``, ``silent``,
         ``opensmile_failed``, ...), and ``{"reused", "extracted", "seconds", "cache"}``.
     """
+    if opensmile_unsafe_here():
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(extract_all, [str(p) for p in paths], cfg, cache_dir, False).result()
     reused = [0]
 
     def one(p: Path) -> np.ndarray:
