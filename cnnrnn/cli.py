@@ -20,8 +20,9 @@ The main job runs in stages that talk through files in one output folder:
   predict       .h5 model(s) + pickle / wav / png / folder -> predictions.csv, metrics.json
   run           all stages, then predicts the test set;  demo: the same on the bundled sample
 
-predict takes a run of any family (CNNRNN, dcnn, baseline, hf): it reads the run's run.json.
-Every CNNRNN subcommand takes --config: a preset (default, demo, tiny) or a JSON file with the sections
+predict takes a run of any family (CNNRNN, dcnn, baseline, functionals, hf): it reads the run's run.json;
+--fuse averages several runs. The other families: dcnn, baseline, functionals, hf, kemdy-labels, and tools.
+Every CNNRNN subcommand takes --config: a preset (default, demo, tiny, compact) or a JSON file with the sections
 "split", "spectrogram" and "train" (see cnnrnn/configs/cnnrnn/default.json for every key).
 """
 

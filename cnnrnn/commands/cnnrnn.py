@@ -11,7 +11,7 @@ from pathlib import Path
 
 def _add_config(p, default: str | None = None) -> None:
     p.add_argument("--config", default=default, metavar="JSON",
-                   help="config preset (default, demo, tiny) or JSON file; "
+                   help="config preset (default, demo, tiny, compact) or JSON file; "
                         f"default: {default or 'the run folder config.json if present, else built-in defaults'}")
 
 
