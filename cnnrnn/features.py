@@ -554,9 +554,7 @@ def yamnet_patches(log_mel: np.ndarray, *, patch_frames: int = YAMNET_PATCH_FRAM
     Raises:
         ClipTooShortError: fewer than ``patch_frames`` frames.
     """
-    count = n_segments(log_mel.shape[0], patch_frames, patch_hop)
-    if count == 0:
+    if n_segments(log_mel.shape[0], patch_frames, patch_hop) == 0:
         raise ClipTooShortError(f"{log_mel.shape[0]} frames is shorter than one YAMNet patch ({patch_frames} "
                                 "frames); pad the waveform with yamnet_pad_waveform")
-    starts = np.arange(count) * patch_hop
-    return np.stack([log_mel[s:s + patch_frames] for s in starts])[..., None].astype(np.float32)
+    return segment(np.asarray(log_mel).T[..., None], patch_frames, patch_hop).transpose(0, 2, 1, 3)

@@ -19,7 +19,6 @@ A run folder (:func:`train`) holds:
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..artifacts import LABELS_FILE, load_json, load_labels, load_model, save_json, save_model_h5
-from ..corpora import Utterance, label_order, load_corpus, match_labels
+from ..corpora import Utterance, label_order, load_corpus, match_labels, relabel_by_meaning
 from ..reports import write_report
 from ..runs import MANIFEST_FILE, read_manifest, write_manifest
 from .config import BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, BaselineConfig, load_baseline_config
@@ -175,11 +174,7 @@ def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None
         cache_dir = out / "cache"
     utterances, corpus_report = load_corpus(corpus, root)
     match = match_labels(sorted({u.emotion for u in utterances}), labels)
-    skipped_labels: dict[str, list[str]] = {}
-    for u in utterances:
-        if match[u.emotion] is None:
-            skipped_labels.setdefault(u.emotion, []).append(u.id)
-    utterances = [dataclasses.replace(u, emotion=match[u.emotion]) for u in utterances if match[u.emotion]]
+    utterances, skipped_labels = relabel_by_meaning(utterances, labels)
     if not utterances:
         raise ValueError(f"nothing to score in {root}: no clip of the run's classes {labels}")
     y, _, ids = corpus_arrays(utterances, labels)

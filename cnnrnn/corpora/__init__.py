@@ -15,7 +15,7 @@ from .fsdd import FSDD_LABELS, read_fsdd
 from .jtes import JTES_LABELS, read_jtes
 from .kemdy import KEMDY_LABELS, canonical_label, read_kemdy19, read_kemdy20, read_kemdy_weighted
 from .urbansound import URBANSOUND_LABELS, read_urbansound8k
-from .vocabulary import CANONICAL, canonical_emotion, match_labels
+from .vocabulary import CANONICAL, canonical_emotion, match_labels, relabel_by_meaning
 
 READERS: dict[str, Callable[[Path], tuple[list[Utterance], CorpusReport]]] = {
     "kemdy20": read_kemdy20,
@@ -90,5 +90,5 @@ __all__ = [
     "load_corpus", "read_corpus", "read_emodb", "read_kemdy19", "read_kemdy20", "read_kemdy_weighted",
     "read_manifest", "read_fsdd", "read_urbansound8k",
     "ESD_LABELS", "JTES_LABELS", "LABEL_ORDERS", "read_esd", "read_jtes", "FSDD_LABELS", "URBANSOUND_LABELS",
-    "CANONICAL", "canonical_emotion", "canonical_label", "label_order", "match_labels",
+    "CANONICAL", "canonical_emotion", "canonical_label", "label_order", "match_labels", "relabel_by_meaning",
 ]

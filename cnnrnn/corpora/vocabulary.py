@@ -49,3 +49,27 @@ def match_labels(source: Sequence[str], target: Iterable[str]) -> dict[str, str 
             raise ValueError(f"labels {by_meaning[meaning]!r} and {label!r} both mean {meaning!r}")
         by_meaning[meaning] = label
     return {label: by_meaning.get(canonical_emotion(label)) for label in source}
+
+
+def relabel_by_meaning(utterances: Sequence, labels: Sequence[str]) -> tuple[list, dict[str, list[str]]]:
+    """Utterances of another corpus, relabelled with a model's class names by meaning (:func:`match_labels`).
+
+    Args:
+        utterances: :class:`cnnrnn.corpora.Utterance` records (``emotion`` in their corpus' spelling).
+        labels: the model's class names.
+
+    Returns:
+        ``(kept, skipped)``: the utterances whose emotion the model has, with ``emotion`` set to the model's
+        name for it; and ``{corpus label: [utterance id, ...]}`` of the others.
+    """
+    import dataclasses
+
+    match = match_labels(sorted({u.emotion for u in utterances}), labels)
+    skipped: dict[str, list[str]] = {}
+    kept = []
+    for u in utterances:
+        if match[u.emotion] is None:
+            skipped.setdefault(u.emotion, []).append(u.id)
+        else:
+            kept.append(dataclasses.replace(u, emotion=match[u.emotion]))
+    return kept, skipped

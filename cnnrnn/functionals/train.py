@@ -19,7 +19,6 @@ A run folder (:func:`train`) holds:
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 
 from .. import normalize
 from ..artifacts import LABELS_FILE, load_json, save_json
-from ..corpora import Utterance, label_order, load_corpus, match_labels
+from ..corpora import Utterance, label_order, load_corpus, match_labels, relabel_by_meaning
 from ..reports import write_report
 from ..runs import MANIFEST_FILE, read_manifest, write_manifest
 from .config import FAMILY, MODEL_FILE, NORMALIZATION_FILE, FunctionalsConfig, load_functionals_config
@@ -200,12 +199,8 @@ def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None
         cache_dir = Path(manifest.extra["cache"]).parent
     utterances, corpus_report = load_corpus(corpus, root)
     match = match_labels(sorted({u.emotion for u in utterances}), labels)
-    skipped_labels: dict[str, list[str]] = {}
-    for u in utterances:
-        if match[u.emotion] is None:
-            skipped_labels.setdefault(u.emotion, []).append(u.id)
-    utterances = [dataclasses.replace(u, emotion=match[u.emotion]) for u in utterances
-                  if match[u.emotion] and (wanted is None or u.id in wanted)]
+    utterances, skipped_labels = relabel_by_meaning(utterances, labels)
+    utterances = [u for u in utterances if wanted is None or u.id in wanted]
     if not utterances:
         raise ValueError(f"nothing to score in {root}: no clip of the run's classes {labels}")
     # the run's own clips as in training (the same cache); another corpus resampled to the training rate
