@@ -27,9 +27,10 @@ def add_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="prediction batch size")
     p.add_argument("--config", metavar="JSON", help="config for rendering audio (default: the run's)")
     p.add_argument("--speaker", metavar="NAME", default=None,
-                   help="the speaker of every input, for speaker normalisation (functionals runs; a CSV --input "
-                        "with path,speaker columns gives one per file); inputs without a speaker are normalised "
-                        "with the run's global statistics, and the output says so")
+                   help="the speaker of every input, for speaker normalisation (functionals runs, and CNNRNN runs "
+                        "with spectrogram.normalization speaker; a functionals CSV --input with path,speaker columns "
+                        "gives one per file). Without one, functionals inputs use the run's global statistics and "
+                        "CNNRNN inputs utterance normalisation; the output says so")
     p.add_argument("--fuse", action="store_true",
                    help="late fusion: each run (of any family) predicts on its own, into OUT/<family>_<k>/, and their "
                         "class probabilities are averaged, classes matched by meaning (angry = anger)")
