@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, save_result  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "fsdd"
 WORK = REPO / "benchmarks" / "work" / "baselines"
 RESULTS = REPO / "benchmarks" / "results"
@@ -47,15 +49,6 @@ TUTORIAL = {"ann": 0.1886, "cnn": 0.9121, "dataset": "UrbanSound8K practice set 
             "'디지털사운드 ANN과 CNN을 활용하여 음성 분류 인공지능 제작')"}
 SHARED_NOTE = ("The 2 CPU cores may be shared with other jobs: load_1min_before / load_1min_after give the load "
                "around the run, and wall times and clips/s are those of that machine.")
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0]}
 
 
 def header(command: list[str]) -> dict:
@@ -196,10 +189,9 @@ def main() -> int:
     if args.part == "memory-child":
         print(json.dumps(run_memory_child(args)))
         return 0
-    from cnnrnn.artifacts import save_json
 
     result = run_accuracy(args) if args.part == "accuracy" else run_memory(args)
-    print(save_json(result, args.out))
+    print(save_result(result, args.out))
     return 0
 
 

@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import save_result  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "emodb-535"
 DEFAULT_WORK = REPO / "benchmarks" / "work" / "accuracy"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "cnnrnn_accuracy.json"
@@ -110,7 +112,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from cnnrnn.artifacts import save_json
     from cnnrnn.cnnrnn.config import load_config
     from cnnrnn.corpora import read_corpus
     from cnnrnn.evaluation import classification_metrics
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
         "note": PAPER_NOTE,
     }
     out = Path(args.out)
-    save_json(result, out)
+    save_result(result, out)
     if not args.keep_checkpoints:
         for ckpt in (work / "cv" / "models").glob("*.h5"):
             ckpt.unlink()

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import save_result  # noqa: E402
 DATA = HERE.parent.parent / "shared" / "data" / "emodb-535"
 PAPER_UAR_EMODB = 0.8786  # Zhang et al. 2021, EMO-DB
 
@@ -84,7 +86,7 @@ def main() -> int:
     p.add_argument("--decay2", type=float, default=0.9)
     args = p.parse_args()
 
-    from cnnrnn.artifacts import load_labels, save_json
+    from cnnrnn.artifacts import load_labels
     from cnnrnn.dcnn.config import load_dcnn_config
     from cnnrnn.dcnn.data import SegmentSet, load_segments, merged_skips
     from cnnrnn.dcnn.filelists import prepare_filelists, read_filelist
@@ -176,7 +178,7 @@ def main() -> int:
             for level in ("dcnn_segments", "dcnn_utterances", "dcnn_blstm_attention"):
                 run[level + "_mean"] = summarise_folds([f[level] for f in run["folds"].values()])
             result["load_after"] = list(os.getloadavg())
-            save_json(result, args.out)
+            save_result(result, args.out)
             print(backbone, fold, json.dumps(run["folds"][str(fold)]), flush=True)
     return 0
 

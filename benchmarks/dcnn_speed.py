@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import save_result  # noqa: E402
 sys.path.insert(0, str(HERE))
 from dcnn_accuracy import DATA, machine  # noqa: E402
 
@@ -101,14 +103,13 @@ def main() -> int:
     args = p.parse_args()
     if args.rss_child:
         return rss_child(args)
-    from cnnrnn.artifacts import save_json
 
     if args.memory_only:
         result = json.loads(args.out.read_text())
         result["memory"] = {name: measure_memory(args.work, args.work / "logs" / f"{backbone}_finetune" / "dcnn.h5")
                             for name, backbone, *_ in SETTINGS[0::2]}
         result["commands"].append("nice -n 10 python " + " ".join(sys.argv))
-        save_json(result, args.out)
+        save_result(result, args.out)
         return 0
 
     import keras
@@ -165,7 +166,7 @@ def main() -> int:
         result["memory"][name] = measure_memory(args.work, run1["checkpoint"])
         print(name, result["memory"][name], flush=True)
     result["load_after"] = list(os.getloadavg())
-    save_json(result, args.out)
+    save_result(result, args.out)
     return 0
 
 

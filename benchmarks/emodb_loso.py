@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import platform
 import resource
 import sys
 import time
@@ -47,6 +46,8 @@ from typing import Any, Callable
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, save_result  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "emodb-535"
 WORK = REPO / "benchmarks" / "work" / "emodb_loso"
 RESULTS = REPO / "benchmarks" / "results"
@@ -236,13 +237,6 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
 
 
 # --------------------------------------------------------------------------- bookkeeping
-def machine() -> dict:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
 
 
 def versions() -> dict:
@@ -285,13 +279,12 @@ def summaries(folds: dict[str, dict]) -> dict:
 
 
 def write_result(path: Path, result: dict) -> None:
-    from cnnrnn.artifacts import save_json
 
     result["summary"] = summaries(result["folds"])
     features = (result.get("prepare") or {}).get("features") or {}
     all10 = result["summary"]["all_10"]
     result["cpu_seconds_total"] = round(features.get("cpu_seconds", 0.0) + (all10["cpu_seconds"] if all10 else 0), 1)
-    save_json(result, path)
+    save_result(result, path)
 
 
 # --------------------------------------------------------------------------- run
@@ -353,7 +346,7 @@ def run_ablation(args) -> dict:
     Results: ``results/emodb_loso_dev_ablation.json`` (resumable per setting)."""
     import itertools
 
-    from cnnrnn.artifacts import load_json, save_json
+    from cnnrnn.artifacts import load_json
     from cnnrnn.evaluation import classification_metrics
 
     path = RESULTS / "emodb_loso_dev_ablation.json"
@@ -386,7 +379,7 @@ def run_ablation(args) -> dict:
             result["settings"][key] = {
                 "preset": preset, "sr": sr, "class_weight": weight, "C": c, "normalization": norm, "folds": folds,
                 "mean": {k: round(float(np.mean([f[k] for f in folds.values()])), 4) for k in KEYS}}
-            save_json(result, path)
+            save_result(result, path)
             print(f"{key}: dev UA {result['settings'][key]['mean']['ua']:.4f} "
                   "(" + ", ".join(f"{s}: {f['ua']:.3f}" for s, f in folds.items()) + ")", flush=True)
     best = {}
@@ -396,7 +389,7 @@ def run_ablation(args) -> dict:
         best[preset] = {k: top[k] for k in ("sr", "class_weight", "C")} | {"dev_ua": top["mean"]["ua"]}
     result["chosen"] = best
     invocation["load_1min_after"] = round(os.getloadavg()[0], 2)
-    save_json(result, path)
+    save_result(result, path)
     return result
 
 
@@ -410,7 +403,7 @@ def _fmt(s: dict | None, key: str = "ua") -> str:
 
 def run_summary(args) -> dict:
     """``results/emodb_loso.json`` (every model's summary) and ``results/emodb_loso.png``."""
-    from cnnrnn.artifacts import load_json, save_json
+    from cnnrnn.artifacts import load_json
 
     models = {}
     for path in sorted(MODEL_RESULTS.glob("*.json")):
@@ -443,7 +436,7 @@ def run_summary(args) -> dict:
               "speakers": list(SPEAKERS), "dev_speakers": list(DEV_SPEAKERS),
               "headline_speakers": list(HEADLINE_SPEAKERS), "targets": TARGETS, "order": order, "models": models,
               "table_markdown": "\n".join(table)}
-    save_json(result, RESULTS / "emodb_loso.json")
+    save_result(result, RESULTS / "emodb_loso.json")
     plot(models, order, RESULTS / "emodb_loso.png")
     print("\n".join(table))
     return result

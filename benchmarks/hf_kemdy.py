@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import save_result  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "kemdy20-layout"
 DEFAULT_WORK = REPO / "benchmarks" / "work" / "hf_kemdy"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "hf_kemdy.json"
@@ -171,7 +173,6 @@ def main() -> int:
         run_child(run, data_csv, backbones, args.work, args.work / f"{run['name']}.json")
         return 0
 
-    from cnnrnn.artifacts import save_json
     from cnnrnn.hf.backbones import build_tiny_backbones
     from cnnrnn.hf.data import read_new_data
     from cnnrnn.kemdy_labels import process_labels
@@ -190,7 +191,7 @@ def main() -> int:
         subprocess.run([sys.executable, __file__, "--work", str(args.work), "--child", run["name"]], check=True)
         child = json.loads((args.work / f"{run['name']}.json").read_text())
         results[run["name"]] = {**run, **summarise(child)}
-    save_json({
+    save_result({
         "benchmark": "hf_kemdy",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "nice -n 10 python benchmarks/hf_kemdy.py " + " ".join(sys.argv[1:]),

@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import save_result  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "emodb-535"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "spectrogram_throughput.json"
 N_WARMUP = 4
@@ -402,7 +404,7 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    save_result(result, out)
     print(json.dumps(summary, indent=2))
     print(f"wrote {out}")
     return 0
