@@ -89,6 +89,11 @@ class Entry:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def _rounded(proba) -> list[list[float]]:
+    """Class probabilities ``(N, n_classes)`` as nested lists rounded to 5 decimals (kept for late fusion)."""
+    return np.round(np.asarray(proba, float), 5).tolist()
+
+
 def _cpu() -> float:
     """CPU seconds of this process (all threads) and of its finished children."""
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -143,8 +148,9 @@ def functionals_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
     if not ctx.get("keep_models"):
         (out / "model.skops").unlink()  # up to 23 MB a fold (a linear SVC keeps its support vectors)
     labels = report["labels"]
+    proba = df[[f"p_{lab}" for lab in labels]].to_numpy(float)
     return {"ids": df["id"].tolist(), "y_true": [labels.index(t) for t in df["true"]],
-            "y_pred": df["predicted_index"].astype(int).tolist(), "labels": labels,
+            "y_pred": df["predicted_index"].astype(int).tolist(), "labels": labels, "proba": _rounded(proba),
             "fit_seconds": report["fit_seconds"], "normalization": report["normalization"],
             "features_reused": report["features"]["reused"]}
 
@@ -190,8 +196,8 @@ def cnnrnn_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
     from the nine training speakers only."""
     import shutil
 
-    from cnnrnn.artifacts import load_json
-    from cnnrnn.cnnrnn.train import cross_validate
+    from cnnrnn.artifacts import load_json, load_model
+    from cnnrnn.cnnrnn.train import cross_validate, predict_proba
     from cnnrnn.features import image_of_log_mel
     from cnnrnn.normalize import fit
 
@@ -208,16 +214,50 @@ def cnnrnn_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
     cross_validate(images, d["y"], d["labels"], out, cfg.train, groups=list(speakers), verbose=0,
                    folds=[(train_idx, test_idx)])
     fold = load_json(out / "folds" / "fold1.json")
+    proba = predict_proba(load_model(fold["checkpoint"]), images[test_idx], cfg.train.batch_size)
     if not ctx.get("keep_models"):
         shutil.rmtree(out / "models", ignore_errors=True)
     return {"ids": [d["ids"][i] for i in test_idx], "y_true": d["y"][test_idx].tolist(),
-            "y_pred": fold["val_predictions"], "labels": d["labels"], "best_epoch": fold["best_epoch"],
+            "y_pred": fold["val_predictions"], "labels": d["labels"], "proba": _rounded(proba),
+            "best_epoch": fold["best_epoch"],
             "n_fit": fold["n_fit"], "n_select": fold["n_select"]}
 
 
 def _cnnrnn(name: str, preset: str, overrides: dict, speaker_norm: bool, pair: str, description: str) -> Entry:
     return Entry(name, "cnnrnn", description, speaker_norm, cnnrnn_fold, cnnrnn_prepare, pair,
                  {"preset": preset, "overrides": overrides})
+
+
+# ----- late fusion of stored fold probabilities
+def fusion_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
+    """The mean of the members' class probabilities for ``speaker`` (:func:`cnnrnn.predict.fuse_predictions`,
+    the same function as ``cnnrnn predict --fuse``), read from the members' results files: no training, so a
+    member's fold must have run (with ``proba`` stored) first."""
+    import pandas as pd
+
+    from cnnrnn.artifacts import load_json
+    from cnnrnn.predict import fuse_predictions
+
+    tables = []
+    for member in entry.options["members"]:
+        path = MODEL_RESULTS / f"{member}.json"
+        fold = load_json(path)["folds"].get(speaker) if path.is_file() else None
+        if fold is None or "proba" not in fold:
+            raise RuntimeError(f"fusion {entry.name}: run {member} (fold {speaker}, with probabilities) first")
+        df = pd.DataFrame(np.asarray(fold["proba"]), columns=[f"p_{lab}" for lab in fold["labels"]])
+        df.insert(0, "id", fold["ids"])
+        df.insert(1, "true", [fold["labels"][t] for t in fold["y_true"]])
+        tables.append(df)
+    fused = fuse_predictions(tables, ctx["work"] / entry.name / speaker)["predictions"]
+    labels = [c[2:] for c in fused.columns if c.startswith("p_")]
+    return {"ids": fused["id"].tolist(), "y_true": [labels.index(t) for t in fused["true"]],
+            "y_pred": fused["predicted_index"].astype(int).tolist(), "labels": labels,
+            "proba": _rounded(fused[[f"p_{lab}" for lab in labels]].to_numpy(float)),
+            "members": list(entry.options["members"])}
+
+
+def _fusion(name: str, members: list[str], speaker_norm: bool, pair: str | None, description: str) -> Entry:
+    return Entry(name, "fusion", description, speaker_norm, fusion_fold, None, pair, {"members": members})
 
 
 REGISTRY: dict[str, Entry] = {e.name: e for e in [
@@ -233,6 +273,10 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
                  "openSMILE eGeMAPSv02 (88) + RBF SVM, per-speaker z-norm"),
     _functionals("egemaps_rbf_nonorm", "egemaps_rbf", False, "egemaps_rbf",
                  "openSMILE eGeMAPSv02 (88) + RBF SVM, no speaker norm"),
+    _fusion("fusion_compact_compare", ["cnnrnn_compact", "compare_linear"], True, "fusion_compact_compare_nonorm",
+            "late fusion (mean probabilities): CNNRNN compact + ComParE linear SVM, per-speaker norm"),
+    _fusion("fusion_compact_compare_nonorm", ["cnnrnn_compact_nonorm", "compare_linear_nonorm"], False,
+            "fusion_compact_compare", "late fusion (mean probabilities): CNNRNN compact + ComParE, no speaker norm"),
 ]}
 
 
