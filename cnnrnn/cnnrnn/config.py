@@ -7,7 +7,7 @@
 Missing keys take the defaults below, which follow the original CNNRNN code (Adam 1e-4, β1 0.9, β2 0.999,
 batch 16, 60 epochs, 5 folds, per-session 8:2 split). Unknown keys are an error, so a typo never silently
 falls back to a default (:mod:`cnnrnn.config`, the mechanism every family shares). Presets: ``default``,
-``demo``, ``tiny``.
+``demo``, ``tiny``, ``compact``, ``compact_crops``.
 """
 from __future__ import annotations
 
@@ -88,6 +88,18 @@ class TrainConfig:
         freq_masks, freq_mask_width, time_masks, time_mask_width: SpecAugment
             (training only, seeded): number and largest width in pixels of the
             frequency and time masks; 0 masks = no augmentation.
+        mixup: alpha of mixup (Zhang et al. 2018, "mixup: Beyond Empirical Risk
+            Minimization"), training batches only: images and one-hot labels are mixed with a shuffled copy
+            of the batch, ``lambda ~ Beta(alpha, alpha)`` (seeded); the loss becomes categorical
+            crossentropy on the soft labels, the epoch is still chosen by accuracy. 0 = off.
+        crop_width: random time crops (segment training with utterance-level pooling, as the segment-level
+            training of DCNN-BLSTMwA, Zhang et al. 2021, and ACRNN, Chen et al. 2018): each training sample
+            is a random crop of this many pixels of the image's time axis (width), seeded, and the model
+            takes inputs this wide. Validation, scoring and prediction cut each image into segments
+            ``crop_hop`` pixels apart (the last one aligned to the end) and average the segments'
+            probabilities per utterance. ``null``/0 = whole images.
+        crop_hop: pixels between the segments at validation and prediction; ``null`` = half of
+            ``crop_width``.
         checkpoint_name: file name pattern of the best checkpoint; ``{fold}`` and
             ``{epochs}`` are filled in (original: ``CNN_RNN_fold{k}_epoch60_e4.h5``).
     """
@@ -114,6 +126,9 @@ class TrainConfig:
     freq_mask_width: int = 8
     time_masks: int = 0
     time_mask_width: int = 16
+    mixup: float = 0.0
+    crop_width: int | None = None
+    crop_hop: int | None = None
     checkpoint_name: str = "CNN_RNN_fold{fold}_epoch{epochs}_e4.h5"
 
     def validate(self) -> None:
@@ -133,6 +148,14 @@ class TrainConfig:
             raise ConfigError("train.freq_masks, time_masks and their widths must be >= 0")
         if not self.filters or min(self.filters) < 1:
             raise ConfigError(f"train.filters must be positive widths, got {self.filters}")
+        if self.mixup < 0:
+            raise ConfigError(f"train.mixup must be >= 0 (0 = off), got {self.mixup}")
+        smallest = 32 if self.backbone == "resnet50" else 2 ** len(self.filters)
+        if self.crop_width and self.crop_width < smallest:
+            raise ConfigError(f"train.crop_width must be null, 0 or >= {smallest} (the {self.backbone} backbone's "
+                              f"smallest input), got {self.crop_width}")
+        if self.crop_hop is not None and self.crop_hop < 1:
+            raise ConfigError(f"train.crop_hop must be null or >= 1 pixel, got {self.crop_hop}")
 
     def model_options(self) -> dict:
         """Keyword arguments of :func:`cnnrnn.models.cnnrnn.build_cnnrnn` from this config."""

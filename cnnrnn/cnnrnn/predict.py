@@ -2,7 +2,9 @@
 
 Checkpoints saved by this package and by the original CNNRNN code (Keras 2 / ``tf.keras`` 2.x ``.h5``)
 load through :func:`cnnrnn.artifacts.load_model`. The input size is read from the model; audio is rendered
-to that size with the run's spectrogram config. Several checkpoints (the CV folds) average their class
+to that size with the run's spectrogram config, except for a model trained on random time crops
+(``train.crop_width``): its images have the run's ``image_size`` and are cut into segments whose probabilities
+are averaged (:func:`cnnrnn.cnnrnn.train.predict_proba`). Several checkpoints (the CV folds) average their class
 probabilities. Reports are written by :func:`cnnrnn.reports.write_report`.
 """
 from __future__ import annotations
@@ -57,7 +59,8 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
 
     Args:
         source: ``test_final.pickle``, one ``.wav``/``.png``, or a folder (searched recursively).
-        size: ``(H, W)`` the model expects.
+        size: ``(H, W)`` of the images: the model's input, or the run's ``image_size`` for a model trained on
+            time crops.
         spec_cfg: spectrogram parameters for audio input.
         resize: resize images of another size instead of raising.
         speaker: the speaker of every audio input (``--speaker``), or ``None``.
@@ -153,7 +156,8 @@ def predict(
             the first checkpoint's run, in ``predictions/``.
         labels: label names, or a ``labels.json``; default: the run's ``labels.json``
             found above the checkpoint.
-        config: CNNRNN config for rendering audio; default: the run's ``config.json``.
+        config: CNNRNN config for rendering audio and cutting segments (``train.crop_width``, ``crop_hop``);
+            default: the run's ``config.json``.
         resize: resize images whose size differs from the model input.
         batch_size: prediction batch size.
         speaker: the speaker of every audio input, for a run with ``spectrogram.normalization: speaker`` (see
@@ -178,23 +182,28 @@ def predict(
         labels = load_labels(labels)
     if config is None and run_dir is not None and (run_dir / A.CONFIG_FILE).is_file():
         config = run_dir / A.CONFIG_FILE
-    spec_cfg = load_config(config).spectrogram
+    run_cfg = load_config(config)
+    spec_cfg = run_cfg.spectrogram
     models, shape, labels = load_checkpoints(model_paths, labels)
     if len(shape) != 3 or None in shape:
         raise CheckpointError(f"model input shape {shape} is not a fixed (H, W, C) image")
+    size = tuple(shape[:2])
+    if run_cfg.train.crop_width and shape[1] == run_cfg.train.crop_width:  # whole images, cut into segments
+        size = (shape[0], spec_cfg.image_size[1])
     stats = None
     norm_file = None if run_dir is None else run_dir / A.SPECTROGRAM_DIR / "normalization.json"
     if spec_cfg.normalization in ("speaker", "global") and norm_file is not None and norm_file.is_file():
         from ..normalize import NormStats
 
         stats = NormStats.from_dict(A.load_json(norm_file))
-    inputs = collect_inputs(source, shape[:2], spec_cfg, resize=resize, progress=progress, speaker=speaker,
+    inputs = collect_inputs(source, size, spec_cfg, resize=resize, progress=progress, speaker=speaker,
                             stats=stats)
     tf_log = logging.getLogger("tensorflow")  # one predict trace per model is expected, not a retracing bug
     level = tf_log.level
     tf_log.setLevel(logging.ERROR)
     try:
-        proba = np.mean([predict_proba(m, inputs.images, batch_size) for m in models], axis=0)
+        proba = np.mean([predict_proba(m, inputs.images, batch_size, run_cfg.train.crop_hop) for m in models],
+                        axis=0)
     finally:
         tf_log.setLevel(level)
     out_dir = Path(out_dir) if out_dir else (run_dir or Path(model_paths[0]).parent) / "predictions"

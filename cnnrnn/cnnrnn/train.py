@@ -54,11 +54,15 @@ def get_strategy():
 
 
 def image_dataset(images: np.ndarray, labels: np.ndarray | None, indices: Sequence[int] | None = None,
-                  batch_size: int = 16, shuffle: bool = False, seed: int = 0):
+                  batch_size: int = 16, shuffle: bool = False, seed: int = 0, *, n_classes: int | None = None,
+                  crop_width: int | None = None, mixup: float = 0.0):
     """A ``tf.data`` pipeline over a uint8 image array, converted to float32 one batch at a time.
 
     The array stays uint8 in host memory; each batch is gathered by index and
-    cast, so no float32 copy of the whole set (4× the size) is ever made.
+    cast, so no float32 copy of the whole set (4× the size) is ever made. The training recipes
+    (:class:`~cnnrnn.cnnrnn.config.TrainConfig` ``crop_width`` and ``mixup``) are applied here, not in the
+    model, so saved ``.h5`` models stay plain; their randomness comes from one stateless seed per batch,
+    drawn from ``seed`` and new every epoch.
 
     Args:
         images: ``(N, H, W, 3) uint8``.
@@ -66,37 +70,106 @@ def image_dataset(images: np.ndarray, labels: np.ndarray | None, indices: Sequen
         indices: the rows to use (default all), in order unless ``shuffle``.
         batch_size: batch size.
         shuffle: reshuffle the rows every epoch (seeded).
-        seed: shuffle seed.
+        seed: seed of the shuffle, the crops and mixup.
+        n_classes: give it for one-hot ``(batch, n_classes) float32`` labels (categorical crossentropy);
+            without it labels are ``(batch,) int32`` codes.
+        crop_width: a random crop of this many pixels along the time axis (axis 2, W) per sample; ``None``/0
+            = whole images.
+        mixup: mixup alpha (Zhang et al. 2018, "mixup: Beyond Empirical Risk Minimization"): each batch is
+            mixed with a shuffled copy of itself, ``lambda ~ Beta(alpha, alpha)`` once per batch, images and
+            one-hot labels alike (needs ``n_classes``); 0 = off.
 
     Returns:
-        A dataset of ``(batch, H, W, 3) float32`` (with ``(batch,) int32`` labels).
+        A dataset of ``(batch, H, W or crop_width, 3) float32`` (with ``(batch,) int32`` or
+        ``(batch, n_classes) float32`` labels).
+
+    Raises:
+        ValueError: ``crop_width`` wider than the images, or ``mixup`` without labels and ``n_classes``.
     """
     import tensorflow as tf
 
+    if crop_width and crop_width > images.shape[2]:
+        raise ValueError(f"crop_width {crop_width} is wider than the images ({images.shape[2]} px of time axis)")
+    if mixup > 0 and (labels is None or not n_classes):
+        raise ValueError("mixup needs labels and n_classes (it mixes one-hot labels)")
     idx = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
     ds = tf.data.Dataset.from_tensor_slices(idx)
     if shuffle:
         ds = ds.shuffle(len(idx), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
+    random = bool(crop_width) or mixup > 0
+    if random:  # one stateless seed per batch, new every epoch
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2))
     shape = (None,) + tuple(images.shape[1:])
     y_all = None if labels is None else np.asarray(labels, dtype=np.int32)
 
-    def gather(batch_idx):
-        x = tf.numpy_function(lambda b: images[b], [batch_idx], tf.uint8)
-        x = tf.cast(tf.ensure_shape(x, shape), tf.float32)
+    def gather(batch_idx, batch_seed=None):
+        x = tf.ensure_shape(tf.numpy_function(lambda b: images[b], [batch_idx], tf.uint8), shape)
+        if random:
+            crop_seed, lambda_seed, perm_seed = tf.unstack(tf.random.split(batch_seed, 3))
+        if crop_width:
+            start = tf.random.stateless_uniform(tf.shape(x)[:1], crop_seed, 0, shape[2] - crop_width + 1, tf.int32)
+            x = tf.gather(x, start[:, None] + tf.range(crop_width)[None, :], axis=2, batch_dims=1)
+        x = tf.cast(x, tf.float32)
         if y_all is None:
             return x
-        y = tf.numpy_function(lambda b: y_all[b], [batch_idx], tf.int32)
-        return x, tf.ensure_shape(y, (None,))
+        y = tf.ensure_shape(tf.numpy_function(lambda b: y_all[b], [batch_idx], tf.int32), (None,))
+        if n_classes:
+            y = tf.one_hot(y, n_classes, dtype=tf.float32)
+        if mixup > 0:
+            g = tf.random.stateless_gamma([2], lambda_seed, alpha=mixup)  # Beta(a, a) = G1 / (G1 + G2)
+            lam = tf.math.divide_no_nan(g[0], g[0] + g[1])
+            perm = tf.argsort(tf.random.stateless_uniform(tf.shape(x)[:1], perm_seed))
+            x = lam * x + (1.0 - lam) * tf.gather(x, perm)
+            y = lam * y + (1.0 - lam) * tf.gather(y, perm)
+        return x, y
 
     return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def predict_proba(model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Class probabilities ``(N, n_classes) float32`` for a uint8 image array ``(N, H, W, 3)``."""
+def segment_starts(width: int, crop_width: int, hop: int | None = None) -> list[int]:
+    """Left edges (pixels) of the ``crop_width``-pixel segments that cover an image ``width`` pixels wide:
+    every ``hop`` pixels, the last one aligned to the end of the image.
+
+    Args:
+        width: the image's time axis in pixels. crop_width: segment width in pixels.
+        hop: pixels between segment starts; ``None`` = half of ``crop_width`` (the default of
+            ``TrainConfig.crop_hop``).
+
+    Raises:
+        ValueError: the image is narrower than ``crop_width``, or ``hop < 1``.
+    """
+    hop = max(1, crop_width // 2) if hop is None else int(hop)
+    if width < crop_width:
+        raise ValueError(f"images are {width} px wide (time axis) but the model takes segments of {crop_width} px "
+                         "(train.crop_width); use images at least that wide")
+    if hop < 1:
+        raise ValueError(f"segment hop must be >= 1 pixel, got {hop}")
+    starts = list(range(0, width - crop_width + 1, hop))
+    return starts if starts[-1] == width - crop_width else starts + [width - crop_width]
+
+
+def predict_proba(model, images: np.ndarray, batch_size: int = 16, hop: int | None = None) -> np.ndarray:
+    """Class probabilities ``(N, n_classes) float32`` for a uint8 image array ``(N, H, W, 3)``.
+
+    The model's input width says how: as wide as the images, each image is predicted whole (as always); a
+    narrower model (trained on random time crops, ``TrainConfig.crop_width``) sees every image as the
+    segments of :func:`segment_starts` (``hop`` pixels apart, the last aligned to the end), all predicted
+    in batches, and the segments' probabilities are averaged per image (utterance-level pooling).
+
+    Raises:
+        ValueError: the images are narrower than the model input, or ``hop < 1``.
+    """
+    n_classes = int(model.output_shape[-1])
     if len(images) == 0:
-        return np.zeros((0, int(model.output_shape[-1])), np.float32)
-    return np.asarray(model.predict(image_dataset(images, None, batch_size=batch_size), verbose=0), np.float32)
+        return np.zeros((0, n_classes), np.float32)
+    width = model.input_shape[2]
+    if width is None or images.shape[2] == width:
+        return np.asarray(model.predict(image_dataset(images, None, batch_size=batch_size), verbose=0), np.float32)
+    starts = segment_starts(images.shape[2], int(width), hop)
+    segments = np.concatenate([images[:, :, s:s + width] for s in starts])  # (S*N, H, width, 3), segment-major
+    proba = np.asarray(model.predict(image_dataset(segments, None, batch_size=batch_size), verbose=0), np.float32)
+    return proba.reshape(len(starts), len(images), n_classes).mean(axis=0)
 
 
 def optimistic(cfg: TrainConfig) -> bool:
@@ -179,6 +252,24 @@ def _best_checkpoint_callback(export_model, path: Path, monitor: str):
     return BestCheckpoint()
 
 
+def _pooled_validation_callback(images: np.ndarray, y: np.ndarray, batch_size: int, hop: int | None):
+    import keras
+
+    class PooledValidation(keras.callbacks.Callback):
+        """Utterance-level ``val_accuracy`` and ``val_loss`` (crossentropy) on the selection set, the segments'
+        probabilities pooled by :func:`predict_proba`, put in the epoch's logs before the callbacks after it
+        (BestCheckpoint, CSVLogger) read them."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is None:
+                return
+            proba = predict_proba(self.model, images, batch_size, hop)
+            logs["val_accuracy"] = float(np.mean(proba.argmax(axis=1) == y))
+            logs["val_loss"] = float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0))))
+
+    return PooledValidation()
+
+
 def cross_validate(
     images: np.ndarray,
     y: np.ndarray,
@@ -190,6 +281,11 @@ def cross_validate(
     folds: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Train CNNRNN with k-fold cross-validation over a training set.
+
+    With ``cfg.crop_width`` the model takes ``crop_width``-pixel random time crops and every evaluation (the
+    epoch choice, the fold's scores) pools segment probabilities per utterance (:func:`predict_proba`); with
+    ``cfg.mixup`` the training batches are mixed (:func:`image_dataset`) and the loss is categorical
+    crossentropy on soft labels.
 
     Args:
         images: ``(N, H, W, 3) uint8`` spectrogram images (BGR).
@@ -207,8 +303,8 @@ def cross_validate(
         metrics, mean and std of UA / WA / F1-macro, checkpoints and wall time.
 
     Raises:
-        ValueError: fewer items than folds, labels out of range, or speaker
-            grouping requested without speakers.
+        ValueError: fewer items than folds, labels out of range, speaker
+            grouping requested without speakers, or images narrower than ``cfg.crop_width``.
     """
     import time
 
@@ -228,6 +324,11 @@ def cross_validate(
     folds = list(folds)
     n_folds = len(folds)
     input_shape = tuple(int(v) for v in images.shape[1:])
+    if cfg.crop_width:
+        if cfg.crop_width > input_shape[1]:
+            raise ValueError(f"train.crop_width {cfg.crop_width} is wider than the images ({input_shape[1]} px of "
+                             "time axis)")
+        input_shape = (input_shape[0], cfg.crop_width, input_shape[2])
     for sub in ("models", "history", "logs", "folds"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     for stale in (out_dir / "models").iterdir():  # left by a save that was killed (artifacts.save_model_h5)
@@ -243,7 +344,8 @@ def cross_validate(
         with strategy.scope():
             model = build_cnnrnn(input_shape, n_classes, cfg.weights, **cfg.model_options())
             optimizer = keras.optimizers.Adam(learning_rate=cfg.learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
-            model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            loss = "categorical_crossentropy" if cfg.mixup > 0 else "sparse_categorical_crossentropy"
+            model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
             optimizer.build(model.trainable_variables)
         export_model = build_cnnrnn(input_shape, n_classes, "none", **cfg.model_options())
         initial_weights = model.get_weights()
@@ -266,13 +368,21 @@ def cross_validate(
             keras.callbacks.CSVLogger(str(out_dir / "history" / f"fold{k}.csv")),
             keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs" / f"fold{k}"), write_graph=False),
         ]
+        one_hot = n_classes if cfg.mixup > 0 else None
+        if cfg.crop_width:  # the epoch is chosen on utterance-level (pooled) scores, not on segments
+            callbacks.insert(0, _pooled_validation_callback(images[sel_idx], y[sel_idx], cfg.batch_size,
+                                                            cfg.crop_hop))
+            validation = None
+        else:
+            validation = image_dataset(images, y, sel_idx, cfg.batch_size, n_classes=one_hot)
         model.fit(
-            image_dataset(images, y, fit_idx, cfg.batch_size, shuffle=True, seed=cfg.seed + k),
-            validation_data=image_dataset(images, y, sel_idx, cfg.batch_size),
+            image_dataset(images, y, fit_idx, cfg.batch_size, shuffle=True, seed=cfg.seed + k, n_classes=one_hot,
+                          crop_width=cfg.crop_width, mixup=cfg.mixup),
+            validation_data=validation,
             epochs=cfg.epochs, callbacks=callbacks, verbose=verbose, shuffle=False,  # tf.data shuffles
         )
         model.set_weights(best.best_weights)
-        proba = predict_proba(model, images[va_idx], cfg.batch_size)
+        proba = predict_proba(model, images[va_idx], cfg.batch_size, cfg.crop_hop)
         metrics = classification_metrics(y[va_idx], proba.argmax(axis=1), n_classes)
         fold_report = {
             "fold": k, "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)), "selection": cfg.selection,
