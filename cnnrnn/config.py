@@ -156,8 +156,11 @@ def list_presets(family: str) -> list[str]:
     return sorted(p.stem for p in (PRESET_ROOT / family).glob("*.json"))
 
 
-def read_json_config(source: str | Path, family: str) -> tuple[dict[str, Any], Path]:
+def read_json_config(source: str | Path, family: str, _seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Path]:
     """The JSON object of a config file or of a shipped preset of ``family``: ``(data, path)``.
+
+    A config may start from another one: ``"extends": "<preset or file>"`` takes that config's values, section by
+    section, and the file's own values replace them; ``"description"`` is free text. Both keys are read here.
 
     Raises:
         ConfigError: neither a file nor a preset; invalid JSON.
@@ -169,9 +172,31 @@ def read_json_config(source: str | Path, family: str) -> tuple[dict[str, Any], P
         raise ConfigError(f"config {str(source)!r} is neither a file nor a {family} preset "
                           f"(presets: {', '.join(list_presets(family)) or 'none'})")
     try:
-        return json.loads(path.read_text(encoding="utf-8")), path
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid JSON: {exc}") from exc
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: 'extends' makes a cycle")
+    return _resolve_extends(data, family, path, _seen + (path.resolve(),)), path
+
+
+def _resolve_extends(data: Any, family: str, path: Path, seen: tuple[Path, ...]) -> Any:
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    data.pop("description", None)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must name a preset or file, got {parent!r}")
+    beside = path.parent / parent  # a file named relative to this one, else a preset or a path from here
+    base, _ = read_json_config(beside if beside.is_file() else parent, family, seen)
+    merged = dict(base)
+    for key, value in data.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
 
 
 def load(cls, source: Any = None, family: str = "", base: str | None = None):

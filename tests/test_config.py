@@ -73,3 +73,33 @@ def test_old_names_are_read_and_options_only_override(tmp_path):
 def test_kemdy_misspelling_in_a_config_label_list():
     cfg = from_dict(CnnrnnConfig, {"split": {"labels": ["angry", "disqust"]}})
     assert cfg.split.labels == ["angry", "disgust"]
+
+
+def test_a_config_extends_a_preset_or_file_section_by_section(tmp_path):
+    compact = load_config("compact")
+    child = tmp_path / "child.json"
+    child.write_text(json.dumps({"description": "compact, fewer epochs", "extends": "compact",
+                                 "train": {"epochs": 3}}))
+    cfg = load_config(child)
+    assert cfg.train.epochs == 3
+    assert cfg.train.backbone == compact.train.backbone == "compact"  # the rest of the section is the preset's
+    assert cfg.spectrogram == compact.spectrogram
+    grandchild = tmp_path / "grandchild.json"  # a file named relative to the file that extends it
+    grandchild.write_text(json.dumps({"extends": "child.json", "train": {"lstm_units": 32}}))
+    cfg = load_config(grandchild)
+    assert (cfg.train.epochs, cfg.train.lstm_units, cfg.train.backbone) == (3, 32, "compact")
+    assert load_config("best").to_dict() == load_config(json.loads(json.dumps(load_config("best").to_dict()))).to_dict()
+
+
+def test_extends_cycles_and_bad_parents_are_clear_errors(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"extends": "b.json"}))
+    b.write_text(json.dumps({"extends": "a.json"}))
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(a)
+    a.write_text(json.dumps({"extends": 3}))
+    with pytest.raises(ConfigError, match="extends"):
+        load_config(a)
+    a.write_text(json.dumps({"extends": "no-such-preset"}))
+    with pytest.raises(ConfigError, match="neither a file nor a cnnrnn preset"):
+        load_config(a)
