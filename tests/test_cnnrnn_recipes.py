@@ -193,3 +193,50 @@ def test_mixup_without_crops_keeps_keras_validation_and_narrow_images_are_refuse
     with pytest.raises(ValueError, match="wider than the images"):
         cross_validate(images, y, LABELS, tmp_path / "wide", wide.train, groups=speakers, verbose=0)
     assert json.loads(json.dumps(cfg.to_dict()))["train"]["mixup"] == 0.4
+
+
+def test_precise_bn_gives_the_statistics_of_the_current_weights():
+    import keras
+
+    from cnnrnn.models.augment import SpecAugment
+    from cnnrnn.models.cnnrnn import build_cnnrnn, recalibrate_batch_norm
+
+    images, _, _ = synthetic(16)
+    x = images.astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = build_cnnrnn((H, W, 3), 3, backbone="compact", filters=(4, 8), lstm_units=4, dropout=0.0,
+                         bn_momentum=0.9, spec_augment={"freq_masks": 2, "time_masks": 2, "seed": 1})
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:  # statistics that no weight produces: what stale moving averages look like
+        layer.moving_mean.assign(np.full(layer.moving_mean.shape, 50.0, np.float32))
+    stale = model(x, training=False).numpy()
+    assert recalibrate_batch_norm(model, [x[:8], x[8:]]) == 2
+    # the first layer's moving mean is the mean of its two batches' means of the conv output
+    conv = keras.Model(model.input, model.get_layer("conv1").output)
+    batch_means = [conv(x[:8]).numpy().mean(axis=(0, 1, 2)), conv(x[8:]).numpy().mean(axis=(0, 1, 2))]
+    np.testing.assert_allclose(norms[0].moving_mean.numpy(), np.mean(batch_means, axis=0), rtol=1e-4, atol=1e-5)
+    assert [layer.momentum for layer in norms] == [0.9, 0.9]  # restored
+    augment = next(layer for layer in model.layers if isinstance(layer, SpecAugment))
+    assert (augment.freq_masks, augment.time_masks) == (2, 2)
+    # one batch of everything: inference now equals the batch-statistics forward pass without augmentation
+    recalibrate_batch_norm(model, [x])
+    augment.freq_masks = augment.time_masks = 0
+    np.testing.assert_allclose(model(x, training=False).numpy(), model(x, training=True).numpy(), atol=1e-4)
+    assert not np.allclose(stale, model(x, training=False).numpy(), atol=1e-3)
+    assert recalibrate_batch_norm(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), [x]) == 0
+
+
+def test_cross_validate_with_precise_bn_scores_with_recalibrated_statistics(tmp_path):
+    from cnnrnn.artifacts import load_json, load_model
+    from cnnrnn.cnnrnn.train import cross_validate
+
+    images, y, speakers = synthetic()
+    cfg = recipe_config(epochs=2, precise_bn=True)
+    cross_validate(images, y, LABELS, tmp_path / "pbn", cfg.train, groups=speakers, verbose=0)
+    fold = load_json(tmp_path / "pbn" / "folds" / "fold1.json")
+    history = pd.read_csv(tmp_path / "pbn" / "history" / "fold1.csv")
+    assert len(history) == 2 and history["val_accuracy"].between(0, 1).all()
+    model = load_model(fold["checkpoint"])
+    va_idx = np.asarray(fold["val_ids_index"])
+    assert predict_proba(model, images[va_idx]).argmax(axis=1).tolist() == fold["val_predictions"]
+    assert load_config({"train": {"precise_bn": True}}).train.precise_bn is True

@@ -100,6 +100,10 @@ class TrainConfig:
             probabilities per utterance. ``null``/0 = whole images.
         crop_hop: pixels between the segments at validation and prediction; ``null`` = half of
             ``crop_width``.
+        precise_bn: PreciseBN (Wu & Johnson 2021): after every epoch, before the epoch is scored on the
+            selection set, the BatchNormalization statistics are recomputed from the training images with the
+            epoch's weights (:func:`cnnrnn.models.cnnrnn.recalibrate_batch_norm`), so the saved model
+            predicts with the statistics of its own weights. Off in the faithful ``default`` preset.
         checkpoint_name: file name pattern of the best checkpoint; ``{fold}`` and
             ``{epochs}`` are filled in (original: ``CNN_RNN_fold{k}_epoch60_e4.h5``).
     """
@@ -129,6 +133,7 @@ class TrainConfig:
     mixup: float = 0.0
     crop_width: int | None = None
     crop_hop: int | None = None
+    precise_bn: bool = False
     checkpoint_name: str = "CNN_RNN_fold{fold}_epoch{epochs}_e4.h5"
 
     def validate(self) -> None:

@@ -252,6 +252,29 @@ def _best_checkpoint_callback(export_model, path: Path, monitor: str):
     return BestCheckpoint()
 
 
+def _precise_bn_callback(images: np.ndarray, indices: np.ndarray, crop_width: int | None, batch_size: int = 64):
+    import keras
+
+    from ..models.cnnrnn import recalibrate_batch_norm
+
+    starts = segment_starts(images.shape[2], crop_width, crop_width) if crop_width else [0]
+    width = crop_width or images.shape[2]
+
+    def batches():  # gathered batch by batch: no copy of the training images; crops: their tiling segments
+        for s in starts:
+            for i in range(0, len(indices), batch_size):
+                yield images[indices[i:i + batch_size], :, s:s + width].astype(np.float32)
+
+    class PreciseBN(keras.callbacks.Callback):
+        """Recomputes the BatchNormalization statistics from the fold's training images at the end of every
+        epoch, before the epoch is scored (``TrainConfig.precise_bn``)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            recalibrate_batch_norm(self.model, batches())
+
+    return PreciseBN()
+
+
 def _pooled_validation_callback(images: np.ndarray, y: np.ndarray, batch_size: int, hop: int | None):
     import keras
 
@@ -369,9 +392,12 @@ def cross_validate(
             keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs" / f"fold{k}"), write_graph=False),
         ]
         one_hot = n_classes if cfg.mixup > 0 else None
-        if cfg.crop_width:  # the epoch is chosen on utterance-level (pooled) scores, not on segments
+        if cfg.crop_width or cfg.precise_bn:
+            # the epoch is chosen on utterance-level (pooled) scores, not on segments, and after PreciseBN
             callbacks.insert(0, _pooled_validation_callback(images[sel_idx], y[sel_idx], cfg.batch_size,
                                                             cfg.crop_hop))
+            if cfg.precise_bn:
+                callbacks.insert(0, _precise_bn_callback(images, np.asarray(fit_idx), cfg.crop_width))
             validation = None
         else:
             validation = image_dataset(images, y, sel_idx, cfg.batch_size, n_classes=one_hot)
