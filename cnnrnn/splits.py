@@ -281,6 +281,41 @@ def holdout_split(y: Sequence, groups: Sequence | None = None, *, scheme: str = 
     return np.sort(train), np.sort(test), spec
 
 
+def inner_split(train_idx: Sequence[int], y: Sequence[int], groups: Sequence[str | None] | None,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a fold's training part into ``(fit_idx, select_idx)`` for honest epoch selection: the epoch (or
+    early-stopping point) is chosen on ``select_idx``, never on the fold that is scored.
+
+    With a speaker for every training item and at least two speakers, one training speaker (a seeded choice
+    among the sorted names) is held out; otherwise one fifth of the training part, stratified by label
+    (:class:`StratifiedFolds` ``(5, seed)``, fold 0).
+
+    Args:
+        train_idx: the fold's training indices (into ``y`` and ``groups``).
+        y: ``(N,)`` label codes of all items.
+        groups: ``N`` speakers (``None`` or ``""`` = unknown), or ``None``.
+        seed: seed of the choice.
+
+    Returns:
+        ``(fit_idx, select_idx)``: int arrays, a partition of ``train_idx`` (in its order).
+
+    Raises:
+        SplitError: fewer than 5 training items for the stratified fallback (:class:`StratifiedFolds`).
+    """
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    y = np.asarray(y)
+    speakers = None if groups is None else np.asarray([str(g) if g not in (None, "") else None for g in groups],
+                                                       object)
+    if speakers is not None and all(s is not None for s in speakers[train_idx]):
+        names = sorted(set(speakers[train_idx].tolist()))
+        if len(names) >= 2:
+            held = names[np.random.default_rng(seed).integers(len(names))]
+            mask = speakers[train_idx] == held
+            return train_idx[~mask], train_idx[mask]
+    fit, sel = StratifiedFolds(5, seed).fold(0, len(train_idx), y[train_idx])
+    return train_idx[fit], train_idx[sel]
+
+
 def kfold_indices(y: Sequence[int], n_folds: int = 5, seed: int = 42,
                   groups: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The folds of :class:`SpeakerFolds` (when ``groups`` is given) or :class:`StratifiedFolds`, as a list.

@@ -139,7 +139,7 @@ def crops_run(tmp_path_factory):
 
 def test_cross_validate_with_mixup_and_crops_scores_whole_utterances(crops_run):
     from cnnrnn.artifacts import load_json, load_model
-    from cnnrnn.cnnrnn.train import inner_split
+    from cnnrnn.splits import inner_split
 
     out, cfg, images, y, report = crops_run
     speakers = synthetic()[2]

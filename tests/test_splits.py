@@ -139,7 +139,7 @@ def test_speaker_split_holds_out_whole_speakers(sample_dir, tmp_path, capsys):
 
 
 def test_inner_split_never_uses_the_scored_fold():
-    from cnnrnn.cnnrnn.train import inner_split
+    from cnnrnn.splits import inner_split
 
     y = np.repeat([0, 1], 20)
     speakers = [f"s{i % 5}" for i in range(40)]

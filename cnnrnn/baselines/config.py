@@ -19,11 +19,13 @@ from typing import Any
 
 from .. import config as C
 from ..config import ConfigError
-from ..features import LogMelConfig
+from ..features import LogMelConfig, SpectrogramConfig
 
 FAMILY = "baselines"
 BASELINE_CONFIG_FILE = "baseline_config.json"
 MODEL_FILE = "model.h5"
+#: The normalisation statistics of a CNN run with ``normalization`` ``global`` / ``speaker``, in its run folder.
+NORM_FILE = "normalization.json"
 MODELS = ("ann", "cnn")
 SPLITS = ("random", "speaker")
 
@@ -48,6 +50,13 @@ class BaselineConfig(LogMelConfig):
         split: ``random`` (stratified, the tutorial's protocol) or ``speaker`` (no speaker in both parts).
         holdout_speaker: with ``split: speaker``, the speaker whose clips are the validation set (one fold of
             leave-one-speaker-out); ``""`` makes a speaker-disjoint split of about ``val_size`` instead.
+        normalization: CNN only: normalisation of the log-mel before it becomes the input
+            (:mod:`cnnrnn.normalize`, per mel band): ``none`` (the tutorial's: standardised and min-max scaled
+            over the whole clip), ``utterance``, ``global`` (statistics of the training clips) or ``speaker``
+            (each speaker's own audio, no labels; stored in the run's ``normalization.json``).
+        norm_range: with a normalisation, z-scores in ``[-norm_range, norm_range]`` span 0–255 (clipped).
+        freq_masks, freq_mask_width, time_masks, time_mask_width: CNN only: SpecAugment (training only, seeded):
+            number and largest width in pixels of the frequency and time masks; 0 masks = none (the tutorial).
     """
 
     SECTION_NAME = "baseline"
@@ -65,6 +74,12 @@ class BaselineConfig(LogMelConfig):
     val_size: float = 0.2
     split: str = "random"
     holdout_speaker: str = ""
+    normalization: str = SpectrogramConfig.normalization
+    norm_range: float = SpectrogramConfig.norm_range
+    freq_masks: int = 0
+    freq_mask_width: int = 8
+    time_masks: int = 0
+    time_mask_width: int = 16
 
     def validate(self) -> None:
         """Raise :class:`BaselineConfigError` on impossible values (the feature settings first)."""
@@ -87,6 +102,25 @@ class BaselineConfig(LogMelConfig):
         if not self.hidden_units or not self.filters or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in units):
             raise BaselineConfigError("hidden_units and filters must be non-empty lists of positive ints")
+        from ..normalize import MODES
+
+        if self.normalization not in MODES:
+            raise BaselineConfigError(f"normalization must be one of {MODES}, got {self.normalization!r}")
+        if self.norm_range <= 0:
+            raise BaselineConfigError(f"norm_range must be positive, got {self.norm_range}")
+        if min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) < 0:
+            raise BaselineConfigError("freq_masks, time_masks and their widths must be >= 0")
+        if self.model == "ann" and (self.normalization != "none" or self.freq_masks or self.time_masks):
+            raise BaselineConfigError("normalization and SpecAugment masks apply to the cnn's spectrogram, not "
+                                      "to the ann's waveform")
+
+    def spec_augment(self) -> dict | None:
+        """Keyword arguments of :class:`cnnrnn.models.augment.SpecAugment` (seeded with ``seed``), or ``None``
+        without masks."""
+        if not (self.freq_masks or self.time_masks):
+            return None
+        return {"freq_masks": self.freq_masks, "freq_width": self.freq_mask_width, "time_masks": self.time_masks,
+                "time_width": self.time_mask_width, "seed": self.seed}
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -103,9 +137,11 @@ class BaselineConfig(LogMelConfig):
                                 "shape": list(self.input_shape), "padding": "reflect"}
         if self.model == "ann":
             return {**spec, "features": "waveform"}
+        scaling = ("standardised, min-max scaled to [0, 1], x 255" if self.normalization == "none" else
+                   f"{self.normalization} z-scores per mel band, [-{self.norm_range}, {self.norm_range}] to 0-255")
         return {**spec, "features": "log_mel", "n_fft": self.n_fft, "hop_length": self.hop_length,
                 "n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax, "top_db": self.top_db,
-                "scaling": "standardised, min-max scaled to [0, 1], x 255"}
+                "normalization": self.normalization, "scaling": scaling}
 
     def to_dict(self) -> dict[str, Any]:
         """Every value, JSON-serialisable (:func:`cnnrnn.config.to_dict`)."""
@@ -137,3 +173,16 @@ def load_baseline_config(source: str | Path | dict | BaselineConfig | None = Non
     if model is not None and cfg.model != model:
         raise BaselineConfigError(f"the config is for model {cfg.model!r} but model {model!r} was asked for")
     return cfg
+
+
+def read_norm_stats(run_dir: str | Path):
+    """The :class:`cnnrnn.normalize.NormStats` of a run folder (:data:`NORM_FILE`), or ``None`` when it has none.
+
+    Raises:
+        NormalizationError: the file is malformed.
+    """
+    from ..artifacts import load_json
+    from ..normalize import NormStats
+
+    path = Path(run_dir) / NORM_FILE
+    return NormStats.from_dict(load_json(path)) if path.is_file() else None

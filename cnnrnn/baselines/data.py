@@ -4,7 +4,9 @@
   repeated, or cut), as the Korean PyTorch tutorial "디지털사운드 ANN과 CNN을 활용하여 음성 분류 인공지능 제작"
   does (UrbanSound8K practice problem: 4 s at 44.1 kHz = 176,400 samples);
 * :func:`spectrogram_image`: the CNN input, a log-mel spectrogram standardised (mean 0, std 1), min-max
-  scaled to [0, 1] and multiplied by 255, as the tutorial does;
+  scaled to [0, 1] and multiplied by 255, as the tutorial does; with a ``normalization`` (not in the
+  tutorial) the cache holds the plain dB log-mel and :func:`normalized_image` makes the input as batches are
+  read (:func:`normalizer`), so that ``global`` / ``speaker`` statistics can depend on the split;
 * :class:`FeatureCache` / :func:`build_cache` / :func:`cache_dataset`: every clip is decoded and resampled
   **once** into one ``.npy`` file per corpus and feature setting (written atomically, reused by a rerun or
   another fold) and training streams batches from it through ``tf.data``; rows are read with ``os.pread``,
@@ -37,7 +39,8 @@ log = logging.getLogger("cnnrnn.baselines")
 PCM_SCALE = 32767.0
 
 __all__ = ["PCM_SCALE", "FeatureCache", "SplitError", "build_cache", "cache_dataset", "clip_features",
-           "corpus_arrays", "spectrogram_image", "split_rows", "waveform"]
+           "corpus_arrays", "normalization_stats", "normalized_image", "normalizer", "spectrogram_image",
+           "split_rows", "waveform"]
 
 
 # --------------------------------------------------------------------------- features
@@ -82,15 +85,74 @@ def spectrogram_image(y: np.ndarray, cfg: BaselineConfig, eps: float = 1e-6) -> 
     return (255.0 * (z - z.min()) / max(span, eps)).astype(np.float32)
 
 
+def normalized_image(db: np.ndarray, cfg: BaselineConfig, speaker: str | None = None, stats=None,
+                     mode: str | None = None) -> np.ndarray:
+    """The CNN input of a log-mel under ``cfg.normalization`` (or ``mode``) other than ``none``: z-scores per mel
+    band (:func:`cnnrnn.normalize.apply`: over the clip, with the run's global statistics, or its speaker's),
+    ``[-norm_range, norm_range]`` mapped linearly to [0, 255], clipped.
+
+    Args:
+        db: ``(n_mels, frames)`` dB (:func:`cnnrnn.features.log_mel`).
+        speaker, stats: the clip's speaker and the run's :class:`cnnrnn.normalize.NormStats` (``global`` /
+            ``speaker``; a speaker the statistics lack uses the global ones).
+
+    Returns:
+        ``(n_mels, frames) float32`` in [0, 255].
+
+    Raises:
+        NormalizationError: ``global``/``speaker`` without statistics.
+    """
+    from ..normalize import apply
+
+    z = apply(db.T, speaker, stats, mode or cfg.normalization).T
+    return (255.0 * np.clip((z + cfg.norm_range) / (2 * cfg.norm_range), 0.0, 1.0)).astype(np.float32)
+
+
 def clip_features(path: str | Path, cfg: BaselineConfig) -> np.ndarray:
-    """The model input of one audio file: ``cfg.input_shape`` float32 (waveform or ``(n_mels, frames, 1)``
-    spectrogram).
+    """What the cache holds for one audio file: ``cfg.input_shape`` float32: the ANN's waveform, the CNN's
+    :func:`spectrogram_image` ``(n_mels, frames, 1)``, or with a ``normalization`` the plain dB log-mel
+    ``(n_mels, frames, 1)`` (made into the input by :func:`normalizer`).
 
     Raises:
         AudioError: missing, unreadable, empty, silent or non-finite audio.
     """
     y = waveform(path, cfg)
-    return y if cfg.model == "ann" else spectrogram_image(y, cfg)[..., None]
+    if cfg.model == "ann":
+        return y
+    return (spectrogram_image(y, cfg) if cfg.normalization == "none" else log_mel(y, cfg))[..., None]
+
+
+def normalization_stats(cache: "FeatureCache", rows: Sequence[int], speakers: Sequence[str | None],
+                        reference: Sequence[bool], cfg: BaselineConfig):
+    """``global`` / ``speaker`` statistics of the cached log-mels of ``rows``: global ones from the ``reference``
+    (training) rows, per speaker from all of that speaker's rows (:func:`cnnrnn.normalize.fit`).
+
+    Args:
+        cache: a cache of plain log-mels (a ``normalization`` other than ``none``). rows: the usable rows.
+        speakers, reference: one per row of ``rows``.
+
+    Returns:
+        :class:`cnnrnn.normalize.NormStats`, or ``None`` for the modes that need none.
+    """
+    from ..normalize import fit
+
+    if cfg.model != "cnn" or cfg.normalization not in ("speaker", "global"):
+        return None
+    return fit([cache.read([r])[0, ..., 0].T for r in rows], list(speakers), reference=list(reference))
+
+
+def normalizer(cfg: BaselineConfig, stats=None, speakers: Sequence[str | None] | None = None):
+    """The ``transform(rows, x)`` of :func:`cache_dataset` that makes the CNN input of cached log-mels
+    (:func:`normalized_image`, each row with its speaker ``speakers[row]``), or ``None`` without a
+    ``normalization`` (the cache then holds the input itself)."""
+    if cfg.model != "cnn" or cfg.normalization == "none":
+        return None
+
+    def transform(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
+        who = [speakers[int(r)] if speakers is not None else None for r in rows]
+        return np.stack([normalized_image(x[i, ..., 0], cfg, who[i], stats)[..., None] for i in range(len(x))])
+
+    return transform
 
 
 # --------------------------------------------------------------------------- feature cache
@@ -145,6 +207,8 @@ def _cache_key(utterances: Sequence[Utterance], cfg: BaselineConfig) -> str:
         params.update(n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels, top_db=cfg.top_db)
         if (cfg.fmin, cfg.fmax) != (0.0, None):  # the full band keeps the keys of caches written before fmin/fmax
             params.update(fmin=cfg.fmin, fmax=cfg.fmax)
+        if cfg.normalization != "none":  # the plain log-mel, normalised when read
+            params.update(plain_log_mel=True)
     files = []
     for u in utterances:
         st = Path(u.audio_path).stat() if Path(u.audio_path).is_file() else None
@@ -214,8 +278,11 @@ def build_cache(utterances: Sequence[Utterance], cfg: BaselineConfig, cache_dir:
 
 
 def cache_dataset(cache: FeatureCache, rows: Sequence[int], y: Sequence[int] | None = None,
-                  batch_size: int = 32, shuffle: bool = False, seed: int = 0):
+                  batch_size: int = 32, shuffle: bool = False, seed: int = 0, transform=None):
     """A ``tf.data`` pipeline that reads batches of cache rows (``tf.numpy_function`` + ``os.pread``).
+
+    ``transform(rows, x)`` (e.g. :func:`normalizer`), if given, maps each batch read to the model input (same
+    shape, float32).
 
     Returns:
         A dataset of ``(batch, *row_shape) float32`` (with ``(batch,) int32`` labels when ``y`` is given).
@@ -229,8 +296,12 @@ def cache_dataset(cache: FeatureCache, rows: Sequence[int], y: Sequence[int] | N
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     shape = (None,) + cache.row_shape
 
+    def read(batch_rows):
+        x = cache.read(batch_rows)
+        return x if transform is None else transform(batch_rows, x).astype(np.float32)
+
     def load(batch_rows, batch_y):
-        x = tf.ensure_shape(tf.numpy_function(cache.read, [batch_rows], tf.float32), shape)
+        x = tf.ensure_shape(tf.numpy_function(read, [batch_rows], tf.float32), shape)
         return x if y is None else (x, batch_y)
 
     return ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)

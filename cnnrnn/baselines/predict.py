@@ -4,6 +4,12 @@ The run's own features are rebuilt for every file (the raw waveform for the ANN,
 the CNN, :func:`cnnrnn.baselines.data.clip_features`) from the run's config: the ``config`` of its
 ``run.json``, or, for a run written before manifests, its ``baseline_config.json``. Several checkpoints
 average their class probabilities. Reports are written by :func:`cnnrnn.reports.write_report`.
+
+A CNN run with a ``normalization`` normalises every file as it was trained: ``global`` with the run's
+``normalization.json``; ``speaker`` with the statistics of ``speaker`` (the ``--speaker`` of every file),
+computed from all the given audio (no labels), or the run's when it knows the speaker and the files are too
+few. Without a speaker a file falls back to ``utterance`` normalisation; the ``normalization`` column of the
+predictions says what each file got.
 """
 from __future__ import annotations
 
@@ -18,8 +24,8 @@ from ..artifacts import LABELS_FILE, CheckpointError, is_temporary, load_checkpo
 from ..audio import AUDIO_EXTENSIONS
 from ..reports import write_report
 from ..runs import RunManifest
-from .config import BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, BaselineConfig, load_baseline_config
-from .data import clip_features
+from .config import BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, BaselineConfig, load_baseline_config, read_norm_stats
+from .data import clip_features, normalized_image
 
 log = logging.getLogger("cnnrnn.baselines")
 
@@ -27,12 +33,14 @@ log = logging.getLogger("cnnrnn.baselines")
 @dataclass
 class AudioInputs:
     """Features of the audio files to predict on: ``features`` is ``(N, *cfg.input_shape) float32``;
-    ``skipped`` maps a reason (``empty``, ``unreadable``, ...) to the files skipped for it."""
+    ``skipped`` maps a reason (``empty``, ``unreadable``, ...) to the files skipped for it; ``normalization``
+    says what each file got (``None`` for a run without normalisation)."""
 
     ids: list[str]
     sources: list[str]
     features: np.ndarray
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    normalization: list[str] | None = None
 
 
 def predict_proba(model, x, batch_size: int = 32) -> np.ndarray:
@@ -42,13 +50,15 @@ def predict_proba(model, x, batch_size: int = 32) -> np.ndarray:
 
 
 def collect_inputs(source: str | Path | Sequence[str | Path], cfg: BaselineConfig,
-                   progress: bool = True) -> AudioInputs:
+                   progress: bool = True, speaker: str | None = None, stats=None) -> AudioInputs:
     """Features of audio files: one file, a folder (searched recursively), or a list of them.
 
     Args:
         source: an audio file (``.wav``, ``.flac``, ... :data:`cnnrnn.audio.AUDIO_EXTENSIONS`), a folder, or
             a list of files and folders.
         cfg: the run's baseline config (feature settings).
+        speaker: the speaker of every file (``speaker`` normalisation), or ``None``.
+        stats: the run's :class:`cnnrnn.normalize.NormStats` (``global`` / ``speaker``), or ``None``.
 
     Returns:
         :class:`AudioInputs`; unusable audio (empty, silent, unreadable) is skipped and counted.
@@ -76,7 +86,22 @@ def collect_inputs(source: str | Path | Sequence[str | Path], cfg: BaselineConfi
         raise ValueError(f"no usable audio in {', '.join(map(str, sources))} "
                          f"(skipped: {skipped or 'no audio files'})")
     ids, paths = [files[i].stem for i in kept], [str(files[i]) for i in kept]
-    return AudioInputs(ids, paths, np.stack(feats), skipped)
+    if cfg.model != "cnn" or cfg.normalization == "none":
+        return AudioInputs(ids, paths, np.stack(feats), skipped)
+    from ..normalize import norm_source, with_speakers
+
+    mode = cfg.normalization
+    if mode == "speaker" and speaker and stats is not None:
+        stats = with_speakers(stats, [x[..., 0].T for x in feats], [speaker] * len(feats))
+    used = "utterance" if (mode == "speaker" and not (speaker and stats is not None)) or (
+        mode == "global" and stats is None) else mode
+    if used != mode:
+        log.warning("%s normalisation: %d file(s) use utterance normalisation instead (%s)", mode, len(feats),
+                    "no speaker: give --speaker NAME" if mode == "speaker" and stats is not None
+                    else "the run has no normalization.json")
+    images = np.stack([normalized_image(x[..., 0], cfg, speaker, stats, used)[..., None] for x in feats])
+    source_of = norm_source(speaker, stats, used) if used == "speaker" else used
+    return AudioInputs(ids, paths, images, skipped, [source_of] * len(feats))
 
 
 def find_run_dir(model_path: str | Path) -> Path | None:
@@ -121,11 +146,12 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
             manifests (its ``baseline_config.json`` and ``labels.json`` are read instead).
         progress: show a progress bar.
         **options: ``labels`` (names, or a ``labels.json``), ``config`` (a baseline config, used only for a
-            checkpoint outside a run), ``batch_size`` (default the config's); ``None`` values and other
-            options are ignored.
+            checkpoint outside a run), ``batch_size`` (default the config's), ``speaker`` (the speaker of every
+            file, for a CNN run with ``speaker`` normalisation); ``None`` values and other options are ignored.
 
     Returns:
-        ``{"predictions": DataFrame (id, source, predicted, predicted_index, confidence, p_<label>...),
+        ``{"predictions": DataFrame (id, source, [normalization], predicted, predicted_index, confidence,
+        p_<label>...),
         "metrics": None, "files": {"predictions": path}, "skipped": {reason: [paths]}}``.
 
     Raises:
@@ -161,9 +187,12 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
     if shape != cfg.input_shape:
         raise CheckpointError(f"the model takes {shape} but its run config gives {cfg.input_shape} features")
 
-    inputs = collect_inputs(source, cfg, progress=progress)
+    stats = read_norm_stats(run_dir) if run_dir is not None else None
+    inputs = collect_inputs(source, cfg, progress=progress, speaker=options.get("speaker"), stats=stats)
     batch_size = int(options.get("batch_size") or cfg.batch_size)
     proba = np.mean([predict_proba(net, inputs.features, batch_size) for net in nets], axis=0)
     out_dir = Path(out_dir) if out_dir else (run_dir or paths[0].parent) / "predictions"
-    report = write_report(out_dir, proba, labels, inputs.ids, None, family=FAMILY, sources=inputs.sources)
+    columns = {"normalization": inputs.normalization} if inputs.normalization else None
+    report = write_report(out_dir, proba, labels, inputs.ids, None, family=FAMILY, sources=inputs.sources,
+                          columns=columns)
     return {**report, "skipped": inputs.skipped}

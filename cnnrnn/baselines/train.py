@@ -13,6 +13,8 @@ A run folder (:func:`train`) holds:
   in code order), ``corpus_report.json``, ``split.json`` (the split and its train / validation ids);
 * ``cache/<model>_<key>.npy`` + ``.json``: the features, one row per utterance
   (:func:`cnnrnn.baselines.data.build_cache`);
+* ``normalization.json``: with ``normalization`` ``global`` / ``speaker``, the statistics (global ones from the
+  training clips, per speaker from each speaker's own clips, validation speakers' included: transductive);
 * ``model.h5`` (last epoch, no optimizer state), ``history.csv``, ``curves.png``;
 * ``metrics.json`` (validation ``accuracy``, ``ua``, ``f1_macro``, ..., ``labels``, ``family`` and every
   skip or drop), ``confusion_matrix.png``, ``predictions.csv`` (:func:`cnnrnn.reports.write_report`).
@@ -30,8 +32,9 @@ from ..artifacts import LABELS_FILE, load_json, load_labels, load_model, save_js
 from ..corpora import Utterance, label_order, load_corpus, match_labels, relabel_by_meaning
 from ..reports import write_report
 from ..runs import MANIFEST_FILE, read_manifest, write_manifest
-from .config import BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, BaselineConfig, load_baseline_config
-from .data import FeatureCache, build_cache, cache_dataset, corpus_arrays, split_rows
+from .config import (BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, NORM_FILE, BaselineConfig, load_baseline_config,
+                     read_norm_stats)
+from .data import FeatureCache, build_cache, cache_dataset, corpus_arrays, normalization_stats, normalizer, split_rows
 from .predict import predict_proba
 
 log = logging.getLogger("cnnrnn.baselines")
@@ -43,13 +46,14 @@ def build_model(cfg: BaselineConfig, n_classes: int):
 
     if cfg.model == "ann":
         return build_ann(cfg.n_samples, n_classes, cfg.hidden_units)
-    return build_cnn(cfg.input_shape, n_classes, cfg.filters, cfg.kernel_size, cfg.dense_units)
+    return build_cnn(cfg.input_shape, n_classes, cfg.filters, cfg.kernel_size, cfg.dense_units, cfg.spec_augment())
 
 
 def _score(net, cache: FeatureCache, rows: np.ndarray, y: np.ndarray, utterances: Sequence[Utterance],
-           labels: Sequence[str], out_dir: Path, batch_size: int, extra: dict[str, Any]) -> dict[str, Any]:
+           labels: Sequence[str], out_dir: Path, batch_size: int, extra: dict[str, Any],
+           transform=None) -> dict[str, Any]:
     """Predict ``rows`` of the cache and write the report (metrics.json, confusion_matrix.png, predictions.csv)."""
-    proba = predict_proba(net, cache_dataset(cache, rows, batch_size=batch_size))
+    proba = predict_proba(net, cache_dataset(cache, rows, batch_size=batch_size, transform=transform))
     report = write_report(out_dir, proba, labels, [utterances[r].id for r in rows], np.asarray(y)[rows],
                           family=FAMILY, sources=[utterances[r].audio_path for r in rows], extra=extra)
     return report["metrics"]
@@ -93,6 +97,11 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, mo
     y, groups, ids = corpus_arrays(utterances, labels)
     cache, index = build_cache(utterances, cfg, cache_dir or out / "cache", progress)
     split = split_rows(y, groups, np.flatnonzero(index["ok"]), labels, cfg)
+    usable = np.flatnonzero(index["ok"])
+    stats = normalization_stats(cache, usable, [groups[r] for r in usable], np.isin(usable, split["train"]), cfg)
+    if stats is not None:
+        save_json(stats.to_dict(), out / NORM_FILE)
+    transform = normalizer(cfg, stats, groups)
     save_json(cfg.to_dict(), out / BASELINE_CONFIG_FILE)
     save_json({"labels": labels}, out / LABELS_FILE)
     save_json(corpus_report.to_dict(), out / "corpus_report.json")
@@ -106,8 +115,9 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, mo
     net.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     started = time.perf_counter()
-    net.fit(cache_dataset(cache, split["train"], y[split["train"]], cfg.batch_size, shuffle=True, seed=cfg.seed),
-            validation_data=cache_dataset(cache, split["val"], y[split["val"]], cfg.batch_size),
+    net.fit(cache_dataset(cache, split["train"], y[split["train"]], cfg.batch_size, shuffle=True, seed=cfg.seed,
+                          transform=transform),
+            validation_data=cache_dataset(cache, split["val"], y[split["val"]], cfg.batch_size, transform=transform),
             epochs=cfg.epochs, verbose=verbose, shuffle=False,  # tf.data shuffles
             callbacks=[keras.callbacks.CSVLogger(str(out / "history.csv"))])
     train_seconds = time.perf_counter() - started
@@ -125,8 +135,10 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, mo
         "epochs": cfg.epochs, "train_seconds": round(train_seconds, 2),
         "train_clips_per_s": round(len(split["train"]) * cfg.epochs / train_seconds, 2),
         "checkpoint": str(out / MODEL_FILE),
+        "normalization": {"mode": cfg.normalization, "transductive": cfg.normalization == "speaker",
+                          "fallback_to_global": stats.fallback if stats is not None else {}},
     }
-    report = _score(net, cache, split["val"], y, utterances, labels, out, cfg.batch_size, extra)
+    report = _score(net, cache, split["val"], y, utterances, labels, out, cfg.batch_size, extra, transform)
     cache.close()
     return report
 
@@ -177,15 +189,22 @@ def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None
     utterances, skipped_labels = relabel_by_meaning(utterances, labels)
     if not utterances:
         raise ValueError(f"nothing to score in {root}: no clip of the run's classes {labels}")
-    y, _, ids = corpus_arrays(utterances, labels)
+    y, groups, ids = corpus_arrays(utterances, labels)
     cache, index = build_cache(utterances, cfg, cache_dir, progress)
     rows = np.asarray([r for r in np.flatnonzero(index["ok"]) if wanted is None or ids[r] in wanted], np.int64)
     if not len(rows):
         raise ValueError(f"no usable audio to score in {root} (skipped: {index['skipped']})")
+    stats = read_norm_stats(run)
+    new = [r for r in rows if groups[r] and stats is not None and str(groups[r]) not in stats.speakers]
+    if cfg.normalization == "speaker" and new:  # speakers the run has not seen: their own clips' statistics
+        from ..normalize import with_speakers
+
+        stats = with_speakers(stats, [cache.read([r])[0, ..., 0].T for r in new], [groups[r] for r in new])
     extra = {"model": cfg.model, "run": str(run), "corpus": corpus, "root": str(root),
              "skipped_corpus": corpus_report.skipped, "skipped_audio": index["skipped"],
              "skipped_unknown_label": skipped_labels,
              "label_map": {k: v for k, v in match.items() if v is not None and k != v}}
-    report = _score(net, cache, rows, y, utterances, labels, out, cfg.batch_size, extra)
+    report = _score(net, cache, rows, y, utterances, labels, out, cfg.batch_size, extra,
+                    normalizer(cfg, stats, groups))
     cache.close()
     return report

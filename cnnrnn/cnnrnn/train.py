@@ -30,6 +30,7 @@ import numpy as np
 from .. import artifacts as A
 from ..artifacts import load_json, save_json, save_model_h5
 from ..evaluation import classification_metrics, summarise_folds
+from ..splits import inner_split
 from .config import CnnrnnConfig, TrainConfig, load_config
 
 log = logging.getLogger("cnnrnn.cnnrnn.train")
@@ -176,33 +177,6 @@ def optimistic(cfg: TrainConfig) -> bool:
     """Whether the CV figures are optimistic: each fold's epoch was chosen on the very fold it is scored on
     (``selection: fold`` with a ``monitor`` other than ``last``: the original CNNRNN setting)."""
     return cfg.selection == "fold" and cfg.monitor != "last"
-
-
-def inner_split(train_idx: np.ndarray, y: np.ndarray, groups: Sequence[str] | None,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split a fold's training part into ``(fit_idx, select_idx)``: the epoch is chosen on ``select_idx``,
-    never on the scored fold.
-
-    With a speaker for every item, one training speaker (a seeded choice) is held out; otherwise one fifth
-    of the training part, stratified by label (:class:`cnnrnn.splits.StratifiedFolds`, fold 0).
-
-    Args:
-        train_idx: the fold's training indices. y: ``(N,)`` label codes of all items.
-        groups: ``N`` speakers, or ``None``.
-        seed: seed of the choice.
-    """
-    from ..splits import StratifiedFolds
-
-    train_idx = np.asarray(train_idx)
-    speakers = None if groups is None else np.asarray([None if g is None else str(g) for g in groups], object)
-    if speakers is not None and all(s is not None for s in speakers[train_idx]):
-        names = sorted(set(speakers[train_idx].tolist()))
-        if len(names) >= 2:
-            held = names[np.random.default_rng(seed).integers(len(names))]
-            mask = speakers[train_idx] == held
-            return train_idx[~mask], train_idx[mask]
-    fit, sel = StratifiedFolds(5, seed).fold(0, len(train_idx), y[train_idx])
-    return train_idx[fit], train_idx[sel]
 
 
 def fold_splitter(cfg: TrainConfig):

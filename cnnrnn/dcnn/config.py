@@ -19,13 +19,15 @@ from typing import Any
 
 from .. import config as _config
 from ..config import ConfigError
-from ..features import MelBands
+from ..features import MelBands, SpectrogramConfig
 
 FAMILY = "dcnn"
 #: Step 1's checkpoint and its sidecar (labels + feature settings), in the step's run folder.
 DCNN_FILE, DCNN_META = "dcnn.h5", "dcnn.json"
 #: Step 2's checkpoint and its sidecar (labels, feature settings, the DCNN it reads, relative to it).
 MODEL_FILE, MODEL_META = "blstm_attention.h5", "blstm_attention.json"
+#: The normalisation statistics of a run with ``normalization`` ``global`` / ``speaker``, beside its checkpoint.
+NORM_FILE = "normalization.json"
 
 
 @dataclass
@@ -42,6 +44,11 @@ class FeatureConfig(MelBands):
         delta_width: ``librosa.feature.delta`` window (odd, ≥ 3).
         segment_frames, segment_hop: segment length and hop in frames.
         image_size: ``[H, W]`` the DCNN takes (227×227 for AlexNet).
+        normalization: normalisation of the 3-channel log-mel before it is cut into segments
+            (:mod:`cnnrnn.normalize`, per mel band and channel): ``none`` (the paper: each channel min-max
+            scaled over the utterance), ``utterance``, ``global`` (statistics of the training utterances) or
+            ``speaker`` (each speaker's own audio, no labels; stored in the run's ``normalization.json``).
+        norm_range: with a normalisation, z-scores in ``[-norm_range, norm_range]`` span [0, 1] (clipped).
     """
 
     max_sec: float | None = 3.0
@@ -52,6 +59,8 @@ class FeatureConfig(MelBands):
     segment_frames: int = 64
     segment_hop: int = 32
     image_size: list[int] = field(default_factory=lambda: [227, 227])
+    normalization: str = SpectrogramConfig.normalization
+    norm_range: float = SpectrogramConfig.norm_range
 
     @property
     def n_fft(self) -> int:
@@ -77,6 +86,12 @@ class FeatureConfig(MelBands):
                               f"{self.segment_frames}")
         if len(self.image_size) != 2 or min(self.image_size) < 32:
             raise ConfigError(f"image_size must be [H, W] with H, W >= 32, got {self.image_size}")
+        from ..normalize import MODES
+
+        if self.normalization not in MODES:
+            raise ConfigError(f"normalization must be one of {MODES}, got {self.normalization!r}")
+        if self.norm_range <= 0:
+            raise ConfigError(f"norm_range must be positive, got {self.norm_range}")
 
     def settings(self) -> dict[str, Any]:
         """The feature settings alone, as a plain dict (what ``dcnn.json`` stores under ``features``)."""
@@ -125,8 +140,17 @@ class DataSection(FeatureConfig):
 class ModelSection:
     """``model``: the DCNN (step 1, :func:`cnnrnn.models.dcnn.build_dcnn`) and BiLSTM-attention (step 2,
     :func:`cnnrnn.models.blstm_attention.build_blstm_attention`) settings; paper values by default.
-    ``bn_momentum``: momentum of the ResNet50 backbone's batch norm (``null``: Keras' 0.99; 0.9 for a
-    from-scratch ResNet50, which otherwise collapses to one class)."""
+
+    Attributes:
+        backbone: ``alexnet`` (the paper's, default), ``resnet50`` or ``compact`` (a few Conv2D + BatchNorm
+            blocks, :func:`cnnrnn.models.blocks.conv_blocks`, for corpora of hundreds of utterances).
+        bn_momentum: momentum of the ResNet50 / compact backbone's batch norm (``null``: Keras' 0.99; 0.9 for
+            a from-scratch ResNet50, which otherwise collapses to one class).
+        filters: the compact backbone's convolution widths, one block each.
+        freq_masks, freq_mask_width, time_masks, time_mask_width: SpecAugment on the step-1 segment images
+            (training only, seeded with ``train.seed``): number and largest width in pixels of the frequency
+            and time masks; 0 masks = none (the paper).
+    """
 
     backbone: str = "alexnet"
     weights: str = "none"
@@ -140,6 +164,32 @@ class ModelSection:
     dense2_units: int = 256
     head_dropout: float = 0.1
     bn_momentum: float | None = None
+    filters: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
+    freq_masks: int = 0
+    freq_mask_width: int = 8
+    time_masks: int = 0
+    time_mask_width: int = 16
+
+    def validate(self) -> None:
+        """Raise :class:`~cnnrnn.config.ConfigError` on impossible values."""
+        if self.backbone not in ("alexnet", "resnet50", "compact"):
+            raise ConfigError(f"model.backbone must be alexnet, resnet50 or compact, got {self.backbone!r}")
+        if not self.filters or min(self.filters) < 1:
+            raise ConfigError(f"model.filters must be positive widths, got {self.filters}")
+        if min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) < 0:
+            raise ConfigError("model.freq_masks, time_masks and their widths must be >= 0")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.head_dropout < 1.0):
+            raise ConfigError(f"model.dropout and head_dropout must be in [0, 1), got {self.dropout}, "
+                              f"{self.head_dropout}")
+        if self.bn_momentum is not None and not 0.0 < self.bn_momentum < 1.0:
+            raise ConfigError(f"model.bn_momentum must be in (0, 1) or null, got {self.bn_momentum}")
+
+    def spec_augment(self, seed: int) -> dict | None:
+        """Keyword arguments of :class:`cnnrnn.models.augment.SpecAugment`, or ``None`` without masks."""
+        if not (self.freq_masks or self.time_masks):
+            return None
+        return {"freq_masks": self.freq_masks, "freq_width": self.freq_mask_width, "time_masks": self.time_masks,
+                "time_width": self.time_mask_width, "seed": seed}
 
 
 @dataclass
@@ -154,6 +204,10 @@ class TrainSection:
             (``lr``, the old name, is still read).
         batch_size, epochs, seed: as usual.
         finetune_name: step 2 only: the step-1 run whose ``dcnn.h5`` gives the features.
+        selection: which epoch's weights the step keeps: ``last`` (the final epoch, as the DCNN-BLSTMWA code;
+            the test filelist's curves are logged only) or ``inner`` (the epoch of best accuracy on one
+            training speaker held out of the fit, a seeded choice among the train filelist's speakers, else a
+            stratified fifth of it: never chosen on the scored test filelist).
     """
 
     ALIASES = {"lr": "learning_rate"}
@@ -166,6 +220,14 @@ class TrainSection:
     epochs: int = 30
     seed: int = 0
     finetune_name: str | None = None
+    selection: str = "last"
+
+    def validate(self) -> None:
+        """Raise :class:`~cnnrnn.config.ConfigError` on impossible values."""
+        if self.selection not in ("last", "inner"):
+            raise ConfigError(f"train.selection must be last or inner, got {self.selection!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ConfigError("train.epochs and train.batch_size must be >= 1 and learning_rate positive")
 
 
 @dataclass
@@ -214,3 +276,17 @@ def read_sidecar(checkpoint: str | Path, meta_name: str) -> tuple[list[str], Fea
                                 f"(written beside it by `cnnrnn dcnn {step}`)")
     meta = load_json(path)
     return load_labels(path), feature_config(meta["features"]), meta
+
+
+def read_norm_stats(checkpoint: str | Path):
+    """The :class:`cnnrnn.normalize.NormStats` stored beside a checkpoint (:data:`NORM_FILE`), or ``None`` when
+    there is none (a run without ``global`` / ``speaker`` normalisation).
+
+    Raises:
+        NormalizationError: the file is malformed.
+    """
+    from ..artifacts import load_json
+    from ..normalize import NormStats
+
+    path = Path(checkpoint).with_name(NORM_FILE)
+    return NormStats.from_dict(load_json(path)) if path.is_file() else None

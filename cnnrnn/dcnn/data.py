@@ -7,6 +7,9 @@ Speech Emotion Recognition" (Frontiers in Physiology 2021) and the public DCNN-B
 2. log-mel: 25 ms window, 10 ms hop, ``n_mels`` 64, ``fmin`` 20 Hz, ``fmax`` sr/2, power 2, Slaney
    filter norm, HTK mel scale, ``log(mel + 1e-8)``; Δ and ΔΔ (width 5); per-channel min-max to [0, 1]
    (:func:`cnnrnn.features.log_mel_deltas`);
+   optionally (``normalization``, not in the paper) each mel band and channel is then standardised with
+   the statistics of the utterance, of the training utterances or of the utterance's speaker
+   (:mod:`cnnrnn.normalize`) and mapped to [0, 1] (:func:`normalize_features`);
 3. segments of 64 frames with hop 32: ``n_segments = 1 + (frames - 64) // 32``; trailing frames that do
    not fill a segment are dropped, as in the original (:func:`cnnrnn.features.segment`);
 4. for the DCNN, each segment is resized to the backbone input (227×227 for AlexNet) and normalised with
@@ -19,7 +22,7 @@ other unusable audio.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -35,8 +38,9 @@ from .filelists import read_filelist
 log = logging.getLogger("cnnrnn.dcnn")
 
 
-def waveform_segments(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<array>") -> np.ndarray:
-    """Segments of a waveform: pre-emphasis, pad/trim to ``max_sec``, log-mel + Δ + ΔΔ, min-max, cut.
+def waveform_features(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<array>") -> np.ndarray:
+    """The un-normalised 3-channel log-mel of a waveform: pre-emphasis, pad/trim to ``max_sec``, log-mel + Δ +
+    ΔΔ, each channel min-max scaled over the utterance (:func:`cnnrnn.features.log_mel_deltas`).
 
     Args:
         y: ``(samples,) float32`` mono at ``cfg.sr`` Hz.
@@ -44,7 +48,7 @@ def waveform_segments(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<
         source: name used in error messages.
 
     Returns:
-        ``(n_segments, n_mels, segment_frames, 3) float32`` in [0, 1].
+        ``(n_mels, frames, 3) float32`` in [0, 1].
 
     Raises:
         ClipTooShortError: the clip gives fewer frames than one segment.
@@ -59,31 +63,103 @@ def waveform_segments(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<
     if frames < cfg.segment_frames:
         raise ClipTooShortError(f"{source}: {frames} frames is shorter than one segment ({cfg.segment_frames} "
                                 "frames); raise max_sec or lower segment_frames")
-    feats = log_mel_deltas(y, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
-                           fmin=cfg.fmin, fmax=cfg.fmax, delta_width=cfg.delta_width)
-    return segment(feats, cfg.segment_frames, cfg.segment_hop)
+    return log_mel_deltas(y, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
+                          fmin=cfg.fmin, fmax=cfg.fmax, delta_width=cfg.delta_width)
 
 
-def audio_segments(path: str | Path, cfg: FeatureConfig) -> np.ndarray:
-    """:func:`waveform_segments` of an audio file, loaded mono at ``cfg.sr``.
+def audio_features(path: str | Path, cfg: FeatureConfig) -> np.ndarray:
+    """:func:`waveform_features` of an audio file, loaded mono at ``cfg.sr``.
 
     Raises:
         AudioError: missing/unreadable/silent audio, or (``ClipTooShortError``) too short.
     """
     y, _ = load_audio(path, cfg.sr)
-    return waveform_segments(y, cfg, path)
+    return waveform_features(y, cfg, path)
 
 
-def files_segments(paths: Sequence[str | Path], cfg: FeatureConfig, progress: bool = True,
-                   desc: str = "segments") -> tuple[list[int], list[np.ndarray], dict[str, list[str]]]:
-    """:func:`audio_segments` of many files; unusable audio is skipped and counted.
+def feature_rows(features: np.ndarray) -> np.ndarray:
+    """``(n_mels, frames, C)`` features as ``(frames, n_mels * C)`` rows, one per frame: what
+    :mod:`cnnrnn.normalize` computes statistics over (one mean and std per mel band and channel)."""
+    n_mels, frames, channels = features.shape
+    return features.transpose(1, 0, 2).reshape(frames, n_mels * channels)
+
+
+def normalize_features(features: np.ndarray, cfg: FeatureConfig, speaker: str | None = None, stats=None,
+                       mode: str | None = None) -> np.ndarray:
+    """Normalise ``(n_mels, frames, 3)`` features as ``cfg.normalization`` (or ``mode``) says.
+
+    ``none`` returns them unchanged; otherwise every mel band of every channel is standardised
+    (:func:`cnnrnn.normalize.apply`: over this utterance, with the run's global statistics, or with its
+    speaker's) and z-scores in ``[-norm_range, norm_range]`` are mapped linearly to [0, 1], clipped.
+
+    Args:
+        features: from :func:`waveform_features`.
+        speaker, stats: the utterance's speaker and the run's :class:`cnnrnn.normalize.NormStats` (``global``
+            and ``speaker`` modes; a speaker the statistics lack uses the global ones).
+        mode: overrides ``cfg.normalization`` (e.g. ``utterance`` for a file whose speaker is unknown).
 
     Returns:
-        ``(kept, segments, skipped)``: indices into ``paths`` of the usable files, their segments
-        (``(n_segments_i, n_mels, segment_frames, 3) float32`` each) and ``{reason: [path, ...]}``.
+        ``(n_mels, frames, 3) float32`` in [0, 1].
+
+    Raises:
+        NormalizationError: ``global``/``speaker`` without statistics, or statistics of another shape.
     """
-    kept, segs, skipped = load_each(paths, lambda p: audio_segments(p, cfg), desc=desc, progress=progress)
-    return kept, segs, skipped
+    from ..normalize import apply
+
+    mode = mode or cfg.normalization
+    if mode == "none":
+        return features
+    n_mels, frames, channels = features.shape
+    z = apply(feature_rows(features), speaker, stats, mode).reshape(frames, n_mels, channels).transpose(1, 0, 2)
+    return np.clip(z / (2 * cfg.norm_range) + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def waveform_segments(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<array>", speaker: str | None = None,
+                      stats=None, mode: str | None = None) -> np.ndarray:
+    """Segments of a waveform: :func:`waveform_features`, :func:`normalize_features`, then cut.
+
+    Args:
+        y: ``(samples,) float32`` mono at ``cfg.sr`` Hz.
+        cfg: the feature settings.
+        source: name used in error messages.
+        speaker, stats, mode: see :func:`normalize_features`.
+
+    Returns:
+        ``(n_segments, n_mels, segment_frames, 3) float32`` in [0, 1].
+
+    Raises:
+        ClipTooShortError: the clip gives fewer frames than one segment.
+    """
+    feats = normalize_features(waveform_features(y, cfg, source), cfg, speaker, stats, mode)
+    return segment(feats, cfg.segment_frames, cfg.segment_hop)
+
+
+def normalization_stats(train: "FeatureSet", others: Sequence["FeatureSet"], cfg: FeatureConfig):
+    """The statistics of ``cfg.normalization`` ``global`` / ``speaker``: global ones from the ``train``
+    utterances only, one set per speaker from all of that speaker's utterances in ``train`` and ``others``
+    (their unlabelled audio: for a test speaker a transductive choice) (:func:`cnnrnn.normalize.fit`).
+
+    Returns:
+        :class:`cnnrnn.normalize.NormStats`, or ``None`` for the modes that need none.
+    """
+    from ..normalize import fit
+
+    if cfg.normalization not in ("speaker", "global"):
+        return None
+    sets = [train, *others]
+    return fit([feature_rows(f) for s in sets for f in s.features], [sp or None for s in sets for sp in s.speakers],
+               reference=[s is train for s in sets for _ in s.features])
+
+
+def files_features(paths: Sequence[str | Path], cfg: FeatureConfig, progress: bool = True,
+                   desc: str = "features") -> tuple[list[int], list[np.ndarray], dict[str, list[str]]]:
+    """:func:`audio_features` of many files; unusable audio is skipped and counted.
+
+    Returns:
+        ``(kept, features, skipped)``: indices into ``paths`` of the usable files, their features
+        (``(n_mels, frames_i, 3) float32`` each) and ``{reason: [path, ...]}``.
+    """
+    return load_each(paths, lambda p: audio_features(p, cfg), desc=desc, progress=progress)
 
 
 @dataclass
@@ -92,13 +168,15 @@ class SegmentSet:
 
     Attributes:
         paths: wav paths ``(N,)``; labels: ``(N,) int``; segments: N arrays
-            ``(n_segments_i, n_mels, segment_frames, 3) float32``; skipped: ``{reason: [path, ...]}``.
+            ``(n_segments_i, n_mels, segment_frames, 3) float32``; skipped: ``{reason: [path, ...]}``;
+        speakers: the N speaker ids (``""`` = unknown; empty list when not known at all).
     """
 
     paths: list[str]
     labels: np.ndarray
     segments: list[np.ndarray]
     skipped: dict[str, list[str]]
+    speakers: list[str] = field(default_factory=list)
 
     @property
     def counts(self) -> np.ndarray:
@@ -108,7 +186,41 @@ class SegmentSet:
     def subset(self, indices: Sequence[int]) -> "SegmentSet":
         """The utterances at ``indices`` (e.g. a fold of a whole-corpus set), with no skips."""
         return SegmentSet([self.paths[i] for i in indices], self.labels[np.asarray(indices, dtype=int)],
-                          [self.segments[i] for i in indices], {})
+                          [self.segments[i] for i in indices], {},
+                          [self.speakers[i] for i in indices] if self.speakers else [])
+
+
+@dataclass
+class FeatureSet:
+    """Un-segmented features of the usable utterances of a filelist, in filelist order.
+
+    Attributes:
+        paths: wav paths ``(N,)``; labels: ``(N,) int``; speakers: N speaker ids (``""`` = unknown);
+        features: N arrays ``(n_mels, frames_i, 3) float32`` (:func:`waveform_features`);
+        skipped: ``{reason: [path, ...]}``.
+    """
+
+    paths: list[str]
+    labels: np.ndarray
+    speakers: list[str]
+    features: list[np.ndarray]
+    skipped: dict[str, list[str]]
+
+    def subset(self, indices: Sequence[int]) -> "FeatureSet":
+        """The utterances at ``indices`` (e.g. a fold of a whole-corpus set), with no skips."""
+        return FeatureSet([self.paths[i] for i in indices], self.labels[np.asarray(indices, dtype=int)],
+                          [self.speakers[i] for i in indices], [self.features[i] for i in indices], {})
+
+    def segmented(self, cfg: FeatureConfig, stats=None) -> SegmentSet:
+        """The :class:`SegmentSet`: every utterance normalised (:func:`normalize_features`, with its speaker and
+        ``stats``, needed by ``global`` / ``speaker``) and cut into segments.
+
+        Raises:
+            NormalizationError: ``global``/``speaker`` normalisation without ``stats``.
+        """
+        segs = [segment(normalize_features(f, cfg, s or None, stats), cfg.segment_frames, cfg.segment_hop)
+                for f, s in zip(self.features, self.speakers)]
+        return SegmentSet(list(self.paths), self.labels, segs, dict(self.skipped), list(self.speakers))
 
 
 def resolve_labels(cfg: DcnnConfig) -> list[str]:
@@ -136,8 +248,19 @@ def labels_beside(filelist: str | Path) -> Path | None:
 
 
 def load_segments(filelist: str | Path, labels: Sequence[str], features: FeatureConfig, root: str | None = None,
-                  progress: bool = True) -> SegmentSet:
-    """Read a filelist and compute every utterance's segments (:func:`audio_segments`).
+                  progress: bool = True, stats=None) -> SegmentSet:
+    """Read a filelist and compute every utterance's segments (:func:`load_features`, then
+    :meth:`FeatureSet.segmented` with ``stats``).
+
+    Raises:
+        as :func:`load_features`; NormalizationError: ``global``/``speaker`` normalisation without ``stats``.
+    """
+    return load_features(filelist, labels, features, root, progress).segmented(features, stats)
+
+
+def load_features(filelist: str | Path, labels: Sequence[str], features: FeatureConfig, root: str | None = None,
+                  progress: bool = True) -> FeatureSet:
+    """Read a filelist and compute every utterance's features (:func:`audio_features`).
 
     Missing wavs and unusable audio (unreadable, silent, shorter than one segment) are skipped and counted.
 
@@ -152,16 +275,16 @@ def load_segments(filelist: str | Path, labels: Sequence[str], features: Feature
                           "or pass --filelist-train / --filelist-test")
     entries, report = read_filelist(filelist, labels, root=root)
     skipped = {reason: list(ids) for reason, ids in report.skipped.items()}
-    kept, segs, unusable = files_segments([e.wavpath for e in entries], features, progress,
-                                          desc=f"segments {Path(filelist).name}")
+    kept, feats, unusable = files_features([e.wavpath for e in entries], features, progress,
+                                           desc=f"features {Path(filelist).name}")
     for reason, paths in unusable.items():
         skipped.setdefault(reason, []).extend(paths)
     if skipped:
         log.warning("%s: skipped %s", filelist, {k: len(v) for k, v in skipped.items()})
-    if not segs:
+    if not feats:
         raise ValueError(f"{filelist}: no usable utterance (skipped: {skipped})")
-    return SegmentSet([entries[i].wavpath for i in kept], np.array([entries[i].emotion_id for i in kept], dtype=int),
-                      segs, skipped)
+    return FeatureSet([entries[i].wavpath for i in kept], np.array([entries[i].emotion_id for i in kept], dtype=int),
+                      [entries[i].speaker_id for i in kept], feats, skipped)
 
 
 def merged_skips(sets) -> dict[str, list[str]]:

@@ -10,6 +10,12 @@
 family's part of ``cnnrnn predict --model RUN --input X`` (a report folder, with metrics when ``X`` is a
 filelist whose emotion ids give the true labels). Unusable audio (missing, unreadable, silent, shorter than
 one segment) is skipped and reported.
+
+A run with ``data.normalization`` normalises every file as it was trained (:func:`normalize_inputs`): with the
+run's ``normalization.json`` for ``global``; for ``speaker``, with the statistics of the file's speaker (a
+filelist's speaker ids, or ``speaker`` for every file), computed from all the given audio of that speaker
+(no labels), or the run's when it knows the speaker and the files are too few. A file without a speaker falls
+back to ``utterance`` normalisation; the ``normalization`` column of the predictions says what each file got.
 """
 from __future__ import annotations
 
@@ -22,10 +28,12 @@ import numpy as np
 from ..artifacts import CheckpointError, atomic_write_bytes, is_temporary, load_labels, load_model
 from ..audio import AUDIO_EXTENSIONS, list_audio
 from ..corpora.vocabulary import match_labels
+from ..features import segment
 from ..reports import predictions_table, write_report
 from ..runs import RunManifest
-from .config import DCNN_FILE, DCNN_META, MODEL_FILE, MODEL_META, read_sidecar
-from .data import files_segments, labels_beside, segment_probabilities, utterance_features
+from .config import DCNN_FILE, DCNN_META, MODEL_FILE, MODEL_META, FeatureConfig, read_norm_stats, read_sidecar
+from .data import (feature_rows, files_features, labels_beside, normalize_features, segment_probabilities,
+                   utterance_features)
 from .filelists import read_filelist
 
 log = logging.getLogger("cnnrnn.dcnn")
@@ -58,8 +66,42 @@ def checkpoint_step(model: str | Path) -> tuple[Path, str]:
                             "(written by `cnnrnn dcnn train` / `cnnrnn dcnn finetune`)")
 
 
+def normalize_inputs(feats: Sequence[np.ndarray], speakers: Sequence[str | None], cfg: FeatureConfig,
+                     stats=None) -> tuple[list[np.ndarray], list[str]]:
+    """Segments of prediction inputs, normalised as the run was trained (see the module docstring).
+
+    Args:
+        feats: per file ``(n_mels, frames_i, 3) float32`` (:func:`cnnrnn.dcnn.data.waveform_features`).
+        speakers: per file its speaker, or ``None``/``""`` when unknown.
+        cfg: the run's feature settings. stats: the run's :class:`cnnrnn.normalize.NormStats`, or ``None``.
+
+    Returns:
+        ``(segments, normalization)``: per file ``(n_segments_i, n_mels, segment_frames, 3) float32`` and what
+        it got (``none``, ``utterance``, ``global`` or a :func:`cnnrnn.normalize.norm_source` value).
+    """
+    from ..normalize import norm_source, with_speakers
+
+    mode, speakers = cfg.normalization, [s or None for s in speakers]
+    known = [(f, s) for f, s in zip(feats, speakers) if s]
+    if mode == "speaker" and stats is not None and known:
+        stats = with_speakers(stats, [feature_rows(f) for f, _ in known], [s for _, s in known])
+    segs, normalization = [], []
+    for f, s in zip(feats, speakers):
+        used = "utterance" if (mode == "speaker" and (not s or stats is None)) or (
+            mode == "global" and stats is None) else mode
+        segs.append(segment(normalize_features(f, cfg, s, stats, used), cfg.segment_frames, cfg.segment_hop))
+        normalization.append(norm_source(s, stats, used) if used == "speaker" else used)
+    fallback = sum(n == "utterance" for n in normalization) if mode in ("speaker", "global") else 0
+    if fallback:
+        log.warning("%s normalisation: %d file(s) use utterance normalisation instead (%s)", mode, fallback,
+                    "no speaker: give --speaker NAME or a filelist" if mode == "speaker" and stats is not None
+                    else "the run has no normalization.json")
+    return segs, normalization
+
+
 def predict_files(checkpoint: str | Path, wavs: Sequence[str | Path], dcnn_h5: str | Path | None = None,
-                  progress: bool = True, batch_size: int = 64) -> dict[str, Any]:
+                  progress: bool = True, batch_size: int = 64,
+                  speakers: Sequence[str | None] | None = None) -> dict[str, Any]:
     """Class probabilities of audio files with a step-2 or step-1 checkpoint (:func:`checkpoint_step`).
 
     Args:
@@ -68,10 +110,12 @@ def predict_files(checkpoint: str | Path, wavs: Sequence[str | Path], dcnn_h5: s
         dcnn_h5: step 2 only: the fine-tuned DCNN (default: the one ``blstm_attention.json`` names, relative
             to it).
         batch_size: segments per DCNN batch.
+        speakers: one speaker per file (``None`` = unknown), for a run with ``speaker`` normalisation.
 
     Returns:
         ``{"labels", "step", "checkpoint", "proba": (N, n_classes) float32, "kept": indices into wavs,
-        "n_segments": (N,) int, "skipped": {reason: [path, ...]}}`` for the N usable files.
+        "n_segments": (N,) int, "normalization": N values (see :func:`normalize_inputs`),
+        "skipped": {reason: [path, ...]}}`` for the N usable files.
 
     Raises:
         FileNotFoundError: checkpoint, sidecar or DCNN missing. CheckpointError: the model's outputs do not
@@ -85,9 +129,11 @@ def predict_files(checkpoint: str | Path, wavs: Sequence[str | Path], dcnn_h5: s
     if int(model.output_shape[-1]) != len(labels):
         raise CheckpointError(f"{checkpoint} predicts {model.output_shape[-1]} classes, its {STEPS[step]} lists "
                               f"{labels}")
-    kept, segs, skipped = files_segments(wavs, features, progress)
-    if not segs:
+    kept, feats, skipped = files_features(wavs, features, progress)
+    if not feats:
         raise ValueError(f"no usable audio among {len(wavs)} file(s) (skipped: {skipped})")
+    speakers = [speakers[i] for i in kept] if speakers is not None else [None] * len(kept)
+    segs, normalization = normalize_inputs(feats, speakers, features, read_norm_stats(checkpoint))
     if step == "train":
         dcnn = Path(dcnn_h5) if dcnn_h5 else checkpoint.parent / meta["dcnn_checkpoint"]
         extractor = feature_extractor(load_model(dcnn))
@@ -95,7 +141,8 @@ def predict_files(checkpoint: str | Path, wavs: Sequence[str | Path], dcnn_h5: s
     else:
         proba = segment_probabilities(model, segs, features.image_size, batch_size)
     return {"labels": labels, "step": step, "checkpoint": checkpoint, "proba": np.asarray(proba, np.float32),
-            "kept": kept, "n_segments": np.array([len(s) for s in segs], dtype=int), "skipped": skipped}
+            "kept": kept, "n_segments": np.array([len(s) for s in segs], dtype=int), "normalization": normalization,
+            "skipped": skipped}
 
 
 def infer(model_h5: str | Path, wavs: Sequence[str | Path], dcnn_h5: str | Path | None = None,
@@ -111,22 +158,27 @@ def infer(model_h5: str | Path, wavs: Sequence[str | Path], dcnn_h5: str | Path 
 
     Returns:
         ``(DataFrame, skipped)``: one row per usable file (``path``, ``predicted``, ``confidence``,
-        ``n_segments`` and ``p_<label>`` per label), as written to the CSV; ``skipped`` ``{reason: [path, ...]}``.
+        ``n_segments``, ``normalization`` for a normalised run, and ``p_<label>`` per label), as written to the
+        CSV; ``skipped`` ``{reason: [path, ...]}``.
 
     Raises:
         FileNotFoundError: model, its JSON or the DCNN missing. ValueError: no usable wav.
     """
     r = predict_files(model_h5, wavs, dcnn_h5, progress)
     paths = [str(wavs[i]) for i in r["kept"]]
-    df = predictions_table(r["proba"], r["labels"], paths, columns={"n_segments": r["n_segments"]})
+    columns: dict[str, Any] = {"n_segments": r["n_segments"]}
+    if any(n != "none" for n in r["normalization"]):
+        columns["normalization"] = r["normalization"]   # without a speaker, speaker runs fall back to utterance
+    df = predictions_table(r["proba"], r["labels"], paths, columns=columns)
     df = df.rename(columns={"id": "path"}).drop(columns="predicted_index")
     out_csv = Path(out_csv) if out_csv else r["checkpoint"].with_name("predictions.csv")
     atomic_write_bytes(out_csv, df.to_csv(index=False).encode("utf-8"))
     return df, r["skipped"]
 
 
-def _filelist_truth(path: Path, model_labels: Sequence[str], labels: Any) -> tuple[list[str], list[int], dict]:
-    """Wav paths and true codes (in the model's label order) of a filelist, and its skips.
+def _filelist_truth(path: Path, model_labels: Sequence[str],
+                    labels: Any) -> tuple[list[str], list[int], list[str], dict]:
+    """Wav paths, true codes (in the model's label order) and speaker ids of a filelist, and its skips.
 
     The filelist's emotion ids index ``labels`` (a list of names or a ``labels.json``), by default the
     ``labels.json`` beside it or above it (``cnnrnn filelists`` writes it there), else the model's labels.
@@ -141,7 +193,7 @@ def _filelist_truth(path: Path, model_labels: Sequence[str], labels: Any) -> tup
     entries, report = read_filelist(path, names)
     skipped = {reason: list(ids) for reason, ids in report.skipped.items()}
     to_model = match_labels(names, model_labels)
-    wavs, codes = [], []
+    wavs, codes, speakers = [], [], []
     for e in entries:
         target = to_model[names[e.emotion_id]]
         if target is None:
@@ -149,7 +201,8 @@ def _filelist_truth(path: Path, model_labels: Sequence[str], labels: Any) -> tup
             continue
         wavs.append(e.wavpath)
         codes.append(list(model_labels).index(target))
-    return wavs, codes, skipped
+        speakers.append(e.speaker_id)
+    return wavs, codes, speakers, skipped
 
 
 def _sources(source: Any) -> list[Path]:
@@ -168,12 +221,14 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
             emotion ids give the true labels (see :func:`_filelist_truth`); or a list of these.
         out_dir: report folder (default ``<run folder>/predictions``).
         manifest: the run's ``run.json`` (not needed: the sidecar JSON beside the checkpoint says it all).
-        options: ``labels`` (the filelist's label names or ``labels.json``), ``batch_size``; others ignored.
+        options: ``labels`` (the filelist's label names or ``labels.json``), ``batch_size``, ``speaker`` (the
+            speaker of every input, for a run with ``speaker`` normalisation; default: a filelist's speaker ids,
+            none for audio files and folders); others ignored.
 
     Returns:
         ``{"predictions": DataFrame (id, source, [true], predicted, predicted_index, confidence, n_segments,
-        p_<label>...), "metrics": dict | None, "files": {kind: path}, "skipped": {reason: [paths]}}``; writes
-        ``predictions.csv``, and ``metrics.json`` + ``confusion_matrix.png`` when true labels are known.
+        [normalization], p_<label>...), "metrics": dict | None, "files": {kind: path}, "skipped": {reason:
+        [paths]}}``; writes ``predictions.csv``, and ``metrics.json`` + ``confusion_matrix.png`` when true labels are known.
 
     Raises:
         ValueError: not one model, or an input that is none of the above. FileNotFoundError: missing files.
@@ -184,10 +239,12 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
     model_labels, _, _ = read_sidecar(checkpoint, STEPS[step])
     wavs: list[str] = []
     truth: list[int] | None = []
+    speakers: list[str | None] = []
     skipped: dict[str, list[str]] = {}
     for src in _sources(source):
+        who: list[str | None] | None = None
         if src.is_file() and src.suffix.lower() == ".txt":
-            more, codes, skips = _filelist_truth(src, model_labels, options.get("labels"))
+            more, codes, who, skips = _filelist_truth(src, model_labels, options.get("labels"))
             truth = truth + codes if truth is not None else None
             for reason, paths in skips.items():
                 skipped.setdefault(reason, []).extend(paths)
@@ -203,15 +260,21 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
             raise ValueError(f"--input {src}: a DCNN-BLSTMwA run predicts audio files "
                              f"({', '.join(AUDIO_EXTENSIONS)}), a folder of them, or a filelist .txt")
         wavs += more
-    r = predict_files(checkpoint, wavs, progress=progress, batch_size=options.get("batch_size") or 64)
+        speakers += [options.get("speaker") or (who[i] if who else None) for i in range(len(more))]
+    r = predict_files(checkpoint, wavs, progress=progress, batch_size=options.get("batch_size") or 64,
+                      speakers=speakers)
     for reason, paths in r["skipped"].items():
         skipped.setdefault(reason, []).extend(paths)
     kept = r["kept"]
     y_true = [truth[i] for i in kept] if truth is not None else None
     out_dir = Path(out_dir) if out_dir else checkpoint.parent / "predictions"
+    columns: dict[str, Any] = {"n_segments": r["n_segments"]}
+    extra: dict[str, Any] = {"step": step, "checkpoint": str(checkpoint)}
+    if any(n != "none" for n in r["normalization"]):
+        columns["normalization"] = r["normalization"]
+        extra["normalization"] = {n: r["normalization"].count(n) for n in sorted(set(r["normalization"]))}
     report = write_report(out_dir, r["proba"], r["labels"], [Path(wavs[i]).stem for i in kept], y_true,
-                          family="dcnn", sources=[wavs[i] for i in kept], columns={"n_segments": r["n_segments"]},
-                          extra={"step": step, "checkpoint": str(checkpoint)})
+                          family="dcnn", sources=[wavs[i] for i in kept], columns=columns, extra=extra)
     if skipped:
         log.warning("skipped %s", {k: len(v) for k, v in skipped.items()})
     return {**report, "skipped": skipped}

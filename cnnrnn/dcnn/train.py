@@ -14,6 +14,13 @@
   ``log_train.out``, ``history_train.csv``, ``metrics_train.json`` (``{"utterances": {...}}``),
   ``predictions_train.csv`` and ``confusion_train.png``.
 
+Recipe options (not in the paper; see :mod:`cnnrnn.dcnn.config`): ``data.normalization`` (``global`` /
+``speaker`` statistics are fitted in step 1, global ones on the train filelist only, per speaker on each
+speaker's own audio of both filelists, written to ``normalization.json`` and reused by step 2 and prediction),
+``model.backbone: compact``, SpecAugment on the step-1 segments, and ``train.selection: inner`` (each step keeps
+the epoch of best accuracy on one held-out *training* speaker, :func:`cnnrnn.splits.inner_split`, instead of the
+last epoch; the test filelist is then only scored).
+
 Scores go through :func:`cnnrnn.reports.write_report`; each step's ``run.json``
 (:func:`cnnrnn.runs.write_manifest`, family ``dcnn``, ``extra.step`` ``finetune`` or ``train``) lets
 ``cnnrnn predict --model <run folder>`` use it. Unusable audio (missing, unreadable, silent, shorter than
@@ -34,11 +41,14 @@ import numpy as np
 
 from ..artifacts import load_json, save_json, save_model_h5
 from ..config import ConfigError
+from ..normalize import count_sources, norm_source
 from ..reports import write_report
 from ..runs import write_manifest
-from .config import DCNN_FILE, DCNN_META, FAMILY, MODEL_FILE, MODEL_META, DcnnConfig, FeatureConfig, read_sidecar
-from .data import (SegmentSet, load_segments, merged_skips, resolve_labels, segment_dataset, utterance_features,
-                   utterance_mean)
+from ..splits import inner_split
+from .config import (DCNN_FILE, DCNN_META, FAMILY, MODEL_FILE, MODEL_META, NORM_FILE, DcnnConfig, FeatureConfig,
+                     read_norm_stats, read_sidecar)
+from .data import (SegmentSet, load_features, merged_skips, normalization_stats, resolve_labels, segment_dataset,
+                   utterance_features, utterance_mean)
 
 log = logging.getLogger("cnnrnn.dcnn")
 
@@ -144,9 +154,60 @@ def _manifest(cfg: DcnnConfig, step: str, labels: Sequence[str], features: Featu
                           input_spec=features.input_spec(), checkpoints=[checkpoint], extra={"step": step, **extra})
 
 
-def _load_sets(cfg: DcnnConfig, labels: Sequence[str], features: FeatureConfig, progress: bool) -> dict:
-    return {split: load_segments(getattr(cfg.data, f"filelist_{split}"), labels, features, cfg.data.root, progress)
+def _load_sets(cfg: DcnnConfig, labels: Sequence[str], features: FeatureConfig, progress: bool,
+               stats=None, fit: bool = True) -> tuple[dict[str, SegmentSet], Any]:
+    """The two filelists' segments, normalised with ``stats`` (or, with ``fit``, with statistics fitted here:
+    :func:`cnnrnn.dcnn.data.normalization_stats`), and those statistics."""
+    sets = {split: load_features(getattr(cfg.data, f"filelist_{split}"), labels, features, cfg.data.root, progress)
             for split in ("train", "test")}
+    if fit:
+        stats = normalization_stats(sets["train"], [sets["test"]], features)
+    return {split: s.segmented(features, stats) for split, s in sets.items()}, stats
+
+
+def _normalization(features: FeatureConfig, stats, sets: dict[str, SegmentSet], run_dir: Path, say) -> dict:
+    """Write ``normalization.json`` (when there are statistics) and say what each split's utterances got:
+    ``{"mode", "file", split: {source: n}}`` (:func:`cnnrnn.normalize.norm_source`)."""
+    mode = features.normalization
+    if mode in ("speaker", "global") and stats is None:
+        raise ConfigError(f"data.normalization {mode} needs the statistics the segments were normalised with")
+    out: dict[str, Any] = {"mode": mode, "file": None}
+    if stats is not None:
+        out["file"] = str(save_json(stats.to_dict(), run_dir / NORM_FILE))
+    for split, s in sets.items():
+        out[split] = count_sources(norm_source(sp or None, stats, mode) for sp in (s.speakers or [""] * len(s.paths)))
+    if mode != "none":
+        say("normalization %s: %s%s", mode, {k: v for k, v in out.items() if k not in ("mode", "file")},
+            " (the test speakers' statistics come from their own unlabelled audio: transductive)"
+            if mode == "speaker" else "")
+    return out
+
+
+def _selection(cfg: DcnnConfig, train_labels: np.ndarray, speakers: Sequence[str], say):
+    """``(fit_idx, select_idx, info)``: with ``train.selection: inner`` the utterances of the train filelist
+    the step fits on and those (one held-out training speaker) that choose its epoch
+    (:func:`cnnrnn.splits.inner_split`); with ``last``, ``(all, None, info)``."""
+    every = np.arange(len(train_labels))
+    if cfg.train.selection != "inner":
+        return every, None, {"selection": "last"}
+    fit, select = inner_split(every, train_labels, list(speakers) or None, cfg.train.seed)
+    held = sorted({speakers[i] for i in select}) if speakers else []
+    info = {"selection": "inner", "n_fit": int(len(fit)), "n_select": int(len(select)),
+            "select_speakers": held if len(held) == 1 else None}
+    say("selection inner: %d utterances fit, %d choose the epoch (%s)", len(fit), len(select),
+        f"held-out training speaker {held[0]}" if len(held) == 1 else "a stratified fifth of the train filelist")
+    return fit, select, info
+
+
+def _best_epoch(cfg: DcnnConfig):
+    """With ``selection: inner``, the callback that restores the weights of the epoch of best ``val_accuracy``
+    (the first of equals) at the end of training; else ``None``."""
+    import keras
+
+    if cfg.train.selection != "inner":
+        return None
+    return keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.train.epochs,
+                                         restore_best_weights=True)
 
 
 def _ids(paths: Sequence[str]) -> list[str]:
@@ -154,18 +215,22 @@ def _ids(paths: Sequence[str]) -> list[str]:
 
 
 def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
-             sets: dict[str, SegmentSet] | None = None) -> dict:
+             sets: dict[str, SegmentSet] | None = None, stats=None) -> dict:
     """Step 1: fine-tune the DCNN on segments; see the module docstring for the files written.
 
     Args:
         cfg: the config (:func:`cnnrnn.dcnn.config.load_dcnn_config`).
         progress: progress bars while computing segments. verbose: Keras ``fit`` verbosity.
         sets: ``{'train': SegmentSet, 'test': SegmentSet}`` already computed (benchmarks reuse one
-            corpus-wide set across folds); default: :func:`~cnnrnn.dcnn.data.load_segments` of the filelists.
+            corpus-wide set across folds); default: the filelists' segments, normalised with statistics fitted
+            here (``data.normalization`` ``global`` / ``speaker``).
+        stats: with ``sets`` and ``global`` / ``speaker`` normalisation: the :class:`cnnrnn.normalize.NormStats`
+            the sets were normalised with (stored in the run for prediction).
 
     Returns:
         ``{'run_dir', 'checkpoint', 'metrics': {'segments': {...}, 'utterances': {...}}, 'skipped',
-        'n_segments'}``.
+        'n_segments', 'normalization', 'selection'}`` (``selection``: ``last`` or ``inner`` with the number of
+        utterances fitted / selecting, the held-out speaker and the ``best_epoch``).
 
     Raises:
         FileNotFoundError, FilelistError, ConfigError, WeightsError: bad inputs (see the helpers).
@@ -177,22 +242,36 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
     labels = resolve_labels(cfg)
     with _run_log(run_dir / "log_finetune.out") as say:
         say("step 1 (fine-tune DCNN) %s: config %s", cfg.train.name, json.dumps(cfg.to_dict()))
-        sets = sets or _load_sets(cfg, labels, features, progress)
+        if sets is None:
+            sets, stats = _load_sets(cfg, labels, features, progress)
+        normalization = _normalization(features, stats, sets, run_dir, say)
         train, test = sets["train"], sets["test"]
-        x_train, y_train = np.concatenate(train.segments), np.repeat(train.labels, train.counts)
         x_test, y_test = np.concatenate(test.segments), np.repeat(test.labels, test.counts)
+        fit_idx, select_idx, selection = _selection(cfg, train.labels, train.speakers, say)
+        fit = train.subset(fit_idx) if select_idx is not None else train
+        x_train, y_train = np.concatenate(fit.segments), np.repeat(fit.labels, fit.counts)
+        if select_idx is None:
+            x_val, y_val = x_test, y_test
+        else:
+            val = train.subset(select_idx)
+            x_val, y_val = np.concatenate(val.segments), np.repeat(val.labels, val.counts)
         skipped = merged_skips(sets.values())
-        say("train %d utterances / %d segments, test %d / %d, skipped %s", len(train.paths), len(x_train),
+        say("fit %d utterances / %d segments, test %d / %d, skipped %s", len(fit.paths), len(x_train),
             len(test.paths), len(x_test), {k: len(v) for k, v in skipped.items()})
         _seed(cfg.train.seed)
         m = cfg.model
         model = build_dcnn((*features.image_size, 3), len(labels), m.backbone, m.weights, m.width, m.fc_units,
-                           m.dropout, m.bn_momentum)
+                           m.dropout, m.bn_momentum, m.filters, m.spec_augment(cfg.train.seed))
         _compile(model, cfg.train.learning_rate)
         size, bs = features.image_size, cfg.train.batch_size
+        best = _best_epoch(cfg)
         model.fit(segment_dataset(x_train, y_train, size, bs, shuffle=True, seed=cfg.train.seed),
-                  validation_data=segment_dataset(x_test, y_test, size, bs), epochs=cfg.train.epochs, shuffle=False,
-                  callbacks=_callbacks(cfg, run_dir / "history_finetune.csv", say), verbose=verbose)
+                  validation_data=segment_dataset(x_val, y_val, size, bs), epochs=cfg.train.epochs, shuffle=False,
+                  callbacks=_callbacks(cfg, run_dir / "history_finetune.csv", say) + ([best] if best else []),
+                  verbose=verbose)
+        selection["best_epoch"] = best.best_epoch + 1 if best else cfg.train.epochs
+        if best:
+            say("selection inner: kept epoch %d (val_accuracy %.4f)", selection["best_epoch"], best.best)
         checkpoint = save_model_h5(model, run_dir / DCNN_FILE)
         save_json({"labels": labels, "features": features.settings(), "config": cfg.to_dict()}, run_dir / DCNN_META)
         proba = model.predict(segment_dataset(x_test, None, size, bs), verbose=0)
@@ -200,10 +279,12 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
         metrics = _report(run_dir, "finetune", labels, {
             "segments": (proba, y_test, seg_ids, None),
             "utterances": (utterance_mean(proba, test.counts), test.labels, _ids(test.paths), test.paths)}, say)
-        _manifest(cfg, "finetune", labels, features, checkpoint, sidecar=DCNN_META)
+        _manifest(cfg, "finetune", labels, features, checkpoint, sidecar=DCNN_META, selection=selection,
+                  normalization=normalization)
         say("saved %s", checkpoint)
     return {"run_dir": str(run_dir), "checkpoint": str(checkpoint), "metrics": metrics,
-            "skipped": skipped, "n_segments": {"train": len(x_train), "test": len(x_test)}}
+            "skipped": skipped, "n_segments": {"train": len(x_train), "test": len(x_test)},
+            "normalization": normalization, "selection": selection}
 
 
 def dcnn_checkpoint(cfg: DcnnConfig) -> Path:
@@ -225,10 +306,12 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
         cfg: the config.
         dcnn_path: the step-1 ``dcnn.h5`` (default :func:`dcnn_checkpoint`); its ``dcnn.json`` gives the
             labels and the feature settings, which must match ``cfg.data``.
-        sets: precomputed segments, as for :func:`finetune`.
+        sets: precomputed segments, as for :func:`finetune`, normalised with the DCNN run's statistics
+            (its ``normalization.json``, which this step copies into its run for prediction).
 
     Returns:
-        ``{'run_dir', 'checkpoint', 'metrics': {'utterances': {...}}, 'skipped', 'max_segments'}``.
+        ``{'run_dir', 'checkpoint', 'metrics': {'utterances': {...}}, 'skipped', 'max_segments',
+        'normalization', 'selection'}``.
 
     Raises:
         ConfigError: the feature settings differ from the DCNN's.
@@ -249,7 +332,10 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
     with _run_log(run_dir / "log_train.out") as say:
         say("step 2 (BLSTM + attention) %s on %s: config %s", cfg.train.name, dcnn_path, json.dumps(cfg.to_dict()))
         extractor = feature_extractor(load_model(dcnn_path))
-        sets = sets or _load_sets(cfg, labels, features, progress)
+        stats = read_norm_stats(dcnn_path)
+        if sets is None:
+            sets, _ = _load_sets(cfg, labels, features, progress, stats=stats, fit=False)
+        normalization = _normalization(features, stats, sets, run_dir, say)
         x = {split: utterance_features(extractor, s.segments, features.image_size) for split, s in sets.items()}
         skipped = merged_skips(sets.values())
         say("features: train %s, test %s (utterances, max segments, dim); skipped %s", x["train"].shape,
@@ -259,9 +345,18 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
         model = build_blstm_attention(x["train"].shape[2], len(labels), m.lstm_units, m.lstm_layers,
                                       m.attention_units, m.dense1_units, m.dense2_units, m.head_dropout)
         _compile(model, cfg.train.learning_rate)
-        model.fit(x["train"], sets["train"].labels, batch_size=cfg.train.batch_size, epochs=cfg.train.epochs,
-                  validation_data=(x["test"], sets["test"].labels), shuffle=True,
-                  callbacks=_callbacks(cfg, run_dir / "history_train.csv", say), verbose=verbose)
+        train_set = sets["train"]
+        fit_idx, select_idx, selection = _selection(cfg, train_set.labels, train_set.speakers, say)
+        val = ((x["test"], sets["test"].labels) if select_idx is None
+               else (x["train"][select_idx], train_set.labels[select_idx]))
+        best = _best_epoch(cfg)
+        model.fit(x["train"][fit_idx], train_set.labels[fit_idx], batch_size=cfg.train.batch_size,
+                  epochs=cfg.train.epochs, validation_data=val, shuffle=True,
+                  callbacks=_callbacks(cfg, run_dir / "history_train.csv", say) + ([best] if best else []),
+                  verbose=verbose)
+        selection["best_epoch"] = best.best_epoch + 1 if best else cfg.train.epochs
+        if best:
+            say("selection inner: kept epoch %d (val_accuracy %.4f)", selection["best_epoch"], best.best)
         checkpoint = save_model_h5(model, run_dir / MODEL_FILE)
         dcnn_rel = os.path.relpath(dcnn_path.resolve(), run_dir.resolve())
         save_json({"labels": labels, "features": features.settings(), "dcnn_checkpoint": dcnn_rel,
@@ -270,7 +365,9 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
         proba = model.predict(x["test"], batch_size=cfg.train.batch_size, verbose=0)
         metrics = _report(run_dir, "train", labels, {"utterances": (proba, test.labels, _ids(test.paths),
                                                                     test.paths)}, say)
-        _manifest(cfg, "train", labels, features, checkpoint, sidecar=MODEL_META, dcnn_checkpoint=dcnn_rel)
+        _manifest(cfg, "train", labels, features, checkpoint, sidecar=MODEL_META, dcnn_checkpoint=dcnn_rel,
+                  selection=selection, normalization=normalization)
         say("saved %s", checkpoint)
     return {"run_dir": str(run_dir), "checkpoint": str(checkpoint), "metrics": metrics,
-            "skipped": skipped, "max_segments": int(max(v.shape[1] for v in x.values()))}
+            "skipped": skipped, "max_segments": int(max(v.shape[1] for v in x.values())),
+            "normalization": normalization, "selection": selection}

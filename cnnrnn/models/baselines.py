@@ -13,12 +13,14 @@ The tutorial's README gives the input sizes, the layer pattern and the activatio
 hidden widths or kernel sizes (its code is only shown as screenshots); the defaults below are
 ours and are config values. The outputs are a softmax ``Dense`` (PyTorch's ``CrossEntropyLoss``
 on logits is the same objective as Keras' sparse categorical cross-entropy on softmax
-probabilities). Only built-in layers are used, so the ``.h5`` checkpoints load with
-:func:`cnnrnn.artifacts.load_model`.
+probabilities). Besides the optional SpecAugment layer (registered), only built-in layers are used; the
+``.h5`` checkpoints load with :func:`cnnrnn.artifacts.load_model`.
 """
 from __future__ import annotations
 
 from typing import Sequence
+
+from .blocks import with_spec_augment
 
 
 def build_ann(n_samples: int, n_classes: int, hidden_units: Sequence[int] = (256, 128)):
@@ -44,7 +46,7 @@ def build_ann(n_samples: int, n_classes: int, hidden_units: Sequence[int] = (256
 
 
 def build_cnn(input_shape: Sequence[int], n_classes: int, filters: Sequence[int] = (16, 32, 64),
-              kernel_size: int = 3, dense_units: int = 128):
+              kernel_size: int = 3, dense_units: int = 128, spec_augment: dict | None = None):
     """Spectrogram CNN: three ``Conv2D(f, k, same) + ReLU + MaxPool(2)`` blocks, flatten,
     ``Dense(dense_units, relu)``, ``Dense(n_classes, softmax)``.
 
@@ -54,6 +56,8 @@ def build_cnn(input_shape: Sequence[int], n_classes: int, filters: Sequence[int]
         filters: output channels of the convolution blocks (one block per entry).
         kernel_size: square convolution kernel size.
         dense_units: width of the ReLU ``Dense`` after flattening.
+        spec_augment: keyword arguments of :class:`~cnnrnn.models.augment.SpecAugment` (training-only
+            frequency and time masks in front), or ``None`` for none (the tutorial).
 
     Returns:
         An uncompiled ``keras.Model`` taking ``(batch, n_mels, frames, 1) float32`` and giving
@@ -69,7 +73,7 @@ def build_cnn(input_shape: Sequence[int], n_classes: int, filters: Sequence[int]
         raise ValueError(f"CNN input {shape} must be (n_mels, frames, 1) with both sides >= {2 ** len(filters)} "
                          f"for {len(filters)} pooling blocks")
     inputs = keras.Input(shape, name="spectrogram")
-    x = inputs
+    x = with_spec_augment(inputs, spec_augment)
     for i, f in enumerate(filters, start=1):
         x = keras.layers.Conv2D(int(f), int(kernel_size), padding="same", activation="relu", name=f"conv{i}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .blocks import conv_blocks, with_spec_augment
+
 #: ImageNet channel means in BGR order (Caffe preprocessing of ResNet50).
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -182,11 +184,7 @@ def build_cnnrnn(
     if n_classes < 2:
         raise ValueError(f"need at least 2 classes, got {n_classes}")
     inputs = keras.Input(shape=(h, w, 3), name="spectrogram")
-    x = inputs
-    if spec_augment:
-        from .augment import SpecAugment
-
-        x = SpecAugment(**spec_augment, name="spec_augment")(x)
+    x = with_spec_augment(inputs, spec_augment)
     if backbone == "resnet50":
         weights_path = resolve_backbone_weights(weights)
         x = layers.Normalization(mean=list(IMAGENET_BGR_MEAN), variance=[1.0, 1.0, 1.0],
@@ -197,13 +195,7 @@ def build_cnnrnn(
     else:
         if resolve_backbone_weights(weights) is not None:
             raise WeightsError("the compact backbone trains from scratch: use weights none")
-        x = layers.Rescaling(1 / 255.0, name="scale")(x)
-        for i, f in enumerate(filters, start=1):
-            x = layers.Conv2D(int(f), 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-            x = layers.BatchNormalization(momentum=0.99 if bn_momentum is None else float(bn_momentum),
-                                          name=f"bn{i}")(x)
-            x = layers.ReLU(name=f"relu{i}")(x)
-            x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+        x = conv_blocks(layers.Rescaling(1 / 255.0, name="scale")(x), filters, bn_momentum)
     x = layers.Permute((2, 1, 3), name="time_major")(x)              # (time, frequency, channels)
     x = layers.TimeDistributed(layers.GlobalAveragePooling1D(), name="pool_frequency")(x)  # (time, channels)
     x = layers.LSTM(lstm_units, name="lstm")(x)

@@ -1,0 +1,46 @@
+"""Building blocks shared by the spectrogram model builders (CNNRNN, DCNN-BLSTMwA, the CNN baseline).
+
+* :func:`conv_blocks`: the compact backbone, ``len(filters)`` blocks of ``Conv2D(3×3, no bias) + BatchNorm +
+  ReLU + MaxPool(2×2)``, in the spirit of ACRNN (Chen et al., IEEE Signal Processing Letters 2018) and ADRNN
+  (Meng et al., IEEE Access 2019): small enough to train from scratch on a few hundred utterances;
+* :func:`with_spec_augment`: an optional :class:`~cnnrnn.models.augment.SpecAugment` layer (training only).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def conv_blocks(x, filters: Sequence[int], bn_momentum: float | None = None, kernel_size: int = 3):
+    """Apply one ``Conv2D(f, kernel_size, same, no bias) + BatchNormalization + ReLU + MaxPooling2D(2)`` block
+    per entry of ``filters`` (layers ``conv{i}``, ``bn{i}``, ``relu{i}``, ``pool{i}``, 1-based).
+
+    Args:
+        x: a ``(batch, H, W, C)`` Keras tensor; H and W should be at least ``2 ** len(filters)``.
+        filters: output channels of each block.
+        bn_momentum: momentum of the batch norm moving statistics (``None``: Keras' 0.99; 0.9 for short
+            from-scratch runs, whose inference statistics otherwise lag behind the weights).
+        kernel_size: square kernel size.
+
+    Returns:
+        ``(batch, H / 2**n, W / 2**n, filters[-1])`` (floor division per block).
+    """
+    from keras import layers
+
+    momentum = 0.99 if bn_momentum is None else float(bn_momentum)
+    for i, f in enumerate(filters, start=1):
+        x = layers.Conv2D(int(f), int(kernel_size), padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(momentum=momentum, name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    return x
+
+
+def with_spec_augment(x, options: dict | None):
+    """``x`` through a :class:`~cnnrnn.models.augment.SpecAugment` layer named ``spec_augment`` (keyword
+    arguments ``options``: ``freq_masks``, ``freq_width``, ``time_masks``, ``time_width``, ``seed``), or ``x``
+    unchanged when ``options`` is empty or ``None``. The layer is active in training only."""
+    if not options:
+        return x
+    from .augment import SpecAugment
+
+    return SpecAugment(**options, name="spec_augment")(x)
