@@ -199,7 +199,8 @@ def test_precise_bn_gives_the_statistics_of_the_current_weights():
     import keras
 
     from cnnrnn.models.augment import SpecAugment
-    from cnnrnn.models.cnnrnn import build_cnnrnn, recalibrate_batch_norm
+    from cnnrnn.models.blocks import recalibrate_batch_norm
+    from cnnrnn.models.cnnrnn import build_cnnrnn
 
     images, _, _ = synthetic(16)
     x = images.astype(np.float32)

@@ -102,7 +102,7 @@ class TrainConfig:
             ``crop_width``.
         precise_bn: PreciseBN (Wu & Johnson 2021): after every epoch, before the epoch is scored on the
             selection set, the BatchNormalization statistics are recomputed from the training images with the
-            epoch's weights (:func:`cnnrnn.models.cnnrnn.recalibrate_batch_norm`), so the saved model
+            epoch's weights (:func:`cnnrnn.models.blocks.recalibrate_batch_norm`), so the saved model
             predicts with the statistics of its own weights. Off in the faithful ``default`` preset.
         checkpoint_name: file name pattern of the best checkpoint; ``{fold}`` and
             ``{epochs}`` are filled in (original: ``CNN_RNN_fold{k}_epoch60_e4.h5``).

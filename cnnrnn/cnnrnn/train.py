@@ -229,7 +229,7 @@ def _best_checkpoint_callback(export_model, path: Path, monitor: str):
 def _precise_bn_callback(images: np.ndarray, indices: np.ndarray, crop_width: int | None, batch_size: int = 64):
     import keras
 
-    from ..models.cnnrnn import recalibrate_batch_norm
+    from ..models.blocks import recalibrate_batch_norm
 
     starts = segment_starts(images.shape[2], crop_width, crop_width) if crop_width else [0]
     width = crop_width or images.shape[2]

@@ -150,6 +150,10 @@ class ModelSection:
         freq_masks, freq_mask_width, time_masks, time_mask_width: SpecAugment on the step-1 segment images
             (training only, seeded with ``train.seed``): number and largest width in pixels of the frequency
             and time masks; 0 masks = none (the paper).
+        precise_bn: PreciseBN (Wu & Johnson 2021) in step 1: after every epoch the DCNN's batch-norm
+            statistics are recomputed from the fit segments with that epoch's weights
+            (:func:`cnnrnn.models.blocks.recalibrate_batch_norm`) before the epoch is scored, so the saved DCNN
+            (and the step-2 features it extracts) uses the statistics of its own weights. Off by default (paper).
     """
 
     backbone: str = "alexnet"
@@ -163,6 +167,7 @@ class ModelSection:
     dense1_units: int = 512
     dense2_units: int = 256
     head_dropout: float = 0.1
+    precise_bn: bool = False
     bn_momentum: float | None = None
     filters: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
     freq_masks: int = 0

@@ -210,6 +210,28 @@ def _best_epoch(cfg: DcnnConfig):
                                          restore_best_weights=True)
 
 
+def _precise_bn(cfg: DcnnConfig, x_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, image_size):
+    """With ``model.precise_bn``, the step-1 callback that recomputes the batch-norm statistics from the fit
+    segments after every epoch and then scores the selection segments again (``val_loss``/``val_accuracy`` in the
+    epoch's logs, read by the callbacks after it); else ``None``."""
+    import keras
+
+    from ..models.blocks import recalibrate_batch_norm
+
+    if not cfg.model.precise_bn:
+        return None
+
+    class PreciseBN(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            recalibrate_batch_norm(self.model, segment_dataset(x_fit, None, image_size, 64))
+            if logs is not None:
+                scores = self.model.evaluate(segment_dataset(x_val, y_val, image_size, 64), verbose=0,
+                                             return_dict=True)
+                logs["val_loss"], logs["val_accuracy"] = float(scores["loss"]), float(scores["accuracy"])
+
+    return PreciseBN()
+
+
 def _ids(paths: Sequence[str]) -> list[str]:
     return [Path(p).stem for p in paths]
 
@@ -264,11 +286,12 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
                            m.dropout, m.bn_momentum, m.filters, m.spec_augment(cfg.train.seed))
         _compile(model, cfg.train.learning_rate)
         size, bs = features.image_size, cfg.train.batch_size
-        best = _best_epoch(cfg)
+        best, precise = _best_epoch(cfg), _precise_bn(cfg, x_train, x_val, y_val, size)
         model.fit(segment_dataset(x_train, y_train, size, bs, shuffle=True, seed=cfg.train.seed),
-                  validation_data=segment_dataset(x_val, y_val, size, bs), epochs=cfg.train.epochs, shuffle=False,
-                  callbacks=_callbacks(cfg, run_dir / "history_finetune.csv", say) + ([best] if best else []),
-                  verbose=verbose)
+                  validation_data=None if precise else segment_dataset(x_val, y_val, size, bs),
+                  epochs=cfg.train.epochs, shuffle=False, verbose=verbose,
+                  callbacks=([precise] if precise else []) + _callbacks(cfg, run_dir / "history_finetune.csv", say)
+                  + ([best] if best else []))
         selection["best_epoch"] = best.best_epoch + 1 if best else cfg.train.epochs
         if best:
             say("selection inner: kept epoch %d (val_accuracy %.4f)", selection["best_epoch"], best.best)
