@@ -4,7 +4,11 @@ An entry's ``options`` name a preset pair and overrides: ``{"preset": "compact",
 step 1 with ``cnnrnn/configs/dcnn/<preset>_finetune.json`` and step 2 with ``<preset>_train.json``, each with
 the same overrides (:func:`cnnrnn.config.override`, e.g. ``{"data.normalization": "none"}``).
 
-* :func:`dcnn_prepare` computes the un-normalised 3-channel log-mel of every file once
+A preset whose ``model.backbone`` is ``yamnet`` (``{"preset": "yamnet"}``) gets ``model.weights`` =
+``benchmarks/work/yamnet.weights.h5`` unless its overrides name weights; that file is converted once from
+``<data>/../pretrained/yamnet/yamnet.tflite`` (:func:`cnnrnn.yamnet_convert.convert`) when absent.
+
+* :func:`dcnn_prepare` computes the un-normalised features (3-channel log-mel, or YAMNet's log-mel) of every file once
   (:func:`cnnrnn.dcnn.data.files_features`) and keeps it in ``ctx["dcnn"]`` for the folds;
 * :func:`dcnn_fold` trains both steps (:func:`cnnrnn.dcnn.train.finetune`, :func:`cnnrnn.dcnn.train.train`) on the
   other nine speakers, each step's epoch chosen on one held-out *training* speaker when the preset says
@@ -24,13 +28,27 @@ from typing import Any
 
 import numpy as np
 
+YAMNET_WEIGHTS = Path(__file__).resolve().parent / "work" / "yamnet.weights.h5"
 
-def _configs(entry) -> tuple[Any, Any]:
-    """The entry's step-1 and step-2 configs: ``<preset>_finetune`` and ``<preset>_train`` with its overrides."""
+
+def yamnet_weights(data: Path) -> Path:
+    """:data:`YAMNET_WEIGHTS`, converted from ``<data>/../pretrained/yamnet/yamnet.tflite`` first if absent."""
+    if not YAMNET_WEIGHTS.is_file():
+        from cnnrnn.yamnet_convert import convert
+
+        convert(Path(data).parent / "pretrained" / "yamnet" / "yamnet.tflite", YAMNET_WEIGHTS)
+    return YAMNET_WEIGHTS
+
+
+def _configs(entry, ctx: dict) -> tuple[Any, Any]:
+    """The entry's step-1 and step-2 configs: ``<preset>_finetune`` and ``<preset>_train`` with its overrides
+    (and, for a YAMNet preset without ``model.weights`` among them, :func:`yamnet_weights`)."""
     from cnnrnn.config import override
     from cnnrnn.dcnn.config import load_dcnn_config
 
-    preset, changes = entry.options["preset"], entry.options.get("overrides", {})
+    preset, changes = entry.options["preset"], dict(entry.options.get("overrides", {}))
+    if load_dcnn_config(f"{preset}_finetune").model.backbone == "yamnet" and "model.weights" not in changes:
+        changes["model.weights"] = str(yamnet_weights(ctx["data"]))
     return tuple(override(load_dcnn_config(f"{preset}_{step}"), changes) for step in ("finetune", "train"))
 
 
@@ -40,7 +58,7 @@ def dcnn_prepare(entry, ctx: dict) -> dict:
     from cnnrnn.corpora import label_order, load_corpus
     from cnnrnn.dcnn.data import FeatureSet, files_features
 
-    finetune_cfg, train_cfg = _configs(entry)
+    finetune_cfg, train_cfg = _configs(entry, ctx)
     features = finetune_cfg.data.features()
     key = json.dumps({k: v for k, v in features.settings().items() if k not in ("normalization", "norm_range")},
                      sort_keys=True)
@@ -78,7 +96,7 @@ def dcnn_fold(entry, speaker: str, ctx: dict) -> dict:
 
     if "dcnn" not in ctx:
         dcnn_prepare(entry, ctx)
-    finetune_cfg, train_cfg = _configs(entry)
+    finetune_cfg, train_cfg = _configs(entry, ctx)
     d = ctx["dcnn"]
     fs, labels = d["set"], d["labels"]
     speakers = np.asarray(fs.speakers)

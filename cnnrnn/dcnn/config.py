@@ -9,6 +9,10 @@ original scripts.
 
 Each default is declared once: ``sr``, ``n_mels``, ``fmin`` and ``fmax`` in :class:`cnnrnn.features.MelBands`
 (128 mels from 0 Hz), so the DCNN presets state the paper's 64 mels from 20 Hz themselves.
+
+Two feature kinds (``data.kind``), each tied to its backbones: ``deltas`` (the paper's 3-channel log-mel + Δ + ΔΔ
+images, for ``alexnet`` / ``resnet50`` / ``compact``) and ``yamnet`` (YAMNet's 1-channel log-mel patches, for
+``model.backbone: yamnet``; presets ``yamnet_finetune`` / ``yamnet_train``).
 """
 from __future__ import annotations
 
@@ -19,7 +23,8 @@ from typing import Any
 
 from .. import config as _config
 from ..config import ConfigError
-from ..features import MelBands, SpectrogramConfig
+from ..features import (YAMNET_FMAX, YAMNET_FMIN, YAMNET_HOP_SECONDS, YAMNET_N_MELS, YAMNET_SR,
+                        YAMNET_WINDOW_SECONDS, MelBands, SpectrogramConfig)
 
 FAMILY = "dcnn"
 #: Step 1's checkpoint and its sidecar (labels + feature settings), in the step's run folder.
@@ -28,6 +33,11 @@ DCNN_FILE, DCNN_META = "dcnn.h5", "dcnn.json"
 MODEL_FILE, MODEL_META = "blstm_attention.h5", "blstm_attention.json"
 #: The normalisation statistics of a run with ``normalization`` ``global`` / ``speaker``, beside its checkpoint.
 NORM_FILE = "normalization.json"
+#: ``data.kind`` values: the 3-channel log-mel + Δ + ΔΔ images of the paper, or YAMNet's log-mel patches.
+FEATURE_KINDS = ("deltas", "yamnet")
+#: What ``data.kind: yamnet`` requires: the front end YAMNet's AudioSet weights were trained on.
+YAMNET_FRONT_END = {"sr": YAMNET_SR, "n_mels": YAMNET_N_MELS, "fmin": YAMNET_FMIN, "fmax": YAMNET_FMAX,
+                    "win_ms": YAMNET_WINDOW_SECONDS * 1000, "hop_ms": YAMNET_HOP_SECONDS * 1000}
 
 
 @dataclass
@@ -38,6 +48,13 @@ class FeatureConfig(MelBands):
     The paper uses 64 mels from 20 Hz at 16 kHz (the shipped presets say so).
 
     Attributes:
+        kind: ``deltas`` (the paper, default: pre-emphasis, log-mel + Δ + ΔΔ min-max scaled per channel, cut into
+            ``(n_mels, segment_frames, 3)`` segments, resized to ``image_size`` and ImageNet-normalised) or
+            ``yamnet`` (for ``model.backbone: yamnet``: :func:`cnnrnn.features.yamnet_log_mel`, natural-log mel
+            magnitudes, cut into ``(segment_frames, n_mels, 1)`` patches by :func:`cnnrnn.features.yamnet_patches`
+            and fed as they are; ``sr``, ``n_mels``, ``fmin``, ``fmax``, ``win_ms``, ``hop_ms`` must be YAMNet's
+            16000, 64, 125, 7500, 25, 10 (:data:`YAMNET_FRONT_END`); ``delta_width``, ``image_size`` and
+            ``norm_range`` are unused; YAMNet's own patches are 96 frames every 48).
         max_sec: pad/trim length in seconds (3 for ESD, 4 for JTES); ``None`` keeps each clip's length.
         preemphasis: pre-emphasis coefficient (0 disables it).
         win_ms, hop_ms: STFT window and hop in milliseconds (``n_fft = win_length``).
@@ -48,9 +65,13 @@ class FeatureConfig(MelBands):
             (:mod:`cnnrnn.normalize`, per mel band and channel): ``none`` (the paper: each channel min-max
             scaled over the utterance), ``utterance``, ``global`` (statistics of the training utterances) or
             ``speaker`` (each speaker's own audio, no labels; stored in the run's ``normalization.json``).
+            With kind ``yamnet`` the z-scores are mapped back to the training data's global mean and standard
+            deviation per band, so the pretrained network sees log-mels in their usual range
+            (:func:`cnnrnn.dcnn.data.normalize_features`; ``global`` then changes nothing).
         norm_range: with a normalisation, z-scores in ``[-norm_range, norm_range]`` span [0, 1] (clipped).
     """
 
+    kind: str = "deltas"
     max_sec: float | None = 3.0
     preemphasis: float = 0.97
     win_ms: float = 25.0
@@ -72,9 +93,29 @@ class FeatureConfig(MelBands):
         """Hop in samples (10 ms → 160 at 16 kHz)."""
         return int(round(self.sr * self.hop_ms / 1000))
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The step-1 model's input: ``(H, W, 3)`` = ``image_size`` for kind ``deltas``, ``(segment_frames,
+        n_mels, 1)`` (time × mel bands) for ``yamnet``."""
+        if self.kind == "yamnet":
+            return (self.segment_frames, self.n_mels, 1)
+        return (*self.image_size, 3)
+
+    @property
+    def resize(self) -> list[int] | None:
+        """What :func:`cnnrnn.dcnn.data.segment_dataset` resizes segments to (then ImageNet-normalises):
+        ``image_size``, or ``None`` for YAMNet patches (fed as they are)."""
+        return None if self.kind == "yamnet" else list(self.image_size)
+
     def validate(self) -> None:
         """Raise :class:`~cnnrnn.config.ConfigError` on impossible values."""
         super().validate()
+        if self.kind not in FEATURE_KINDS:
+            raise ConfigError(f"data.kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
+        if self.kind == "yamnet":
+            wrong = {k: getattr(self, k) for k, v in YAMNET_FRONT_END.items() if getattr(self, k) != v}
+            if wrong:
+                raise ConfigError(f"data.kind yamnet needs YAMNet's front end {YAMNET_FRONT_END}; got {wrong}")
         if self.n_fft < 2 or self.hop_length < 1:
             raise ConfigError(f"bad STFT settings: win_ms {self.win_ms}, hop_ms {self.hop_ms} at sr {self.sr}")
         if self.max_sec is not None and self.max_sec <= 0:
@@ -99,8 +140,9 @@ class FeatureConfig(MelBands):
 
     def input_spec(self) -> dict[str, Any]:
         """What a run manifest records as the model's input: sr in Hz, duration in seconds (``max_sec``),
-        image size, and every feature setting."""
-        return {"sr": self.sr, "duration": self.max_sec, "image_size": list(self.image_size),
+        image size (the model's input ``[H, W]``: for YAMNet ``[segment_frames, n_mels]``), and every feature
+        setting."""
+        return {"sr": self.sr, "duration": self.max_sec, "image_size": list(self.input_shape[:2]),
                 "n_mels": self.n_mels, "features": self.settings()}
 
 
@@ -142,8 +184,13 @@ class ModelSection:
     :func:`cnnrnn.models.blstm_attention.build_blstm_attention`) settings; paper values by default.
 
     Attributes:
-        backbone: ``alexnet`` (the paper's, default), ``resnet50`` or ``compact`` (a few Conv2D + BatchNorm
-            blocks, :func:`cnnrnn.models.blocks.conv_blocks`, for corpora of hundreds of utterances).
+        backbone: ``alexnet`` (the paper's, default), ``resnet50``, ``compact`` (a few Conv2D + BatchNorm
+            blocks, :func:`cnnrnn.models.blocks.conv_blocks`, for corpora of hundreds of utterances) or ``yamnet``
+            (the AudioSet-pretrained MobileNetV1 up to its 1024-d embedding; needs ``data.kind: yamnet``).
+        weights: ``none``, ``imagenet`` (resnet50, Keras cache only) or a local file; for ``yamnet`` the
+            ``.weights.h5`` written by ``cnnrnn yamnet-convert`` (``none``: random weights, for tests only).
+        freeze_blocks: ``yamnet`` only: the first N of its 14 blocks keep their pretrained weights (0: all
+            fine-tuned; fewer trainable layers train faster on a CPU).
         bn_momentum: momentum of the ResNet50 / compact backbone's batch norm (``null``: Keras' 0.99; 0.9 for
             a from-scratch ResNet50, which otherwise collapses to one class).
         filters: the compact backbone's convolution widths, one block each.
@@ -168,6 +215,7 @@ class ModelSection:
     dense2_units: int = 256
     head_dropout: float = 0.1
     precise_bn: bool = False
+    freeze_blocks: int = 0
     bn_momentum: float | None = None
     filters: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
     freq_masks: int = 0
@@ -177,8 +225,10 @@ class ModelSection:
 
     def validate(self) -> None:
         """Raise :class:`~cnnrnn.config.ConfigError` on impossible values."""
-        if self.backbone not in ("alexnet", "resnet50", "compact"):
-            raise ConfigError(f"model.backbone must be alexnet, resnet50 or compact, got {self.backbone!r}")
+        if self.backbone not in ("alexnet", "resnet50", "compact", "yamnet"):
+            raise ConfigError(f"model.backbone must be alexnet, resnet50, compact or yamnet, got {self.backbone!r}")
+        if self.freeze_blocks < 0:
+            raise ConfigError(f"model.freeze_blocks must be >= 0, got {self.freeze_blocks}")
         if not self.filters or min(self.filters) < 1:
             raise ConfigError(f"model.filters must be positive widths, got {self.filters}")
         if min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) < 0:
@@ -250,6 +300,16 @@ class DcnnConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return _config.to_dict(self)
+
+    def validate(self) -> None:
+        """The backbone decides the feature kind: ``yamnet`` takes ``data.kind: yamnet``, the others ``deltas``.
+
+        Raises:
+            ConfigError: they disagree.
+        """
+        kind = "yamnet" if self.model.backbone == "yamnet" else "deltas"
+        if self.data.kind != kind:
+            raise ConfigError(f"model.backbone {self.model.backbone} takes data.kind {kind}, got {self.data.kind!r}")
 
 
 def load_dcnn_config(source: str | Path | dict | DcnnConfig | None = None) -> DcnnConfig:

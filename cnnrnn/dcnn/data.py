@@ -1,4 +1,4 @@
-"""DCNN-BLSTMwA inputs: 3-channel log-mel segments of wav files and filelists, and the step-2 features.
+"""DCNN-BLSTMwA inputs: log-mel segments of wav files and filelists, and the step-2 features.
 
 The recipe follows Zhang et al., "Pre-trained Deep Convolution Neural Network Model With Attention for
 Speech Emotion Recognition" (Frontiers in Physiology 2021) and the public DCNN-BLSTMWA code:
@@ -14,6 +14,14 @@ Speech Emotion Recognition" (Frontiers in Physiology 2021) and the public DCNN-B
    not fill a segment are dropped, as in the original (:func:`cnnrnn.features.segment`);
 4. for the DCNN, each segment is resized to the backbone input (227×227 for AlexNet) and normalised with
    the ImageNet mean/std (:func:`cnnrnn.features.to_backbone_input`, in :func:`segment_dataset`).
+
+With ``data.kind: yamnet`` (the YAMNet backbone) steps 2–4 are YAMNet's instead: the waveform (pre-emphasis and
+pad/trim as configured; the presets use none and keep each clip's length) → :func:`cnnrnn.features.yamnet_log_mel`
+(16 kHz, 25 ms / 10 ms, 64 mel bands 125–7500 Hz, ``log(mel + 0.001)``), kept as ``(64, frames, 1)`` like the
+3-channel features so normalisation and storage are shared; optionally normalised (z-scores mapped back to the
+training data's global mean/std per band, :func:`normalize_features`); cut into ``(segment_frames, 64, 1)``
+patches (time × bands; 96 frames every 48 in the presets, :func:`cnnrnn.features.yamnet_patches`) and fed to the
+network as they are (no resize, no ImageNet normalisation). :func:`cut` does either cut.
 
 A clip shorter than one segment raises :class:`~cnnrnn.features.ClipTooShortError`, an
 :class:`~cnnrnn.audio.AudioError` with reason ``too_short``, so batch loops count it as a skip like any
@@ -31,7 +39,7 @@ import numpy as np
 from ..artifacts import load_labels
 from ..audio import load_audio, load_each, pad_or_trim
 from ..config import ConfigError
-from ..features import ClipTooShortError, log_mel_deltas, segment, to_backbone_input
+from ..features import ClipTooShortError, log_mel_deltas, segment, to_backbone_input, yamnet_log_mel, yamnet_patches
 from .config import DcnnConfig, FeatureConfig
 from .filelists import read_filelist
 
@@ -39,8 +47,9 @@ log = logging.getLogger("cnnrnn.dcnn")
 
 
 def waveform_features(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<array>") -> np.ndarray:
-    """The un-normalised 3-channel log-mel of a waveform: pre-emphasis, pad/trim to ``max_sec``, log-mel + Δ +
-    ΔΔ, each channel min-max scaled over the utterance (:func:`cnnrnn.features.log_mel_deltas`).
+    """The un-normalised features of a waveform: pre-emphasis, pad/trim to ``max_sec``, then log-mel + Δ +
+    ΔΔ, each channel min-max scaled over the utterance (:func:`cnnrnn.features.log_mel_deltas`), or with
+    ``cfg.kind`` ``yamnet`` YAMNet's log-mel (:func:`cnnrnn.features.yamnet_log_mel`, frames not centred).
 
     Args:
         y: ``(samples,) float32`` mono at ``cfg.sr`` Hz.
@@ -48,7 +57,8 @@ def waveform_features(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<
         source: name used in error messages.
 
     Returns:
-        ``(n_mels, frames, 3) float32`` in [0, 1].
+        ``(n_mels, frames, 3) float32`` in [0, 1]; for ``yamnet`` ``(64, frames, 1) float32`` natural-log mel
+        magnitudes (``log(0.001)`` ≈ -6.9 and up).
 
     Raises:
         ClipTooShortError: the clip gives fewer frames than one segment.
@@ -59,10 +69,17 @@ def waveform_features(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<
         y = librosa.effects.preemphasis(np.asarray(y, np.float32), coef=cfg.preemphasis)
     if cfg.max_sec is not None:
         y = pad_or_trim(y, int(round(cfg.max_sec * cfg.sr)))
-    frames = 1 + len(y) // cfg.hop_length  # librosa's centred STFT
+    yamnet = cfg.kind == "yamnet"
+    if yamnet:  # tf.signal.frame: no centring, no padding
+        frames = 0 if len(y) < cfg.n_fft else 1 + (len(y) - cfg.n_fft) // cfg.hop_length
+    else:
+        frames = 1 + len(y) // cfg.hop_length  # librosa's centred STFT
     if frames < cfg.segment_frames:
         raise ClipTooShortError(f"{source}: {frames} frames is shorter than one segment ({cfg.segment_frames} "
                                 "frames); raise max_sec or lower segment_frames")
+    if yamnet:
+        return yamnet_log_mel(y, sr=cfg.sr, window_seconds=cfg.win_ms / 1000, hop_seconds=cfg.hop_ms / 1000,
+                              n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax).T[..., None]
     return log_mel_deltas(y, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
                           fmin=cfg.fmin, fmax=cfg.fmax, delta_width=cfg.delta_width)
 
@@ -86,37 +103,68 @@ def feature_rows(features: np.ndarray) -> np.ndarray:
 
 def normalize_features(features: np.ndarray, cfg: FeatureConfig, speaker: str | None = None, stats=None,
                        mode: str | None = None) -> np.ndarray:
-    """Normalise ``(n_mels, frames, 3)`` features as ``cfg.normalization`` (or ``mode``) says.
+    """Normalise ``(n_mels, frames, C)`` features as ``cfg.normalization`` (or ``mode``) says.
 
     ``none`` returns them unchanged; otherwise every mel band of every channel is standardised
     (:func:`cnnrnn.normalize.apply`: over this utterance, with the run's global statistics, or with its
-    speaker's) and z-scores in ``[-norm_range, norm_range]`` are mapped linearly to [0, 1], clipped.
+    speaker's). Kind ``deltas``: z-scores in ``[-norm_range, norm_range]`` are mapped linearly to [0, 1],
+    clipped. Kind ``yamnet``: the z-scores are mapped back to the global (training data) mean and standard
+    deviation of each band, ``z * std + mean``, so the pretrained YAMNet sees log-mels in their usual range
+    with each speaker's (or utterance's) own offset and spread per band removed; ``global`` is then the
+    identity.
 
     Args:
         features: from :func:`waveform_features`.
         speaker, stats: the utterance's speaker and the run's :class:`cnnrnn.normalize.NormStats` (``global``
-            and ``speaker`` modes; a speaker the statistics lack uses the global ones).
+            and ``speaker`` modes, and every mode but ``none`` for ``yamnet``; a speaker the statistics lack uses
+            the global ones).
         mode: overrides ``cfg.normalization`` (e.g. ``utterance`` for a file whose speaker is unknown).
 
     Returns:
-        ``(n_mels, frames, 3) float32`` in [0, 1].
+        ``(n_mels, frames, C) float32``: in [0, 1] for ``deltas``; log-mel values for ``yamnet``.
 
     Raises:
-        NormalizationError: ``global``/``speaker`` without statistics, or statistics of another shape.
+        NormalizationError: ``global``/``speaker`` (any mode for ``yamnet``) without statistics, or statistics
+            of another shape.
     """
-    from ..normalize import apply
+    from ..normalize import NormalizationError, apply
 
     mode = mode or cfg.normalization
     if mode == "none":
         return features
     n_mels, frames, channels = features.shape
-    z = apply(feature_rows(features), speaker, stats, mode).reshape(frames, n_mels, channels).transpose(1, 0, 2)
+    z = apply(feature_rows(features), speaker, stats, mode)
+    if cfg.kind == "yamnet":
+        if stats is None:
+            raise NormalizationError(f"{mode} normalisation of YAMNet features needs the training data's global "
+                                     "statistics to map the z-scores back to (normalization.json)")
+        z = z * stats.global_moments.std + stats.global_moments.mean
+    z = z.reshape(frames, n_mels, channels).transpose(1, 0, 2)
+    if cfg.kind == "yamnet":
+        return z.astype(np.float32)
     return np.clip(z / (2 * cfg.norm_range) + 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def cut(features: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Cut ``(n_mels, frames, C)`` features into the step-1 model's inputs, ``segment_frames`` every
+    ``segment_hop`` frames (trailing frames that fill no segment are dropped).
+
+    Returns:
+        ``(n_segments, n_mels, segment_frames, 3)`` (kind ``deltas``, :func:`cnnrnn.features.segment`) or
+        ``(n_segments, segment_frames, n_mels, 1)`` (kind ``yamnet``, :func:`cnnrnn.features.yamnet_patches`),
+        ``float32``.
+
+    Raises:
+        ClipTooShortError: fewer frames than one segment.
+    """
+    if cfg.kind == "yamnet":
+        return yamnet_patches(features[..., 0].T, patch_frames=cfg.segment_frames, patch_hop=cfg.segment_hop)
+    return segment(features, cfg.segment_frames, cfg.segment_hop)
 
 
 def waveform_segments(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<array>", speaker: str | None = None,
                       stats=None, mode: str | None = None) -> np.ndarray:
-    """Segments of a waveform: :func:`waveform_features`, :func:`normalize_features`, then cut.
+    """Segments of a waveform: :func:`waveform_features`, :func:`normalize_features`, then :func:`cut`.
 
     Args:
         y: ``(samples,) float32`` mono at ``cfg.sr`` Hz.
@@ -125,26 +173,26 @@ def waveform_segments(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<
         speaker, stats, mode: see :func:`normalize_features`.
 
     Returns:
-        ``(n_segments, n_mels, segment_frames, 3) float32`` in [0, 1].
+        as :func:`cut`.
 
     Raises:
         ClipTooShortError: the clip gives fewer frames than one segment.
     """
-    feats = normalize_features(waveform_features(y, cfg, source), cfg, speaker, stats, mode)
-    return segment(feats, cfg.segment_frames, cfg.segment_hop)
+    return cut(normalize_features(waveform_features(y, cfg, source), cfg, speaker, stats, mode), cfg)
 
 
 def normalization_stats(train: "FeatureSet", others: Sequence["FeatureSet"], cfg: FeatureConfig):
-    """The statistics of ``cfg.normalization`` ``global`` / ``speaker``: global ones from the ``train``
-    utterances only, one set per speaker from all of that speaker's utterances in ``train`` and ``others``
-    (their unlabelled audio: for a test speaker a transductive choice) (:func:`cnnrnn.normalize.fit`).
+    """The statistics of ``cfg.normalization`` ``global`` / ``speaker`` (and ``utterance`` for kind ``yamnet``,
+    whose z-scores are mapped back to the global ones): global ones from the ``train`` utterances only, one set
+    per speaker from all of that speaker's utterances in ``train`` and ``others`` (their unlabelled audio: for a
+    test speaker a transductive choice) (:func:`cnnrnn.normalize.fit`).
 
     Returns:
         :class:`cnnrnn.normalize.NormStats`, or ``None`` for the modes that need none.
     """
     from ..normalize import fit
 
-    if cfg.normalization not in ("speaker", "global"):
+    if cfg.normalization == "none" or (cfg.normalization == "utterance" and cfg.kind != "yamnet"):
         return None
     sets = [train, *others]
     return fit([feature_rows(f) for s in sets for f in s.features], [sp or None for s in sets for sp in s.speakers],
@@ -157,7 +205,7 @@ def files_features(paths: Sequence[str | Path], cfg: FeatureConfig, progress: bo
 
     Returns:
         ``(kept, features, skipped)``: indices into ``paths`` of the usable files, their features
-        (``(n_mels, frames_i, 3) float32`` each) and ``{reason: [path, ...]}``.
+        (``(n_mels, frames_i, C) float32`` each, C = 3, or 1 for ``yamnet``) and ``{reason: [path, ...]}``.
     """
     return load_each(paths, lambda p: audio_features(p, cfg), desc=desc, progress=progress)
 
@@ -167,8 +215,9 @@ class SegmentSet:
     """Segments of the usable utterances of a filelist, in filelist order.
 
     Attributes:
-        paths: wav paths ``(N,)``; labels: ``(N,) int``; segments: N arrays
-            ``(n_segments_i, n_mels, segment_frames, 3) float32``; skipped: ``{reason: [path, ...]}``;
+        paths: wav paths ``(N,)``; labels: ``(N,) int``; segments: N arrays of :func:`cut`
+            (``(n_segments_i, n_mels, segment_frames, 3)`` or YAMNet's ``(n_segments_i, frames, 64, 1)`` float32);
+        skipped: ``{reason: [path, ...]}``;
         speakers: the N speaker ids (``""`` = unknown; empty list when not known at all).
     """
 
@@ -196,7 +245,7 @@ class FeatureSet:
 
     Attributes:
         paths: wav paths ``(N,)``; labels: ``(N,) int``; speakers: N speaker ids (``""`` = unknown);
-        features: N arrays ``(n_mels, frames_i, 3) float32`` (:func:`waveform_features`);
+        features: N arrays ``(n_mels, frames_i, C) float32`` (:func:`waveform_features`);
         skipped: ``{reason: [path, ...]}``.
     """
 
@@ -213,13 +262,12 @@ class FeatureSet:
 
     def segmented(self, cfg: FeatureConfig, stats=None) -> SegmentSet:
         """The :class:`SegmentSet`: every utterance normalised (:func:`normalize_features`, with its speaker and
-        ``stats``, needed by ``global`` / ``speaker``) and cut into segments.
+        ``stats``, needed by ``global`` / ``speaker``) and cut into segments (:func:`cut`).
 
         Raises:
             NormalizationError: ``global``/``speaker`` normalisation without ``stats``.
         """
-        segs = [segment(normalize_features(f, cfg, s or None, stats), cfg.segment_frames, cfg.segment_hop)
-                for f, s in zip(self.features, self.speakers)]
+        segs = [cut(normalize_features(f, cfg, s or None, stats), cfg) for f, s in zip(self.features, self.speakers)]
         return SegmentSet(list(self.paths), self.labels, segs, dict(self.skipped), list(self.speakers))
 
 
@@ -298,11 +346,12 @@ def merged_skips(sets) -> dict[str, list[str]]:
 
 def segment_dataset(segments: np.ndarray, labels: np.ndarray | None, image_size, batch_size: int,
                     shuffle: bool = False, seed: int = 0):
-    """``tf.data`` over ``(N, n_mels, frames, 3) float32`` segments, resized and ImageNet-normalised per batch
-    (:func:`cnnrnn.features.to_backbone_input`).
+    """``tf.data`` over ``(N, n_mels, frames, 3) float32`` segments, resized to ``image_size`` and
+    ImageNet-normalised per batch (:func:`cnnrnn.features.to_backbone_input`); with ``image_size`` ``None``
+    (YAMNet patches, :attr:`cnnrnn.dcnn.config.FeatureConfig.resize`) the segments go in as they are.
 
     Returns:
-        batches of ``(batch, H, W, 3) float32`` (with ``(batch,) int32`` labels unless ``labels`` is None).
+        batches of ``(batch, H, W, C) float32`` (with ``(batch,) int32`` labels unless ``labels`` is None).
     """
     import tensorflow as tf
 
@@ -314,7 +363,8 @@ def segment_dataset(segments: np.ndarray, labels: np.ndarray | None, image_size,
 
     def gather(idx):
         x = tf.ensure_shape(tf.numpy_function(lambda i: segments[i], [idx], tf.float32), shape)
-        x = to_backbone_input(x, image_size)
+        if image_size is not None:
+            x = to_backbone_input(x, image_size)
         if y_all is None:
             return x
         return x, tf.ensure_shape(tf.numpy_function(lambda i: y_all[i], [idx], tf.int32), (None,))
@@ -327,7 +377,8 @@ def segment_probabilities(dcnn, segments: Sequence[np.ndarray], image_size, batc
 
     Args:
         dcnn: the fine-tuned DCNN (:func:`cnnrnn.models.dcnn.build_dcnn`).
-        segments: per utterance ``(n_segments_i, n_mels, frames, 3) float32``.
+        segments: per utterance ``(n_segments_i, ...) float32`` (:func:`cut`).
+        image_size: as :func:`segment_dataset`.
 
     Returns:
         ``(N, n_classes) float32``.
@@ -351,7 +402,8 @@ def utterance_features(extractor, segments: Sequence[np.ndarray], image_size, ba
 
     Args:
         extractor: :func:`cnnrnn.models.dcnn.feature_extractor` of the fine-tuned DCNN.
-        segments: per utterance ``(n_segments_i, n_mels, frames, 3) float32``.
+        segments: per utterance ``(n_segments_i, ...) float32`` (:func:`cut`).
+        image_size: as :func:`segment_dataset`.
 
     Returns:
         ``(N, max_i n_segments_i, feat_dim) float32``, padded with

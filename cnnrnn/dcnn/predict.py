@@ -28,11 +28,10 @@ import numpy as np
 from ..artifacts import CheckpointError, atomic_write_bytes, is_temporary, load_labels, load_model
 from ..audio import AUDIO_EXTENSIONS, list_audio
 from ..corpora.vocabulary import match_labels
-from ..features import segment
 from ..reports import predictions_table, write_report
 from ..runs import RunManifest
 from .config import DCNN_FILE, DCNN_META, MODEL_FILE, MODEL_META, FeatureConfig, read_norm_stats, read_sidecar
-from .data import (feature_rows, files_features, labels_beside, normalize_features, segment_probabilities,
+from .data import (cut, feature_rows, files_features, labels_beside, normalize_features, segment_probabilities,
                    utterance_features)
 from .filelists import read_filelist
 
@@ -71,12 +70,12 @@ def normalize_inputs(feats: Sequence[np.ndarray], speakers: Sequence[str | None]
     """Segments of prediction inputs, normalised as the run was trained (see the module docstring).
 
     Args:
-        feats: per file ``(n_mels, frames_i, 3) float32`` (:func:`cnnrnn.dcnn.data.waveform_features`).
+        feats: per file ``(n_mels, frames_i, C) float32`` (:func:`cnnrnn.dcnn.data.waveform_features`).
         speakers: per file its speaker, or ``None``/``""`` when unknown.
         cfg: the run's feature settings. stats: the run's :class:`cnnrnn.normalize.NormStats`, or ``None``.
 
     Returns:
-        ``(segments, normalization)``: per file ``(n_segments_i, n_mels, segment_frames, 3) float32`` and what
+        ``(segments, normalization)``: per file its segments (:func:`cnnrnn.dcnn.data.cut`) and what
         it got (``none``, ``utterance``, ``global`` or a :func:`cnnrnn.normalize.norm_source` value).
     """
     from ..normalize import norm_source, with_speakers
@@ -89,7 +88,7 @@ def normalize_inputs(feats: Sequence[np.ndarray], speakers: Sequence[str | None]
     for f, s in zip(feats, speakers):
         used = "utterance" if (mode == "speaker" and (not s or stats is None)) or (
             mode == "global" and stats is None) else mode
-        segs.append(segment(normalize_features(f, cfg, s, stats, used), cfg.segment_frames, cfg.segment_hop))
+        segs.append(cut(normalize_features(f, cfg, s, stats, used), cfg))
         normalization.append(norm_source(s, stats, used) if used == "speaker" else used)
     fallback = sum(n == "utterance" for n in normalization) if mode in ("speaker", "global") else 0
     if fallback:
@@ -137,9 +136,9 @@ def predict_files(checkpoint: str | Path, wavs: Sequence[str | Path], dcnn_h5: s
     if step == "train":
         dcnn = Path(dcnn_h5) if dcnn_h5 else checkpoint.parent / meta["dcnn_checkpoint"]
         extractor = feature_extractor(load_model(dcnn))
-        proba = model.predict(utterance_features(extractor, segs, features.image_size, batch_size), verbose=0)
+        proba = model.predict(utterance_features(extractor, segs, features.resize, batch_size), verbose=0)
     else:
-        proba = segment_probabilities(model, segs, features.image_size, batch_size)
+        proba = segment_probabilities(model, segs, features.resize, batch_size)
     return {"labels": labels, "step": step, "checkpoint": checkpoint, "proba": np.asarray(proba, np.float32),
             "kept": kept, "n_segments": np.array([len(s) for s in segs], dtype=int), "normalization": normalization,
             "skipped": skipped}

@@ -17,7 +17,8 @@
 Recipe options (not in the paper; see :mod:`cnnrnn.dcnn.config`): ``data.normalization`` (``global`` /
 ``speaker`` statistics are fitted in step 1, global ones on the train filelist only, per speaker on each
 speaker's own audio of both filelists, written to ``normalization.json`` and reused by step 2 and prediction),
-``model.backbone: compact``, SpecAugment on the step-1 segments, and ``train.selection: inner`` (each step keeps
+``model.backbone: compact`` or ``yamnet`` (with ``data.kind: yamnet``: YAMNet's log-mel patches, see
+:mod:`cnnrnn.dcnn.data`), SpecAugment on the step-1 segments, and ``train.selection: inner`` (each step keeps
 the epoch of best accuracy on one held-out *training* speaker, :func:`cnnrnn.splits.inner_split`, instead of the
 last epoch; the test filelist is then only scored).
 
@@ -282,10 +283,10 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
             len(test.paths), len(x_test), {k: len(v) for k, v in skipped.items()})
         _seed(cfg.train.seed)
         m = cfg.model
-        model = build_dcnn((*features.image_size, 3), len(labels), m.backbone, m.weights, m.width, m.fc_units,
-                           m.dropout, m.bn_momentum, m.filters, m.spec_augment(cfg.train.seed))
+        model = build_dcnn(features.input_shape, len(labels), m.backbone, m.weights, m.width, m.fc_units,
+                           m.dropout, m.bn_momentum, m.filters, m.spec_augment(cfg.train.seed), m.freeze_blocks)
         _compile(model, cfg.train.learning_rate)
-        size, bs = features.image_size, cfg.train.batch_size
+        size, bs = features.resize, cfg.train.batch_size
         best, precise = _best_epoch(cfg), _precise_bn(cfg, x_train, x_val, y_val, size)
         model.fit(segment_dataset(x_train, y_train, size, bs, shuffle=True, seed=cfg.train.seed),
                   validation_data=None if precise else segment_dataset(x_val, y_val, size, bs),
@@ -359,7 +360,7 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
         if sets is None:
             sets, _ = _load_sets(cfg, labels, features, progress, stats=stats, fit=False)
         normalization = _normalization(features, stats, sets, run_dir, say)
-        x = {split: utterance_features(extractor, s.segments, features.image_size) for split, s in sets.items()}
+        x = {split: utterance_features(extractor, s.segments, features.resize) for split, s in sets.items()}
         skipped = merged_skips(sets.values())
         say("features: train %s, test %s (utterances, max segments, dim); skipped %s", x["train"].shape,
             x["test"].shape, {k: len(v) for k, v in skipped.items()})

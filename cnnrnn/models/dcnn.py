@@ -13,13 +13,19 @@ Three backbones:
 * ``compact``: :func:`cnnrnn.models.blocks.conv_blocks` (``len(filters)`` blocks of Conv2D + BatchNorm + ReLU +
   MaxPool, from scratch, sized for a corpus of a few hundred utterances), global average pooling, dropout and
   the FC layer; ``weights`` must be ``none``.
+* ``yamnet``: :func:`cnnrnn.models.yamnet.build_yamnet` (MobileNetV1 pretrained on AudioSet; the float model,
+  no int8 rounding) up to its 1024-d embedding, then dropout and the FC layer. It takes YAMNet's 1-channel
+  log-mel patches ``(frames, 64, 1)`` (time × mel bands), not images. ``weights``: the ``.weights.h5`` of
+  ``cnnrnn yamnet-convert`` (:func:`cnnrnn.yamnet_convert.convert`; nothing is downloaded) or ``none``
+  (random, for tests); ``freeze_blocks`` keeps the first N of its 14 blocks fixed.
 
 An optional :class:`~cnnrnn.models.augment.SpecAugment` layer in front (``spec_augment``) masks frequency and
 time bands of the segments in training only.
 
 Each names its last hidden layer :data:`PENULTIMATE` (ReLU); step 2 takes its output as the segment
 feature (:func:`feature_extractor`). Inputs are ImageNet-normalised segments
-(:func:`cnnrnn.features.to_backbone_input`, applied by :func:`cnnrnn.dcnn.data.segment_dataset`).
+(:func:`cnnrnn.features.to_backbone_input`, applied by :func:`cnnrnn.dcnn.data.segment_dataset`), or YAMNet
+patches as they are.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from .blocks import conv_blocks, with_spec_augment
 from .cnnrnn import WeightsError, resolve_backbone_weights, set_bn_momentum
 
 PENULTIMATE = "penultimate"
-BACKBONES = ("alexnet", "resnet50", "compact")
+BACKBONES = ("alexnet", "resnet50", "compact", "yamnet")
 
 
 def _alexnet(x, width: float, fc_units: int, dropout: float):
@@ -71,17 +77,47 @@ def _compact(x, filters: Sequence[int], fc_units: int, dropout: float, bn_moment
     return layers.Dense(fc_units, activation="relu", name=PENULTIMATE)(x)
 
 
+def _yamnet(x, frames: int, weights: str | None, freeze_blocks: int, fc_units: int, dropout: float):
+    from keras import layers
+
+    from .yamnet import YAMNET_LAYERS, build_yamnet, yamnet_backbone
+
+    if not 0 <= freeze_blocks <= len(YAMNET_LAYERS):
+        raise ValueError(f"freeze_blocks must be in [0, {len(YAMNET_LAYERS)}], got {freeze_blocks}")
+    net = build_yamnet(frames=frames, include_top=True)  # the converted file holds the AudioSet head too
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"YAMNet weights file {path} does not exist: convert a local yamnet.tflite with "
+                               "`cnnrnn yamnet-convert --tflite yamnet.tflite --out PATH.weights.h5` (nothing is "
+                               "downloaded)")
+        try:
+            net.load_weights(path)
+        except (ValueError, OSError) as exc:
+            raise WeightsError(f"{path} is not a YAMNet weights file written by `cnnrnn yamnet-convert` "
+                               f"({str(exc).splitlines()[0]})") from exc
+    backbone = yamnet_backbone(net, name="yamnet")
+    for layer in backbone.layers:
+        block = layer.name.split("_")[0]
+        if block.startswith("layer") and int(block[5:]) <= freeze_blocks:
+            layer.trainable = False
+    x = layers.Dropout(dropout, name="dropout1")(backbone(x))
+    return layers.Dense(fc_units, activation="relu", name=PENULTIMATE)(x)
+
+
 def build_dcnn(input_shape: tuple[int, int, int], n_classes: int, backbone: str = "alexnet",
                weights: str | None = "none", width: float = 1.0, fc_units: int = 4096, dropout: float = 0.5,
                bn_momentum: float | None = None, filters: Sequence[int] = (32, 64, 128, 128),
-               spec_augment: dict | None = None):
+               spec_augment: dict | None = None, freeze_blocks: int = 0):
     """Build the segment classifier (uncompiled).
 
     Args:
-        input_shape: ``(H, W, 3)``; H, W ≥ 32 (227×227 for AlexNet, 224×224 for ResNet50 in the paper).
+        input_shape: ``(H, W, 3)``; H, W ≥ 32 (227×227 for AlexNet, 224×224 for ResNet50 in the paper); for
+            ``yamnet`` ``(frames, 64, 1)``, YAMNet's log-mel patches (96 frames, time along H).
         n_classes: emotion classes.
-        backbone: ``alexnet``, ``resnet50`` or ``compact`` (:data:`BACKBONES`).
-        weights: ``none``, ``imagenet`` (resnet50, cached only) or a local weights file (alexnet, resnet50).
+        backbone: ``alexnet``, ``resnet50``, ``compact`` or ``yamnet`` (:data:`BACKBONES`).
+        weights: ``none``, ``imagenet`` (resnet50, cached only) or a local weights file (alexnet, resnet50;
+            for yamnet the ``.weights.h5`` of ``cnnrnn yamnet-convert``).
         width: AlexNet filter/unit multiplier (ignored by resnet50).
         fc_units: units of the fully-connected layers; the penultimate one is the step-2 feature size.
         dropout: dropout before the fully-connected layers (0.5).
@@ -90,15 +126,18 @@ def build_dcnn(input_shape: tuple[int, int, int], n_classes: int, backbone: str 
             AlexNet-style DCNN has no batch norm and ignores it.
         filters: the compact backbone's convolution widths, one block each (ignored by the others).
         spec_augment: keyword arguments of :class:`~cnnrnn.models.augment.SpecAugment` (training-only
-            masks on the segment images), or ``None`` for none.
+            masks on the segment images), or ``None`` for none. For ``yamnet`` (time along H, mel bands along
+            W) the frequency masks still cover mel bands and the time masks frames.
+        freeze_blocks: ``yamnet`` only: the first N of its 14 blocks are not trained (0..14).
 
     Returns:
-        ``keras.Model`` mapping ``(batch, H, W, 3) float32`` to ``(batch, n_classes)`` probabilities.
+        ``keras.Model`` mapping ``(batch, H, W, C) float32`` to ``(batch, n_classes)`` probabilities.
 
     Raises:
         ValueError: unknown backbone, image smaller than 32×32 (or ``2 ** len(filters)`` for compact), fewer than
-            2 classes.
-        WeightsError: weights not found locally (nothing is downloaded), or weights given for compact.
+            2 classes, a yamnet input other than ``(frames >= 32, 64, 1)``, freeze_blocks outside 0..14.
+        WeightsError: weights not found locally (nothing is downloaded), weights given for compact, or a
+            yamnet weights file that is not YAMNet's.
     """
     import keras
     from keras import layers
@@ -107,7 +146,11 @@ def build_dcnn(input_shape: tuple[int, int, int], n_classes: int, backbone: str 
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {BACKBONES}")
     smallest = max(32, 2 ** len(filters)) if backbone == "compact" else 32
-    if min(h, w) < smallest or c != 3 or n_classes < 2:
+    if backbone == "yamnet":
+        if h < 32 or (w, c) != (64, 1) or n_classes < 2:
+            raise ValueError(f"the yamnet backbone takes (frames >= 32, 64, 1) log-mel patches and >= 2 classes, "
+                             f"got {input_shape}, {n_classes}")
+    elif min(h, w) < smallest or c != 3 or n_classes < 2:
         raise ValueError(f"need (H, W, 3) input with H, W >= {smallest} and >= 2 classes, got {input_shape}, "
                          f"{n_classes}")
     weights = None if weights is None or str(weights).lower() == "none" else str(weights)
@@ -116,9 +159,15 @@ def build_dcnn(input_shape: tuple[int, int, int], n_classes: int, backbone: str 
     if backbone == "alexnet" and weights is not None and weights.lower() == "imagenet":
         raise WeightsError("there are no ImageNet weights for the Keras AlexNet; use weights none, a local "
                            "weights file of this model, or backbone resnet50")
-    inputs = keras.Input(shape=(h, w, 3), name="segment")
+    if backbone == "yamnet" and spec_augment:  # SpecAugment masks rows as frequency: here rows are frames
+        swap = {"freq_masks": "time_masks", "freq_width": "time_width", "time_masks": "freq_masks",
+                "time_width": "freq_width"}
+        spec_augment = {swap.get(k, k): v for k, v in spec_augment.items()}
+    inputs = keras.Input(shape=(h, w, c), name="segment")
     x = with_spec_augment(inputs, spec_augment)
-    if backbone == "alexnet":
+    if backbone == "yamnet":
+        x = _yamnet(x, h, weights, freeze_blocks, fc_units, dropout)
+    elif backbone == "alexnet":
         x = _alexnet(x, width, fc_units, dropout)
     elif backbone == "compact":
         x = _compact(x, filters, fc_units, dropout, bn_momentum)
