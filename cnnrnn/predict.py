@@ -23,6 +23,33 @@ FAMILY_MODULES = {
     "functionals": "cnnrnn.functionals.predict",
 }
 
+#: Models shipped inside the package, one run folder each (``cnnrnn predict --model emodb``); see each folder's
+#: ``MODEL_CARD.md``. Built by ``benchmarks/build_shipped_model.py``.
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+def shipped_models() -> list[str]:
+    """Names of the models shipped in the package (folders of :data:`PRETRAINED_DIR` with a ``run.json``)."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "run.json").is_file())
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A path as given when it exists, else the shipped model of that name (:func:`shipped_models`).
+
+    Raises:
+        FileNotFoundError: neither a path nor a shipped model's name (the message lists the shipped names).
+    """
+    path = Path(model)
+    if path.exists():
+        return path
+    if str(model) in shipped_models():
+        return PRETRAINED_DIR / str(model)
+    names = ", ".join(shipped_models()) or "none"
+    raise FileNotFoundError(f"model {model} not found (neither a path nor a shipped model: {names})")
+
+
 #: Files that identify a run from before manifests, per family (checked in this order).
 _LEGACY_MARKERS = (("baselines", ("baseline_config.json",)), ("dcnn", ("blstm_attention.json", "dcnn.json")),
                    ("hf", ("hf_model.json",)))
@@ -45,9 +72,7 @@ def resolve_family(model: str | Path):
         cnnrnn.runs.ManifestError: the manifest is unreadable, newer than this package, or of a family that
             ``cnnrnn predict`` cannot use.
     """
-    model = Path(model)
-    if not model.exists():
-        raise FileNotFoundError(f"model {model} not found")
+    model = resolve_model(model)
     path = find_manifest(model)
     if path is None:
         return _legacy_family(model), None
@@ -60,13 +85,14 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
     """Predict ``source`` with a trained run of any family, or fuse several runs.
 
     Args:
-        models: a checkpoint, a run folder, or several. Without ``fuse`` all must be of one family (the CNNRNN
+        models: a checkpoint, a run folder, a shipped model's name (:func:`shipped_models`: ``emodb``), or
+            several. Without ``fuse`` all must be of one family (the CNNRNN
             folds average their probabilities). With ``fuse``, each run (family and run folder) predicts on its
             own into ``<out>/<family>_<k>/``, and the runs' class probabilities are averaged (late fusion,
             :func:`fuse_predictions`).
         source: what the families predict on (audio files or folders; CNNRNN also PNGs and
             ``*_final.pickle``; HF a ``new_data.csv``).
-        out_dir: output folder (default ``<run>/predictions``).
+        out_dir: output folder (default ``<run>/predictions``; ``./predictions`` for a shipped model).
         fuse: late fusion of the runs given.
         options: ``labels``, ``config``, ``resize``, ``batch_size``, ``speaker``: passed to the families, which
             ignore what does not apply.
@@ -79,9 +105,11 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
         ValueError: models of different families without ``fuse``; runs whose classes cannot be matched;
             whatever a family raises for bad input.
     """
-    paths = [Path(models)] if isinstance(models, (str, Path)) else [Path(m) for m in models]
+    paths = [resolve_model(models)] if isinstance(models, (str, Path)) else [resolve_model(m) for m in models]
     if not paths:
         raise ValueError("no model given")
+    if out_dir is None and any(p.resolve().is_relative_to(PRETRAINED_DIR) for p in paths):
+        out_dir = Path("predictions")  # never write into the installed package
     resolved = [resolve_family(p) for p in paths]
     families = {family for family, _ in resolved}
     if fuse:

@@ -103,3 +103,12 @@ def test_extends_cycles_and_bad_parents_are_clear_errors(tmp_path):
     a.write_text(json.dumps({"extends": "no-such-preset"}))
     with pytest.raises(ConfigError, match="neither a file nor a cnnrnn preset"):
         load_config(a)
+
+
+def test_the_best_preset_is_the_recipe_the_benchmark_chose():
+    """``best`` must be exactly the configuration of the emodb LOSO entry that the development speakers chose
+    (``cnnrnn_crops_pbn``: preset ``compact_crops`` with PreciseBN), so its benchmark figures describe it."""
+    chosen = override(load_config("compact_crops"), {"train.precise_bn": True})
+    assert load_config("best").to_dict() == chosen.to_dict()
+    assert load_config("best").train.backbone == "compact" and load_config("best").spectrogram.normalization == "speaker"
+

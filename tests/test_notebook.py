@@ -15,6 +15,7 @@ def test_pipeline_notebook_runs_on_tiny_config(tmp_path):
     nb = run_notebook(PIPELINE_NOTEBOOK, {
         "CNNRNN_NOTEBOOK_CONFIG": "tiny",
         "CNNRNN_NOTEBOOK_OUT": str(out),
+        "CNNRNN_NOTEBOOK_RECIPE_EPOCHS": "2",
         "TF_CPP_MIN_LOG_LEVEL": "2",
     })
 
@@ -29,3 +30,13 @@ def test_pipeline_notebook_runs_on_tiny_config(tmp_path):
     outputs = notebook_outputs(nb)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no cell displayed an image"
+
+    # section 8: the best preset on unseen speakers of the sample, and the shipped model
+    recipe = out / "recipe_best"
+    summary = json.loads((recipe / "run_summary.json").read_text(encoding="utf-8"))
+    assert summary["split_scheme"] == "speaker" and summary["speakers_in_both"] == []
+    assert json.loads((recipe / "config.json").read_text())["train"]["backbone"] == "compact"
+    assert (recipe / "test" / "confusion_matrix.png").is_file()
+    shipped = (out / "shipped_predictions" / "predictions.csv").read_text(encoding="utf-8")
+    assert "speaker" in shipped and "p_anger" in shipped
+

@@ -9,18 +9,21 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "predict", help="predict with a trained run or checkpoint(s) of any family",
         description="Predict emotions with a run of any family (CNNRNN, DCNN-BLSTMwA, ANN/CNN baselines, Hugging "
-                    "Face, openSMILE functionals), found from its run.json. --model takes a run folder or "
-                    "checkpoint; several CNNRNN checkpoints (or a models/ folder) average their probabilities (fold "
+                    "Face, openSMILE functionals), found from its run.json. --model takes a run folder, a "
+                    "checkpoint, or the name of a model shipped with the package (emodb: see its MODEL_CARD.md); "
+                    "several CNNRNN checkpoints (or a models/ folder) average their probabilities (fold "
                     "ensemble); several functionals runs too. --input takes "
                     "what the family predicts on: audio files or folders; CNNRNN also PNGs and *_final.pickle; "
                     "DCNN also a filelist; Hugging Face a new_data.csv. Writes predictions.csv, and metrics.json + "
                     "confusion_matrix.png when the true labels are known.")
     p.add_argument("--model", required=True, action="append", metavar="RUN_OR_CHECKPOINT",
-                   help="run folder or checkpoint; repeat it to average several")
+                   help="run folder, checkpoint, or a shipped model's name (emodb: 7 EmoDB emotions, trained on all of "
+                        "emodb-535; research use only); repeat it to average several")
     p.add_argument("--input", required=True,
                    help="audio file or folder (CNNRNN: also .png, *_final.pickle; functionals: also a CSV with "
                         "path[,speaker,label])")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: <run>/predictions)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: <run>/predictions; ./predictions for a shipped model)")
     p.add_argument("--labels", help="labels.json (default: the run's labels)")
     p.add_argument("--resize", action="store_true", default=None,
                    help="resize images whose size differs from the model input (CNNRNN)")
