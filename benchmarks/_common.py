@@ -7,6 +7,7 @@ path under the repository as relative to its root (``benchmarks/work/...``) and 
 from __future__ import annotations
 
 import os
+import re
 import platform
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,11 @@ def relative_paths(obj: Any) -> Any:
     if isinstance(obj, Path):
         obj = str(obj)
     if isinstance(obj, str):
-        return obj.replace(f"{REPO}{os.sep}", "").replace(str(REPO), ".").replace(f"{REPO.parent}{os.sep}", f"..{os.sep}")
+        # only where an absolute path starts (not inside one: "benchmarks/work/..." must keep its "/work/")
+        start = r"(?<![\w.\-/])"
+        obj = re.sub(start + re.escape(f"{REPO}{os.sep}"), "", obj)
+        obj = re.sub(start + re.escape(str(REPO)) + r"(?![\w.\-])", ".", obj)
+        return re.sub(start + re.escape(f"{REPO.parent}{os.sep}"), f"..{os.sep}", obj)
     return obj
 
 

@@ -3,11 +3,14 @@
 Two parts, each a subcommand, both built only from :mod:`cnnrnn.baselines.train` (``train``):
 
 ``accuracy``
-    FSDD (3,000 real clips, 6 speakers, 10 digits, 8 kHz; ``--data``), both models with the
-    package's ``ann`` / ``cnn`` presets (the tutorial's settings: ANN 44.1 kHz x 4 s, CNN log-mel at
-    22,050 Hz; Adam 1e-3, batch 32, 5 epochs). Protocols: the tutorial's random stratified 8:2
-    split, and speaker-independent leave-one-speaker-out (one speaker held out per fold, both models
-    per fold, speakers in sorted order; ``--folds`` caps the number of folds and no new fold starts
+    FSDD (3,000 real clips, 6 speakers, 10 digits, 8 kHz; ``--data``), the models of :data:`MODELS`, each a
+    baselines preset plus fixed overrides: ``ann`` / ``cnn`` (the tutorial's settings: ANN 44.1 kHz x 4 s, CNN
+    log-mel at 22,050 Hz; Adam 1e-3, batch 32, 5 epochs), ``cnn_recipe`` (the ``cnn_recipe`` preset: ``cnn``
+    plus per-speaker log-mel normalisation and SpecAugment) and ``cnn_specaug`` (the same without speaker
+    normalisation, the tutorial's scaling: the figure without the transductive statistics). Nothing is chosen on
+    the scored speakers: the preset's settings, the last epoch scored. Protocols: the tutorial's random
+    stratified 8:2 split, and speaker-independent leave-one-speaker-out (one speaker held out per fold, every
+    model per fold, speakers in sorted order; ``--folds`` caps the number of folds and no new fold starts
     after ``--max-minutes``, so the JSON says how many folds ran). The features are decoded
     once per model into a shared cache and reused by every run. Finished runs are skipped on a
     rerun (their ``metrics.json`` is read back). Results: ``benchmarks/results/baselines_accuracy.json``.
@@ -22,6 +25,7 @@ Two parts, each a subcommand, both built only from :mod:`cnnrnn.baselines.train`
 Run from the repository root, niced (the CPU is shared)::
 
     nice -n 10 python benchmarks/baselines.py accuracy
+    nice -n 10 python benchmarks/baselines.py accuracy --models cnn_recipe --loso-models cnn_recipe --max-minutes 60
     nice -n 10 python benchmarks/baselines.py memory --sizes 1000 5000
 
 Working files (caches, run folders, manifests) go to ``benchmarks/work/baselines/`` (git-ignored).
@@ -47,6 +51,13 @@ RESULTS = REPO / "benchmarks" / "results"
 TUTORIAL = {"ann": 0.1886, "cnn": 0.9121, "dataset": "UrbanSound8K practice set (5,435 clips, 10 classes), "
             "random 8:2 split, validation accuracy (README of the Korean PyTorch tutorial "
             "'디지털사운드 ANN과 CNN을 활용하여 음성 분류 인공지능 제작')"}
+#: Benchmark model key -> (baselines preset, fixed config overrides). Run folders: ``WORK/accuracy/<key>/``.
+MODELS = {
+    "ann": ("ann", {}),
+    "cnn": ("cnn", {}),
+    "cnn_recipe": ("cnn_recipe", {}),
+    "cnn_specaug": ("cnn_recipe", {"normalization": "none"}),
+}
 SHARED_NOTE = ("The 2 CPU cores may be shared with other jobs: load_1min_before / load_1min_after give the load "
                "around the run, and wall times and clips/s are those of that machine.")
 
@@ -62,16 +73,18 @@ def peak_rss_mib() -> float:
 
 # --------------------------------------------------------------------------- accuracy
 def train_once(model: str, name: str, data: Path, force: bool, **overrides) -> dict:
-    """One run of ``cnnrnn.baselines.train.train``; a finished run's metrics.json is read back instead."""
+    """One run of ``cnnrnn.baselines.train.train`` for the benchmark model ``model`` (a key of :data:`MODELS`);
+    a finished run's metrics.json is read back instead."""
     from cnnrnn.baselines.train import train
 
+    preset, fixed = MODELS[model]
     out = WORK / "accuracy" / model / name
     if (out / "metrics.json").is_file() and not force:
         report = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     else:
         started = time.perf_counter()
-        report = train("fsdd", data, out, config=model, cache_dir=WORK / "cache", progress=False, verbose=0,
-                       **overrides)
+        report = train("fsdd", data, out, config=preset, cache_dir=WORK / "cache", progress=False, verbose=0,
+                       **fixed, **overrides)
         report["wall_seconds"] = round(time.perf_counter() - started, 1)
     print(f"{model} {name}: acc {report['accuracy']:.4f} UA {report['ua']:.4f} F1 {report['f1_macro']:.4f} "
           f"({report['train_seconds']} s training)", flush=True)
@@ -81,7 +94,8 @@ def train_once(model: str, name: str, data: Path, force: bool, **overrides) -> d
 
 
 def run_accuracy(args) -> dict:
-    """Random 8:2 for both models, then LOSO folds (both models per held-out speaker) until the time budget ends."""
+    """Random 8:2 for every model, then LOSO folds (every model per held-out speaker) until the time budget ends."""
+    from cnnrnn.baselines.config import load_baseline_config
     from cnnrnn.corpora import load_corpus
     from cnnrnn.evaluation import summarise_folds
 
@@ -103,7 +117,12 @@ def run_accuracy(args) -> dict:
     result["models"] = {}
     for m in args.models:
         folds = {k: v for k, v in runs[m].items() if k.startswith("loso_")}
+        preset, fixed = MODELS[m]
+        cfg = load_baseline_config(preset, **fixed)
         result["models"][m] = {
+            "preset": preset, "overrides": fixed,
+            "recipe": {k: getattr(cfg, k) for k in ("normalization", "freq_masks", "freq_mask_width", "time_masks",
+                                                    "time_mask_width", "epochs")},
             "random_8_2": runs[m]["random"],
             "speaker_independent": {"n_folds": len(folds), "folds": folds,
                                     "mean": summarise_folds(list(folds.values()), ("accuracy", "ua", "f1_macro"))}
@@ -114,13 +133,18 @@ def run_accuracy(args) -> dict:
     result["load_1min_after"] = round(os.getloadavg()[0], 2)
     if args.out.is_file():  # runs read back were trained by earlier invocations: keep their headers
         earlier = json.loads(args.out.read_text(encoding="utf-8"))
-        for m in set(earlier.get("models", {})) - set(args.models):  # models not run now keep their results
+        for m in sorted(set(earlier.get("models", {})) - set(args.models)):  # models not run now keep theirs
             result["models"][m] = earlier["models"][m]
+            if m in MODELS:
+                result["models"][m].setdefault("preset", MODELS[m][0])
             result["models"][m].setdefault("measured", {k: earlier.get(k) for k in ("date", "machine", "command")})
             result["speakers_held_out"][m] = earlier["speakers_held_out"].get(m, [])
         keys = ("date", "command", "load_1min_before", "load_1min_after", "wall_minutes", "speakers_held_out")
         result["earlier_invocations"] = earlier.get("earlier_invocations", []) + [
             {k: earlier.get(k) for k in keys}]
+    order = [m for m in MODELS if m in result["models"]] + sorted(set(result["models"]) - set(MODELS))
+    result["models"] = {m: result["models"][m] for m in order}
+    result["speakers_held_out"] = {m: result["speakers_held_out"][m] for m in order if m in result["speakers_held_out"]}
     return result
 
 
@@ -168,10 +192,10 @@ def main() -> int:
     sub = parser.add_subparsers(dest="part", required=True)
     p = sub.add_parser("accuracy", help="FSDD accuracy: random 8:2 and leave-one-speaker-out")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--models", nargs="+", default=["ann", "cnn"], choices=["ann", "cnn"],
-                   help="models to run; the results of the others are kept from the existing --out JSON")
+    p.add_argument("--models", nargs="+", default=["ann", "cnn"], choices=list(MODELS),
+                   help="models to run (keys of MODELS: a preset plus fixed overrides); the results of the others are kept from the existing --out JSON")
     p.add_argument("--folds", type=int, default=6, help="speakers held out, one per fold (FSDD has 6)")
-    p.add_argument("--loso-models", nargs="+", default=["ann", "cnn"], choices=["ann", "cnn"],
+    p.add_argument("--loso-models", nargs="+", default=["ann", "cnn"], choices=list(MODELS),
                    help="models that may train new LOSO folds (finished folds of every model are reported)")
     p.add_argument("--max-minutes", type=float, default=15.0,
                    help="start no new LOSO fold after this many minutes (finished runs are kept and reused)")

@@ -153,7 +153,7 @@ def load_baseline_config(source: str | Path | dict | BaselineConfig | None = Non
     """Load a baseline config (:func:`cnnrnn.config.load`, then :func:`cnnrnn.config.override`).
 
     Args:
-        source: a preset name (``ann``, ``cnn``, ``tiny_ann``, ``tiny_cnn``), a JSON file, a dict or a
+        source: a preset name (``ann``, ``cnn``, ``tiny_ann``, ``tiny_cnn``, ``cnn_recipe``), a JSON file, a dict or a
             config; ``None`` takes the preset named ``model`` (default ``ann``). Keys a file leaves out keep
             the dataclass defaults.
         model: ``ann`` or ``cnn``; must agree with the config's ``model`` when both are given.

@@ -45,7 +45,7 @@ def add_commands(sub) -> None:
     p.add_argument("--root", required=True, help="corpus folder (for manifest: the CSV file)")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder")
     p.add_argument("--config", metavar="JSON",
-                   help="baseline preset (ann, cnn, tiny_ann, tiny_cnn) or JSON file (keys: see "
+                   help="baseline preset (ann, cnn, cnn_recipe, tiny_ann, tiny_cnn) or JSON file (keys: see "
                         "cnnrnn/configs/baselines/cnn.json); default: the preset named by --model")
     p.add_argument("--epochs", type=int, help="override the config's epochs")
     p.add_argument("--batch-size", type=int, help="override the config's batch_size")
