@@ -48,6 +48,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, save_result  # noqa: E402
+from emodb_loso_dcnn import dcnn_fold, dcnn_prepare  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "emodb-535"
 WORK = REPO / "benchmarks" / "work" / "emodb_loso"
 RESULTS = REPO / "benchmarks" / "results"
@@ -214,7 +215,7 @@ def cnnrnn_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
     cross_validate(images, d["y"], d["labels"], out, cfg.train, groups=list(speakers), verbose=0,
                    folds=[(train_idx, test_idx)])
     fold = load_json(out / "folds" / "fold1.json")
-    proba = predict_proba(load_model(fold["checkpoint"]), images[test_idx], cfg.train.batch_size)
+    proba = predict_proba(load_model(fold["checkpoint"]), images[test_idx], cfg.train.batch_size, cfg.train.crop_hop)
     if not ctx.get("keep_models"):
         shutil.rmtree(out / "models", ignore_errors=True)
     return {"ids": [d["ids"][i] for i in test_idx], "y_true": d["y"][test_idx].tolist(),
@@ -225,6 +226,12 @@ def cnnrnn_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
 
 def _cnnrnn(name: str, preset: str, overrides: dict, speaker_norm: bool, pair: str, description: str) -> Entry:
     return Entry(name, "cnnrnn", description, speaker_norm, cnnrnn_fold, cnnrnn_prepare, pair,
+                 {"preset": preset, "overrides": overrides})
+
+
+# ----- DCNN-BLSTMwA (benchmarks/emodb_loso_dcnn.py): step 1 and step 2, both with inner epoch selection
+def _dcnn(name: str, preset: str, overrides: dict, speaker_norm: bool, pair: str | None, description: str) -> Entry:
+    return Entry(name, "dcnn", description, speaker_norm, dcnn_fold, dcnn_prepare, pair,
                  {"preset": preset, "overrides": overrides})
 
 
@@ -265,6 +272,29 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
             "CNNRNN compact CNN+LSTM, 64x128 log-mel, per-speaker norm, SpecAugment, inner epoch selection"),
     _cnnrnn("cnnrnn_compact_nonorm", "compact", {"spectrogram.normalization": "none"}, False, "cnnrnn_compact",
             "CNNRNN compact CNN+LSTM, 64x128 log-mel (dB below peak), SpecAugment, inner epoch selection"),
+    _cnnrnn("cnnrnn_compact_pbn", "compact", {"train.precise_bn": True}, True, None,
+            "CNNRNN compact + PreciseBN (batch-norm statistics recomputed after every epoch)"),
+    _cnnrnn("cnnrnn_crops_pbn", "compact_crops", {"train.precise_bn": True}, True, "cnnrnn_crops_pbn_nonorm",
+            "CNNRNN best preset: compact CNN+LSTM + random 64-px time crops (hop 16) + mixup 0.2 + PreciseBN, "
+            "per-speaker norm, SpecAugment, inner epoch selection"),
+    _cnnrnn("cnnrnn_crops_pbn_nonorm", "compact_crops", {"train.precise_bn": True, "spectrogram.normalization": "none"},
+            False, "cnnrnn_crops_pbn", "CNNRNN best preset without speaker norm (dB below the clip's peak)"),
+    _cnnrnn("cnnrnn_compact_crops", "compact_crops", {}, True, None,
+            "CNNRNN compact + random 64-px time crops (segment probabilities averaged, hop 16) + mixup 0.2"),
+    _cnnrnn("cnnrnn_compact_crops_only", "compact_crops", {"train.mixup": 0.0}, True, None,
+            "CNNRNN compact + random 64-px time crops (segment probabilities averaged, hop 16), no mixup"),
+    _cnnrnn("cnnrnn_compact_mixup", "compact", {"train.mixup": 0.2}, True, None,
+            "CNNRNN compact + mixup 0.2 (whole images)"),
+    _dcnn("dcnn_compact", "compact", {}, True, "dcnn_compact_nonorm",
+          "DCNN-BLSTMwA compact CNN (16-32-64-64) on 64x64 log-mel+deltas segments + BiLSTM-attention, per-speaker "
+          "norm, SpecAugment, PreciseBN, inner epoch selection"),
+    _dcnn("dcnn_compact_nonorm", "compact", {"data.normalization": "none"}, False, "dcnn_compact",
+          "DCNN-BLSTMwA compact, as dcnn_compact without speaker norm (the paper's per-utterance min-max)"),
+    _dcnn("dcnn_yamnet", "yamnet", {}, True, "dcnn_yamnet_nonorm",
+          "DCNN-BLSTMwA with YAMNet (AudioSet MobileNetV1, fine-tuned) on 0.96 s log-mel patches + BiLSTM-attention, "
+          "per-speaker norm mapped back to the global range, SpecAugment, inner epoch selection"),
+    _dcnn("dcnn_yamnet_nonorm", "yamnet", {"data.normalization": "none"}, False, "dcnn_yamnet",
+          "DCNN-BLSTMwA with YAMNet, as dcnn_yamnet on YAMNet's raw log-mel (no speaker norm)"),
     _functionals("compare_linear", "compare_linear", True, "compare_linear_nonorm",
                  "openSMILE ComParE_2016 (6,373) + linear SVM, per-speaker z-norm"),
     _functionals("compare_linear_nonorm", "compare_linear", False, "compare_linear",
@@ -273,10 +303,22 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
                  "openSMILE eGeMAPSv02 (88) + RBF SVM, per-speaker z-norm"),
     _functionals("egemaps_rbf_nonorm", "egemaps_rbf", False, "egemaps_rbf",
                  "openSMILE eGeMAPSv02 (88) + RBF SVM, no speaker norm"),
-    _fusion("fusion_compact_compare", ["cnnrnn_compact", "compare_linear"], True, "fusion_compact_compare_nonorm",
-            "late fusion (mean probabilities): CNNRNN compact + ComParE linear SVM, per-speaker norm"),
-    _fusion("fusion_compact_compare_nonorm", ["cnnrnn_compact_nonorm", "compare_linear_nonorm"], False,
-            "fusion_compact_compare", "late fusion (mean probabilities): CNNRNN compact + ComParE, no speaker norm"),
+    _fusion("fusion_cnnrnn_compare", ["cnnrnn_crops_pbn", "compare_linear"], True, "fusion_cnnrnn_compare_nonorm",
+            "late fusion (mean probabilities): CNNRNN best + ComParE linear SVM"),
+    _fusion("fusion_cnnrnn_compare_nonorm", ["cnnrnn_crops_pbn_nonorm", "compare_linear_nonorm"], False,
+            "fusion_cnnrnn_compare", "late fusion: CNNRNN best + ComParE, no speaker norm"),
+    _fusion("fusion_dcnn_compare", ["dcnn_compact", "compare_linear"], True, "fusion_dcnn_compare_nonorm",
+            "late fusion (mean probabilities): DCNN-BLSTMwA compact + ComParE linear SVM"),
+    _fusion("fusion_dcnn_compare_nonorm", ["dcnn_compact_nonorm", "compare_linear_nonorm"], False,
+            "fusion_dcnn_compare", "late fusion: DCNN-BLSTMwA compact + ComParE, no speaker norm"),
+    _fusion("fusion_cnnrnn_dcnn", ["cnnrnn_crops_pbn", "dcnn_compact"], True, "fusion_cnnrnn_dcnn_nonorm",
+            "late fusion (mean probabilities) of the two spectrogram families: CNNRNN best + DCNN-BLSTMwA compact"),
+    _fusion("fusion_cnnrnn_dcnn_nonorm", ["cnnrnn_crops_pbn_nonorm", "dcnn_compact_nonorm"], False,
+            "fusion_cnnrnn_dcnn", "late fusion: CNNRNN best + DCNN-BLSTMwA compact, no speaker norm"),
+    _fusion("fusion_all", ["cnnrnn_crops_pbn", "dcnn_compact", "compare_linear"], True, "fusion_all_nonorm",
+            "late fusion (mean probabilities): CNNRNN best + DCNN-BLSTMwA compact + ComParE linear SVM"),
+    _fusion("fusion_all_nonorm", ["cnnrnn_crops_pbn_nonorm", "dcnn_compact_nonorm", "compare_linear_nonorm"], False,
+            "fusion_all", "late fusion: CNNRNN best + DCNN-BLSTMwA compact + ComParE, no speaker norm"),
 ]}
 
 
@@ -454,6 +496,8 @@ def run_summary(args) -> dict:
         r = load_json(path)
         models[r["model"]] = {k: r.get(k) for k in ("family", "description", "speaker_norm", "pair", "options",
                                                     "cpu_seconds_total", "summary")}
+        if r["model"] in REGISTRY:  # the registry's words (an entry's pair may be added after its first folds)
+            models[r["model"]].update(description=REGISTRY[r["model"]].description, pair=REGISTRY[r["model"]].pair)
         models[r["model"]]["features"] = (r.get("prepare") or {}).get("features")
         models[r["model"]]["per_speaker_ua"] = {s: f["ua"] for s, f in sorted(r["folds"].items())}
         models[r["model"]]["last_invocation"] = r["invocations"][-1] if r["invocations"] else None
