@@ -112,3 +112,13 @@ def test_the_best_preset_is_the_recipe_the_benchmark_chose():
     assert load_config("best").to_dict() == chosen.to_dict()
     assert load_config("best").train.backbone == "compact" and load_config("best").spectrogram.normalization == "speaker"
 
+
+def test_every_spectrogram_family_ships_a_best_preset():
+    from cnnrnn.baselines.config import load_baseline_config
+    from cnnrnn.dcnn.config import load_dcnn_config
+
+    step1, step2 = load_dcnn_config("best_finetune"), load_dcnn_config("best_train")
+    assert step1.model == load_dcnn_config("compact_finetune").model and step1.data.normalization == "speaker"
+    assert step2.train.finetune_name == "best_finetune" and step2.model == step1.model
+    assert load_baseline_config("best").to_dict() == load_baseline_config("cnn_recipe").to_dict()
+
