@@ -65,11 +65,15 @@ reading ten German sentences in a quiet room.
 ## Speaker normalisation
 
 The recipe normalises each log-mel band by the speaker's own mean and standard deviation. At prediction,
-`--speaker NAME` (or a manifest CSV `path,speaker`) groups the files of one speaker and computes that speaker's
+`--speaker NAME` groups the files of one speaker and computes that speaker's
 statistics from them (their audio only, no labels); a file without a speaker falls back to per-utterance
 normalisation, and `predictions.csv` says which each file got (column `normalization`). The statistics of the ten
-EmoDB speakers are stored in `spectrograms/normalization.json`. Without speaker normalisation the recipe scored
-{nonorm} (8 headline speakers).
+EmoDB speakers are stored in `spectrograms/normalization.json`. Without speaker normalisation the recipe scored,
+over the 8 headline speakers, {nonorm}.
+
+Give the speaker whenever you can. On the bundled sample (105 EmoDB utterances of 6 speakers, which overlap the
+training data, so this is no held-out figure) the model is right on 0.83 of the files with `--speaker` per
+speaker and on 0.35 with the per-utterance fallback.
 
 ## Data terms
 
@@ -82,7 +86,8 @@ package's MIT licence, which covers the code, not these weights.
 def _fmt(summary: dict | None, key: str) -> str:
     if not summary:
         return "–"
-    return f"{summary['mean'][key]:.3f} ± {summary['std'][key]:.3f}"
+    partial = "" if summary["complete"] else f" (on the {summary['n_folds']} of them that were run)"
+    return f"{summary['mean'][key]:.3f} ± {summary['std'][key]:.3f}{partial}"
 
 
 def build(entry_name: str, data: Path, epochs: int | None, name: str = "emodb") -> Path:
