@@ -25,7 +25,7 @@ def relative_paths(obj: Any) -> Any:
     if isinstance(obj, Path):
         obj = str(obj)
     if isinstance(obj, str):
-        # only where an absolute path starts (not inside one: "benchmarks/work/..." must keep its "/work/")
+        # only where an absolute path starts, never inside a relative one whose folder names repeat the parent's
         start = r"(?<![\w.\-/])"
         obj = re.sub(start + re.escape(f"{REPO}{os.sep}"), "", obj)
         obj = re.sub(start + re.escape(str(REPO)) + r"(?![\w.\-])", ".", obj)
