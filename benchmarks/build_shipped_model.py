@@ -28,7 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
-from emodb_loso import DEFAULT_DATA, HEADLINE_SPEAKERS, MODEL_RESULTS, REGISTRY, SPEAKERS, _cnnrnn_config, now  # noqa: E402
+from emodb_loso import (DEFAULT_DATA, HEADLINE_SPEAKERS, MODEL_RESULTS, REGISTRY, SPEAKERS,  # noqa: E402
+                        _cnnrnn_config, cnnrnn_prepare, now)
 
 SHIPPED = REPO / "cnnrnn" / "pretrained"
 MAX_BYTES = 10 * 1024 * 1024
@@ -99,9 +100,8 @@ def build(entry_name: str, data: Path, epochs: int | None, name: str = "emodb") 
     """
     from cnnrnn.artifacts import load_json, save_json
     from cnnrnn.cnnrnn.train import cross_validate, input_spec
-    from emodb_loso import cnnrnn_prepare
-    from cnnrnn.normalize import fit
     from cnnrnn.features import image_of_log_mel
+    from cnnrnn.normalize import fit
     from cnnrnn.runs import write_manifest
 
     entry = REGISTRY[entry_name]
