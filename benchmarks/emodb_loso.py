@@ -229,10 +229,46 @@ def _cnnrnn(name: str, preset: str, overrides: dict, speaker_norm: bool, pair: s
                  {"preset": preset, "overrides": overrides})
 
 
-# ----- DCNN-BLSTMwA (benchmarks/emodb_loso_dcnn.py): step 1 and step 2, both with inner epoch selection
-def _dcnn(name: str, preset: str, overrides: dict, speaker_norm: bool, pair: str | None, description: str) -> Entry:
-    return Entry(name, "dcnn", description, speaker_norm, dcnn_fold, dcnn_prepare, pair,
+# ----- the spectrogram CNN baseline (the Korean tutorial's CNN, cnnrnn.baselines)
+def baseline_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
+    """Train :func:`cnnrnn.baselines.train.train` on the other nine speakers (``split: speaker``,
+    ``holdout_speaker``) and score ``speaker``. The baseline keeps its last epoch (no selection on the scored
+    speaker); speaker normalisation as in the other families (the held-out speaker's unlabelled audio)."""
+    import shutil
+
+    import pandas as pd
+
+    from cnnrnn.baselines.train import train
+
+    out = ctx["work"] / entry.name / speaker
+    shutil.rmtree(out, ignore_errors=True)  # a fold cut short restarts from scratch
+    report = train("emodb", ctx["data"], out, config=entry.options["preset"], cache_dir=ctx["work"] / "baseline_cache",
+                   progress=False, verbose=0, split="speaker", holdout_speaker=speaker,
+                   **entry.options.get("overrides", {}))
+    labels = list(report["labels"])
+    df = pd.read_csv(out / "predictions.csv", dtype={"id": str})
+    if not ctx.get("keep_models"):
+        for h5 in out.rglob("*.h5"):
+            h5.unlink()
+    proba = df[[f"p_{lab}" for lab in labels]].to_numpy(np.float64)
+    return {"ids": df["id"].tolist(), "y_true": [labels.index(t) for t in df["true"]],
+            "y_pred": proba.argmax(axis=1).tolist(), "labels": labels, "proba": _rounded(proba),
+            "n_train": report["n_train"]}
+
+
+def _baseline(name: str, preset: str, overrides: dict, speaker_norm: bool, pair: str | None,
+              description: str) -> Entry:
+    return Entry(name, "baselines", description, speaker_norm, baseline_fold, None, pair,
                  {"preset": preset, "overrides": overrides})
+
+
+# ----- DCNN-BLSTMwA (benchmarks/emodb_loso_dcnn.py): step 1 and step 2, both with inner epoch selection
+def _dcnn(name: str, preset: str, overrides: dict, speaker_norm: bool, pair: str | None, description: str,
+          steps: dict | None = None) -> Entry:
+    options = {"preset": preset, "overrides": overrides}
+    if steps:
+        options["steps"] = steps
+    return Entry(name, "dcnn", description, speaker_norm, dcnn_fold, dcnn_prepare, pair, options)
 
 
 # ----- late fusion of stored fold probabilities
@@ -295,6 +331,33 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
           "per-speaker norm mapped back to the global range, SpecAugment, inner epoch selection"),
     _dcnn("dcnn_yamnet_nonorm", "yamnet", {"data.normalization": "none"}, False, "dcnn_yamnet",
           "DCNN-BLSTMwA with YAMNet, as dcnn_yamnet on YAMNet's raw log-mel (no speaker norm)"),
+    _baseline("baseline_best", "best", {}, True, "baseline_best_nonorm",
+              "spectrogram CNN baseline, preset best (= cnn_recipe: the tutorial CNN + per-speaker norm + "
+              "SpecAugment), 22.05 kHz 128-mel, 5 epochs, last epoch"),
+    _baseline("baseline_best_nonorm", "best", {"normalization": "none"}, False, "baseline_best",
+              "spectrogram CNN baseline, preset best without speaker norm"),
+    _baseline("baseline_cnn", "cnn", {}, False, None,
+              "spectrogram CNN baseline as the Korean tutorial (no normalisation, no augmentation), 5 epochs"),
+    _cnnrnn("cnnrnn_resnet50", "default",
+            {"spectrogram.duration": 2.0, "spectrogram.n_mels": 64, "spectrogram.n_fft": 1024,
+             "spectrogram.hop_length": 256, "spectrogram.image_size": [64, 128], "train.epochs": 16,
+             "train.bn_momentum": 0.9,
+             "train.selection": "inner", "train.group_by_speaker": True},
+            False, None,
+            "CNNRNN faithful ResNet50+LSTM from scratch (Adam 1e-4, batch 16), REDUCED: 64x128 magma images of 2 s, "
+            "16 epochs (the original: 224x224, 4 s, 60 epochs), batch-norm momentum 0.9 (as benchmarks/"
+            "cnnrnn_accuracy.py), inner epoch selection"),
+    _dcnn("dcnn_alexnet", "emodb",
+          {"data.max_sec": 2.0, "data.image_size": [96, 96], "model.width": 0.5, "model.fc_units": 512,
+           "train.selection": "inner"},
+          False, None,
+          "DCNN-BLSTMwA AlexNet-style from scratch, REDUCED as benchmarks/dcnn_accuracy.py: 96x96 input (paper "
+          "227), filters x0.5, FC 512; step 1 25 epochs Adam 3e-4 decay 0.93 batch 64, step 2 30 epochs Adam 1e-3 "
+          "decay 0.9; per-utterance min-max (the paper's), inner epoch selection",
+          steps={"finetune": {"train.epochs": 25, "train.learning_rate": 3e-4, "train.lr_decay": 0.93,
+                              "train.batch_size": 64},
+                 "train": {"train.epochs": 30, "train.learning_rate": 1e-3, "train.lr_decay": 0.9,
+                           "train.batch_size": 16}}),
     _functionals("compare_linear", "compare_linear", True, "compare_linear_nonorm",
                  "openSMILE ComParE_2016 (6,373) + linear SVM, per-speaker z-norm"),
     _functionals("compare_linear_nonorm", "compare_linear", False, "compare_linear",

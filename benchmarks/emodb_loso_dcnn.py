@@ -2,7 +2,8 @@
 
 An entry's ``options`` name a preset pair and overrides: ``{"preset": "compact", "overrides": {...}}`` trains
 step 1 with ``cnnrnn/configs/dcnn/<preset>_finetune.json`` and step 2 with ``<preset>_train.json``, each with
-the same overrides (:func:`cnnrnn.config.override`, e.g. ``{"data.normalization": "none"}``).
+the same overrides (:func:`cnnrnn.config.override`, e.g. ``{"data.normalization": "none"}``), then the step's own
+(``options["steps"]["finetune" | "train"]``, e.g. a learning rate per step).
 
 A preset whose ``model.backbone`` is ``yamnet`` (``{"preset": "yamnet"}``) gets ``model.weights`` =
 ``benchmarks/work/yamnet.weights.h5`` unless its overrides name weights; that file is converted once from
@@ -49,7 +50,9 @@ def _configs(entry, ctx: dict) -> tuple[Any, Any]:
     preset, changes = entry.options["preset"], dict(entry.options.get("overrides", {}))
     if load_dcnn_config(f"{preset}_finetune").model.backbone == "yamnet" and "model.weights" not in changes:
         changes["model.weights"] = str(yamnet_weights(ctx["data"]))
-    return tuple(override(load_dcnn_config(f"{preset}_{step}"), changes) for step in ("finetune", "train"))
+    steps = entry.options.get("steps", {})
+    return tuple(override(load_dcnn_config(f"{preset}_{step}"), {**changes, **steps.get(step, {})})
+                 for step in ("finetune", "train"))
 
 
 def dcnn_prepare(entry, ctx: dict) -> dict:
