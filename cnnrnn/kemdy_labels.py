@@ -16,8 +16,10 @@ A port of ``prepare_data.py`` from the ETRI emotion-recognition code (-ETRI-Emot
    decimals, the ``a;b`` ties of ``Total Evaluation`` almost all disappear; a remaining
    exact tie (equal scores) is still written ``a;b``.
 
-Bad input never stops the run: an empty or unknown rater cell is an ignored vote, and a
-missing or undecodable transcript gives an empty ``text``; both are counted in the report.
+Bad cells never stop the run: an empty or unknown rater cell is an ignored vote, and a
+missing or undecodable transcript gives an empty ``text``; both are counted in the report. The reader's
+checks hold here too (:func:`cnnrnn.corpora.kemdy.read_kemdy20`): an unsafe or repeated Segment ID is a
+counted skip, and a file without its header cells, or with one Segment ID in two differing rows, an error.
 """
 from __future__ import annotations
 
@@ -147,7 +149,8 @@ def process_labels(corpus: str, root, out_csv, report_json=None) -> dict:
         (``session_prefix``, ``typo:disqust->disgust``), ``n_annotated``, ``n_written``.
 
     Raises:
-        CorpusError: the corpus cannot be read (see :func:`~cnnrnn.corpora.kemdy.read_kemdy_ratings`)
+        CorpusError: the corpus cannot be read (see :func:`~cnnrnn.corpora.kemdy.read_kemdy_ratings`: no
+            annotation file, an undecodable one, a missing header cell, a Segment ID in two differing rows)
             or no segment is left to write.
     """
     segments, creport = read_kemdy_ratings(corpus, root)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .base import CorpusError, CorpusReport, Utterance, log
+from .base import CorpusError, CorpusReport, Utterance, UtteranceIds, check_ids, id_problem, log
 from .emodb import EMODB_LABELS, read_emodb, read_manifest
 from .esd import ESD_LABELS, read_esd
 from .fsdd import FSDD_LABELS, read_fsdd
@@ -65,6 +65,9 @@ def load_corpus(name: str, root: str | Path) -> tuple[list[Utterance], CorpusRep
         name: one of :data:`READERS` (``kemdy20``, ``kemdy19``, ``emodb``, ``manifest``).
         root: the corpus folder (for ``manifest``: the CSV file).
 
+    Every id is safe as a file name and unique (the readers' :class:`~cnnrnn.corpora.base.UtteranceIds`
+    policy; checked again here by :func:`~cnnrnn.corpora.base.check_ids`).
+
     Raises:
         CorpusError: unknown reader name, or the corpus cannot be read at all,
             or it holds no usable utterance.
@@ -73,6 +76,7 @@ def load_corpus(name: str, root: str | Path) -> tuple[list[Utterance], CorpusRep
     if key not in READERS:
         raise CorpusError(f"unknown corpus {name!r}; choose from {sorted(READERS)}")
     utterances, report = READERS[key](Path(root))
+    check_ids(utterances, name)
     if report.n_skipped:
         log.warning(report.summary())
     if not utterances:
@@ -87,6 +91,7 @@ def read_corpus(name: str, root: str | Path) -> list[Utterance]:
 
 __all__ = [
     "CorpusError", "CorpusReport", "Utterance", "READERS", "EMODB_LABELS", "KEMDY_LABELS",
+    "UtteranceIds", "check_ids", "id_problem",
     "load_corpus", "read_corpus", "read_emodb", "read_kemdy19", "read_kemdy20", "read_kemdy_weighted",
     "read_manifest", "read_fsdd", "read_urbansound8k",
     "ESD_LABELS", "JTES_LABELS", "LABEL_ORDERS", "read_esd", "read_jtes", "FSDD_LABELS", "URBANSOUND_LABELS",

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from ..audio import list_audio
-from .base import CorpusError, CorpusReport, Utterance, read_text, require_dir
+from .base import CorpusError, CorpusReport, Utterance, UtteranceIds, read_text, require_dir
 
 #: ESD emotions used by the original DCNN-BLSTMWA code, in its id order (Neutral 0, Happy 1, Sad 2, Angry 3).
 ESD_LABELS = ("neutral", "happy", "sad", "angry")
@@ -44,7 +44,9 @@ def read_esd(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     Skips (counted by reason): Mandarin speakers 0001–0010 (``out_of_scope_speaker``), Surprise
     (``unused_emotion``), other emotion folders (``unknown_emotion``), names other than
     ``<speaker>_<nnnnnn>`` (``unparsable_name``) and files whose name names another speaker
-    (``speaker_mismatch``). An utterance missing from the transcript is kept with ``text=None``.
+    (``speaker_mismatch``). An utterance missing from the transcript is kept with ``text=None``. A second file
+    of the same name (a copy in another subfolder) is a counted skip, ``duplicate_id``
+    (:class:`~cnnrnn.corpora.base.UtteranceIds`, ``repeat="skip"``).
 
     Returns:
         ``(utterances, report)``; ``emotion`` is one of :data:`ESD_LABELS`, ``speaker`` is ``"0011"`` ...,
@@ -58,6 +60,7 @@ def read_esd(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     if not speakers:
         raise CorpusError(f"esd: no speaker folder (0011 ... 0020) under {root}")
     report = CorpusReport("esd", str(root))
+    ids = UtteranceIds(report, "skip")
     out = []
     for spk in speakers:
         files = list_audio(spk)
@@ -78,7 +81,7 @@ def read_esd(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
                 report.skip("unparsable_name", p.name)
             elif m.group(1) != spk.name:
                 report.skip("speaker_mismatch", p.name)
-            else:
+            elif ids.accept(p.stem, str(p.relative_to(root))) is not None:
                 if p.stem not in texts:
                     report.fix("no_transcript_line")
                 out.append(Utterance(id=p.stem, audio_path=str(p.resolve()), text=texts.get(p.stem),

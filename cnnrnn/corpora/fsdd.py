@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..audio import list_audio
-from .base import CorpusError, CorpusReport, Utterance, require_dir
+from .base import CorpusError, CorpusReport, Utterance, UtteranceIds, require_dir
 
 #: The ten classes, the spoken digits, in code order.
 FSDD_LABELS = tuple("0123456789")
@@ -20,7 +20,9 @@ def read_fsdd(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
 
     Returns:
         ``(utterances, report)`` sorted by file path; names that do not parse
-        are skipped and counted as ``unparsable_name``.
+        are skipped and counted as ``unparsable_name``; a second file of the same name
+        (a copy elsewhere under ``root``) as ``duplicate_id``
+        (:class:`~cnnrnn.corpora.base.UtteranceIds`, ``repeat="skip"``).
 
     Raises:
         CorpusError: the folder is missing, empty or holds no audio.
@@ -30,11 +32,14 @@ def read_fsdd(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     if not files:
         raise CorpusError(f"fsdd: no audio files under {root}")
     report = CorpusReport("fsdd", str(root), n_annotated=len(files))
+    ids = UtteranceIds(report, "skip")
     out = []
     for p in files:
         parts = p.stem.split("_")
         if len(parts) != 3 or not parts[0].isdigit() or len(parts[0]) != 1 or not parts[1] or not parts[2].isdigit():
             report.skip("unparsable_name", p.name)
+            continue
+        if ids.accept(p.stem, str(p.relative_to(root))) is None:
             continue
         digit, speaker, _take = parts
         out.append(Utterance(id=p.stem, audio_path=str(p.resolve()), speaker=speaker, session=None,

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from ..audio import list_audio
-from .base import CorpusError, CorpusReport, Utterance, require_dir
+from .base import CorpusError, CorpusReport, Utterance, UtteranceIds, require_dir
 
 #: JTES emotions in the original DCNN-BLSTMWA code's id order (neu 0, joy 1, sad 2, ang 3).
 JTES_LABELS = ("neu", "joy", "sad", "ang")
@@ -28,7 +28,8 @@ def read_jtes(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     Skips (counted by reason): names not of the form ``<speaker>_<emotion>_<nn>`` with speaker ``f01``–``f50``
     or ``m01``–``m50`` and sentence 01–50 (``unparsable_name``); an emotion outside :data:`JTES_LABELS`
     (``unknown_emotion``); a file whose parent folders are not ``<speaker>/<emotion>`` as its name says
-    (``folder_mismatch``).
+    (``folder_mismatch``); a second file of the same name (``duplicate_id``,
+    :class:`~cnnrnn.corpora.base.UtteranceIds` with ``repeat="skip"``).
 
     Returns:
         ``(utterances, report)``; ``emotion`` is one of :data:`JTES_LABELS`, ``speaker`` is ``"f01"`` ...,
@@ -43,6 +44,7 @@ def read_jtes(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     if not files:
         raise CorpusError(f"jtes: no audio files under {root}")
     report = CorpusReport("jtes", str(root), n_annotated=len(files))
+    ids = UtteranceIds(report, "skip")
     out = []
     for p in files:
         m = _NAME.match(p.stem.lower())
@@ -54,7 +56,7 @@ def read_jtes(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
             report.skip("unknown_emotion", p.name)
         elif (p.parent.parent.name.lower(), p.parent.name.lower()) != (speaker, emotion):
             report.skip("folder_mismatch", p.name)
-        else:
+        elif ids.accept(p.stem, str(p.relative_to(root))) is not None:
             out.append(Utterance(id=p.stem, audio_path=str(p.resolve()), text=m.group(4), speaker=speaker,
                                  session=None, emotion=emotion, emotions=[emotion]))
     report.n_kept = len(out)

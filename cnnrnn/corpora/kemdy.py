@@ -13,13 +13,13 @@ rater's raw emotion cell per segment (for :mod:`cnnrnn.kemdy_labels`), and
 """
 from __future__ import annotations
 
-import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .base import CorpusError, CorpusReport, Utterance, read_text, require_dir, split_labels, to_float
+from .base import (CorpusError, CorpusReport, Utterance, UtteranceIds, csv_records, read_csv, read_text, require_dir,
+                   split_labels, to_float)
 
 #: The seven KEMDy emotions, canonical spelling, in code order (KEMDy19/KEMDy20, ETRI).
 KEMDY_LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -44,13 +44,73 @@ WEIGHTED_COLUMNS = ("segment_id", "session", "speaker", "text", "wav_path", "emo
                     "valence", "arousal")
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    """``(first header row, data rows)`` of an annotation CSV with two header rows (UTF-8, BOM tolerated)."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh))
+#: The header cells an annotation file must have, matched by name (case and spacing aside): the id column and
+#: the ``Total Evaluation`` group in the first header row, its three columns in the second.
+ID_HEADER = "Segment ID"
+TOTAL_HEADER = "Total Evaluation"
+TOTAL_COLUMNS = ("Emotion", "Valence", "Arousal")
+#: Encodings tried for a KEMDy CSV without a byte-order mark, in order.
+CSV_ENCODINGS = ("utf-8", "cp949")
+_EXPECTED_HEADER = ("'Numb,Wav,,Segment ID,Total Evaluation,,,Eval01F,...' "
+                    "then ',start,end,,Emotion,Valence,Arousal,...'")
+
+
+def _norm(cell: str) -> str:
+    return " ".join(str(cell).split()).lower()
+
+
+@dataclass
+class _Table:
+    """An annotation file: its first header row, column names, the found columns and its data rows."""
+
+    path: Path
+    header: list[str]
+    names: list[str]
+    id_col: int
+    col: int
+    rows: list[tuple[int, list[str]]]
+
+
+def _read_table(path: Path, report: CorpusReport) -> _Table:
+    """Read an annotation CSV with its two header rows, checked by name (see :data:`ID_HEADER`).
+
+    UTF-8 or cp949 (:data:`CSV_ENCODINGS`), or whatever a byte-order mark says. The data rows keep their
+    line numbers; blank rows are left out.
+
+    Raises:
+        CorpusError: undecodable; a header row or the ``Segment ID`` / ``Total Evaluation`` column
+            (``Emotion, Valence, Arousal`` below it) missing; the message names the file and the column.
+    """
+    rows = read_csv(path, CSV_ENCODINGS, report)
     if len(rows) < 2:
-        raise CorpusError(f"{path}: expected two header rows, found {len(rows)} line(s)")
-    return rows[0], [r for r in rows[2:] if any(cell.strip() for cell in r)]
+        raise CorpusError(f"{path}: expected two header rows ({_EXPECTED_HEADER}), found {len(rows)} row(s)")
+    first, second = rows[0][1], rows[1][1]
+    found = [_norm(c) for c in first]
+    cols = {}
+    for name in (ID_HEADER, TOTAL_HEADER):
+        if _norm(name) not in found:
+            raise CorpusError(f"{path}: no {name!r} column in the first header row (expected two header rows: "
+                              f"{_EXPECTED_HEADER}); found {','.join(c.strip() for c in first[:6])},...")
+        cols[name] = found.index(_norm(name))
+    col = cols[TOTAL_HEADER]
+    below = [_norm(c) for c in second[col:col + 3]]
+    if below != [_norm(c) for c in TOTAL_COLUMNS]:
+        raise CorpusError(f"{path}: the second header row has {below} under {TOTAL_HEADER!r}, expected "
+                          f"{list(TOTAL_COLUMNS)} (expected two header rows: {_EXPECTED_HEADER})")
+    names, group = [], ""
+    for i in range(max(len(first), len(second))):
+        top = first[i].strip() if i < len(first) else ""
+        sub = second[i].strip() if i < len(second) else ""
+        group = top or group
+        names.append(" ".join(x for x in (group, sub) if x) or f"column {i + 1}")
+    data = [(line, r) for line, r in rows[2:] if any(cell.strip() for cell in r)]
+    return _Table(path, first, names, cols[ID_HEADER], col, data)
+
+
+def _row_content(table: _Table, row: list[str]) -> dict[str, str]:
+    """What a row says, compared when its Segment ID repeats: every cell but the running number and the id."""
+    return {(table.names[i] if i < len(table.names) else f"column {i + 1}"): cell.strip()
+            for i, cell in enumerate(row) if i not in (0, table.id_col)}
 
 
 def _labels_or_skip(cell: str, seg_id: str, report: CorpusReport) -> list[str] | None:
@@ -96,43 +156,56 @@ def _annotation_files(root: Path, pattern: re.Pattern, corpus: str, hint: str) -
 
 
 def _kemdy20_segments(root: Path, report: CorpusReport) -> Iterator[_Segment]:
-    """KEMDy20 rows (counted in ``report.n_annotated``) with the ``SessNN_`` prefix fixed; see :func:`read_kemdy20`."""
+    """KEMDy20 rows (counted in ``report.n_annotated``) with the ``SessNN_`` prefix fixed; see :func:`read_kemdy20`.
+
+    Each id is checked (:class:`~cnnrnn.corpora.base.UtteranceIds`, ``repeat="error"``) after the prefix fix,
+    before it names an audio file."""
+    ids = UtteranceIds(report, "error")
     for path in _annotation_files(root, _SESS20, "kemdy20", "annotation/SessNN_eval.csv"):
         num = int(_SESS20.search(path.name).group(1))
-        header, rows = _read_csv(path)
-        for row in rows:
-            if len(row) < 7:
-                report.skip("short_row", f"{path.name}:{row[:1]}")
+        table = _read_table(path, report)
+        for line, row in table.rows:
+            if len(row) < max(table.id_col, table.col + 2) + 1:
+                report.skip("short_row", f"{path.name} line {line}")
                 continue
             report.n_annotated += 1
-            seg_id = row[3].strip()
+            seg_id = row[table.id_col].strip()
             m = _ID_PREFIX.match(seg_id)
             if m and int(m.group(1)) != num:
                 seg_id = f"Sess{num:02d}_" + seg_id[m.end():]
                 report.fix("session_prefix")
+            seg_id = ids.accept(seg_id, f"{path.name} line {line}", _row_content(table, row))
+            if seg_id is None:
+                continue
             user = _USER.search(seg_id)
-            yield _Segment(seg_id, row, header, 4, root / "wav" / f"Session{num:02d}" / f"{seg_id}.wav",
+            yield _Segment(seg_id, row, table.header, table.col,
+                           root / "wav" / f"Session{num:02d}" / f"{seg_id}.wav",
                            f"Session{num:02d}", user.group(1) if user else None, ("cp949", "utf-8"))
 
 
 def _kemdy19_segments(root: Path, report: CorpusReport) -> Iterator[_Segment]:
     """KEMDy19 rows of each segment's own speaker file (counted in ``report.n_annotated``); see :func:`read_kemdy19`."""
     files = _annotation_files(root, _SESS19, "kemdy19", "annotation/SessionNN_F_res.csv / _M_res.csv")
+    ids = UtteranceIds(report, "error")
     for path in files:
         m = _SESS19.search(path.name)
         num, letter = int(m.group(1)), m.group(2).upper()
-        header, rows = _read_csv(path)
-        for row in rows:
-            if len(row) < 13:
-                report.skip("short_row", f"{path.name}:{row[:1]}")
+        table = _read_table(path, report)
+        for line, row in table.rows:
+            if len(row) < max(table.id_col, table.col + 2) + 1:
+                report.skip("short_row", f"{path.name} line {line}")
                 continue
-            seg_id = row[9].strip()
+            seg_id = row[table.id_col].strip()
             speaker_letter = seg_id.rsplit("_", 1)[-1][:1].upper()
             if speaker_letter != letter:
                 continue  # the other speaker's row; read from its own file
             report.n_annotated += 1
+            seg_id = ids.accept(seg_id, f"{path.name} line {line}", _row_content(table, row))
+            if seg_id is None:
+                continue
             dialogue = seg_id.rsplit("_", 1)[0]
-            yield _Segment(seg_id, row, header, 10, root / "wav" / f"Session{num:02d}" / dialogue / f"{seg_id}.wav",
+            yield _Segment(seg_id, row, table.header, table.col,
+                           root / "wav" / f"Session{num:02d}" / dialogue / f"{seg_id}.wav",
                            f"Session{num:02d}", f"Session{num:02d}_{letter}", ("utf-8", "cp949"))
 
 
@@ -171,11 +244,21 @@ def read_kemdy20(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     file's session and counted under ``fixed``; segments without audio or with
     an unknown label are skipped and counted.
 
+    The header cells are checked by name (``Segment ID`` and ``Total Evaluation`` in the first row,
+    ``Emotion, Valence, Arousal`` below it; :func:`_read_table`), so a file that lacks them is an error
+    rather than a rater's column read in their place. A CSV is read as UTF-8, then cp949 (or as its
+    byte-order mark says). Ids follow :class:`~cnnrnn.corpora.base.UtteranceIds` (``repeat="error"``): an
+    unsafe Segment ID (a path separator, a leading ``.``, a control character) is a counted skip
+    (``unsafe_id``), a repeated identical row (the running number aside) a counted skip (``duplicate_row``),
+    also when the prefix fix makes the repeat.
+
     Returns:
         ``(utterances, report)``; ``speaker`` is the ``UserNNN[MF]`` part of the id.
 
     Raises:
-        CorpusError: the folder is missing or empty, or has no ``annotation/Sess*_eval.csv``.
+        CorpusError: the folder is missing or empty, or has no ``annotation/Sess*_eval.csv``; an annotation
+            file cannot be decoded or lacks a header row or column (naming the file and the column); a
+            Segment ID appears in two rows that differ (naming both rows).
     """
     return _read_utterances("kemdy20", root)
 
@@ -192,12 +275,13 @@ def read_kemdy19(root: str | Path) -> tuple[list[Utterance], CorpusReport]:
     Both files of a session list every segment of the session; a row is kept
     only from the file whose letter (``F``/``M``) matches the speaker letter of
     the id, so each segment appears once, rated from its own speaker's file.
+    Headers, encodings and ids are checked as in :func:`read_kemdy20`.
 
     Returns:
         ``(utterances, report)``; ``speaker`` is ``SessionNN_F`` or ``SessionNN_M``.
 
     Raises:
-        CorpusError: the folder is missing or empty, or has no annotation files.
+        CorpusError: the folder is missing or empty, or has no annotation files; as :func:`read_kemdy20`.
     """
     return _read_utterances("kemdy19", root)
 
@@ -263,7 +347,8 @@ def read_kemdy_ratings(corpus: str, root: str | Path) -> tuple[list[RatedSegment
 
     Raises:
         CorpusError: unknown corpus, the folder is missing or empty, has no annotation files,
-            or an annotation file has no ``EvalNN`` rater columns.
+            or an annotation file has no ``EvalNN`` rater columns; as :func:`read_kemdy20` (headers,
+            encodings, repeated Segment IDs).
     """
     if corpus not in _LAYOUTS:
         raise CorpusError(f"rater labels: unknown corpus {corpus!r}; choose from {sorted(_LAYOUTS)}")
@@ -291,28 +376,35 @@ def read_kemdy_weighted(csv_path: str | Path) -> tuple[list[Utterance], CorpusRe
 
     The label is ``emotion_weighted`` (the rater-weighted vote; a remaining tie is
     ``a;b``, so ``emotions`` holds both). A relative ``wav_path`` is resolved against
-    the CSV's folder; an empty ``text`` becomes ``None``.
+    the CSV's folder; an empty ``text`` becomes ``None``. The CSV is read as UTF-8, then cp949
+    (a copy saved by a Korean Excel), or as its byte-order mark says. Ids follow
+    :class:`~cnnrnn.corpora.base.UtteranceIds` (``repeat="error"``): an unsafe ``segment_id`` is a counted
+    skip (``unsafe_id``), a repeated identical row a counted skip (``duplicate_row``).
 
     Returns:
         ``(utterances, report)``; rows without a label or without audio are skipped and counted.
 
     Raises:
-        CorpusError: the CSV is missing or lacks one of :data:`WEIGHTED_COLUMNS`.
+        CorpusError: the CSV is missing, cannot be decoded or lacks one of :data:`WEIGHTED_COLUMNS`; a
+            ``segment_id`` appears in two rows that differ (naming both lines).
     """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise CorpusError(f"kemdy-weighted: {csv_path} is not a CSV file (pass new_data.csv itself as --root)")
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in WEIGHTED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise CorpusError(f"kemdy-weighted: {csv_path} lacks column(s) {missing}; "
-                              "write it with `cnnrnn kemdy-labels`")
-        rows = list(reader)
-    report = CorpusReport("kemdy-weighted", str(csv_path), n_annotated=len(rows))
+    report = CorpusReport("kemdy-weighted", str(csv_path))
+    header, rows = csv_records(read_csv(csv_path, CSV_ENCODINGS, report))
+    missing = [c for c in WEIGHTED_COLUMNS if c not in header]
+    if missing:
+        raise CorpusError(f"kemdy-weighted: {csv_path} lacks column(s) {missing}; "
+                          "write it with `cnnrnn kemdy-labels`")
+    report.n_annotated = len(rows)
+    ids = UtteranceIds(report, "error")
     out = []
-    for row in rows:
-        seg_id = row["segment_id"].strip()
+    for line, row in rows:
+        seg_id = ids.accept(row["segment_id"].strip(), f"{csv_path.name} line {line}",
+                            {k: v.strip() for k, v in row.items() if k != "segment_id"})
+        if seg_id is None:
+            continue
         labels = _labels_or_skip(row["emotion_weighted"], seg_id, report)
         if labels is None:
             continue

@@ -19,7 +19,6 @@ Conventions from the original KEMDy code (``etri_multimodal``, ``-ETRI-Emotion-R
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,8 +26,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..corpora import CorpusReport, load_corpus
-from ..corpora.base import split_labels, to_float
-from ..corpora.kemdy import canonical_label
+from ..corpora.base import csv_records, read_csv, split_labels, to_float
+from ..corpora.kemdy import CSV_ENCODINGS, canonical_label
 from ..splits import make_splitter
 from .config import DataConfig, TrainConfig
 
@@ -68,7 +67,7 @@ def canonical_labels(cell: str) -> list[str | None]:
 
 def read_new_data(path: str | Path, label_column: str | None = None,
                   keep_unlabelled: bool = False) -> tuple[list[HFRecord], CorpusReport]:
-    """Read ``new_data.csv`` (UTF-8) into records.
+    """Read ``new_data.csv`` (UTF-8, or cp949, or as its byte-order mark says) into records.
 
     Args:
         path: the CSV written by ``cnnrnn kemdy-labels``; a relative ``wav_path`` is taken relative to it.
@@ -82,18 +81,19 @@ def read_new_data(path: str | Path, label_column: str | None = None,
 
     Raises:
         HFDataError: a required column is missing. FileNotFoundError: no such file.
+        CorpusError: the file cannot be decoded or is not CSV (naming the file).
     """
     path = Path(path)
     label_column = label_column or DataConfig.label_column
     if not path.is_file():
         raise FileNotFoundError(f"{path}: input table not found (write it with `cnnrnn kemdy-labels`)")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
+    report = CorpusReport("new_data", str(path))
+    header, lines = csv_records(read_csv(path, CSV_ENCODINGS, report))  # UTF-8, then cp949; names the file
+    rows = [row for _, row in lines]
     needed = {"segment_id", "text", "wav_path", "valence", "arousal", label_column}
-    missing = sorted(needed - set(rows[0] if rows else {}))
+    missing = sorted(needed - set(header))
     if missing:
         raise HFDataError(f"{path}: missing column(s) {missing}; expected {list(NEW_DATA_COLUMNS)}")
-    report = CorpusReport("new_data", str(path))
     records = []
     for row in rows:
         report.n_annotated += 1
