@@ -10,8 +10,10 @@ values, e.g. a baseline config). Either way:
   ``int``, ``float`` (an int is taken), ``bool``, ``str``, ``list``, ``X | None``);
 * old key names are still read: a section class may declare ``ALIASES = {"lr": "learning_rate"}``;
   the config is always written back with the current names (:func:`to_dict`);
-* after loading, every section's ``validate()`` (when it has one) checks ranges and raises
-  :class:`ConfigError`.
+* after loading, every number is checked against its key's range, declared once for every family in
+  :data:`RANGES` (a float must also be finite: JSON's ``NaN`` and ``Infinity`` are refused), and then every
+  section's ``validate()`` (when it has one) checks what is particular to it; both raise :class:`ConfigError`
+  naming ``section.key``, the value and the allowed range.
 
 Presets ship under ``cnnrnn/configs/<family>/`` and are named instead of a path (``--config tiny``).
 Field names follow the field and are the same in every family: ``sr``, ``n_fft``, ``hop_length``,
@@ -20,7 +22,9 @@ Field names follow the field and are the same in every family: ``sr``, ``n_fft``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -117,12 +121,138 @@ def section_from_dict(cls, values: Any, name: str):
     return cls(**data)
 
 
+# --------------------------------------------------------------------------- ranges
+#: The allowed range of every number of every family's config, by key (a key means the same in every family),
+#: in interval notation (``inf``: unbounded). A section class may declare its own ``RANGES`` to add or narrow
+#: keys. ``null`` (where the type allows it) is always accepted; a float must also be finite.
+RANGES: dict[str, str] = {
+    # training
+    "learning_rate": "(0, inf)", "lr_decay": "(0, inf)", "beta_1": "[0, 1)", "beta_2": "[0, 1)",
+    "epochs": "[1, inf)", "batch_size": "[1, inf)", "valid_batch_size": "[1, inf)", "folds": "[2, inf)",
+    "fold": "[0, inf)", "calibration_folds": "[2, inf)", "seed": "[0, 4294967295]",  # numpy's seed range
+    "test_size": "(0, 1)", "val_size": "(0, 1)", "threshold": "(0, 1)", "mixup": "[0, inf)",
+    "C": "(0, inf)", "gamma": "(0, inf)",
+    # models
+    "dropout": "[0, 1)", "head_dropout": "[0, 1)", "bn_momentum": "(0, 1)", "width": "(0, inf)",
+    "lstm_units": "[1, inf)", "lstm_layers": "[1, inf)", "attention_units": "[1, inf)", "fc_units": "[1, inf)",
+    "dense_units": "[1, inf)", "dense1_units": "[1, inf)", "dense2_units": "[1, inf)", "proj_dim": "[1, inf)",
+    "kernel_size": "[1, inf)", "max_len": "[1, inf)", "freeze_blocks": "[0, inf)", "crop_width": "[0, inf)",
+    "crop_hop": "[1, inf)", "freq_masks": "[0, inf)", "time_masks": "[0, inf)", "freq_mask_width": "[0, inf)",
+    "time_mask_width": "[0, inf)",
+    # audio and features
+    "sr": "[1, inf)", "n_mels": "[1, 1024]", "fmin": "[0, inf)", "fmax": "(0, inf)", "n_fft": "[2, 65536]",
+    "hop_length": "[1, 65536]", "win_ms": "(0, inf)", "hop_ms": "(0, inf)", "top_db": "(0, inf)",
+    "duration": "(0, inf)", "max_sec": "(0, inf)", "max_seconds": "(0, inf)",
+    "max_audio_seconds": "(0, inf)", "preemphasis": "[0, 1)",
+    "norm_range": "(0, inf)", "delta_width": "[3, inf)", "segment_frames": "[1, inf)", "segment_hop": "[1, inf)",
+    "workers": "[0, inf)",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _interval(text: str) -> tuple[float, float, bool, bool]:
+    """``"(0, 1]"`` → ``(0.0, 1.0, low_closed=False, high_closed=True)``."""
+    low, high = (float(v) for v in text[1:-1].split(","))
+    return low, high, text[0] == "[", text[-1] == "]"
+
+
+def in_range(value: float, interval: str) -> bool:
+    """Whether a finite ``value`` lies in ``interval`` (``"[1, inf)"``, ``"(0, 1)"``, ...)."""
+    low, high, low_closed, high_closed = _interval(interval)
+    return math.isfinite(value) and (low <= value if low_closed else low < value) \
+        and (value <= high if high_closed else value < high)
+
+
+def check_ranges(section: Any, name: str) -> None:
+    """Check every number of a section dataclass: finite, and inside its key's range (the section class'
+    ``RANGES``, else :data:`RANGES`). ``None`` and booleans are not checked.
+
+    Raises:
+        ConfigError: e.g. ``train.learning_rate must be a finite number in (0, inf), got nan``.
+    """
+    own = getattr(type(section), "RANGES", {})
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        interval = own.get(f.name, RANGES.get(f.name))
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}.{f.name} must be a finite number{f' in {interval}' if interval else ''}, "
+                              f"got {value!r}")
+        if interval is not None and not in_range(value, interval):
+            raise ConfigError(f"{name}.{f.name} must be in {interval}, got {value!r}")
+
+
+def validate_section(section: Any, name: str) -> None:
+    """Check one section: :func:`check_ranges`, then its own ``validate()`` when it has one.
+
+    Raises:
+        ConfigError: a number out of range or not finite, or what the section's ``validate()`` refuses.
+    """
+    check_ranges(section, name)
+    check = getattr(section, "validate", None)
+    if callable(check):
+        check()
+
+
+def check_file_name(name: str, key: str) -> None:
+    """Refuse a name from a config that is not one plain file name, so it can never reach outside its folder:
+    the rule of utterance ids, :func:`cnnrnn.corpora.base.id_problem` (no path separator, no leading dot, so no
+    ``..``, no NUL or other control character, not empty).
+
+    Raises:
+        ConfigError: naming ``key``, the name and what is wrong with it.
+    """
+    from .corpora.base import id_problem
+
+    problem = id_problem(name)
+    if problem:
+        raise ConfigError(f"{key} must be a plain file name (no folder, no '..', no leading dot, no control "
+                          f"character): {name!r} has {problem}")
+
+
+def check_name_pattern(pattern: str, key: str, fields: typing.Sequence[str], suffix: str = "") -> None:
+    """Refuse a file-name pattern (``str.format`` syntax) that uses a field other than ``fields``, that
+    ``str.format`` cannot fill, or whose filled-in name is not a plain file name (:func:`check_file_name`)
+    ending in ``suffix``.
+
+    Raises:
+        ConfigError: naming ``key``, the pattern and the fields allowed.
+    """
+    import re
+    import string
+
+    allowed = ", ".join("{" + f + "}" for f in fields)
+    try:
+        parts = [(field, spec or "") for _, field, spec, _ in string.Formatter().parse(pattern) if field is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{key} {pattern!r} is not a valid name pattern ({exc}); allowed fields: {allowed}") \
+            from exc
+    unknown = [field for field, _ in parts if field not in fields]
+    if unknown:
+        raise ConfigError(f"{key} {pattern!r} uses unknown field(s) {unknown}; allowed: {allowed}")
+    if any("{" in spec or any(int(n) > 64 for n in re.findall(r"\d+", spec)) for _, spec in parts):
+        raise ConfigError(f"{key} {pattern!r}: a format spec with a nested field or a width above 64 (e.g. "
+                          "{fold:>999999999}) makes no file name")
+    try:
+        filled = pattern.format(**{f: 1 for f in fields})
+    except (ValueError, IndexError, KeyError) as exc:
+        raise ConfigError(f"{key} {pattern!r} is not a valid name pattern ({exc}); allowed fields: {allowed}") \
+            from exc
+    check_file_name(filled, f"{key} {pattern!r}")
+    if suffix and not filled.endswith(suffix):
+        raise ConfigError(f"{key} {pattern!r} must end in {suffix!r}")
+
+
 def _validate(cfg) -> None:
-    parts = [getattr(cfg, f.name) for f in dataclasses.fields(cfg)] if is_sectioned(type(cfg)) else []
-    for part in parts + [cfg]:
-        check = getattr(part, "validate", None)
+    if is_sectioned(type(cfg)):
+        for f in dataclasses.fields(cfg):
+            validate_section(getattr(cfg, f.name), f.name)
+        check = getattr(cfg, "validate", None)
         if callable(check):
             check()
+    else:
+        validate_section(cfg, getattr(type(cfg), "SECTION_NAME", type(cfg).__name__))
 
 
 def from_dict(cls, data: Any):
@@ -267,6 +397,29 @@ def override(cfg, values: Mapping[str, Any]):
         name = getattr(hints[section], "ALIASES", {}).get(name, name)
         data[section][name] = value
     return from_dict(type(cfg), data)
+
+
+def changed_keys(old, new, sections: typing.Iterable[str] | None = None,
+                 ignore: typing.Iterable[str] = ()) -> list[str]:
+    """The keys whose values differ between two configs of one class, as ``"section.key: old -> new"``.
+
+    Args:
+        old, new: configs (dataclass instances) of one class.
+        sections: the sections compared (a sectioned config; default: all); a flat config compares its keys.
+        ignore: ``section.key`` (or ``key``) names left out, e.g. settings that change no output
+            (``spectrogram.workers``).
+    """
+    a, b = to_dict(old), to_dict(new)
+    if not is_sectioned(type(old)):
+        a, b, sections = {"": a}, {"": b}, [""]
+    skip = set(ignore)
+    changes = []
+    for section in (list(a) if sections is None else sections):
+        for key in sorted(set(a[section]) | set(b[section])):
+            name = f"{section}.{key}" if section else key
+            if name not in skip and a[section].get(key) != b[section].get(key):
+                changes.append(f"{name}: {a[section].get(key)!r} -> {b[section].get(key)!r}")
+    return changes
 
 
 def nullable_keys(cls) -> set[tuple[str | None, str]]:

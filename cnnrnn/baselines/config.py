@@ -82,7 +82,8 @@ class BaselineConfig(LogMelConfig):
     time_mask_width: int = 16
 
     def validate(self) -> None:
-        """Raise :class:`BaselineConfigError` on impossible values (the feature settings first)."""
+        """Raise :class:`BaselineConfigError` on impossible values (the feature settings first; each number's
+        range is :data:`cnnrnn.config.RANGES`', checked by the loader before)."""
         try:
             super().validate()
         except ConfigError as exc:
@@ -91,13 +92,6 @@ class BaselineConfig(LogMelConfig):
             raise BaselineConfigError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.split not in SPLITS:
             raise BaselineConfigError(f"split must be one of {SPLITS}, got {self.split!r}")
-        for name in ("epochs", "batch_size", "kernel_size", "dense_units"):
-            if getattr(self, name) <= 0:
-                raise BaselineConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise BaselineConfigError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0.0 < self.val_size < 1.0:
-            raise BaselineConfigError(f"val_size must be in (0, 1), got {self.val_size}")
         units = list(self.hidden_units) + list(self.filters)
         if not self.hidden_units or not self.filters or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in units):
@@ -106,10 +100,6 @@ class BaselineConfig(LogMelConfig):
 
         if self.normalization not in MODES:
             raise BaselineConfigError(f"normalization must be one of {MODES}, got {self.normalization!r}")
-        if self.norm_range <= 0:
-            raise BaselineConfigError(f"norm_range must be positive, got {self.norm_range}")
-        if min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) < 0:
-            raise BaselineConfigError("freq_masks, time_masks and their widths must be >= 0")
         if self.model == "ann" and (self.normalization != "none" or self.freq_masks or self.time_masks):
             raise BaselineConfigError("normalization and SpecAugment masks apply to the cnn's spectrogram, not "
                                       "to the ann's waveform")

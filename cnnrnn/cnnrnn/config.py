@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as _config
+from ..audio import SPEED_METHODS, SPEED_RANGE
 from ..config import ConfigError
 from ..corpora.kemdy import LABEL_ALIASES
 from ..features import SpectrogramConfig
@@ -104,6 +105,17 @@ class TrainConfig:
             selection set, the BatchNormalization statistics are recomputed from the training images with the
             epoch's weights (:func:`cnnrnn.models.blocks.recalibrate_batch_norm`), so the saved model
             predicts with the statistics of its own weights. Off in the faithful ``default`` preset.
+        speed_perturb: speed factors of the offline training copies (Kaldi-style speed perturbation, Ko et al.,
+            Interspeech 2015: ``[0.9, 1.1]``), each in (0.5, 2), 1.0 excluded (it is the original); ``[]`` = off.
+            Every *training* utterance of a fold also enters the fit as one copy per factor, computed from its
+            waveform played that much faster (:func:`cnnrnn.audio.change_speed`, before the cut to
+            ``spectrogram.duration``); the copies stay with their source utterance (never used to choose the
+            epoch or scored, never across folds). Under speaker normalisation each (speaker, factor) is
+            normalised as a speaker of its own, from its copies (the Kaldi convention, ``sp0.9-<speaker>``); the
+            run's statistics for real audio come from the un-perturbed audio only
+            (:mod:`cnnrnn.cnnrnn.speed`).
+        speed_perturb_method: ``speed`` (resampling: tempo and pitch change together, the Kaldi recipe) or
+            ``tempo`` (time stretch, pitch kept).
         checkpoint_name: file name pattern of the best checkpoint; ``{fold}`` and
             ``{epochs}`` are filled in (original: ``CNN_RNN_fold{k}_epoch60_e4.h5``).
     """
@@ -134,33 +146,37 @@ class TrainConfig:
     crop_width: int | None = None
     crop_hop: int | None = None
     precise_bn: bool = False
+    speed_perturb: list[float] = field(default_factory=list)
+    speed_perturb_method: str = "speed"
     checkpoint_name: str = "CNN_RNN_fold{fold}_epoch{epochs}_e4.h5"
 
     def validate(self) -> None:
-        if self.folds < 2:
-            raise ConfigError(f"train.folds must be >= 2, got {self.folds}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("train.epochs and train.batch_size must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"train.dropout must be in [0, 1), got {self.dropout}")
+        """Raise :class:`ConfigError` on impossible values (each number's own range is
+        :data:`cnnrnn.config.RANGES`', checked by the loader first)."""
+        # a plain file name in <out>/models/, with {fold} and {epochs} only
+        _config.check_name_pattern(self.checkpoint_name, "train.checkpoint_name", ("fold", "epochs"), ".h5")
         if self.monitor not in ("val_accuracy", "val_loss", "last"):
             raise ConfigError(f"train.monitor must be val_accuracy, val_loss or last, got {self.monitor!r}")
         if self.selection not in ("fold", "inner"):
             raise ConfigError(f"train.selection must be fold or inner, got {self.selection!r}")
         if self.backbone not in ("resnet50", "compact"):
             raise ConfigError(f"train.backbone must be resnet50 or compact, got {self.backbone!r}")
-        if min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) < 0:
-            raise ConfigError("train.freq_masks, time_masks and their widths must be >= 0")
         if not self.filters or min(self.filters) < 1:
             raise ConfigError(f"train.filters must be positive widths, got {self.filters}")
-        if self.mixup < 0:
-            raise ConfigError(f"train.mixup must be >= 0 (0 = off), got {self.mixup}")
         smallest = 32 if self.backbone == "resnet50" else 2 ** len(self.filters)
         if self.crop_width and self.crop_width < smallest:
             raise ConfigError(f"train.crop_width must be null, 0 or >= {smallest} (the {self.backbone} backbone's "
                               f"smallest input), got {self.crop_width}")
         if self.crop_hop is not None and self.crop_hop < 1:
             raise ConfigError(f"train.crop_hop must be null or >= 1 pixel, got {self.crop_hop}")
+        lo, hi = SPEED_RANGE
+        if any(isinstance(f, bool) or not isinstance(f, (int, float)) or not lo < f < hi or f == 1.0
+               for f in self.speed_perturb) or len(set(self.speed_perturb)) != len(self.speed_perturb):
+            raise ConfigError(f"train.speed_perturb must be distinct factors in ({lo}, {hi}) other than 1.0 "
+                              f"(e.g. [0.9, 1.1]), got {self.speed_perturb}")
+        if self.speed_perturb_method not in SPEED_METHODS:
+            raise ConfigError(f"train.speed_perturb_method must be one of {SPEED_METHODS}, "
+                              f"got {self.speed_perturb_method!r}")
 
     def model_options(self) -> dict:
         """Keyword arguments of :func:`cnnrnn.models.cnnrnn.build_cnnrnn` from this config."""
@@ -206,3 +222,62 @@ def load_config(source: str | Path | dict | CnnrnnConfig | None = None) -> Cnnrn
 def list_presets() -> list[str]:
     """Names of the CNNRNN presets shipped in ``cnnrnn/configs/cnnrnn``."""
     return _config.list_presets(FAMILY)
+
+
+# --------------------------------------------------------------------------- the stages of one run folder
+#: The stages in order, each with the config section its files are made with (``pack`` has none of its own).
+STAGES: dict[str, str | None] = {"split": "split", "spectrograms": "spectrogram", "pack": None, "train": "train"}
+#: Keys that change no stage's files (how many processes render), left out when stages are compared.
+NO_OUTPUT_KEYS = ("spectrogram.workers",)
+
+
+class StageConfigError(ConfigError):
+    """A stage was asked to run with settings for an earlier stage that differ from those its files were made
+    with (the run's ``config.json``)."""
+
+
+def earlier_stage_changes(out: str | Path, config: Any, stage: str) -> dict[str, list[str]]:
+    """The settings of the stages before ``stage`` that ``config`` changes, compared with the run's ``config.json``
+    (the config every stage records when it has run).
+
+    Args:
+        out: the run folder. config: anything :func:`load_config` takes. stage: a key of :data:`STAGES`.
+
+    Returns:
+        ``{earlier stage: ["section.key: recorded -> new", ...]}`` in stage order; empty when nothing changes or
+        the folder has no ``config.json`` yet.
+
+    Raises:
+        ConfigError: the run's ``config.json`` is unreadable or invalid.
+    """
+    from ..artifacts import CONFIG_FILE
+
+    path = Path(out) / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    recorded, new = load_config(path), load_config(config)
+    names = list(STAGES)
+    changes = {}
+    for earlier in names[:names.index(stage)]:
+        diff = _config.changed_keys(recorded, new, [STAGES[earlier]], NO_OUTPUT_KEYS) if STAGES[earlier] else []
+        if diff:
+            changes[earlier] = diff
+    return changes
+
+
+def check_earlier_stages(out: str | Path, config: Any, stage: str) -> None:
+    """Refuse to run ``stage`` in ``out`` with settings for its earlier stages other than those their files were
+    made with (:func:`earlier_stage_changes`): images rendered one way and predictions another would be a silent
+    wrong result.
+
+    Raises:
+        StageConfigError: naming every differing key, its recorded and its new value.
+    """
+    changes = earlier_stage_changes(out, config, stage)
+    if changes:
+        diffs = "; ".join(d for ds in changes.values() for d in ds)
+        raise StageConfigError(
+            f"{stage}: this config changes the settings of the earlier stage(s) {', '.join(changes)} that made the "
+            f"files in {out} ({diffs}); use a new --out, or --force to re-run the stages from {next(iter(changes))} "
+            f"on with the new settings, or start the config from the run's: {{\"extends\": "
+            f"\"{Path(out) / 'config.json'}\", ...}}")

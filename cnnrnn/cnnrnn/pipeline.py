@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import artifacts as A
-from .config import load_config
+from .config import STAGES, StageConfigError, check_earlier_stages, earlier_stage_changes, load_config
 from .data import pack, spectrograms, split
 from .predict import test
 from .train import train
@@ -54,6 +54,52 @@ def run(corpus: str, root: str | Path, out: str | Path, config=None, progress: b
     }
     A.save_json(summary, out / "run_summary.json")
     return summary
+
+
+def rerun_earlier_stages(out: str | Path, config, stage: str, force: bool = False, progress: bool = True) -> list[str]:
+    """Make sure the files of the stages before ``stage`` in ``out`` were made with ``config``'s settings.
+
+    Nothing to do when the run's ``config.json`` holds the same settings for them (or there is none yet).
+    Otherwise, without ``force``, refuse; with ``force``, re-run with ``config`` every stage from the first whose
+    settings changed up to the one before ``stage`` (``split`` reads the corpus again, from the ``corpus`` and
+    ``root`` of ``split_report.json``), and forget the finished folds of ``train`` (``folds/fold*.json``), which
+    were trained on the old files.
+
+    Args:
+        out: the run folder. config: anything :func:`load_config` takes. stage: ``spectrograms``, ``pack`` or
+            ``train``. force: re-run instead of refusing. progress: progress bars.
+
+    Returns:
+        The stages re-run, in order (empty when none was needed).
+
+    Raises:
+        StageConfigError: the settings differ and ``force`` is not set (names every differing key).
+    """
+    cfg, out = load_config(config), Path(out)
+    changes = earlier_stage_changes(out, cfg, stage)
+    if not changes:
+        return []
+    if not force:
+        check_earlier_stages(out, cfg, stage)
+    names = list(STAGES)
+    todo = names[names.index(next(iter(changes))):names.index(stage)]
+    log.warning("--force: re-running %s with the new settings (%s)", ", ".join(todo),
+                "; ".join(d for ds in changes.values() for d in ds))
+    for name in todo:
+        if name == "split":
+            report = out / "split_report.json"
+            corpus = A.load_json(report).get("corpus", {}) if report.is_file() else {}
+            if not {"corpus", "root"} <= set(corpus):
+                raise StageConfigError(f"--force cannot re-run split: {report} does not name the corpus; run "
+                                       "`cnnrnn split` (or `cnnrnn run`) with the new config instead")
+            split(corpus["corpus"], corpus["root"], out, cfg)
+        elif name == "spectrograms":
+            spectrograms(out, cfg, progress)
+        elif name == "pack":
+            pack(out, cfg, progress, force=True)
+    for marker in (out / "folds").glob("fold*.json"):  # trained on the old files: retrain, never resume
+        marker.unlink()
+    return todo
 
 
 def demo(out: str | Path = "artifacts/demo", config="demo", progress: bool = True,

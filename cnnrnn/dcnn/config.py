@@ -118,9 +118,7 @@ class FeatureConfig(MelBands):
                 raise ConfigError(f"data.kind yamnet needs YAMNet's front end {YAMNET_FRONT_END}; got {wrong}")
         if self.n_fft < 2 or self.hop_length < 1:
             raise ConfigError(f"bad STFT settings: win_ms {self.win_ms}, hop_ms {self.hop_ms} at sr {self.sr}")
-        if self.max_sec is not None and self.max_sec <= 0:
-            raise ConfigError(f"max_sec must be positive or null, got {self.max_sec}")
-        if self.delta_width < 3 or self.delta_width % 2 == 0:
+        if self.delta_width % 2 == 0:
             raise ConfigError(f"delta_width must be odd and >= 3, got {self.delta_width}")
         if not 1 <= self.segment_hop <= self.segment_frames:
             raise ConfigError(f"need 1 <= segment_hop <= segment_frames, got {self.segment_hop}, "
@@ -131,8 +129,6 @@ class FeatureConfig(MelBands):
 
         if self.normalization not in MODES:
             raise ConfigError(f"normalization must be one of {MODES}, got {self.normalization!r}")
-        if self.norm_range <= 0:
-            raise ConfigError(f"norm_range must be positive, got {self.norm_range}")
 
     def settings(self) -> dict[str, Any]:
         """The feature settings alone, as a plain dict (what ``dcnn.json`` stores under ``features``)."""
@@ -153,7 +149,7 @@ def feature_config(values: dict[str, Any]) -> FeatureConfig:
         ConfigError: unknown keys, wrong types or impossible values.
     """
     cfg = _config.section_from_dict(FeatureConfig, values, "features")
-    cfg.validate()
+    _config.validate_section(cfg, "features")
     return cfg
 
 
@@ -227,17 +223,8 @@ class ModelSection:
         """Raise :class:`~cnnrnn.config.ConfigError` on impossible values."""
         if self.backbone not in ("alexnet", "resnet50", "compact", "yamnet"):
             raise ConfigError(f"model.backbone must be alexnet, resnet50, compact or yamnet, got {self.backbone!r}")
-        if self.freeze_blocks < 0:
-            raise ConfigError(f"model.freeze_blocks must be >= 0, got {self.freeze_blocks}")
         if not self.filters or min(self.filters) < 1:
             raise ConfigError(f"model.filters must be positive widths, got {self.filters}")
-        if min(self.freq_masks, self.time_masks, self.freq_mask_width, self.time_mask_width) < 0:
-            raise ConfigError("model.freq_masks, time_masks and their widths must be >= 0")
-        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.head_dropout < 1.0):
-            raise ConfigError(f"model.dropout and head_dropout must be in [0, 1), got {self.dropout}, "
-                              f"{self.head_dropout}")
-        if self.bn_momentum is not None and not 0.0 < self.bn_momentum < 1.0:
-            raise ConfigError(f"model.bn_momentum must be in (0, 1) or null, got {self.bn_momentum}")
 
     def spec_augment(self, seed: int) -> dict | None:
         """Keyword arguments of :class:`cnnrnn.models.augment.SpecAugment`, or ``None`` without masks."""
@@ -281,8 +268,9 @@ class TrainSection:
         """Raise :class:`~cnnrnn.config.ConfigError` on impossible values."""
         if self.selection not in ("last", "inner"):
             raise ConfigError(f"train.selection must be last or inner, got {self.selection!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
-            raise ConfigError("train.epochs and train.batch_size must be >= 1 and learning_rate positive")
+        _config.check_file_name(self.name, "train.name")  # the run folder <log_root>/<name>: never outside --out
+        if self.finetune_name is not None:
+            _config.check_file_name(self.finetune_name, "train.finetune_name")
 
 
 @dataclass

@@ -76,14 +76,10 @@ class ModelConfig:
         return {"classification": ("emotion",), "regression": ("va",), "total": ("emotion", "va")}[self.task]
 
     def validate(self) -> None:
-        """Raises :class:`~cnnrnn.config.ConfigError` for an unknown choice or a size below 1."""
+        """Raises :class:`~cnnrnn.config.ConfigError` for an unknown choice (numbers: :data:`cnnrnn.config.RANGES`)."""
         for name, allowed in (("task", TASKS), ("modality", MODALITIES), ("fusion", FUSIONS),
                               ("speech_pooling", POOLINGS)):
             _choose("model", name, getattr(self, name), allowed)
-        if self.max_len < 1 or self.proj_dim < 1 or self.max_seconds <= 0:
-            raise ConfigError("model.max_len, model.proj_dim and model.max_seconds must be positive")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -136,17 +132,12 @@ class TrainConfig:
     fold_scheme: str = "contiguous"
 
     def validate(self) -> None:
-        """Raises :class:`~cnnrnn.config.ConfigError` for an unknown choice or a value out of range."""
+        """Raises :class:`~cnnrnn.config.ConfigError` for an unknown choice or a fold outside ``0..folds-1`` (each
+        number's own range is :data:`cnnrnn.config.RANGES`', checked by the loader before)."""
         for name, allowed in (("loss", LOSSES), ("label_mode", LABEL_MODES), ("fold_scheme", FOLD_SCHEMES)):
             _choose("train", name, getattr(self, name), allowed)
-        if self.learning_rate <= 0 or self.batch_size < 1 or self.valid_batch_size < 1 or self.epochs < 1:
-            raise ConfigError("train.learning_rate, batch_size, valid_batch_size and epochs must be positive")
-        if self.folds < 2:
-            raise ConfigError(f"train.folds must be at least 2, got {self.folds}")
         if not 0 <= self.fold < self.folds:
             raise ConfigError(f"train.fold {self.fold} is outside 0..{self.folds - 1} (folds are numbered from 0)")
-        if not 0.0 < self.threshold < 1.0:
-            raise ConfigError(f"train.threshold must be in (0, 1), got {self.threshold}")
 
 
 @dataclass
