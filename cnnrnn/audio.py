@@ -3,24 +3,45 @@
 Every function takes and returns mono ``float32`` waveforms in [-1, 1] at a
 sample rate ``sr`` in Hz. Bad input raises :class:`AudioError` with the file
 and the reason, so batch stages can count and report the file as skipped.
+
+Per-file work in worker processes goes through :func:`map_chunks`, the one process pool of the package: its
+workers exit when their parent dies, and a worker that dies (the out-of-memory killer, a crash in a native
+library) costs only the file it was processing (reason ``worker_died``), never the batch. For tests, the
+environment variable :data:`FAULT_KILL_WORKER_ENV` (``CNNRNN_FAULT_KILL_WORKER=<file name>``) makes a pool worker
+kill itself (SIGKILL) when :func:`load_audio` opens a file of that name; it is read only in pool workers.
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 T = TypeVar("T")
+R = TypeVar("R")
+
+#: Default limit on the length of one decoded file, in seconds (the ``max_audio_seconds`` setting): longer audio,
+#: as its header states it, is skipped before it is decoded (reason ``too_long``).
+MAX_AUDIO_SECONDS = 3600.0
+#: Sample rates (Hz) a file's header may state; outside them the file is skipped (reason ``bad_sample_rate``).
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768_000
+#: Fault injection for tests: a pool worker that opens an audio file of this name kills itself with SIGKILL,
+#: as the out-of-memory killer would. Read only in pool workers (:func:`pool_worker_init`).
+FAULT_KILL_WORKER_ENV = "CNNRNN_FAULT_KILL_WORKER"
+_fault_kill_name: str | None = None  # set in pool workers only
 
 
 class AudioError(ValueError):
     """An audio file cannot be used: unreadable, empty, silent or not finite.
 
     Attributes:
-        reason: a short machine-readable reason (``unreadable``, ``empty``,
-            ``silent``, ``not_finite``) used to count skips.
+        reason: a short machine-readable reason (``missing``, ``unreadable``, ``empty``, ``silent``,
+            ``not_finite``, ``too_short``, ``too_long``, ``bad_sample_rate``, ``worker_died``, ...) used to
+            count skips.
     """
 
     def __init__(self, message: str, reason: str):
@@ -28,24 +49,41 @@ class AudioError(ValueError):
         self.reason = reason
 
 
-def load_audio(path: str | Path, sr: int | None = None, *, check: bool = True) -> tuple[np.ndarray, int]:
+class ClipTooShortError(AudioError):
+    """The clip is too short for its features (reason ``too_short``): fewer samples than one STFT frame
+    (:func:`load_audio` with ``min_samples``), or fewer frames than one segment (:func:`cnnrnn.features.segment`)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "too_short")
+
+
+def load_audio(path: str | Path, sr: int | None = None, *, check: bool = True,
+               max_seconds: float | None = MAX_AUDIO_SECONDS, min_samples: int = 0) -> tuple[np.ndarray, int]:
     """Read an audio file as mono float32, resampled to ``sr``.
 
     Decoding uses soundfile (libsndfile); stereo is averaged to mono with
     ``librosa.to_mono``; resampling uses ``librosa.resample`` (soxr_hq), as
     ``librosa.load`` does, but without librosa's silent audioread fallback so
-    that a corrupt file fails clearly.
+    that a corrupt file fails clearly. The header is read first (``soundfile.info``): a sample rate outside
+    [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`] Hz or a length over ``max_seconds`` is refused before
+    anything is decoded or resampled (a header claiming 200,000 frames at 1 Hz would otherwise ask for
+    12.8 GB at 16 kHz).
 
     Args:
         path: audio file (wav, flac, ogg, ...).
         sr: target sample rate in Hz, or ``None`` to keep the file's rate.
         check: reject empty, all-silent and non-finite audio.
+        max_seconds: longest audio accepted, in seconds (``None``: no limit).
+        min_samples: fewest samples accepted after resampling (e.g. ``n_fft``: one STFT frame).
 
     Returns:
         ``(y, sr)``: ``y`` is ``(samples,) float32``; ``sr`` in Hz.
 
     Raises:
-        AudioError: the file is missing, unreadable, empty, silent or holds NaN/inf.
+        AudioError: the file is missing (``missing``), unreadable (``unreadable``), empty, silent or holds
+            NaN/inf (``empty``, ``silent``, ``not_finite``; with ``check``), states an absurd sample rate
+            (``bad_sample_rate``) or is longer than ``max_seconds`` (``too_long``);
+            :class:`ClipTooShortError` (``too_short``): fewer than ``min_samples`` samples at ``sr``.
     """
     import librosa
     import soundfile as sf
@@ -53,17 +91,59 @@ def load_audio(path: str | Path, sr: int | None = None, *, check: bool = True) -
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: file not found", "missing")
+    if _fault_kill_name is not None and path.name == _fault_kill_name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)  # fault injection (FAULT_KILL_WORKER_ENV): die as the OOM killer kills
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError/TypeError
+        raise AudioError(f"{path}: cannot decode audio ({exc})", "unreadable") from exc
+    check_header(path, int(info.samplerate), int(info.frames), max_seconds)
     try:
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError/TypeError
         raise AudioError(f"{path}: cannot decode audio ({exc})", "unreadable") from exc
+    check_header(path, int(file_sr), data.shape[0], max_seconds)  # what was decoded, if the header understated it
     y = librosa.to_mono(np.ascontiguousarray(data.T)) if data.shape[1] > 1 else data[:, 0]
     if check:
         check_waveform(y, path)
     if sr is not None and file_sr != sr:
         y = librosa.resample(y, orig_sr=file_sr, target_sr=sr, res_type="soxr_hq")
         file_sr = sr
+    check_min_samples(y, min_samples, path, file_sr)
     return np.ascontiguousarray(y, dtype=np.float32), int(file_sr)
+
+
+def check_min_samples(y: np.ndarray, min_samples: int, source: str | Path = "<array>", sr: int | None = None) -> None:
+    """Raise :class:`ClipTooShortError` (reason ``too_short``) when ``y`` has fewer than ``min_samples`` samples
+    (``n_fft``: one STFT frame; ``sr`` in Hz, for the message only)."""
+    if y.shape[0] < min_samples:
+        rate = f" at {sr} Hz" if sr else ""
+        raise ClipTooShortError(f"{source}: {y.shape[0]} sample(s){rate} is shorter than one STFT frame "
+                                f"(n_fft = {min_samples} samples)")
+
+
+def check_header(path: str | Path, sample_rate: int, frames: int,
+                 max_seconds: float | None = MAX_AUDIO_SECONDS) -> None:
+    """Refuse a file whose sample rate is absurd or whose length is over ``max_seconds``, before decoding it.
+
+    Args:
+        path: the file, for the message.
+        sample_rate: its rate in Hz; frames: its length in samples (per channel), as its header states them.
+        max_seconds: longest audio accepted, in seconds (``None``: no limit).
+
+    Raises:
+        AudioError: reason ``bad_sample_rate`` (outside [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`] Hz)
+            or ``too_long``.
+    """
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{path}: sample rate {sample_rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz "
+                         "(a broken or hostile header?)", "bad_sample_rate")
+    if max_seconds is not None and frames > max_seconds * sample_rate:
+        raise AudioError(f"{path}: {frames / sample_rate:.1f} s of audio ({frames} frames at {sample_rate} Hz) is "
+                         f"longer than max_audio_seconds = {max_seconds:g} s; raise max_audio_seconds to use it",
+                         "too_long")
 
 
 def check_waveform(y: np.ndarray, source: str | Path = "<array>", silence_peak: float = 1e-6) -> None:
@@ -106,6 +186,56 @@ def pad_or_trim(y: np.ndarray, n_samples: int, mode: str = "constant") -> np.nda
             out = np.concatenate([out, out[::-1]])
         return out[:n_samples]
     raise ValueError(f"unknown pad mode {mode!r}; use 'constant' or 'reflect'")
+
+
+#: How :func:`change_speed` changes the speed: ``speed`` (resampling: tempo and pitch together, Kaldi-style) or
+#: ``tempo`` (time stretch: pitch kept).
+SPEED_METHODS = ("speed", "tempo")
+#: Speed factors must lie strictly inside this range.
+SPEED_RANGE = (0.5, 2.0)
+
+
+def change_speed(y: np.ndarray, sr: int, factor: float, method: str = "speed") -> np.ndarray:
+    """Play a waveform ``factor`` times faster (speed perturbation), with audiomentations.
+
+    * ``speed``: Kaldi-style speed perturbation (Ko, Peddinti, Povey & Khudanpur, "Audio augmentation for
+      speech recognition", Interspeech 2015; sox ``speed``): the clip is resampled from ``sr`` to
+      ``round(sr / factor)`` Hz (``audiomentations.Resample``, librosa/soxr) and read back at ``sr``, so
+      tempo and pitch both change by ``factor`` (formants move, as for another vocal tract).
+    * ``tempo``: ``audiomentations.TimeStretch`` (Signalsmith Stretch), length changed, pitch kept.
+
+    Deterministic: the transforms are built with ``p=1`` and ``min == max``, so Python's global ``random``
+    state (which audiomentations draws from) does not change the result.
+
+    Args:
+        y: ``(samples,)`` float32 waveform at ``sr`` Hz.
+        sr: sample rate in Hz.
+        factor: speed factor in (0.5, 2) (:data:`SPEED_RANGE`); > 1 is faster (shorter), 1 returns ``y``.
+        method: one of :data:`SPEED_METHODS`.
+
+    Returns:
+        ``(round(samples / factor),) float32`` (to within one sample), still at ``sr`` Hz.
+
+    Raises:
+        ValueError: ``factor`` outside (0.5, 2) or an unknown ``method``.
+    """
+    if method not in SPEED_METHODS:
+        raise ValueError(f"unknown speed perturbation method {method!r}; use one of {SPEED_METHODS}")
+    if not SPEED_RANGE[0] < factor < SPEED_RANGE[1]:
+        raise ValueError(f"speed factor must be in ({SPEED_RANGE[0]}, {SPEED_RANGE[1]}), got {factor}")
+    y = np.asarray(y, dtype=np.float32)
+    if factor == 1.0:
+        return y
+    if method == "speed":
+        from audiomentations import Resample
+
+        rate = int(round(sr / factor))
+        transform = Resample(min_sample_rate=rate, max_sample_rate=rate, p=1.0)
+    else:
+        from audiomentations import TimeStretch
+
+        transform = TimeStretch(min_rate=factor, max_rate=factor, leave_length_unchanged=False, p=1.0)
+    return np.ascontiguousarray(transform(samples=y, sample_rate=int(sr)), dtype=np.float32)
 
 
 def list_audio(folder: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
@@ -152,3 +282,143 @@ def load_each(paths: Sequence[str | Path], load: Callable[[Path], T], *, desc: s
             continue
         kept.append(i)
     return kept, results, skipped
+
+
+# --------------------------------------------------------------------------- worker processes
+def _exit_with_parent(parent: int) -> None:
+    """Make this process die when ``parent`` does: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` on Linux, and on every
+    platform a daemon thread that polls ``os.getppid()`` once a second."""
+    import signal
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # no libc symbol: the thread below still watches
+            pass
+    if os.getppid() != parent:  # the parent died before the watch began
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="cnnrnn-parent-watch", daemon=True).start()
+
+
+def pool_worker_init(parent: int) -> None:
+    """Initializer of every pool worker (:func:`map_chunks`): exit when the parent process ``parent`` dies, one
+    BLAS/FFT thread (the workers already fill the cores), and read :data:`FAULT_KILL_WORKER_ENV`."""
+    global _fault_kill_name
+    _exit_with_parent(parent)
+    _fault_kill_name = os.environ.get(FAULT_KILL_WORKER_ENV) or None
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def pool_context():
+    """The multiprocessing context of the pool: ``fork`` on Linux while TensorFlow is not loaded (cheap, librosa
+    already imported), else ``spawn`` (fork is unsafe once TensorFlow has started threads)."""
+    import multiprocessing
+
+    if sys.platform.startswith("linux") and "tensorflow" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+#: Pools broken this many times in a row, with no work finished in between, stop :func:`map_chunks`.
+MAX_DEATHS_IN_A_ROW = 5
+#: The skip reason, and the message, of an item whose worker process died while processing it alone.
+WORKER_DIED = "worker_died"
+WORKER_DIED_MESSAGE = ("the worker process died while processing it alone (killed, e.g. by the out-of-memory killer, "
+                       "or crashed)")
+
+
+def map_chunks(fn: Callable[..., list[R]], chunks: Sequence[Sequence[T]], *, workers: int,
+               on_result: Callable[[list[R]], None], on_died: Callable[[T, str], None],
+               args: tuple = (), mp_context=None, isolate: bool = False) -> None:
+    """Run ``fn(chunk, *args)`` for every chunk in worker processes, and survive workers that die.
+
+    At most ``workers`` chunks are in flight at once, so when a worker dies (killed by the out-of-memory killer,
+    a crash in a native library) and the pool breaks (``BrokenProcessPool``), only those chunks are suspect: the
+    chunks not yet started go on in a fresh pool; then the suspect chunks' items are run again one at a time in a
+    one-worker pool (a fresh one after each death), and an item whose worker dies while it runs alone is reported
+    to ``on_died`` and left out. A file that always kills its worker thus costs itself only, on every rerun.
+
+    The workers exit when this process dies (:func:`pool_worker_init`). ``workers`` 1 runs in this process
+    (a crash ends the command, as any crash would), unless ``isolate``.
+
+    Args:
+        fn: a picklable function ``fn(chunk, *args) -> list of results`` (one per item, in any form).
+        chunks: lists of items (picklable).
+        workers: processes (>= 1).
+        on_result: called in this process with each finished chunk's results, in completion order.
+        on_died: called with ``(item, WORKER_DIED_MESSAGE)`` for each item whose worker died processing it
+            alone (count it as a skip with reason :data:`WORKER_DIED`).
+        args: further arguments of ``fn``.
+        mp_context: a multiprocessing context; default :func:`pool_context`.
+        isolate: run in worker processes even with one worker (for work that must not run in this process).
+
+    Raises:
+        ChildProcessError: pools broke :data:`MAX_DEATHS_IN_A_ROW` times in a row without finishing any chunk
+            (every worker dies: no memory at all, a broken installation); an ``OSError``, so the CLI prints one line.
+    """
+    import logging
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    log = logging.getLogger("cnnrnn.audio")
+    if workers <= 1 and not isolate:
+        for chunk in chunks:
+            on_result(fn(list(chunk), *args))
+        return
+    context = mp_context or pool_context()
+
+    def run(todo: list[list[T]], width: int) -> list[list[T]]:
+        """Run ``todo``; return the chunks that were in flight when a worker died (pools restart after each)."""
+        suspects: list[list[T]] = []
+        todo = list(todo)
+        deaths = 0  # pools broken since the last finished chunk
+        while todo:
+            broken = False
+            with ProcessPoolExecutor(max_workers=min(width, len(todo)), mp_context=context,
+                                     initializer=pool_worker_init, initargs=(os.getpid(),)) as pool:
+                running: dict[Any, list[T]] = {}
+                while (todo or running) and not broken:
+                    while todo and len(running) < width:
+                        chunk = todo.pop(0)
+                        running[pool.submit(fn, chunk, *args)] = chunk
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        try:
+                            results = fut.result()
+                        except BrokenProcessPool:
+                            broken = True
+                            continue
+                        on_result(results)
+                        del running[fut]
+                        deaths = 0
+                if broken:
+                    suspects.extend(running.values())  # the in-flight chunks: one of them killed its worker
+                    deaths += 1
+                    if deaths >= MAX_DEATHS_IN_A_ROW:
+                        raise ChildProcessError(
+                            f"worker processes died {deaths} times in a row without finishing any work (out of "
+                            "memory? a broken installation?); stopped")
+        return suspects
+
+    suspects = run([list(c) for c in chunks], max(1, workers))
+    if not suspects:
+        return
+    items = [item for chunk in suspects for item in chunk]
+    log.warning("a worker process died (out of memory? a crash?): retrying the %d item(s) it may have held, "
+                "one at a time", len(items))
+    for [item] in run([[item] for item in items], 1):
+        on_died(item, WORKER_DIED_MESSAGE)

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from .artifacts import atomic_write, atomic_write_bytes
+from .artifacts import atomic_write, atomic_write_bytes, ensure_writable_dir
 from .audio import AudioError, check_waveform, list_audio, load_audio
 
 log = logging.getLogger("cnnrnn.audio_tools")
@@ -40,6 +40,7 @@ def _check_folders(src_dir: str | Path, dst_dir: str | Path) -> tuple[Path, Path
     if src == dst or src in dst.parents or dst in src.parents:
         raise SameFolderError(f"destination {dst} must be a separate folder: it is the source folder {src}, "
                               "or one lies inside the other (outputs would mix with, or overwrite, the sources)")
+    ensure_writable_dir(dst)  # before any work: a read-only destination fails at once
     return src, dst
 
 

@@ -27,9 +27,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..artifacts import atomic_write, load_json, save_json
-from ..audio import AudioError, load_audio, pad_or_trim
+from ..audio import AudioError, pad_or_trim
 from ..corpora import Utterance
-from ..features import log_mel
+from ..features import load_clip, log_mel
 from ..splits import SplitError, holdout_split
 from .config import BaselineConfig
 
@@ -55,10 +55,10 @@ def waveform(path: str | Path, cfg: BaselineConfig) -> np.ndarray:
         ``(n_samples,) float32`` in [-1, 1].
 
     Raises:
-        AudioError: missing, unreadable, empty, silent or non-finite audio.
+        AudioError: missing, unreadable, empty, silent, non-finite or too long audio, or shorter than one STFT
+            frame (``too_short``; :func:`cnnrnn.features.load_clip`).
     """
-    y, _ = load_audio(path, sr=cfg.sr)
-    return pad_or_trim(y, cfg.n_samples, mode="reflect")
+    return pad_or_trim(load_clip(path, cfg), cfg.n_samples, mode="reflect")
 
 
 def spectrogram_image(y: np.ndarray, cfg: BaselineConfig, eps: float = 1e-6) -> np.ndarray:

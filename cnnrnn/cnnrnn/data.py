@@ -17,11 +17,8 @@ Reruns resume: existing PNGs are kept, and ``pack`` is skipped when its pickles 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import sys
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -29,10 +26,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .. import artifacts as A
-from ..audio import AudioError
-from ..corpora.base import Utterance
+from ..audio import WORKER_DIED, AudioError, map_chunks
+from ..corpora.base import CorpusError, Utterance, id_path
 from ..features import SpectrogramConfig, read_png, render_file
 from .config import CnnrnnConfig, load_config
+from .speed import COPIES_KEY, FACTORS_KEY, METHOD_KEY, copy_items, copy_stats
 
 log = logging.getLogger("cnnrnn.cnnrnn.data")
 
@@ -225,32 +223,18 @@ class ExtractReport:
         }
 
 
-def _render_chunk(chunk: list[tuple[str, str, str, str | None]], cfg: SpectrogramConfig,
+def _render_chunk(chunk: list[tuple[str, str, str, str | None, float, str]], cfg: SpectrogramConfig,
                   stats=None) -> list[tuple[str, str | None, str]]:
     out = []
-    for uid, audio, png, speaker in chunk:
+    for uid, audio, png, speaker, speed, speed_method in chunk:
         try:
-            render_file(audio, png, cfg, speaker, stats)
+            render_file(audio, png, cfg, speaker, stats, speed=speed, speed_method=speed_method)
             out.append((uid, None, ""))
         except AudioError as exc:
             out.append((uid, exc.reason, str(exc)))
         except Exception as exc:  # keep the batch alive; report what broke
             out.append((uid, "error", f"{audio}: {type(exc).__name__}: {exc}"))
     return out
-
-
-def _worker_init() -> None:
-    # One BLAS/FFT thread per worker: the workers already fill the cores.
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-
-
-def _pool_context():
-    # fork is cheap (librosa already imported) but unsafe once TensorFlow has started threads.
-    if sys.platform.startswith("linux") and "tensorflow" not in sys.modules:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
 
 
 def extract_spectrograms(
@@ -269,16 +253,22 @@ def extract_spectrograms(
     PNGs that already exist are kept (a rerun resumes an interrupted one);
     every PNG is written atomically, so none is ever half-written, and temp
     files an interrupted run left behind are removed. Bad audio
-    is skipped and counted by reason, never fatal.
+    is skipped and counted by reason, never fatal. The workers run in :func:`cnnrnn.audio.map_chunks`: they exit
+    when this process dies, and a file whose worker dies (killed by the out-of-memory killer, a crash) is
+    retried alone, then skipped with reason ``worker_died``. An id whose PNG would not be a plain file inside
+    ``out_dir`` (:func:`cnnrnn.corpora.base.id_path`) is skipped with reason ``unsafe_id``; nothing is written.
 
     Args:
-        items: ``(id, audio_path)`` pairs, or ``(id, audio_path, speaker)`` triples.
+        items: ``(id, audio_path)`` pairs, ``(id, audio_path, speaker)`` triples, or
+            ``(id, audio_path, speaker, speed, speed_method)`` for speed-perturbed copies
+            (:func:`cnnrnn.cnnrnn.speed.copy_items`).
         out_dir: folder of the PNGs (created).
         cfg: spectrogram parameters.
         stats: :class:`cnnrnn.normalize.NormStats` for ``cfg.normalization`` ``global`` / ``speaker``
             (see :func:`normalization_stats`).
         overwrite: re-render existing PNGs (use when the config changed).
-        workers: processes; default ``cfg.workers`` or one per core. 1 runs in-process.
+        workers: processes; default ``cfg.workers`` or one per core. 1 runs in-process; more, in a pool
+            (:func:`cnnrnn.audio.map_chunks`) of at most one worker per chunk.
         progress: show a tqdm progress bar.
         chunk_size: files per task sent to a worker.
 
@@ -294,14 +284,19 @@ def extract_spectrograms(
     report = ExtractReport()
     todo = []
     for item in items:
-        uid, audio, speaker = (tuple(item) + (None,))[:3]
-        png = out_dir / f"{uid}.png"
+        item = tuple(item)
+        uid, audio, speaker, speed, speed_method = item + (None, 1.0, "speed")[len(item) - 2:]
+        try:
+            png = id_path(out_dir, uid, ".png")  # never a path outside out_dir (readers skip such ids already)
+        except CorpusError as exc:
+            report.failed.setdefault("unsafe_id", []).append(uid)
+            report.errors[uid] = str(exc)
+            continue
         if png.is_file() and not overwrite:
             report.existing.append(uid)
         else:
-            todo.append((uid, str(audio), str(png), speaker))
-    workers = workers or cfg.workers or os.cpu_count() or 1
-    workers = max(1, min(workers, len(todo) // chunk_size + 1))
+            todo.append((uid, str(audio), str(png), speaker, speed, speed_method))
+    requested = workers or cfg.workers or os.cpu_count() or 1
     chunks = [todo[i:i + chunk_size] for i in range(0, len(todo), chunk_size)]
     bar = tqdm(total=len(todo), desc="spectrograms", unit="file", disable=not progress or not todo)
 
@@ -314,14 +309,14 @@ def extract_spectrograms(
                 report.errors[uid] = message
         bar.update(len(results))
 
-    if workers == 1:
-        for chunk in chunks:
-            collect(_render_chunk(chunk, cfg, stats))
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_worker_init) as pool:
-            futures = [pool.submit(_render_chunk, chunk, cfg, stats) for chunk in chunks]
-            for fut in as_completed(futures):
-                collect(fut.result())
+    def died(item, message):
+        uid, audio = item[0], item[1]
+        collect([(uid, WORKER_DIED, f"{audio}: {message}")])
+
+    # more than one worker asked for: a pool even for one chunk, so a file that kills its worker (a rerun that
+    # resumes with that file alone) never takes this process with it
+    map_chunks(_render_chunk, chunks, workers=max(1, min(requested, len(chunks))), isolate=requested > 1,
+               on_result=collect, on_died=died, args=(cfg, stats))
     bar.close()
     n_failed = sum(len(v) for v in report.failed.values())
     if n_failed:
@@ -394,29 +389,44 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
     ``labels.json``. Files whose audio is bad are skipped, counted in
     ``spectrogram_report.json`` and left out of the pickles. If the
     spectrogram config changed since the PNGs were made, they are re-rendered.
+
+    With ``train.speed_perturb``, every *train* utterance also gets ``spectrograms/<id>__speed0.9.png`` (one
+    per factor, :mod:`cnnrnn.cnnrnn.speed`), listed per factor under ``speed_copies`` in
+    ``data_train.pickle`` (with ``speed_factors`` and ``speed_method``); the test split gets none.
+
+    Raises:
+        ValueError: a split (train or test) that has files keeps none of them (every file skipped); the message
+            gives the skip counts by reason. The report and the (empty) pickles are written first.
     """
+
     cfg, out = load_config(config), Path(out)
     png_dir = out / A.SPECTROGRAM_DIR
     stamp = png_dir / "spectrogram_config.json"
-    spec = cfg.spectrogram.__dict__ | {"workers": None}
+    # what the PNGs depend on: not workers, nor max_audio_seconds (a memory guard: changing it re-renders nothing)
+    spec = {k: v for k, v in cfg.spectrogram.__dict__.items() if k != "max_audio_seconds"} | {"workers": None}
+    if spec.get("render") == SpectrogramConfig.render:  # the default render: stamps from before it existed match
+        del spec["render"]
     overwrite = stamp.is_file() and A.load_json(stamp) != spec
     if overwrite:
         log.warning("spectrogram config changed since the PNGs in %s were made: re-rendering all", png_dir)
     records = {part: A.load_json(out / A.AUDIO_FILES[part]) for part in ("train", "test")}
     all_items = [(r["id"], r["audio_path"], r.get("speaker")) for part in records.values() for r in part]
     reference = [part == "train" for part, recs in records.items() for _ in recs]
+    copies = copy_items(records["train"], cfg.train)  # speed-perturbed copies of the train split only
     stats = None
     if cfg.spectrogram.normalization in ("speaker", "global"):
         if (png_dir / NORM_FILE).is_file() and not overwrite and (
-                not [i for i in all_items if not (png_dir / f"{i[0]}.png").is_file()]):
+                not [i for i in all_items + copies if not (png_dir / f"{i[0]}.png").is_file()]):
             from ..normalize import NormStats
 
             stats = NormStats.from_dict(A.load_json(png_dir / NORM_FILE))
         else:
             stats = normalization_stats(all_items, cfg.spectrogram, reference, progress)
+            if copies and cfg.spectrogram.normalization == "speaker":
+                stats = copy_stats(stats, copies, cfg.spectrogram, progress)  # pseudo-speakers of the copies
             overwrite = True  # statistics made now: every image must use them
             A.save_json(stats.to_dict(), png_dir / NORM_FILE)
-    report = extract_spectrograms(all_items, png_dir, cfg.spectrogram, stats=stats, overwrite=overwrite,
+    report = extract_spectrograms(all_items + copies, png_dir, cfg.spectrogram, stats=stats, overwrite=overwrite,
                                   progress=progress)
     A.save_json(spec, stamp)
     ok = report.ok
@@ -426,8 +436,11 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
         summary["normalization"] = {"file": str(png_dir / NORM_FILE), "speakers": sorted(stats.speakers),
                                     "fallback_to_global": stats.fallback,
                                     "transductive": cfg.spectrogram.normalization == "speaker"}
+    reason_of = {uid: reason for reason, ids in report.failed.items() for uid in ids}
+    n_train = len(records["train"])  # copies are factor-major: copies[j::n_train] are record j's
+    copy_ids = {r["id"]: [c[0] for c in copies[j::n_train]] for j, r in enumerate(records["train"])}
     for part, recs in records.items():
-        kept = [r for r in recs if r["id"] in ok]
+        kept = [r for r in recs if r["id"] in ok and all(c in ok for c in copy_ids.get(r["id"], ()))]
         table = {
             "id": [r["id"] for r in kept],
             "path": [str((png_dir / f"{r['id']}.png").resolve()) for r in kept],
@@ -435,9 +448,24 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
             "speaker": [r.get("speaker") for r in kept],
             "session": [r.get("session") for r in kept],
         }
+        if part == "train" and copies:
+            table[COPIES_KEY] = [[str((png_dir / f"{copy_ids[r['id']][c]}.png").resolve()) for r in kept]
+                                 for c in range(len(cfg.train.speed_perturb))]
+            table[FACTORS_KEY] = list(cfg.train.speed_perturb)
+            table[METHOD_KEY] = cfg.train.speed_perturb_method
+            summary["speed_perturb"] = {"factors": table[FACTORS_KEY], "method": table[METHOD_KEY],
+                                        "n_copies": len(kept) * len(table[FACTORS_KEY])}
         A.save_pickle(table, out / A.DATA_FILES[part])
-        summary[part] = {"n": len(kept), "skipped": len(recs) - len(kept)}
+        summary[part] = {"n": len(kept), "skipped": len(recs) - len(kept),
+                         "skipped_by_reason": dict(sorted(Counter(
+                             reason_of[r["id"]] for r in recs if r["id"] in reason_of).items()))}
     A.save_json(summary, out / "spectrogram_report.json")
+    empty = [part for part, recs in records.items() if recs and not summary[part]["n"]]
+    if empty:
+        raise ValueError("spectrograms: no usable audio left in the " + " and the ".join(
+            f"{part} split (0 of {len(records[part])} file(s); skipped: "
+            + ", ".join(f"{k} {v}" for k, v in summary[part]["skipped_by_reason"].items()) + ")" for part in empty)
+            + f"; see {out / 'spectrogram_report.json'}")
     record_config(out, cfg)
     return summary
 
@@ -449,6 +477,9 @@ def pack(out: str | Path, config=None, progress: bool = True, force: bool = Fals
     Same keys as the data pickles; ``path`` holds one ``(N, H, W, 3) uint8``
     array (BGR, as ``cv2.imread`` gives). Skipped when the final pickle is
     newer than its data pickle, unless ``force``.
+
+    Raises:
+        ValueError: a data pickle holds no utterance (every file of its split was skipped).
     """
     cfg, out = load_config(config), Path(out)
     summary = {}
@@ -458,7 +489,13 @@ def pack(out: str | Path, config=None, progress: bool = True, force: bool = Fals
             summary[part] = {"skipped": "up to date", "file": str(dst)}
             continue
         table = A.load_pickle(src)
+        if not len(table["id"]):
+            raise ValueError(f"pack: {src} holds no utterance: every file of the {part} split was skipped by "
+                             f"`cnnrnn spectrograms` (see {out / 'spectrogram_report.json'})")
         images = load_images([Path(p) for p in table["path"]], cfg.spectrogram.image_size, progress=progress)
+        if table.get(COPIES_KEY):  # speed-perturbed copies, per factor, aligned with the images
+            table[COPIES_KEY] = np.stack([load_images([Path(p) for p in paths], cfg.spectrogram.image_size,
+                                                      progress=progress) for paths in table[COPIES_KEY]])
         A.save_pickle({**table, "path": images}, dst)
         summary[part] = {"n": int(len(images)), "shape": list(images.shape), "file": str(dst)}
     return summary

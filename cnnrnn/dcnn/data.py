@@ -37,9 +37,10 @@ from typing import Sequence
 import numpy as np
 
 from ..artifacts import load_labels
-from ..audio import load_audio, load_each, pad_or_trim
+from ..audio import check_min_samples, load_each, pad_or_trim
 from ..config import ConfigError
-from ..features import ClipTooShortError, log_mel_deltas, segment, to_backbone_input, yamnet_log_mel, yamnet_patches
+from ..features import (ClipTooShortError, load_clip, log_mel_deltas, segment, to_backbone_input, yamnet_log_mel,
+                        yamnet_patches)
 from .config import DcnnConfig, FeatureConfig
 from .filelists import read_filelist
 
@@ -61,10 +62,12 @@ def waveform_features(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<
         magnitudes (``log(0.001)`` ≈ -6.9 and up).
 
     Raises:
-        ClipTooShortError: the clip gives fewer frames than one segment.
+        ClipTooShortError: the clip is shorter than one STFT frame (``cfg.n_fft`` samples, before any padding) or
+            gives fewer frames than one segment.
     """
     import librosa
 
+    check_min_samples(np.asarray(y), cfg.n_fft, source, cfg.sr)
     if cfg.preemphasis:
         y = librosa.effects.preemphasis(np.asarray(y, np.float32), coef=cfg.preemphasis)
     if cfg.max_sec is not None:
@@ -90,8 +93,7 @@ def audio_features(path: str | Path, cfg: FeatureConfig) -> np.ndarray:
     Raises:
         AudioError: missing/unreadable/silent audio, or (``ClipTooShortError``) too short.
     """
-    y, _ = load_audio(path, cfg.sr)
-    return waveform_features(y, cfg, path)
+    return waveform_features(load_clip(path, cfg), cfg, path)
 
 
 def feature_rows(features: np.ndarray) -> np.ndarray:
@@ -307,10 +309,13 @@ def load_segments(filelist: str | Path, labels: Sequence[str], features: Feature
 
 
 def load_features(filelist: str | Path, labels: Sequence[str], features: FeatureConfig, root: str | None = None,
-                  progress: bool = True) -> FeatureSet:
+                  progress: bool = True, cache: dict[str, np.ndarray | str] | None = None) -> FeatureSet:
     """Read a filelist and compute every utterance's features (:func:`audio_features`).
 
     Missing wavs and unusable audio (unreadable, silent, shorter than one segment) are skipped and counted.
+    With ``cache`` (a dict shared between calls with the same ``features``, e.g. over the folds of one corpus:
+    :func:`cnnrnn.dcnn.folds.run_folds`), each file's features, or the reason it is unusable, are computed
+    once and kept there under the wav path.
 
     Raises:
         ConfigError: no filelist named.
@@ -323,8 +328,20 @@ def load_features(filelist: str | Path, labels: Sequence[str], features: Feature
                           "or pass --filelist-train / --filelist-test")
     entries, report = read_filelist(filelist, labels, root=root)
     skipped = {reason: list(ids) for reason, ids in report.skipped.items()}
-    kept, feats, unusable = files_features([e.wavpath for e in entries], features, progress,
-                                           desc=f"features {Path(filelist).name}")
+    paths = [e.wavpath for e in entries]
+    if cache is None:
+        kept, feats, unusable = files_features(paths, features, progress, desc=f"features {Path(filelist).name}")
+    else:
+        todo = [p for p in dict.fromkeys(paths) if p not in cache]
+        done, new, reasons = files_features(todo, features, progress, desc=f"features {Path(filelist).name}")
+        cache.update({todo[i]: f for i, f in zip(done, new)})
+        cache.update({p: reason for reason, ps in reasons.items() for p in ps})
+        kept = [i for i, p in enumerate(paths) if not isinstance(cache[p], str)]
+        feats = [cache[paths[i]] for i in kept]
+        unusable = {}
+        for p in paths:
+            if isinstance(cache[p], str):
+                unusable.setdefault(cache[p], []).append(p)
     for reason, paths in unusable.items():
         skipped.setdefault(reason, []).extend(paths)
     if skipped:

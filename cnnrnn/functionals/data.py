@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import normalize
 from ..artifacts import atomic_write_bytes
-from ..audio import AudioError, load_audio, load_each
+from ..audio import WORKER_DIED, AudioError, load_audio, load_each, map_chunks
 from ..splits import SplitError, holdout_split
 from .config import FunctionalsConfig
 
@@ -150,7 +150,9 @@ def extract_all(paths: Sequence[str | Path], cfg: FunctionalsConfig, cache_dir: 
     """Functionals of many files, each read from or written to the cache; unusable files are counted skips.
 
     In a process that has already loaded TensorFlow (a notebook, a fusion with a Keras model), the extraction
-    runs in a fresh child process instead (:func:`opensmile_unsafe_here`).
+    runs in a fresh child process instead (:func:`opensmile_unsafe_here`), through
+    :func:`cnnrnn.audio.map_chunks`: the child exits with this process, and a file whose child dies (a crash in
+    openSMILE, the out-of-memory killer) is skipped with reason ``worker_died``.
 
     Returns:
         ``(kept, X, skipped, info)``: indices into ``paths`` of the usable files, their ``(len(kept), D)
@@ -158,11 +160,7 @@ def extract_all(paths: Sequence[str | Path], cfg: FunctionalsConfig, cache_dir: 
         ``opensmile_failed``, ...), and ``{"reused", "extracted", "seconds", "cache"}``.
     """
     if opensmile_unsafe_here():
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return pool.submit(extract_all, [str(p) for p in paths], cfg, cache_dir, False).result()
+        return _extract_in_child(paths, cfg, cache_dir)
     reused = [0]
 
     def one(p: Path) -> np.ndarray:
@@ -176,6 +174,38 @@ def extract_all(paths: Sequence[str | Path], cfg: FunctionalsConfig, cache_dir: 
     info = {"reused": reused[0], "extracted": len(kept) - reused[0], "seconds": round(time.perf_counter() - started, 2),
             "cache": str(cache_folder(cache_dir, cfg)) if cache_dir is not None else None}
     return kept, X, skipped, info
+
+
+def _extract_chunk(chunk: list[tuple[int, str]], cfg: FunctionalsConfig, cache_dir) -> list[tuple]:
+    """:func:`extract_all` of ``(index, path)`` items in a worker: ``[(global kept indices, X, skipped, info)]``."""
+    kept, X, skipped, info = extract_all([p for _, p in chunk], cfg, cache_dir, progress=False)
+    return [([chunk[i][0] for i in kept], X, skipped, info)]
+
+
+def _extract_in_child(paths: Sequence[str | Path], cfg: FunctionalsConfig,
+                      cache_dir) -> tuple[list[int], np.ndarray, dict[str, list[str]], dict[str, Any]]:
+    """:func:`extract_all` in a spawned child process (a fresh one after a crash), chunk by chunk; same returns."""
+    import multiprocessing
+
+    started = time.perf_counter()
+    items = [(i, str(p)) for i, p in enumerate(paths)]
+    parts: list[tuple] = []
+    died: dict[str, list[str]] = {}
+    map_chunks(_extract_chunk, [items[i:i + 64] for i in range(0, len(items), 64)], workers=1, isolate=True,
+               mp_context=multiprocessing.get_context("spawn"), on_result=parts.extend,
+               on_died=lambda item, message: died.setdefault(WORKER_DIED, []).append(item[1]),
+               args=(cfg, cache_dir))
+    kept = [i for part in parts for i in part[0]]
+    order = np.argsort(kept, kind="stable")
+    X = np.concatenate([part[1] for part in parts] or [np.zeros((0, cfg.n_features), np.float32)])[order]
+    skipped: dict[str, list[str]] = {}
+    for part in parts + [((), None, died, {})]:
+        for reason, files in part[2].items():
+            skipped.setdefault(reason, []).extend(files)
+    reused = sum(part[3]["reused"] for part in parts)
+    info = {"reused": reused, "extracted": len(kept) - reused, "seconds": round(time.perf_counter() - started, 2),
+            "cache": str(cache_folder(cache_dir, cfg)) if cache_dir is not None else None}
+    return sorted(kept), X.astype(np.float32), skipped, info
 
 
 def split_items(y: np.ndarray, groups: Sequence[str | None], cfg: FunctionalsConfig) -> dict[str, Any]:
