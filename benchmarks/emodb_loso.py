@@ -171,8 +171,11 @@ def _cnnrnn_config(entry: Entry):
 
 
 def cnnrnn_prepare(entry: Entry, ctx: dict) -> dict:
-    """Log-mel of every file once (:func:`cnnrnn.features.audio_log_mel`), kept in ``ctx`` for the folds."""
+    """Log-mel of every file once (:func:`cnnrnn.features.audio_log_mel`), kept in ``ctx`` for the folds; with
+    ``train.speed_perturb`` also the log-mels of every file's speed-perturbed copies
+    (:func:`cnnrnn.cnnrnn.speed.copy_log_mels`; a fold uses its training speakers' copies only)."""
     from cnnrnn.audio import load_each
+    from cnnrnn.cnnrnn.speed import copy_log_mels
     from cnnrnn.corpora import label_order, load_corpus
     from cnnrnn.features import audio_log_mel
 
@@ -185,7 +188,8 @@ def cnnrnn_prepare(entry: Entry, ctx: dict) -> dict:
     labels = label_order("emodb", {u.emotion for u in utts})
     ctx["cnnrnn"] = {"ids": [u.id for u in utts], "mels": mels, "labels": labels,
                      "y": np.array([labels.index(u.emotion) for u in utts], np.int32),
-                     "speakers": np.array([u.speaker for u in utts])}
+                     "speakers": np.array([u.speaker for u in utts]),
+                     "copies": copy_log_mels([u.audio_path for u in utts], cfg.spectrogram, cfg.train)}
     return {"features": {"n_files": len(utts), "skipped": skipped, "cpu_seconds": round(_cpu() - started, 2),
                          "wall_seconds": round(time.perf_counter() - wall, 2)}, "config": cfg.to_dict()}
 
@@ -198,6 +202,7 @@ def cnnrnn_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
     import shutil
 
     from cnnrnn.artifacts import load_json, load_model
+    from cnnrnn.cnnrnn.speed import copy_images
     from cnnrnn.cnnrnn.train import cross_validate, predict_proba
     from cnnrnn.features import image_of_log_mel
     from cnnrnn.normalize import fit
@@ -210,10 +215,13 @@ def cnnrnn_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
     if cfg.spectrogram.normalization in ("speaker", "global"):
         stats = fit([m.T for m in d["mels"]], list(speakers), reference=list(speakers != speaker))
     images = np.stack([image_of_log_mel(m, cfg.spectrogram, s, stats) for m, s in zip(d["mels"], speakers)])
+    # speed-perturbed copies of the nine training speakers only (pseudo-speaker statistics from their copies)
+    copies = (copy_images(d["copies"], list(speakers), cfg.spectrogram, cfg.train, stats, rows=train_idx)
+              if cfg.train.speed_perturb else None)
     out = ctx["work"] / entry.name / speaker
     shutil.rmtree(out, ignore_errors=True)  # a fold cut short restarts from scratch
     cross_validate(images, d["y"], d["labels"], out, cfg.train, groups=list(speakers), verbose=0,
-                   folds=[(train_idx, test_idx)])
+                   folds=[(train_idx, test_idx)], train_copies=copies)
     fold = load_json(out / "folds" / "fold1.json")
     proba = predict_proba(load_model(fold["checkpoint"]), images[test_idx], cfg.train.batch_size, cfg.train.crop_hop)
     if not ctx.get("keep_models"):
@@ -221,7 +229,7 @@ def cnnrnn_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
     return {"ids": [d["ids"][i] for i in test_idx], "y_true": d["y"][test_idx].tolist(),
             "y_pred": fold["val_predictions"], "labels": d["labels"], "proba": _rounded(proba),
             "best_epoch": fold["best_epoch"],
-            "n_fit": fold["n_fit"], "n_select": fold["n_select"]}
+            "n_fit": fold["n_fit"], "n_fit_copies": fold.get("n_fit_copies", 0), "n_select": fold["n_select"]}
 
 
 def _cnnrnn(name: str, preset: str, overrides: dict, speaker_norm: bool, pair: str, description: str) -> Entry:
@@ -321,6 +329,15 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
             "CNNRNN compact + random 64-px time crops (segment probabilities averaged, hop 16), no mixup"),
     _cnnrnn("cnnrnn_compact_mixup", "compact", {"train.mixup": 0.2}, True, None,
             "CNNRNN compact + mixup 0.2 (whole images)"),
+    _cnnrnn("cnnrnn_best_speed", "best", {"train.speed_perturb": [0.9, 1.1]}, True, None,
+            "CNNRNN best preset + Kaldi-style speed perturbation 0.9/1.1 (audiomentations Resample: tempo and "
+            "pitch): two offline copies of every training utterance, fit only, each (speaker, factor) "
+            "normalised as a speaker of its own"),
+    _cnnrnn("cnnrnn_best_speed_e14", "best", {"train.speed_perturb": [0.9, 1.1], "train.epochs": 14}, True, None,
+            "CNNRNN best + speed perturbation 0.9/1.1, 14 epochs (about the gradient steps and CPU of best's 40)"),
+    _cnnrnn("cnnrnn_best_tempo", "best", {"train.speed_perturb": [0.9, 1.1], "train.speed_perturb_method": "tempo"},
+            True, None, "CNNRNN best + tempo perturbation 0.9/1.1 (audiomentations TimeStretch: pitch kept), "
+            "two offline copies of every training utterance"),
     _dcnn("dcnn_compact", "compact", {}, True, "dcnn_compact_nonorm",
           "DCNN-BLSTMwA compact CNN (16-32-64-64) on 64x64 log-mel+deltas segments + BiLSTM-attention, per-speaker "
           "norm, SpecAugment, PreciseBN, inner epoch selection"),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -276,6 +276,8 @@ def cross_validate(
     groups: Sequence[str] | None = None,
     verbose: int | str = "auto",
     folds: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    train_copies: np.ndarray | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train CNNRNN with k-fold cross-validation over a training set.
 
@@ -294,6 +296,13 @@ def cross_validate(
         verbose: Keras ``fit`` verbosity.
         folds: explicit ``(train_idx, test_idx)`` pairs (e.g. leave-one-speaker-out folds of a benchmark)
             instead of the config's ``cfg.folds`` folds; fold ``k`` is the k-th pair.
+        train_copies: ``(n_factors, N, H, W, 3) uint8``, the speed-perturbed copies of ``cfg.speed_perturb``
+            aligned with ``images`` (:func:`cnnrnn.cnnrnn.speed.copy_images`): ``train_copies[c, i]`` is a copy
+            of ``images[i]``. Each fold fits on its fit rows *and their copies*; the rows that choose the
+            epoch and the scored rows are never copied, so a copy stays with its source utterance's fold and
+            speaker. Required when ``cfg.speed_perturb`` is set, refused otherwise.
+        on_start: called once the inputs are checked and the folds made, before anything is written (``train``
+            records the run's ``config.json`` there, so a refused run leaves it as it was).
 
     Returns:
         The CV report (also written to ``cv_report.json``): per-fold validation
@@ -301,13 +310,10 @@ def cross_validate(
 
     Raises:
         ValueError: fewer items than folds, labels out of range, speaker
-            grouping requested without speakers, or images narrower than ``cfg.crop_width``.
+            grouping requested without speakers, images narrower than ``cfg.crop_width``, or ``train_copies``
+            missing, unexpected or of the wrong shape for ``cfg.speed_perturb``.
     """
     import time
-
-    import keras
-
-    from ..models.cnnrnn import build_cnnrnn
 
     out_dir = Path(out_dir)
     y = np.asarray(y, dtype=np.int32)
@@ -316,6 +322,18 @@ def cross_validate(
         raise ValueError(f"label codes must be in [0, {n_classes}), got [{y.min()}, {y.max()}]")
     if cfg.group_by_speaker and (groups is None or any(g is None for g in groups)):
         raise ValueError("group_by_speaker needs a speaker for every training item")
+    pool, y_pool, n_copies = images, y, 0  # the fit draws from the images followed by their copies
+    if train_copies is not None and not cfg.speed_perturb:
+        raise ValueError("train_copies given but train.speed_perturb is empty: the run would not record them")
+    if cfg.speed_perturb:
+        want = (len(cfg.speed_perturb), len(y)) + tuple(images.shape[1:])
+        if train_copies is None or tuple(train_copies.shape) != want:
+            got = None if train_copies is None else tuple(train_copies.shape)
+            raise ValueError(f"train.speed_perturb {cfg.speed_perturb} needs train_copies of shape {want} (one copy "
+                             f"of every image per factor, cnnrnn.cnnrnn.speed.copy_images), got {got}")
+        n_copies = len(train_copies)
+        pool = np.concatenate([images, np.asarray(train_copies, np.uint8).reshape((-1,) + tuple(images.shape[1:]))])
+        y_pool = np.tile(y, 1 + n_copies)
     if folds is None:
         folds = list(fold_splitter(cfg).split(len(y), y, groups if cfg.group_by_speaker else None))
     folds = list(folds)
@@ -326,11 +344,15 @@ def cross_validate(
             raise ValueError(f"train.crop_width {cfg.crop_width} is wider than the images ({input_shape[1]} px of "
                              "time axis)")
         input_shape = (input_shape[0], cfg.crop_width, input_shape[2])
+    if on_start is not None:
+        on_start()
+    import keras  # after the checks: a refused run answers at once
+
+    from ..models.cnnrnn import build_cnnrnn
+
     for sub in ("models", "history", "logs", "folds"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    for stale in (out_dir / "models").iterdir():  # left by a save that was killed (artifacts.save_model_h5)
-        if A.is_temporary(stale):
-            stale.unlink(missing_ok=True)
+    A.remove_temporary_files(out_dir / "models")  # left by a save that was killed (artifacts.save_model_h5)
 
     pending = [k for k in range(1, n_folds + 1)
                if not ((out_dir / "folds" / f"fold{k}.json").is_file() and checkpoint_path(out_dir, cfg, k).is_file())]
@@ -352,8 +374,9 @@ def cross_validate(
         tr_idx, va_idx = folds[k - 1]
         fit_idx, sel_idx = (inner_split(tr_idx, y, groups, cfg.seed + k) if cfg.selection == "inner"
                             else (tr_idx, va_idx))
-        log.info("fold %d/%d: %d train (%d fit, %d to choose the epoch), %d scored", k, n_folds, len(tr_idx),
-                 len(fit_idx), len(sel_idx), len(va_idx))
+        fit_rows = np.concatenate([np.asarray(fit_idx, np.int64) + c * len(y) for c in range(1 + n_copies)])
+        log.info("fold %d/%d: %d train (%d fit + %d speed copies, %d to choose the epoch), %d scored", k, n_folds,
+                 len(tr_idx), len(fit_idx), len(fit_rows) - len(fit_idx), len(sel_idx), len(va_idx))
         fold_start = time.perf_counter()
         model.set_weights(initial_weights)
         for var, value in zip(optimizer.variables, initial_optimizer):
@@ -371,13 +394,13 @@ def cross_validate(
             callbacks.insert(0, _pooled_validation_callback(images[sel_idx], y[sel_idx], cfg.batch_size,
                                                             cfg.crop_hop))
             if cfg.precise_bn:
-                callbacks.insert(0, _precise_bn_callback(images, np.asarray(fit_idx), cfg.crop_width))
+                callbacks.insert(0, _precise_bn_callback(pool, fit_rows, cfg.crop_width))
             validation = None
         else:
             validation = image_dataset(images, y, sel_idx, cfg.batch_size, n_classes=one_hot)
         model.fit(
-            image_dataset(images, y, fit_idx, cfg.batch_size, shuffle=True, seed=cfg.seed + k, n_classes=one_hot,
-                          crop_width=cfg.crop_width, mixup=cfg.mixup),
+            image_dataset(pool, y_pool, fit_rows, cfg.batch_size, shuffle=True, seed=cfg.seed + k,
+                          n_classes=one_hot, crop_width=cfg.crop_width, mixup=cfg.mixup),
             validation_data=validation,
             epochs=cfg.epochs, callbacks=callbacks, verbose=verbose, shuffle=False,  # tf.data shuffles
         )
@@ -386,7 +409,8 @@ def cross_validate(
         metrics = classification_metrics(y[va_idx], proba.argmax(axis=1), n_classes)
         fold_report = {
             "fold": k, "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)), "selection": cfg.selection,
-            "n_fit": int(len(fit_idx)), "n_select": int(len(sel_idx)),
+            "n_fit": int(len(fit_idx)), "n_fit_copies": int(len(fit_rows) - len(fit_idx)),
+            "n_select": int(len(sel_idx)),
             "best_epoch": best.best_epoch, f"best_{cfg.monitor}": best.best,
             "checkpoint": str(ckpt), "seconds": round(time.perf_counter() - fold_start, 2),
             "val_ids_index": [int(i) for i in va_idx], "val_predictions": [int(i) for i in proba.argmax(axis=1)],
@@ -429,7 +453,8 @@ def _plot_curves(out_dir: Path, n_folds: int) -> None:
 
 
 def train(out: str | Path, config=None, verbose: int | str = "auto") -> dict[str, Any]:
-    """Stage 4: k-fold CV on ``train_final.pickle`` (:func:`cross_validate`), then ``run.json``.
+    """Stage 4: k-fold CV on ``train_final.pickle`` (:func:`cross_validate`, with the pickle's speed-perturbed
+    copies when ``train.speed_perturb`` is set), then ``run.json``.
 
     Args:
         out: the run folder (holding ``train_final.pickle`` and ``labels.json``).
@@ -438,16 +463,25 @@ def train(out: str | Path, config=None, verbose: int | str = "auto") -> dict[str
 
     Returns:
         The CV report (``cv_report.json``).
+
+    Raises:
+        StageConfigError: ``config`` changes the split or spectrogram settings recorded in the run's
+            ``config.json`` (:func:`cnnrnn.cnnrnn.config.check_earlier_stages`).
+        ValueError: what :func:`cross_validate` refuses (e.g. more folds than items); ``config.json`` is then
+            left as it was: it is written once the inputs are checked, before the first fold trains.
     """
     from ..runs import write_manifest
+    from .config import check_earlier_stages
     from .data import record_config
+    from .speed import packed_copies
 
     cfg, out = load_config(config), Path(out)
+    check_earlier_stages(out, cfg, "train")  # the images must be those of the recorded spectrogram settings
     table = A.load_image_table(out / A.FINAL_FILES["train"])
     labels = A.load_labels(out / A.LABELS_FILE)
-    record_config(out, cfg)
     report = cross_validate(table["path"], np.asarray(table["emotion"]), labels, out, cfg.train,
-                            groups=table.get("speaker"), verbose=verbose)
+                            groups=table.get("speaker"), verbose=verbose, train_copies=packed_copies(table, cfg.train),
+                            on_start=lambda: record_config(out, cfg))
     write_manifest(out, "cnnrnn", cfg.to_dict(), labels, split={**fold_splitter(cfg.train).spec(), "fold": None,
                                                                  "test_split": _test_split_spec(cfg)},
                    input_spec=input_spec(cfg), checkpoints=report["checkpoints"])
