@@ -29,7 +29,12 @@ CONFIG_FILE = "config.json"
 SPECTROGRAM_DIR = "spectrograms"
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class PickleFileError(pickle.UnpicklingError, ValueError):
+    """A pickle file cannot be used: truncated, corrupt, not a pickle, or refused (:class:`UnsafePickleError`).
+    The message names the file. A ``ValueError`` too, so the command line reports it in one line."""
+
+
+class UnsafePickleError(PickleFileError):
     """A pickle references a global outside the allow-list (it could run code)."""
 
 
@@ -157,8 +162,10 @@ def load_pickle(path: str | Path) -> Any:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        UnsafePickleError: the pickle references anything outside the allow-list.
-        pickle.UnpicklingError: the file is not a valid pickle.
+        UnsafePickleError: the pickle references anything outside the allow-list (the message names the file
+            and the global).
+        PickleFileError: the file is not a valid pickle (truncated, corrupt, another format); both are
+            ``pickle.UnpicklingError`` and ``ValueError``.
     """
     path = Path(path)
     if not path.is_file():
@@ -166,10 +173,13 @@ def load_pickle(path: str | Path) -> Any:
     with open(path, "rb") as fh:
         try:
             return RestrictedUnpickler(fh).load()
-        except UnsafePickleError:
+        except UnsafePickleError as exc:
+            raise UnsafePickleError(f"{path}: {exc}") from None
+        except MemoryError:
             raise
-        except (EOFError, pickle.UnpicklingError, ValueError) as exc:
-            raise pickle.UnpicklingError(f"{path}: not a valid pickle ({exc})") from exc
+        except Exception as exc:  # EOFError (truncated), UnpicklingError, and what a corrupt opcode stream raises
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise PickleFileError(f"{path}: not a valid pickle ({detail})") from exc
 
 
 def load_image_table(path: str | Path) -> dict[str, Any]:
@@ -237,36 +247,104 @@ def is_temporary(path: str | Path) -> bool:
     return name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name)
 
 
-def load_model(path: str | Path):
+def remove_temporary_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (:func:`is_temporary`) that a killed atomic write left in ``folder``.
+
+    Only a stage that writes ``folder`` calls this, when it starts (a training run on its own ``models/``);
+    commands that only read a folder skip such files and delete nothing. Not recursive.
+
+    Returns:
+        The files removed (none when ``folder`` does not exist).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = [p for p in sorted(folder.iterdir()) if is_temporary(p) and p.is_file()]
+    for stale in removed:
+        stale.unlink(missing_ok=True)
+    if removed:
+        logging.getLogger("cnnrnn.artifacts").info("removed %d temporary file(s) of an interrupted save in %s: %s",
+                                                   len(removed), folder, ", ".join(p.name for p in removed))
+    return removed
+
+
+class NotWritableError(PermissionError):
+    """An output folder cannot be created or written to (read-only, not a folder, no permission)."""
+
+
+def ensure_writable_dir(path: str | Path, create: bool = True) -> Path:
+    """Create the output folder ``path`` if needed and check that a file can be written in it, before a
+    command does any work (so that a read-only ``--out`` fails at once, not after the work).
+
+    The check writes and removes a temporary file (:func:`is_temporary`) inside ``path``: ``os.access``
+    alone is wrong for root and for read-only mounts.
+
+    Args:
+        path: the output folder.
+        create: create a missing folder; ``False`` (a stage whose folder must hold the previous stage's
+            files): a missing folder is not checked, and left for the stage to report.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        NotWritableError: ``path`` (or a folder above it) is a file, or it cannot be created or written
+            (the message names the folder and the reason).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotWritableError(f"output folder {path} is a file, not a folder")
+    if not create and not path.exists():
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise NotWritableError(f"cannot write to the output folder {path}: {reason}") from exc
+    return path
+
+
+def load_model(path: str | Path, *, trust_code: bool = False):
     """Load an ``.h5`` (or ``.keras``) Keras model for prediction, without its optimizer.
 
-    Works for files written by Keras 3 (this package) and by Keras 2 / ``tf.keras`` 2.x (the original
-    CNNRNN code) where Keras 3 can read them. Loading uses ``compile=False`` (Keras 3 cannot restore a
-    Keras 2 optimizer; prediction does not need one). The package's custom layers are registered first.
+    Works for files written by Keras 3 (this package) and by Keras 2.2–2.15 / ``tf.keras`` 2.x / ``tf_keras``
+    (the original CNNRNN code): Keras 3 first, ``tf_keras`` for the Keras 2 files Keras 3 cannot read or would
+    read differently (:func:`cnnrnn.keras2.load_keras_model`). Loading uses ``compile=False`` (Keras 3 cannot
+    restore a Keras 2 optimizer; prediction does not need one). The package's custom layers are registered
+    first. A file with a ``Lambda`` layer (Python code) is refused unless ``trust_code``.
 
     Raises:
         FileNotFoundError: no such file.
+        cnnrnn.keras2.UnsafeModelError: a ``Lambda`` layer and no ``trust_code`` (nothing ran).
         CheckpointError: the file is not a loadable Keras model.
     """
-    import keras
-
-    from . import models  # noqa: F401  (registers the custom layers)
+    from . import keras2, models  # noqa: F401  (models: registers the custom layers)
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
+    if is_temporary(path):
+        raise CheckpointError(f"{path} is the temporary file of an interrupted save, not a checkpoint")
     try:
-        return keras.models.load_model(path, compile=False)
+        return keras2.load_keras_model(path, trust_code=trust_code)
+    except keras2.UnsafeModelError:
+        raise
+    except keras2.Keras2Error as exc:
+        raise CheckpointError(str(exc)) from exc
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot load as a Keras model ({type(exc).__name__}: {exc})") from exc
 
 
-def load_checkpoints(paths, labels=None):
+def load_checkpoints(paths, labels=None, *, trust_code: bool = False):
     """Load one checkpoint or several that must agree (a fold ensemble), and name their classes.
 
     Args:
         paths: checkpoint files (see :func:`load_model`).
         labels: class names in code order, or ``None`` (then ``class_0`` … with a warning).
+        trust_code: load files with ``Lambda`` layers (see :func:`load_model`).
 
     Returns:
         ``(models, input_shape, labels)``: the Keras models, their common input shape without the batch
@@ -279,7 +357,7 @@ def load_checkpoints(paths, labels=None):
     """
     if not paths:
         raise CheckpointError("no checkpoint given")
-    models = [load_model(p) for p in paths]
+    models = [load_model(p, trust_code=trust_code) for p in paths]
 
     def shape_of(model):
         shape = model.input_shape[0] if isinstance(model.input_shape, list) else model.input_shape
@@ -300,6 +378,61 @@ def load_checkpoints(paths, labels=None):
         raise CheckpointError(f"{paths[0]} predicts {n_classes} classes but the labels list has {len(labels)} "
                               f"({labels}); use the labels of the run that trained it")
     return models, shapes.pop(), labels
+
+
+#: How far model outputs may stray from [0, 1] and from rows summing to 1 and still be read as probabilities.
+PROBABILITY_TOLERANCE = 1e-3
+
+
+def as_probabilities(outputs, source: str | Path, tolerance: float = PROBABILITY_TOLERANCE):
+    """The outputs of a single-label classifier as class probabilities, checked.
+
+    Outputs in [0, 1] whose rows sum to 1 (within ``tolerance``) are returned unchanged. Outputs outside
+    [0, 1] are taken to be logits (a model saved without its softmax) and get a softmax; outputs in [0, 1]
+    whose rows do not sum to 1 (independent sigmoids) are divided by their row sums (a zero row becomes
+    uniform). Either repair is logged once per call, as a warning naming ``source``. Not for multi-label
+    heads (the Hugging Face family's sigmoid outputs), whose rows need not sum to 1.
+
+    Args:
+        outputs: ``(N, n_classes)`` model outputs (any float dtype).
+        source: the checkpoint (or run) they come from, for the messages.
+        tolerance: see :data:`PROBABILITY_TOLERANCE`.
+
+    Returns:
+        ``(N, n_classes) float32`` probabilities.
+
+    Raises:
+        CheckpointError: not a 2-D array, or NaN/inf outputs (the model is broken, e.g. trained with a
+            learning rate that diverged).
+    """
+    import numpy as np
+
+    x = np.asarray(outputs, dtype=np.float64)
+    if x.ndim != 2:
+        raise CheckpointError(f"{source}: expected (items, classes) outputs, got shape {x.shape}")
+    if x.size == 0:
+        return x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise CheckpointError(f"{source}: the model gives non-finite outputs (NaN or inf) for "
+                              f"{int(bad.any(axis=1).sum())} of {len(x)} item(s); it cannot be used (was it "
+                              "trained with a learning rate that diverged?)")
+    sums = x.sum(axis=1)
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= -tolerance and hi <= 1 + tolerance and np.all(np.abs(sums - 1) <= tolerance):
+        return np.clip(x, 0.0, 1.0).astype(np.float32)
+    seen = (f"outputs from {lo:.4g} to {hi:.4g}, rows summing to {float(sums.min()):.4g}..{float(sums.max()):.4g}")
+    if lo < -tolerance or hi > 1 + tolerance:
+        z = np.exp(x - x.max(axis=1, keepdims=True))
+        proba, how = z / z.sum(axis=1, keepdims=True), "applied a softmax (a model saved without its softmax layer?)"
+    else:
+        x = np.clip(x, 0.0, 1.0)
+        total = x.sum(axis=1, keepdims=True)
+        proba = np.where(total > 0, x / np.where(total > 0, total, 1), 1.0 / x.shape[1])
+        how = "divided each row by its sum (independent sigmoid outputs?)"
+    logging.getLogger("cnnrnn.artifacts").warning("%s: the model's outputs are not class probabilities (%s); %s",
+                                                  source, seen, how)
+    return proba.astype(np.float32)
 
 
 def load_labels(path: str | Path) -> list[str]:

@@ -12,6 +12,7 @@ import importlib
 from pathlib import Path
 from typing import Any, Sequence
 
+from .artifacts import ensure_writable_dir
 from .runs import FAMILIES, find_manifest, read_manifest
 
 #: Family → the module with its ``predict_run(models, source, out_dir, *, manifest, progress, **options)``.
@@ -95,7 +96,10 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
         out_dir: output folder (default ``<run>/predictions``; ``./predictions`` for a shipped model).
         fuse: late fusion of the runs given.
         options: ``labels``, ``config``, ``resize``, ``batch_size``, ``speaker``: passed to the families, which
-            ignore what does not apply.
+            ignore what does not apply; ``images`` (a folder of audio and images gives its images, not its
+            audio): CNNRNN runs only; ``render`` (``fast``/``specshow``), ``pixel_range`` (``0-255``/``0-1``),
+            ``trust_code`` (load ``Lambda`` layers): CNNRNN runs and checkpoints, Keras 2 ones included
+            (:func:`cnnrnn.cnnrnn.predict.predict`).
 
     Returns:
         ``{"predictions": DataFrame, "metrics": dict | None, "files": {...}, "skipped": {...}, "family": str}``
@@ -103,15 +107,22 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
 
     Raises:
         ValueError: models of different families without ``fuse``; runs whose classes cannot be matched;
-            whatever a family raises for bad input.
+            ``images`` for a family that does not predict images; whatever a family raises for bad input.
+        cnnrnn.artifacts.NotWritableError: ``out_dir`` cannot be written (checked before any work; a family
+            checks its default output folder the same way).
     """
     paths = [resolve_model(models)] if isinstance(models, (str, Path)) else [resolve_model(m) for m in models]
     if not paths:
         raise ValueError("no model given")
     if out_dir is None and any(p.resolve().is_relative_to(PRETRAINED_DIR) for p in paths):
         out_dir = Path("predictions")  # never write into the installed package
+    if out_dir is not None:
+        ensure_writable_dir(out_dir)
     resolved = [resolve_family(p) for p in paths]
     families = {family for family, _ in resolved}
+    if options.get("images") and families != {"cnnrnn"}:
+        raise ValueError(f"--images: only CNNRNN runs predict on spectrogram images, not "
+                         f"{', '.join(sorted(families - {'cnnrnn'}))} runs")
     if fuse:
         return _fuse(paths, resolved, source, out_dir, progress, options)
     if len(families) != 1:
@@ -139,6 +150,7 @@ def _fuse(paths, resolved, source, out_dir, progress: bool, options: dict) -> di
                                     **options)
         runs.append({**result, "family": family})
     return {**fuse_predictions([r["predictions"] for r in runs], out), "family": "fusion", "runs": runs,
+            "notes": [n for r in runs for n in r.get("notes") or ()],
             "skipped": {f"{r['family']}:{reason}": items for r in runs for reason, items in r["skipped"].items()}}
 
 

@@ -20,7 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifacts import LABELS_FILE, CheckpointError, is_temporary, load_checkpoints, load_labels
+from ..artifacts import (LABELS_FILE, CheckpointError, as_probabilities, ensure_writable_dir, is_temporary,
+                         load_checkpoints, load_labels)
 from ..audio import AUDIO_EXTENSIONS
 from ..reports import write_report
 from ..runs import RunManifest
@@ -157,7 +158,9 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
     Raises:
         FileNotFoundError: a checkpoint, a run folder's ``model.h5`` or an input is missing.
         CheckpointError: a checkpoint does not load, the checkpoints disagree, or they do not take the
-            config's features or predict one class per label.
+            config's features or predict one class per label, or a model outputs NaN (outputs that are not
+            probabilities get a softmax, with a warning: :func:`cnnrnn.artifacts.as_probabilities`).
+        NotWritableError: the output folder cannot be written (checked before any work).
         BaselineConfigError: no usable config (the checkpoint is outside a baseline run and ``config`` was
             not given).
         ValueError: an input file is not audio, or nothing usable to predict on.
@@ -175,6 +178,7 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
     else:
         raise BaselineConfigError(f"{paths[0]} is not inside a baseline run (no {BASELINE_CONFIG_FILE} or run.json "
                                   "above it); give the run's config")
+    out_dir = ensure_writable_dir(out_dir or (run_dir or paths[0].parent) / "predictions")
     labels = options.get("labels")
     if isinstance(labels, (str, Path)):
         labels = load_labels(labels)
@@ -190,8 +194,8 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
     stats = read_norm_stats(run_dir) if run_dir is not None else None
     inputs = collect_inputs(source, cfg, progress=progress, speaker=options.get("speaker"), stats=stats)
     batch_size = int(options.get("batch_size") or cfg.batch_size)
-    proba = np.mean([predict_proba(net, inputs.features, batch_size) for net in nets], axis=0)
-    out_dir = Path(out_dir) if out_dir else (run_dir or paths[0].parent) / "predictions"
+    proba = np.mean([as_probabilities(predict_proba(net, inputs.features, batch_size), path)
+                     for net, path in zip(nets, paths)], axis=0)
     columns = {"normalization": inputs.normalization} if inputs.normalization else None
     report = write_report(out_dir, proba, labels, inputs.ids, None, family=FAMILY, sources=inputs.sources,
                           columns=columns)

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifacts import LABELS_FILE, load_json, load_labels, load_model, save_json, save_model_h5
+from ..artifacts import (LABELS_FILE, load_json, load_labels, load_model, remove_temporary_files, save_json,
+                         save_model_h5)
 from ..corpora import Utterance, label_order, load_corpus, match_labels, relabel_by_meaning
 from ..reports import write_report
 from ..runs import MANIFEST_FILE, read_manifest, write_manifest
@@ -92,6 +93,7 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, mo
     cfg = load_baseline_config(config, model, **overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_temporary_files(out)  # left by a save that was killed (artifacts.save_model_h5)
     utterances, corpus_report = load_corpus(corpus, root)
     labels = label_order(corpus, {u.emotion for u in utterances})
     y, groups, ids = corpus_arrays(utterances, labels)

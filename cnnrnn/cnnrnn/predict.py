@@ -1,11 +1,13 @@
 """Stage 5 of the CNNRNN job and CNNRNN prediction: ``.h5`` checkpoints on pickles, PNGs or audio.
 
-Checkpoints saved by this package and by the original CNNRNN code (Keras 2 / ``tf.keras`` 2.x ``.h5``)
-load through :func:`cnnrnn.artifacts.load_model`. The input size is read from the model; audio is rendered
-to that size with the run's spectrogram config, except for a model trained on random time crops
-(``train.crop_width``): its images have the run's ``image_size`` and are cut into segments whose probabilities
-are averaged (:func:`cnnrnn.cnnrnn.train.predict_proba`). Several checkpoints (the CV folds) average their class
-probabilities. Reports are written by :func:`cnnrnn.reports.write_report`.
+Checkpoints saved by this package and by the original CNNRNN code (Keras 2 / ``tf.keras`` 2.x ``.h5``) load through
+:func:`cnnrnn.artifacts.load_model` (Keras 2 files that Keras 3 cannot read through ``tf_keras``,
+:mod:`cnnrnn.keras2`); a Keras 2 checkpoint without a run config gets audio drawn the original's way (``render:
+specshow``) and 0–255 BGR pixels (or grayscale for a 1-channel input; ``pixel_range``). The input size is read from
+the model; audio is rendered to that size with the run's spectrogram config, except for a model trained on random
+time crops (``train.crop_width``): its images have the run's ``image_size`` and are cut into segments whose
+probabilities are averaged (:func:`cnnrnn.cnnrnn.train.predict_proba`). Several checkpoints (the CV folds) average
+their class probabilities. Reports are written by :func:`cnnrnn.reports.write_report`.
 """
 from __future__ import annotations
 
@@ -44,14 +46,45 @@ class Inputs:
     y_true: np.ndarray | None = None
     skipped: dict[str, list[str]] = field(default_factory=dict)
     normalization: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def input_files(folder: Path, images: bool = False) -> tuple[list[Path], list[str]]:
+    """The files of ``folder`` (recursive) to predict on, and a note on what was taken.
+
+    A folder holding both audio and images (a run folder with its ``spectrograms/*.png``) would predict every
+    utterance twice: its audio is taken, and its images left out with a note, unless ``images`` asks for the
+    images (then its audio is left out). A folder of one kind gives that kind.
+
+    Raises:
+        ValueError: ``images`` and no image under ``folder``.
+    """
+    from ..audio import list_audio
+
+    audio, pictures = list_audio(folder, AUDIO_EXTENSIONS), list_audio(folder, IMAGE_EXTENSIONS)
+    kinds = "/".join(IMAGE_EXTENSIONS)
+    if images:
+        if not pictures:
+            raise ValueError(f"--images: no image ({kinds}) under {folder}")
+        note = f"took the {len(pictures)} image(s) under {folder}" + (
+            f" and left out its {len(audio)} audio file(s) (--images)" if audio else "")
+        return pictures, [note] if audio else []
+    if audio and pictures:
+        return audio, [f"took the {len(audio)} audio file(s) under {folder} and left out its {len(pictures)} "
+                       f"image(s) ({kinds}), which would predict the same utterances again; pass --images to "
+                       "predict the images instead"]
+    return audio or pictures, []
 
 
 def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: SpectrogramConfig, resize: bool = False,
-                   progress: bool = True, speaker: str | None = None, stats=None) -> Inputs:
+                   progress: bool = True, speaker: str | None = None, stats=None, images: bool = False) -> Inputs:
     """Gather images from a ``*_final.pickle``, a PNG/audio file, or a folder of them.
 
     Audio is rendered with ``spec_cfg`` at the model's ``size``; unreadable or
-    silent audio is skipped and counted. With ``spec_cfg.normalization`` ``speaker``, every audio file is taken to
+    silent audio is skipped and counted, and so are unreadable images (``unreadable_image``) and images of
+    another size than ``size`` when ``resize`` is off (``image_size``). A folder of audio and images gives its
+    audio only, unless ``images`` (:func:`input_files`; ``Inputs.notes`` says what was taken).
+    With ``spec_cfg.normalization`` ``speaker``, every audio file is taken to
     be ``speaker``'s: that speaker's statistics come from all the audio given (no labels,
     :func:`cnnrnn.normalize.with_speakers`), or from the run's ``stats`` when it knows the speaker and the
     files are too few; without a speaker, each file falls back to ``utterance`` normalisation.
@@ -62,17 +95,20 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
         size: ``(H, W)`` of the images: the model's input, or the run's ``image_size`` for a model trained on
             time crops.
         spec_cfg: spectrogram parameters for audio input.
-        resize: resize images of another size instead of raising.
+        resize: resize images of another size instead of skipping them (a pickle's images: instead of raising).
         speaker: the speaker of every audio input (``--speaker``), or ``None``.
         stats: the run's :class:`cnnrnn.normalize.NormStats` (``global`` / ``speaker`` modes).
+        images: a folder of audio and images gives its images, not its audio.
 
     Raises:
         FileNotFoundError: the source does not exist.
-        ValueError: no usable input, or an image size differs from ``size`` and ``resize`` is off.
+        ValueError: no usable input; a pickle's image size differs from ``size`` and ``resize`` is off;
+            ``images`` with an audio file or a folder without images.
+        cnnrnn.artifacts.PickleFileError: an unreadable or refused pickle.
     """
     import cv2
 
-    from ..audio import list_audio, load_each
+    from ..audio import AudioError, load_each
     from ..features import audio_log_mel, image_of_log_mel, read_png
     from ..normalize import norm_source, with_speakers
 
@@ -92,7 +128,14 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
         y = np.asarray(table["emotion"], dtype=int) if len(table["emotion"]) else None
         return Inputs(list(table["id"]), [str(source)] * len(images), images, y)
 
-    files = [source] if source.is_file() else list_audio(source, AUDIO_EXTENSIONS + IMAGE_EXTENSIONS)
+    if source.is_file():
+        if images and source.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ValueError(f"--images: {source} is not an image ({'/'.join(IMAGE_EXTENSIONS)})")
+        files, notes = [source], []
+    else:
+        files, notes = input_files(source, images)
+    for note in notes:
+        log.info("%s", note)
     cfg = replace(spec_cfg, image_size=[h, w])
 
     def load(p: Path):
@@ -101,11 +144,14 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
             return audio_log_mel(p, cfg)
         if suffix not in IMAGE_EXTENSIONS:
             raise ValueError(f"{p}: unsupported input type {suffix!r} (use .wav, .png or a *_final.pickle)")
-        image = read_png(p)
+        try:
+            image = read_png(p)
+        except ValueError as exc:  # not an image, truncated, empty: a counted skip, as unusable audio is
+            raise AudioError(str(exc), "unreadable_image") from exc
         if image.shape[:2] != (h, w):
             if not resize:
-                raise ValueError(f"{p}: image is {image.shape[1]}x{image.shape[0]} (WxH) but the model "
-                                 f"takes {w}x{h}; pass --resize to resize it")
+                raise AudioError(f"{p}: image is {image.shape[1]}x{image.shape[0]} (WxH) but the model takes "
+                                 f"{w}x{h}; pass --resize to resize it", "image_size")
             image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
         return image
 
@@ -131,8 +177,49 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
         log.warning("speaker normalisation: %d file(s) without a speaker (give --speaker NAME) use utterance "
                     "normalisation instead", normalization.count("utterance"))
     ids, sources = [files[i].stem for i in kept], [str(files[i]) for i in kept]
-    return Inputs(ids, sources, np.stack(images), None, skipped, normalization)
+    return Inputs(ids, sources, np.stack(images), None, skipped, normalization, notes)
 
+
+#: The pixel values a model may take, and the factor from the 0–255 images to them (``pixel_range``).
+PIXEL_RANGES = {"0-255": 1.0, "0-1": 1.0 / 255.0}
+
+
+def image_input(shape: tuple, source: str | Path) -> tuple[int, int, int]:
+    """Check that a model's input (``shape`` without the batch axis) is a fixed-size image CNNRNN prediction can
+    feed: ``(H, W, 3)`` BGR or ``(H, W, 1)`` grayscale.
+
+    Returns:
+        ``(H, W, C)``.
+
+    Raises:
+        CheckpointError: anything else, saying what the model expects (e.g. ``(None, 130, 187)``: a sequence of
+            130 steps of 187 features).
+    """
+    if len(shape) == 3 and None not in shape and shape[2] in (1, 3):
+        return tuple(int(v) for v in shape)
+    expects = "(None, " + ", ".join("None" if v is None else str(v) for v in shape) + ")"
+    if len(shape) == 2:
+        kind = f"a sequence of {shape[0] or 'any number of'} steps of {shape[1] or 'any number of'} features"
+    elif len(shape) == 3 and None not in shape:
+        kind = f"images with {shape[2]} channels"
+    else:
+        kind = f"a {len(shape)}-D input" + (" of free size" if None in shape else "")
+    raise CheckpointError(f"{source}: the model expects inputs of shape {expects} (batch first), {kind}, not a "
+                          "spectrogram image; CNNRNN prediction feeds fixed-size images of shape (height, width, 3) "
+                          "BGR or (height, width, 1) grayscale")
+
+
+def grayscale(images: np.ndarray) -> np.ndarray:
+    """``(N, H, W, 3) uint8`` BGR images → ``(N, H, W, 1) uint8``, each as ``cv2.imread(png, cv2.IMREAD_GRAYSCALE)``
+    reads it from its PNG (libpng's conversion, which differs from ``cv2.cvtColor``'s by one level on about half
+    the pixels): what a model trained on grayscale PNGs read that way saw."""
+    import cv2
+
+    def one(image):
+        _, png = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 0])
+        return cv2.imdecode(png, cv2.IMREAD_GRAYSCALE)
+
+    return np.stack([one(im) for im in images])[..., None] if len(images) else images[..., :1]
 
 
 def predict(
@@ -145,8 +232,19 @@ def predict(
     batch_size: int = 16,
     progress: bool = True,
     speaker: str | None = None,
+    images: bool = False,
+    render: str | None = None,
+    pixel_range: str | None = None,
+    trust_code: bool = False,
 ) -> dict:
     """Predict emotions with one checkpoint or the average of several.
+
+    A model whose input has 1 channel gets grayscale images (:func:`grayscale`), one with 3 the BGR images. A
+    Keras 2 checkpoint (the original CNNRNN code's, :mod:`cnnrnn.keras2`) records neither its input scaling nor
+    its rendering: it is fed 0–255 BGR pixels as the original's ``cv2.imread`` gave them (``pixel_range``
+    ``0-1`` divides by 255), and, without a run config, audio drawn the original's way (``render``
+    ``specshow``, :func:`cnnrnn.features.specshow_image`) with the default spectrogram settings; a note says
+    so.
 
     Args:
         model_paths: ``.h5`` checkpoints (several: class probabilities are averaged).
@@ -162,20 +260,36 @@ def predict(
         batch_size: prediction batch size.
         speaker: the speaker of every audio input, for a run with ``spectrogram.normalization: speaker`` (see
             :func:`collect_inputs`).
+        images: a folder of audio and images gives its images (:func:`input_files`).
+        render: ``fast`` or ``specshow`` (:data:`cnnrnn.features.RENDERS`): how audio becomes images; default:
+            the run's ``spectrogram.render``, or ``specshow`` for a Keras 2 checkpoint without a run config.
+        pixel_range: the pixel values the model takes (:data:`PIXEL_RANGES`): ``0-255`` (default) or ``0-1``.
+        trust_code: load checkpoints with ``Lambda`` layers (Python code; :func:`cnnrnn.artifacts.load_model`).
 
     Returns:
-        ``{'predictions': DataFrame, 'metrics': dict | None, 'files': {...}, 'skipped': {...}}``.
+        ``{'predictions': DataFrame, 'metrics': dict | None, 'files': {...}, 'skipped': {...}, 'notes': [...]}``.
+        A model whose outputs are not probabilities (no softmax) gets a softmax, with a warning
+        (:func:`cnnrnn.artifacts.as_probabilities`).
 
     Raises:
         CheckpointError: a checkpoint does not load, the checkpoints disagree on
-            input size or class count, or the class count differs from the labels.
+            input size or class count, the class count differs from the labels, a model outputs NaN, or its
+            input is not an image (:func:`image_input`).
+        cnnrnn.keras2.UnsafeModelError: a checkpoint has a ``Lambda`` layer and ``trust_code`` is off.
+        ValueError: an unknown ``render`` or ``pixel_range``.
+        NotWritableError: ``out_dir`` cannot be written (checked before any work).
     """
+    from ..features import check_render
+    from ..keras2 import is_keras2, with_input_scale
     from ..reports import write_report
     from .train import predict_proba
 
     if not model_paths:
         raise ValueError("no checkpoint given")
+    if pixel_range is not None and pixel_range not in PIXEL_RANGES:
+        raise ValueError(f"pixel_range must be one of {sorted(PIXEL_RANGES)}, got {pixel_range!r}")
     run_dir = find_run_dir(model_paths[0])
+    out_dir = A.ensure_writable_dir(out_dir or (run_dir or Path(model_paths[0]).parent) / "predictions")
     if labels is None and run_dir is not None:
         labels = run_dir / A.LABELS_FILE
     if isinstance(labels, (str, Path)):
@@ -183,10 +297,16 @@ def predict(
     if config is None and run_dir is not None and (run_dir / A.CONFIG_FILE).is_file():
         config = run_dir / A.CONFIG_FILE
     run_cfg = load_config(config)
-    spec_cfg = run_cfg.spectrogram
-    models, shape, labels = load_checkpoints(model_paths, labels)
-    if len(shape) != 3 or None in shape:
-        raise CheckpointError(f"model input shape {shape} is not a fixed (H, W, C) image")
+    spec_cfg, notes = run_cfg.spectrogram, []
+    if render is not None:
+        check_render(render, spec_cfg.colormap)
+        spec_cfg = replace(spec_cfg, render=render)
+    models, shape, labels = load_checkpoints(model_paths, labels, trust_code=trust_code)
+    shape = image_input(shape, model_paths[0])
+    specshow_default = render is None and config is None and any(is_keras2(p) for p in model_paths)
+    if specshow_default:  # trained on the original's images
+        spec_cfg = replace(spec_cfg, render="specshow")
+    models = [with_input_scale(m, PIXEL_RANGES[pixel_range or "0-255"]) for m in models]
     size = tuple(shape[:2])
     if run_cfg.train.crop_width and shape[1] == run_cfg.train.crop_width:  # whole images, cut into segments
         size = (shape[0], spec_cfg.image_size[1])
@@ -197,22 +317,29 @@ def predict(
 
         stats = NormStats.from_dict(A.load_json(norm_file))
     inputs = collect_inputs(source, size, spec_cfg, resize=resize, progress=progress, speaker=speaker,
-                            stats=stats)
+                            stats=stats, images=images)
+    if shape[2] == 1:
+        inputs.images = grayscale(inputs.images)
+    if specshow_default and any(n != "as_image" for n in inputs.normalization or ()):
+        notes.append(f"{Path(model_paths[0]).name} was saved by Keras 2 and has no run config: its audio is drawn as "
+                     "the original CNNRNN code drew it (matplotlib specshow, render specshow) with the default "
+                     f"spectrogram settings, and fed as {pixel_range or '0-255'} "
+                     f"{'grayscale' if shape[2] == 1 else 'BGR'} pixels; --render fast, --config and --pixel-range "
+                     "change that")
     tf_log = logging.getLogger("tensorflow")  # one predict trace per model is expected, not a retracing bug
     level = tf_log.level
     tf_log.setLevel(logging.ERROR)
     try:
-        proba = np.mean([predict_proba(m, inputs.images, batch_size, run_cfg.train.crop_hop) for m in models],
-                        axis=0)
+        proba = np.mean([A.as_probabilities(predict_proba(m, inputs.images, batch_size, run_cfg.train.crop_hop), path)
+                         for m, path in zip(models, model_paths)], axis=0)
     finally:
         tf_log.setLevel(level)
-    out_dir = Path(out_dir) if out_dir else (run_dir or Path(model_paths[0]).parent) / "predictions"
     columns = {"normalization": inputs.normalization} if inputs.normalization else None
     result = write_report(out_dir, proba, labels, inputs.ids, inputs.y_true, family="cnnrnn", sources=inputs.sources,
                           columns=columns,
                           extra={"models": [str(p) for p in model_paths], "source": str(source)},
                           title="UA {ua:.1%}  WA {wa:.1%}  " + f"({len(models)} model(s))")
-    return {**result, "skipped": inputs.skipped}
+    return {**result, "skipped": inputs.skipped, "notes": notes + inputs.notes}
 
 
 def checkpoints_in(paths: Sequence[str | Path]) -> list[Path]:
@@ -232,21 +359,26 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
         source: a ``*_final.pickle``, a ``.wav``/``.png`` file, or a folder of them.
         out_dir: output folder (default ``<run>/predictions``).
         manifest: the run's :class:`cnnrnn.runs.RunManifest`, or ``None`` for a run from before manifests.
-        options: ``labels``, ``config``, ``resize``, ``batch_size`` (``None`` = the run's).
+        options: ``labels``, ``config``, ``resize``, ``batch_size`` (``None`` = the run's), ``speaker``,
+            ``images`` (a folder of audio and images gives its images), ``render``, ``pixel_range``,
+            ``trust_code`` (see :func:`predict`).
 
     Raises:
-        ValueError: no checkpoint found.
+        ValueError: no checkpoint found (temporary files of an interrupted save are never taken).
     """
     paths = [Path(m) for m in models]
     if manifest is not None and any(p.is_dir() and (p / "run.json").is_file() for p in paths):
         paths = manifest.checkpoint_paths()
     files = checkpoints_in(paths)
     if not files:
-        raise ValueError(f"no .h5 checkpoint in {', '.join(map(str, models))}")
+        stale = [f.name for p in paths if p.is_dir() for f in p.glob("*.h5") if is_temporary(f)]
+        raise ValueError(f"no .h5 checkpoint in {', '.join(map(str, models))}" + (
+            f" (only the temporary file(s) of an interrupted save: {', '.join(stale)})" if stale else ""))
     labels = options.get("labels") or (manifest.labels if manifest is not None else None)
     return predict(files, source, out_dir, labels=labels, config=options.get("config"),
                    resize=bool(options.get("resize")), batch_size=options.get("batch_size") or 16, progress=progress,
-                   speaker=options.get("speaker"))
+                   speaker=options.get("speaker"), images=bool(options.get("images")), render=options.get("render"),
+                   pixel_range=options.get("pixel_range"), trust_code=bool(options.get("trust_code")))
 
 
 def test(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..artifacts import ensure_writable_dir
+
 DESCRIPTION = """\
 Plain ANN and CNN baselines, ported to Keras from the Korean PyTorch tutorial "디지털사운드 ANN과 CNN을
 활용하여 음성 분류 인공지능 제작" (UrbanSound8K practice problem, 10 classes: ANN 18.86%, CNN 91.21%
@@ -83,6 +85,7 @@ def _summary(report: dict) -> dict:
 def _train(args, progress: bool) -> int:
     from ..baselines.train import train
 
+    ensure_writable_dir(args.out)
     report = train(args.corpus, args.root, args.out, config=args.config, model=args.model, cache_dir=args.cache_dir,
                    progress=progress, verbose=2 if progress else 0, epochs=args.epochs, batch_size=args.batch_size,
                    learning_rate=args.learning_rate, split=args.split, holdout_speaker=args.holdout_speaker,
@@ -94,6 +97,7 @@ def _train(args, progress: bool) -> int:
 def _evaluate(args, progress: bool) -> int:
     from ..baselines.train import evaluate
 
+    ensure_writable_dir(args.out or args.run, create=bool(args.out))
     report = evaluate(args.run, corpus=args.corpus, root=args.root, out=args.out, progress=progress)
     print(json.dumps(_summary(report), indent=2, default=str))
     return 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..artifacts import ensure_writable_dir
+
 DESCRIPTION = """\
 The classical reference of speech emotion recognition: openSMILE functionals (one vector per utterance) and
 a support vector machine.
@@ -99,6 +101,7 @@ def _train(args, progress: bool) -> int:
     from ..functionals.config import load_functionals_config
     from ..functionals.train import train
 
+    ensure_writable_dir(args.out)
     config, sr = args.config, args.sr
     if sr == "native":  # a null cannot be an override (None means "not given"): set it on the loaded config
         config, sr = dataclasses.replace(load_functionals_config(args.config), sr=None), None
@@ -112,6 +115,7 @@ def _train(args, progress: bool) -> int:
 def _evaluate(args, progress: bool) -> int:
     from ..functionals.train import evaluate
 
+    ensure_writable_dir(args.out or args.run, create=bool(args.out))
     report = evaluate(args.run, corpus=args.corpus, root=args.root, out=args.out, cache_dir=args.cache_dir,
                       progress=progress)
     print(json.dumps(_summary(report), indent=2, default=str))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..artifacts import ensure_writable_dir
+
 DESCRIPTION = """\
 Fix the KEMDy annotation typos, weight the raters and re-vote the emotion (a port of prepare_data.py).
 
@@ -36,6 +38,8 @@ def _kemdy_labels(args, progress: bool) -> int:
 
     out = Path(args.out)
     report_json = args.report or out.with_name(f"{out.stem}_report.json")
+    for folder in {out.parent, Path(report_json).parent}:
+        ensure_writable_dir(folder)
     report = process_labels(args.corpus, args.root, out, report_json)
     print(summary(report))
     print(f"report: {report_json}")

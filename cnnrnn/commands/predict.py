@@ -27,6 +27,10 @@ def add_commands(sub) -> None:
     p.add_argument("--labels", help="labels.json (default: the run's labels)")
     p.add_argument("--resize", action="store_true", default=None,
                    help="resize images whose size differs from the model input (CNNRNN)")
+    p.add_argument("--images", action="store_true", default=None,
+                   help="CNNRNN: from a folder holding both audio and spectrogram images (a run folder), predict the "
+                        "images instead of the audio (default: the audio; never both, which would predict every "
+                        "utterance twice)")
     p.add_argument("--batch-size", type=int, default=None, help="prediction batch size")
     p.add_argument("--config", metavar="JSON", help="config for rendering audio (default: the run's)")
     p.add_argument("--speaker", metavar="NAME", default=None,
@@ -34,6 +38,16 @@ def add_commands(sub) -> None:
                         "with spectrogram.normalization speaker; a functionals CSV --input with path,speaker columns "
                         "gives one per file). Without one, functionals inputs use the run's global statistics and "
                         "CNNRNN inputs utterance normalisation; the output says so")
+    p.add_argument("--render", choices=("fast", "specshow"), default=None,
+                   help="CNNRNN: how audio becomes the spectrogram image: fast (OpenCV colormap) or specshow (the "
+                        "original CNNRNN code's matplotlib figure). Default: the run's spectrogram.render; specshow "
+                        "for a Keras 2 .h5 without a run (the original's checkpoints were trained on such images)")
+    p.add_argument("--pixel-range", choices=("0-255", "0-1"), default=None,
+                   help="CNNRNN: the pixel values the model takes (default 0-255: raw BGR, as the original's "
+                        "cv2.imread gave them; a Keras 2 file does not record it). 0-1 divides by 255")
+    p.add_argument("--trust-code", action="store_true", default=None,
+                   help="load a model file whose Lambda layers hold Python code (marshalled bytecode), which "
+                        "then runs: only for files from a source you trust. Without it such files are refused")
     p.add_argument("--fuse", action="store_true",
                    help="late fusion: each run (of any family) predicts on its own, into OUT/<family>_<k>/, and their "
                         "class probabilities are averaged, classes matched by meaning (angry = anger)")
@@ -44,8 +58,8 @@ def _predict(args, progress: bool) -> int:
     from ..predict import predict
 
     result = predict(args.model, args.input, args.out, progress=progress, labels=args.labels, config=args.config,
-                     resize=args.resize, batch_size=args.batch_size, speaker=args.speaker,
-                     fuse=args.fuse)
+                     resize=args.resize, batch_size=args.batch_size, speaker=args.speaker, images=args.images,
+                     render=args.render, pixel_range=args.pixel_range, trust_code=args.trust_code, fuse=args.fuse)
     df = result["predictions"]
     print(df[[c for c in ("id", "true", "predicted", "confidence") if c in df]].to_string(index=False, max_rows=30))
     metrics = result["metrics"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..artifacts import ensure_writable_dir
+
 
 def add_commands(sub) -> None:
     """Add this module's subcommands to the ``cnnrnn`` parser's subparsers ``sub``."""
@@ -140,6 +142,7 @@ def _hparams(args, progress: bool) -> int:
 def _filelists(args, progress: bool) -> int:
     from ..dcnn.filelists import prepare_filelists
 
+    ensure_writable_dir(args.out)
     labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
     given = {"folds": args.folds, "seed": args.seed, "lang_id": args.lang_id, "folds_by": args.folds_by}
     report = prepare_filelists(args.corpus, args.root, args.out, loso=not args.no_loso, labels=labels,
@@ -154,8 +157,11 @@ def _filelists(args, progress: bool) -> int:
 
 
 def _yamnet_convert(args, progress: bool) -> int:
+    from pathlib import Path
+
     from .. import yamnet_convert
 
+    ensure_writable_dir(Path(args.out).parent)
     out = yamnet_convert.convert(args.tflite, args.out)
     print(f"wrote {out}")
     if args.check_clips is not None and args.check_clips <= 0:

@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifacts import CheckpointError, atomic_write_bytes, is_temporary, load_labels, load_model
+from ..artifacts import (CheckpointError, as_probabilities, atomic_write_bytes, ensure_writable_dir, is_temporary,
+                         load_labels, load_model)
 from ..audio import AUDIO_EXTENSIONS, list_audio
 from ..corpora.vocabulary import match_labels
 from ..reports import predictions_table, write_report
@@ -118,7 +119,8 @@ def predict_files(checkpoint: str | Path, wavs: Sequence[str | Path], dcnn_h5: s
 
     Raises:
         FileNotFoundError: checkpoint, sidecar or DCNN missing. CheckpointError: the model's outputs do not
-        match the labels. ValueError: no usable audio.
+        match the labels, or are NaN (outputs that are not probabilities get a softmax, with a warning:
+        :func:`cnnrnn.artifacts.as_probabilities`). ValueError: no usable audio.
     """
     from ..models.dcnn import feature_extractor
 
@@ -139,7 +141,7 @@ def predict_files(checkpoint: str | Path, wavs: Sequence[str | Path], dcnn_h5: s
         proba = model.predict(utterance_features(extractor, segs, features.resize, batch_size), verbose=0)
     else:
         proba = segment_probabilities(model, segs, features.resize, batch_size)
-    return {"labels": labels, "step": step, "checkpoint": checkpoint, "proba": np.asarray(proba, np.float32),
+    return {"labels": labels, "step": step, "checkpoint": checkpoint, "proba": as_probabilities(proba, checkpoint),
             "kept": kept, "n_segments": np.array([len(s) for s in segs], dtype=int), "normalization": normalization,
             "skipped": skipped}
 
@@ -162,7 +164,10 @@ def infer(model_h5: str | Path, wavs: Sequence[str | Path], dcnn_h5: str | Path 
 
     Raises:
         FileNotFoundError: model, its JSON or the DCNN missing. ValueError: no usable wav.
+        NotWritableError: the CSV's folder cannot be written (checked before any work).
     """
+    out_csv = Path(out_csv) if out_csv else checkpoint_step(model_h5)[0].with_name("predictions.csv")
+    ensure_writable_dir(out_csv.parent)  # before any work
     r = predict_files(model_h5, wavs, dcnn_h5, progress)
     paths = [str(wavs[i]) for i in r["kept"]]
     columns: dict[str, Any] = {"n_segments": r["n_segments"]}
@@ -170,7 +175,6 @@ def infer(model_h5: str | Path, wavs: Sequence[str | Path], dcnn_h5: str | Path 
         columns["normalization"] = r["normalization"]   # without a speaker, speaker runs fall back to utterance
     df = predictions_table(r["proba"], r["labels"], paths, columns=columns)
     df = df.rename(columns={"id": "path"}).drop(columns="predicted_index")
-    out_csv = Path(out_csv) if out_csv else r["checkpoint"].with_name("predictions.csv")
     atomic_write_bytes(out_csv, df.to_csv(index=False).encode("utf-8"))
     return df, r["skipped"]
 
@@ -235,6 +239,7 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
     if len(models) != 1:
         raise ValueError(f"a DCNN-BLSTMwA prediction uses one checkpoint or run folder, got {len(models)}")
     checkpoint, step = checkpoint_step(models[0])
+    out_dir = ensure_writable_dir(out_dir or checkpoint.parent / "predictions")
     model_labels, _, _ = read_sidecar(checkpoint, STEPS[step])
     wavs: list[str] = []
     truth: list[int] | None = []
@@ -266,7 +271,6 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
         skipped.setdefault(reason, []).extend(paths)
     kept = r["kept"]
     y_true = [truth[i] for i in kept] if truth is not None else None
-    out_dir = Path(out_dir) if out_dir else checkpoint.parent / "predictions"
     columns: dict[str, Any] = {"n_segments": r["n_segments"]}
     extra: dict[str, Any] = {"step": step, "checkpoint": str(checkpoint)}
     if any(n != "none" for n in r["normalization"]):

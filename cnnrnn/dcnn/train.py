@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifacts import load_json, save_json, save_model_h5
+from ..artifacts import load_json, remove_temporary_files, save_json, save_model_h5
 from ..config import ConfigError
 from ..normalize import count_sources, norm_source
 from ..reports import write_report
@@ -261,6 +261,7 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
     from ..models.dcnn import build_dcnn
 
     run_dir = cfg.run_dir
+    remove_temporary_files(run_dir)  # left by a save that was killed (artifacts.save_model_h5)
     features = cfg.data.features()
     labels = resolve_labels(cfg)
     with _run_log(run_dir / "log_finetune.out") as say:
@@ -353,6 +354,7 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
         raise ConfigError(f"feature settings differ from the fine-tuned DCNN {dcnn_path} "
                           f"(key: (this config, DCNN)): {differ}")
     run_dir = cfg.run_dir
+    remove_temporary_files(run_dir)  # left by a save that was killed (artifacts.save_model_h5)
     with _run_log(run_dir / "log_train.out") as say:
         say("step 2 (BLSTM + attention) %s on %s: config %s", cfg.train.name, dcnn_path, json.dumps(cfg.to_dict()))
         extractor = feature_extractor(load_model(dcnn_path))

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import normalize
-from ..artifacts import CheckpointError, atomic_write_bytes, is_temporary, load_json, load_labels
+from ..artifacts import CheckpointError, atomic_write_bytes, ensure_writable_dir, is_temporary, load_json, load_labels
 from ..audio import AUDIO_EXTENSIONS, list_audio
 from ..corpora import match_labels
 from ..reports import write_report
@@ -282,6 +282,7 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
         raise ValueError("no model given")
     runs = [FunctionalsRun.load(m, manifest) for m in models]
     first = runs[0]
+    out_dir = ensure_writable_dir(out_dir or first.folder / "predictions")
     for run in runs[1:]:
         if run.labels != first.labels:
             raise CheckpointError(f"the runs have different labels: {first.labels} and {run.labels}")
@@ -327,7 +328,6 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
     notes = normalization_notes(sources, stats) if first.config.normalization == "speaker" else []
     for note in notes:
         log.info("%s", note)
-    out_dir = Path(out_dir) if out_dir else first.folder / "predictions"
     counts = normalize.count_sources(sources)
     report = write_report(out_dir, proba, first.labels, [p.stem for p in paths], y_true, family=FAMILY,
                           sources=[str(p) for p in paths],

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import normalize
-from ..artifacts import LABELS_FILE, load_json, save_json
+from ..artifacts import LABELS_FILE, load_json, remove_temporary_files, save_json
 from ..corpora import Utterance, label_order, load_corpus, match_labels, relabel_by_meaning
 from ..reports import write_report
 from ..runs import MANIFEST_FILE, read_manifest, write_manifest
@@ -98,6 +98,7 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, ca
     cfg = load_functionals_config(config, **overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_temporary_files(out)  # left by a write that was killed (artifacts.atomic_write)
     utterances, corpus_report = load_corpus(corpus, root)
     labels = label_order(corpus, {u.emotion for u in utterances})
     kept, X, skipped_audio, feat_info = extract_all([u.audio_path for u in utterances], cfg,
