@@ -30,7 +30,7 @@ def test_spectrogram_of_one_file(tmp_path, real_wav):
     out = tmp_path / "one.png"
     cfg = tmp_path / "c.json"
     cfg.write_text('{"spectrogram": {"image_size": [40, 90], "colormap": "viridis"}}')
-    assert cli.main(["-q", "spectrogram", str(real_wav), "-o", str(out), "--config", str(cfg)]) == 0
+    assert cli.main(["-q", "spectrogram", str(real_wav), "-o", str(out), "--config", str(cfg), "--raw"]) == 0
     image = read_png(out)
     assert image.shape == (40, 90, 3) and image.dtype == np.uint8 and image.std() > 5
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..artifacts import ensure_writable_dir
+
 
 def _add_config(p, default: str | None = None) -> None:
     p.add_argument("--config", default=default, metavar="JSON",
@@ -20,6 +22,13 @@ def _add_split(p) -> None:
                    help="session: 8:2 inside every session, as the original (the same speakers end up in train "
                         "and test); speaker: whole speakers held out, a speaker-independent test set "
                         "(config split.scheme, built-in default session)")
+
+
+def _add_force(p, first: str = "") -> None:
+    p.add_argument("--force", action="store_true",
+                   help=first + "re-run the earlier stages whose settings this config changes (split: from the "
+                        "corpus named in split_report.json), instead of refusing: a stage never runs with other "
+                        "settings for the stages before it than the run's config.json records")
 
 
 def _add_out(p, default: str | None, help_text: str) -> None:
@@ -51,12 +60,13 @@ def add_commands(sub) -> None:
                                    "in parallel; a rerun resumes. Writes data_train.pickle and data_test.pickle.")
     _add_out(p, None, "folder holding the split stage's files")
     p.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU core)")
+    _add_force(p)
     _add_config(p)
     p.set_defaults(handler=_spectrograms)
 
     p = sub.add_parser("pack", help="stage 3: read the PNGs into train_final.pickle / test_final.pickle")
     _add_out(p, None, "folder holding data_train.pickle and data_test.pickle")
-    p.add_argument("--force", action="store_true", help="repack even if the pickles are up to date")
+    _add_force(p, "repack even if the pickles are up to date, and ")
     _add_config(p)
     p.set_defaults(handler=_pack)
 
@@ -75,6 +85,7 @@ def add_commands(sub) -> None:
     p.add_argument("--weights", help="backbone weights: none, imagenet (cached only) or a .h5 path "
                                      f"(built-in default {T.weights})")
     p.add_argument("--by-speaker", action="store_true", default=None, help="speaker-disjoint folds")
+    _add_force(p)
     _add_config(p)
     p.set_defaults(handler=_train)
 
@@ -91,12 +102,26 @@ def add_commands(sub) -> None:
     _add_config(p, "demo")
     p.set_defaults(handler=_run)
 
-    p = sub.add_parser("spectrogram", help="one spectrogram PNG, or a per-emotion gallery of a run",
-                       description="cnnrnn spectrogram IN.wav -o OUT.png renders one file; "
-                                   "cnnrnn spectrogram --gallery DIR -o gallery.png draws a grid of a run's PNGs, "
-                                   "one row per emotion.")
+    p = sub.add_parser("spectrogram", help="a readable spectrogram figure of one file (or its model-input image), "
+                                           "or a per-emotion gallery of a run",
+                       description="cnnrnn spectrogram IN.wav -o OUT.png draws a figure for people: the whole file's "
+                                   "log-mel spectrogram with time in seconds, frequency in Hz on the mel scale, a dB "
+                                   "colour bar, and the file name and its label (--label, or looked up with --corpus "
+                                   "and --root) as title; --model RUN adds the predicted label and the class "
+                                   "probabilities beside it. --raw writes the bare model-input image instead (the "
+                                   "PNG the CNNRNN models train on). cnnrnn spectrogram --gallery DIR -o gallery.png "
+                                   "draws a grid of a run's PNGs, one row per emotion. The log-mel settings (sr, "
+                                   "n_mels, n_fft, hop_length, fmin, fmax, top_db) come from --config.")
     p.add_argument("input", nargs="?", help="audio file")
     p.add_argument("-o", "--output", required=True, help="output PNG")
+    p.add_argument("--raw", action="store_true",
+                   help="write the bare model-input image (image_size pixels, no axes) instead of the figure")
+    p.add_argument("--label", help="the file's true label, shown in the title")
+    p.add_argument("--corpus", help="look the file's label up in this corpus (a reader name: emodb, kemdy20, "
+                                    "manifest, ...) read from --root")
+    p.add_argument("--root", help="corpus folder (for --corpus manifest: the CSV file)")
+    p.add_argument("--model", help="a trained run, checkpoint or shipped model name: its prediction of the file "
+                                   "(label and probabilities, through `cnnrnn predict`) is drawn beside the figure")
     p.add_argument("--gallery", metavar="DIR", help="run folder (holding data_train.pickle) to draw a gallery of")
     p.add_argument("--per-label", type=int, default=4, help="gallery images per emotion (default 4)")
     _add_config(p)
@@ -114,6 +139,14 @@ def _config_for(args, out: Path | None = None, **overrides):
     return override(cfg, overrides) if any(v is not None for v in overrides.values()) else cfg
 
 
+def _earlier_stages(out: Path, cfg, stage: str, args, progress: bool) -> list[str]:
+    """Refuse (or with --force re-run) the stages before ``stage`` whose settings ``cfg`` changes
+    (:func:`cnnrnn.cnnrnn.pipeline.rerun_earlier_stages`). Returns the stages re-run."""
+    from ..cnnrnn.pipeline import rerun_earlier_stages
+
+    return rerun_earlier_stages(out, cfg, stage, force=args.force, progress=progress)
+
+
 def _print(obj) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
@@ -121,7 +154,7 @@ def _print(obj) -> None:
 def _split(args, progress: bool) -> int:
     from ..cnnrnn.data import split
 
-    out = Path(args.out)
+    out = ensure_writable_dir(args.out)
     report = split(args.corpus, args.root, out, _config_for(args, **{"split.keep_ties": args.keep_ties,
                                                                       "split.scheme": args.split_scheme}))
     _print({"labels": report["labels"], "train": report["split"]["n_train"], "test": report["split"]["n_test"],
@@ -134,26 +167,31 @@ def _split(args, progress: bool) -> int:
 def _spectrograms(args, progress: bool) -> int:
     from ..cnnrnn.data import spectrograms
 
-    out = Path(args.out)
-    _print(spectrograms(out, _config_for(args, out, **{"spectrogram.workers": args.workers}), progress))
+    out = ensure_writable_dir(args.out, create=False)
+    cfg = _config_for(args, out, **{"spectrogram.workers": args.workers})
+    _earlier_stages(out, cfg, "spectrograms", args, progress)
+    _print(spectrograms(out, cfg, progress))
     return 0
 
 
 def _pack(args, progress: bool) -> int:
     from ..cnnrnn.data import pack
 
-    out = Path(args.out)
-    _print(pack(out, _config_for(args, out), progress, force=args.force))
+    out = ensure_writable_dir(args.out, create=False)
+    cfg = _config_for(args, out)
+    _earlier_stages(out, cfg, "pack", args, progress)
+    _print(pack(out, cfg, progress, force=args.force))
     return 0
 
 
 def _train(args, progress: bool) -> int:
     from ..cnnrnn.train import train
 
-    out = Path(args.out)
+    out = ensure_writable_dir(args.out, create=False)
     cfg = _config_for(args, out, **{"train.epochs": args.epochs, "train.folds": args.folds,
                                     "train.learning_rate": args.learning_rate, "train.batch_size": args.batch_size,
                                     "train.weights": args.weights, "train.group_by_speaker": args.by_speaker})
+    _earlier_stages(out, cfg, "train", args, progress)
     report = train(out, cfg, verbose=2 if progress else 0)
     _print({"mean": report["mean"], "folds": [{k: f[k] for k in ("fold", "ua", "wa", "f1_macro", "checkpoint")}
                                               for f in report["folds"]], "report": str(out / "cv_report.json")})
@@ -177,6 +215,7 @@ def _split_note(split: dict) -> None:
 def _run(args, progress: bool) -> int:
     from ..cnnrnn import pipeline
 
+    ensure_writable_dir(args.out)
     cfg = _config_for(args, **{"split.scheme": getattr(args, "split_scheme", None)})
     verbose = 2 if progress else 0
     if args.command == "run":
@@ -193,6 +232,7 @@ def _spectrogram(args, progress: bool) -> int:
     from ..features import audio_to_image, read_png, write_png
     from ..plots import plot_gallery
 
+    ensure_writable_dir(Path(args.output).parent)
     if args.gallery:
         run = Path(args.gallery)
         table = A.load_pickle(run / A.DATA_FILES["train"])
@@ -205,8 +245,58 @@ def _spectrogram(args, progress: bool) -> int:
         return 0
     if not args.input:
         raise ValueError("give an audio file (cnnrnn spectrogram IN.wav -o OUT.png) or --gallery DIR")
-    print(write_png(audio_to_image(args.input, load_config(args.config).spectrogram), args.output))
+    cfg = load_config(args.config).spectrogram
+    if args.raw:
+        if args.model or args.label or args.corpus:
+            raise ValueError("--raw writes the bare model-input image; --model, --label and --corpus need the figure")
+        print(write_png(audio_to_image(args.input, cfg), args.output))
+        return 0
+    print(_spectrogram_figure(args, cfg))
     return 0
+
+
+def _spectrogram_figure(args, cfg) -> Path:
+    """The figure of ``cnnrnn spectrogram IN.wav``: the whole file's log-mel (:func:`cnnrnn.features.log_mel`),
+    its label, and with ``--model`` the prediction of :func:`cnnrnn.predict.predict`, drawn by
+    :func:`cnnrnn.plots.plot_spectrogram`."""
+    import tempfile
+
+    from ..audio import load_audio
+    from ..features import log_mel
+    from ..plots import plot_spectrogram
+
+    if (args.corpus is None) != (args.root is None):
+        raise ValueError("--corpus and --root go together (the corpus reader and its folder)")
+    label = args.label or (_corpus_label(args.corpus, args.root, args.input) if args.corpus else None)
+    labels = probabilities = None
+    if args.model:
+        from ..predict import predict
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = predict(args.model, args.input, tmp, progress=False)
+        df = result["predictions"]
+        if not len(df):
+            raise ValueError(f"{args.input}: the model could not predict it (skipped: "
+                             f"{ {k: len(v) for k, v in result.get('skipped', {}).items()} })")
+        labels = [c[2:] for c in df.columns if c.startswith("p_")]
+        probabilities = df.iloc[0][[f"p_{lab}" for lab in labels]].to_numpy(float)
+        if label is None and "true" in df.columns and isinstance(df["true"].iloc[0], str):
+            label = df["true"].iloc[0]
+    y, _ = load_audio(args.input, cfg.sr)
+    title = Path(args.input).name + (f"  (label: {label})" if label else "")
+    return plot_spectrogram(log_mel(y, cfg), args.output, sr=cfg.sr, hop_length=cfg.hop_length, fmin=cfg.fmin,
+                            fmax=cfg.fmax, title=title, labels=labels, probabilities=probabilities)
+
+
+def _corpus_label(corpus: str, root: str, audio: str) -> str:
+    """The label of ``audio`` in a corpus (``a;b`` for a tie). Raises ValueError when the corpus lacks it."""
+    from ..corpora import load_corpus
+
+    target = Path(audio).resolve()
+    for u in load_corpus(corpus, root)[0]:
+        if Path(u.audio_path).resolve() == target:
+            return ";".join(u.emotions) if u.is_tied else u.emotion
+    raise ValueError(f"{audio} is not an utterance of the {corpus} corpus at {root}")
 
 
 def _print_summary(summary: dict) -> None:

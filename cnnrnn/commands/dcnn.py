@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from ..artifacts import ensure_writable_dir
 
 DESCRIPTION = """\
 DCNN-BLSTMwA (Zhang et al., Frontiers in Physiology 2021) in two steps, then inference:
@@ -15,6 +18,8 @@ DCNN-BLSTMwA (Zhang et al., Frontiers in Physiology 2021) in two steps, then inf
             writes blstm_attention.h5 (+ .json), run.json, log_train.out, confusion_train.png,
             metrics_train.json
   infer     blstm_attention.h5 + wav files -> per-file predictions (printed and written as CSV)
+  run-folds both steps and scoring on every fold that `cnnrnn filelists` wrote (k-fold or LOSO),
+            then one summary (UA, WA, F1 per fold, mean +- std); a rerun resumes
 
 Either step's run folder also works with `cnnrnn predict --model RUN --input WAV|FOLDER|FILELIST.txt`.
 
@@ -23,6 +28,19 @@ the sections "data", "model", "train". Filelists (wavpath|speaker_id|text|emotio
 `cnnrnn filelists`; relative paths in a config are relative to the working directory.
 """
 
+
+RUN_FOLDS_DESCRIPTION = """\
+Run step 1 (finetune) and step 2 (train) on every fold that `cnnrnn filelists` wrote, under
+FILELISTS/kfold/ (fold<k>_train.txt, fold<k>_test.txt) or FILELISTS/loso/ (<speaker>_train.txt, ...),
+with FILELISTS/labels.json, and score each fold's test list. Writes OUT/<fold>/finetune/ and
+OUT/<fold>/train/ (as the two steps do), then OUT/summary.json, summary.md and summary.csv: UA, WA and
+macro F1 of every fold, their mean +- std over the folds (population std), and the pooled scores.
+A rerun resumes: a step already run with the same config is not retrained. Each file's features are
+computed once for all folds.
+
+example: cnnrnn filelists --corpus emodb --root data/emodb --out lists/emodb
+         cnnrnn dcnn run-folds --filelists lists/emodb --scheme loso --config emodb --out runs/emodb_loso
+"""
 
 def _add_step(sub, name: str, help_text: str, description: str, handler) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=description)
@@ -74,17 +92,34 @@ def add_commands(sub) -> None:
     i.add_argument("--dcnn", metavar="DCNN.h5", help="fine-tuned DCNN (default: the one named in the model JSON)")
     i.add_argument("-o", "--output", metavar="CSV", help="predictions CSV (default: predictions.csv beside MODEL)")
     i.set_defaults(handler=_infer)
+    r = steps.add_parser("run-folds", help="fine-tune, train and score every fold of a filelist folder; one summary",
+                         description=RUN_FOLDS_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--filelists", required=True, metavar="DIR", help="folder written by `cnnrnn filelists`")
+    r.add_argument("--scheme", choices=("kfold", "loso"), default="kfold",
+                   help="which folds: kfold/ or loso/ (default: kfold)")
+    r.add_argument("--config", required=True, metavar="NAME",
+                   help="a preset pair: NAME_finetune and NAME_train (emodb, esd, jtes, compact, best, tiny, "
+                        "tiny_compact, yamnet, ...), or a step-1 JSON file (then give --config-train too)")
+    r.add_argument("--config-train", metavar="JSON", help="step-2 config (default: NAME_train)")
+    r.add_argument("--out", required=True, metavar="DIR", help="output folder (a rerun resumes in it)")
+    r.add_argument("--fold", dest="folds", action="append", metavar="NAME",
+                   help="run only this fold (fold1, ..., or a LOSO speaker); repeatable")
+    r.add_argument("--epochs", type=int, help="override train.epochs of both steps")
+    r.add_argument("--seed", type=int, help="override train.seed of both steps")
+    r.set_defaults(handler=_run_folds)
 
 
 def _config(args):
     from ..config import override
     from ..dcnn.config import load_dcnn_config
 
-    return override(load_dcnn_config(args.config), {
+    cfg = override(load_dcnn_config(args.config), {
         "data.filelist_train": args.filelist_train, "data.filelist_test": args.filelist_test,
         "data.labels_file": args.labels, "train.epochs": args.epochs, "train.learning_rate": args.learning_rate,
         "train.batch_size": args.batch_size, "train.seed": args.seed, "train.name": args.name,
         "train.log_root": args.out})
+    ensure_writable_dir(cfg.train.log_root)
+    return cfg
 
 
 def _summary(result: dict) -> None:
@@ -105,6 +140,30 @@ def _train(args, progress: bool) -> int:
     from ..dcnn.train import train
 
     _summary(train(_config(args), dcnn_path=args.dcnn, progress=progress, verbose=2 if progress else 0))
+    return 0
+
+
+def _run_folds(args, progress: bool) -> int:
+    from ..config import list_presets, override
+    from ..dcnn.config import load_dcnn_config
+    from ..dcnn.folds import run_folds
+
+    presets = list_presets("dcnn")
+    if args.config.endswith("_finetune") and args.config[: -len("_finetune")] + "_train" in presets:
+        args.config = args.config[: -len("_finetune")]  # the step-1 preset's name: its pair
+    pair = f"{args.config}_finetune" in presets and f"{args.config}_train" in presets
+    step1 = f"{args.config}_finetune" if pair else args.config
+    step2 = args.config_train or (f"{args.config}_train" if pair else None)
+    if step2 is None:
+        raise ValueError(f"--config {args.config} is not a preset pair (NAME_finetune + NAME_train): give the step-2 "
+                         "config with --config-train")
+    changes = {"train.epochs": args.epochs, "train.seed": args.seed}
+    cfg1, cfg2 = (override(load_dcnn_config(c), changes) for c in (step1, step2))
+    ensure_writable_dir(args.out)
+    result = run_folds(args.filelists, args.out, cfg1, cfg2, scheme=args.scheme, folds=args.folds,
+                       progress=progress, verbose=2 if progress else 0)
+    print(Path(result["files"]["summary.md"]).read_text(encoding="utf-8"), end="")
+    print(json.dumps(result["files"], indent=2))
     return 0
 
 

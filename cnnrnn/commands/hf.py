@@ -3,11 +3,18 @@
 Options default to ``None`` and only override the loaded config (:func:`cnnrnn.config.override`); every
 default is declared once, in :class:`cnnrnn.hf.config.HFConfig` (and restated in the ``default`` preset).
 ``hf predict`` takes the fold, the fold scheme, the number of folds and the seed from the run's ``run.json``.
+
+The command lines of etri_multimodal's scripts work as they are: ``--dataset 19|20`` (the corpus reader),
+``--dataset_dir DIR`` (the corpus folder, ``--root``), ``--num_fold 1..5`` (the fold, counted from 1 as there;
+``--fold`` counts from 0), ``--batch_size 32 --lr 1e-5``; the presets ``etri_multimodal`` and
+``etri_recognition_multimodal`` hold the two codebases' settings.
 """
 from __future__ import annotations
 
 import argparse
 import json
+
+from ..artifacts import ensure_writable_dir
 
 _DATA_HELP = ("input: --input new_data.csv (from `cnnrnn kemdy-labels`), or a corpus folder with --corpus/--root. "
               "Models load offline only, from a local folder or the local Hugging Face cache.")
@@ -26,6 +33,8 @@ TRAIN_KEYS = {
 COMMON_KEYS = {"corpus": "data.corpus", "label_column": "data.label_column", "fold": "train.fold",
                "fold_scheme": "train.fold_scheme", "threshold": "train.threshold"}
 PREDICT_KEYS = {"seed": "train.seed", "batch_size": "train.valid_batch_size"}
+#: etri_multimodal's ``--dataset`` values → the corpus reader (config ``data.corpus``).
+DATASETS = {"19": "kemdy19", "20": "kemdy20"}
 
 
 def _show_defaults(parser: argparse.ArgumentParser, keys: dict[str, str]) -> None:
@@ -64,13 +73,18 @@ def _add_data(p: argparse.ArgumentParser, predicting: bool) -> None:
     p.add_argument("--input", default=None, help="new_data.csv written by `cnnrnn kemdy-labels`")
     p.add_argument("--corpus", default=None, choices=CORPORA,
                    help="corpus reader when no --input is given" + (" (default: the run's)" if predicting else ""))
-    p.add_argument("--root", default=None, help="corpus folder when no --input is given")
+    p.add_argument("--dataset", default=None, choices=sorted(DATASETS),
+                   help="etri_multimodal's name of the corpus: 19 = --corpus kemdy19, 20 = --corpus kemdy20")
+    p.add_argument("--root", "--dataset_dir", "--dataset-dir", dest="root", default=None,
+                   help="corpus folder when no --input is given (etri_multimodal's --dataset_dir)")
     p.add_argument("--label-column", default=None, choices=LABEL_COLUMNS,
                    help="label column of --input" + (" (default: the run's)" if predicting else ""))
     given = "the run's run.json, else " if predicting else ""
     p.add_argument("--fold", type=int, default=None,
                    help=f"fold to test on, from 0 (default: {given}{TrainConfig.fold})"
                    + ("; another fold than the run's is allowed, with a warning" if predicting else ""))
+    p.add_argument("--num_fold", "--num-fold", dest="num_fold", type=int, default=None, metavar="K",
+                   help="fold to test on counted from 1, as etri_multimodal's --num_fold 1..5 (= --fold K-1)")
     p.add_argument("--folds", "--n-folds", dest="folds", type=_folds_value, default=None, metavar="N",
                    help=f"number of folds (default: {given}{TrainConfig.folds}). A scheme name (contiguous, "
                         "stratified) is still read as --fold-scheme, as in earlier versions")
@@ -98,8 +112,9 @@ def add_commands(sub) -> None:
                                       "predictions.csv and confusion_matrix.png. Every option overrides the "
                                       "config (--config; default: the hf preset 'default'). " + _DATA_HELP)
     p.add_argument("--config", default=None, metavar="JSON",
-                   help="hf preset (default, tiny) or JSON file with sections model, data, train "
-                        "(see cnnrnn/configs/hf/default.json)")
+                   help="hf preset (default, tiny; etri_multimodal: batch 32, lr 1e-5, klue/bert-base, 256 tokens, "
+                        "5 s; etri_recognition_multimodal: RoBERTa + wav2vec2, MAX_LEN 196, 4 s of audio) or JSON "
+                        "file with sections model, data, train (see cnnrnn/configs/hf/default.json)")
     p.add_argument("--modality", default=None, choices=MODALITIES, help="config model.modality")
     p.add_argument("--task", default=None, choices=TASKS,
                    help="emotion labels, valence/arousal (1-5), or both heads (config model.task)")
@@ -154,8 +169,25 @@ def add_commands(sub) -> None:
 
 
 def _overrides(args, keys: dict[str, str]) -> dict:
-    """Config overrides from the options that were given; ``--folds <scheme>`` is the old ``--fold-scheme``."""
+    """Config overrides from the options that were given; ``--folds <scheme>`` is the old ``--fold-scheme``;
+    ``--dataset 19|20`` is ``--corpus kemdy19|kemdy20`` and ``--num_fold K`` is ``--fold K-1``.
+
+    Raises:
+        ValueError: an alias disagrees with the option it stands for, or ``--num_fold`` is below 1.
+    """
     values = {key: getattr(args, dest) for dest, key in {**COMMON_KEYS, **keys}.items() if hasattr(args, dest)}
+    if args.dataset is not None:
+        corpus = DATASETS[args.dataset]
+        if args.corpus not in (None, corpus):
+            raise ValueError(f"--dataset {args.dataset} ({corpus}) and --corpus {args.corpus} disagree")
+        values["data.corpus"] = corpus
+    if args.num_fold is not None:
+        if args.num_fold < 1:
+            raise ValueError(f"--num_fold counts folds from 1 (as etri_multimodal: 1..5), got {args.num_fold}; "
+                             "--fold counts from 0")
+        if args.fold not in (None, args.num_fold - 1):
+            raise ValueError(f"--num_fold {args.num_fold} (counted from 1) and --fold {args.fold} (from 0) disagree")
+        values["train.fold"] = args.num_fold - 1
     folds = args.folds
     if isinstance(folds, str):
         if args.fold_scheme not in (None, folds):
@@ -172,7 +204,12 @@ def _train(args, progress: bool) -> int:
     from ..hf.data import read_records
     from ..hf.train import train_fold
 
-    cfg = override(load_config(args.config), _overrides(args, TRAIN_KEYS))
+    base, values = load_config(args.config), _overrides(args, TRAIN_KEYS)
+    folds = values.get("train.folds") or base.train.folds
+    if args.num_fold is not None and args.num_fold > folds:
+        raise ValueError(f"--num_fold {args.num_fold} is beyond the {folds} folds (counted from 1: 1..{folds})")
+    cfg = override(base, values)
+    ensure_writable_dir(args.out)
     records = read_records(args.input, args.root, cfg.data)[0]
     metrics = train_fold(records, cfg, args.out, progress=progress,
                          source={"input": args.input, "root": args.root})
@@ -183,6 +220,7 @@ def _train(args, progress: bool) -> int:
 def _predict(args, progress: bool) -> int:
     from ..hf.predict import predict_fold
 
+    ensure_writable_dir(args.out)
     metrics = predict_fold(args.checkpoint, args.out, input_csv=args.input, root=args.root, task=args.task,
                            modality=args.modality, all_records=args.all, overrides=_overrides(args, PREDICT_KEYS))
     print(json.dumps(_summary(metrics), indent=2))

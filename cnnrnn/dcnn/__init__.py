@@ -9,6 +9,8 @@ With Attention for Speech Emotion Recognition", Frontiers in Physiology 2021; th
   utterance features;
 * :mod:`cnnrnn.dcnn.train`: step 1 (:func:`~cnnrnn.dcnn.train.finetune`, the DCNN on segments) and step 2
   (:func:`~cnnrnn.dcnn.train.train`, BiLSTM + attention on the DCNN's segment features);
+* :mod:`cnnrnn.dcnn.folds`: both steps and scoring on every k-fold or LOSO fold of a filelist folder, with one
+  resumable summary (``cnnrnn dcnn run-folds``);
 * :mod:`cnnrnn.dcnn.predict`: wav files → predictions (``cnnrnn dcnn infer``) and the family's part of
   ``cnnrnn predict --model RUN`` (:func:`~cnnrnn.dcnn.predict.predict_run`).
 
