@@ -21,7 +21,8 @@ The main job runs in stages that talk through files in one output folder:
   run           all stages, then predicts the test set;  demo: the same on the bundled sample
 
 predict takes a run of any family (CNNRNN, dcnn, baseline, functionals, hf): it reads the run's run.json;
---fuse averages several runs. The other families: dcnn, baseline, functionals, hf, kemdy-labels, and tools.
+--fuse averages several runs. export writes a run as ONNX, TFLite or a SavedModel, with a JSON sidecar
+describing its preprocessing. The other families: dcnn, baseline, functionals, hf, kemdy-labels, and tools.
 Every CNNRNN subcommand takes --config: a preset (default, demo, tiny, compact) or a JSON file with the sections
 "split", "spectrogram" and "train" (see cnnrnn/configs/cnnrnn/default.json for every key).
 """
@@ -29,7 +30,7 @@ Every CNNRNN subcommand takes --config: a preset (default, demo, tiny, compact) 
 
 # Each module of cnnrnn/commands has add_commands(sub), whose parsers set_defaults(handler=fn) with
 # fn(args, progress) -> int (the exit code).
-COMMAND_MODULES = ("cnnrnn", "predict", "tools", "dcnn", "baseline", "kemdy", "hf", "functionals")
+COMMAND_MODULES = ("cnnrnn", "predict", "tools", "dcnn", "baseline", "kemdy", "hf", "functionals", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cnnrnn {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="less logging and no progress bars")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up lines (absl, oneDNN, CUDA), hidden by default")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"cnnrnn.commands.{name}").add_commands(sub)
@@ -50,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cnnrnn`` console script. Returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        from .quiet import quiet_tensorflow_import
+
+        quiet_tensorflow_import()  # before anything imports TensorFlow
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     progress = not args.quiet

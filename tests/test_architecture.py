@@ -12,11 +12,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cnnrnn"
 
 FAMILIES = ("cnnrnn.cnnrnn", "cnnrnn.dcnn", "cnnrnn.baselines", "cnnrnn.hf", "cnnrnn.functionals")
 CORE = ("cnnrnn", "cnnrnn.audio", "cnnrnn.features", "cnnrnn.config", "cnnrnn.artifacts", "cnnrnn.runs",
-        "cnnrnn.splits", "cnnrnn.evaluation", "cnnrnn.plots", "cnnrnn.reports", "cnnrnn.corpora",
-        "cnnrnn.normalize")
+        "cnnrnn.keras2", "cnnrnn.splits", "cnnrnn.evaluation", "cnnrnn.plots", "cnnrnn.reports", "cnnrnn.corpora",
+        "cnnrnn.normalize", "cnnrnn.quiet")
 MODELS = ("cnnrnn.models",)
 TOOLS = ("cnnrnn.hparams", "cnnrnn.audio_tools", "cnnrnn.kemdy_labels", "cnnrnn.sample", "cnnrnn.yamnet_convert")
-FACADE = ("cnnrnn.predict",)
+FACADE = ("cnnrnn.predict", "cnnrnn.export")
 CLI = ("cnnrnn.cli", "cnnrnn.commands", "cnnrnn.__main__")
 
 
@@ -134,7 +134,7 @@ ALLOWED = {
     "core": {"core", "models"},  # artifacts.load_model registers the models' custom layers
     "models": {"models"},
     "tools": {"core", "models", *FAMILIES},
-    "facade": {"core", *FAMILIES},
+    "facade": {"core", "facade", "models", *FAMILIES},  # export resolves runs as predict does
     "cli": {"cli", "core", "models", "tools", "facade", *FAMILIES},
     **{family: {"core", "models", family} for family in FAMILIES},
 }
