@@ -57,7 +57,46 @@ class ClipTooShortError(AudioError):
         super().__init__(message, "too_short")
 
 
-def load_audio(path: str | Path, sr: int | None = None, *, check: bool = True,
+class Clip:
+    """A waveform in memory that stands in for an audio file: a window cut from a long recording
+    (:func:`windows`; :func:`cnnrnn.predict.predict` with ``window``). Every family's prediction takes a list of
+    clips as its input: :func:`load_audio` reads a clip as it reads a file, :func:`input_id` and
+    :func:`input_source` name its prediction row.
+
+    Attributes:
+        id: the id of its prediction row (``<file stem>@<start in seconds>`` for a window).
+        source: the file it was cut from.
+        y: ``(samples,) float32`` mono waveform at ``sr`` Hz.
+        sr: sample rate in Hz.
+        start_s: where it starts in ``source``, in seconds.
+    """
+
+    __slots__ = ("id", "source", "y", "sr", "start_s")
+
+    def __init__(self, id: str, source: str | Path, y: np.ndarray, sr: int, start_s: float = 0.0):
+        self.id, self.source, self.y, self.sr, self.start_s = str(id), str(source), y, int(sr), float(start_s)
+
+    def __str__(self) -> str:  # how a skipped clip is listed
+        return self.id
+
+    def __repr__(self) -> str:
+        return f"Clip({self.id!r}, {len(self.y) / self.sr:.3f} s at {self.sr} Hz)"
+
+    def __reduce__(self):  # picklable (a worker process may extract its features)
+        return (Clip, (self.id, self.source, np.asarray(self.y), self.sr, self.start_s))
+
+
+def input_id(item: str | Path | Clip) -> str:
+    """The prediction row id of an input: a file's stem, or a :class:`Clip`'s ``id``."""
+    return item.id if isinstance(item, Clip) else Path(item).stem
+
+
+def input_source(item: str | Path | Clip) -> str:
+    """The ``source`` column of an input: a file's path, or the file a :class:`Clip` was cut from."""
+    return item.source if isinstance(item, Clip) else str(item)
+
+
+def load_audio(path: str | Path | Clip, sr: int | None = None, *, check: bool = True,
                max_seconds: float | None = MAX_AUDIO_SECONDS, min_samples: int = 0) -> tuple[np.ndarray, int]:
     """Read an audio file as mono float32, resampled to ``sr``.
 
@@ -69,8 +108,11 @@ def load_audio(path: str | Path, sr: int | None = None, *, check: bool = True,
     anything is decoded or resampled (a header claiming 200,000 frames at 1 Hz would otherwise ask for
     12.8 GB at 16 kHz).
 
+    A :class:`Clip` (a waveform in memory, e.g. a window of a long recording) is read as a file would be: the
+    same checks, resampled to ``sr`` when its rate differs.
+
     Args:
-        path: audio file (wav, flac, ogg, ...).
+        path: audio file (wav, flac, ogg, ...), or a :class:`Clip`.
         sr: target sample rate in Hz, or ``None`` to keep the file's rate.
         check: reject empty, all-silent and non-finite audio.
         max_seconds: longest audio accepted, in seconds (``None``: no limit).
@@ -88,6 +130,9 @@ def load_audio(path: str | Path, sr: int | None = None, *, check: bool = True,
     import librosa
     import soundfile as sf
 
+    if isinstance(path, Clip):
+        check_header(path, path.sr, len(path.y), max_seconds)
+        return _shaped(np.asarray(path.y, np.float32), path.sr, sr, check, min_samples, path)
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: file not found", "missing")
@@ -106,12 +151,20 @@ def load_audio(path: str | Path, sr: int | None = None, *, check: bool = True,
         raise AudioError(f"{path}: cannot decode audio ({exc})", "unreadable") from exc
     check_header(path, int(file_sr), data.shape[0], max_seconds)  # what was decoded, if the header understated it
     y = librosa.to_mono(np.ascontiguousarray(data.T)) if data.shape[1] > 1 else data[:, 0]
+    return _shaped(y, int(file_sr), sr, check, min_samples, path)
+
+
+def _shaped(y: np.ndarray, file_sr: int, sr: int | None, check: bool, min_samples: int,
+            source) -> tuple[np.ndarray, int]:
+    """The end of :func:`load_audio`: checks, resampling to ``sr`` (soxr_hq), the ``min_samples`` check."""
+    import librosa
+
     if check:
-        check_waveform(y, path)
+        check_waveform(y, source)
     if sr is not None and file_sr != sr:
         y = librosa.resample(y, orig_sr=file_sr, target_sr=sr, res_type="soxr_hq")
         file_sr = sr
-    check_min_samples(y, min_samples, path, file_sr)
+    check_min_samples(y, min_samples, source, file_sr)
     return np.ascontiguousarray(y, dtype=np.float32), int(file_sr)
 
 
@@ -188,6 +241,89 @@ def pad_or_trim(y: np.ndarray, n_samples: int, mode: str = "constant") -> np.nda
     raise ValueError(f"unknown pad mode {mode!r}; use 'constant' or 'reflect'")
 
 
+#: Silence detection of :func:`silence_mask`: a frame is silent when its RMS is more than this many dB below the
+#: recording's loudest frame (``librosa.effects.split(top_db=...)``; librosa's default is 60 dB, which keeps
+#: breaths and room noise as sound; 40 dB separates speech from pauses in a quiet room).
+SILENCE_TOP_DB = 40.0
+#: A window is silence when less than this fraction of its samples (of the recording, padding not counted) lies
+#: in the non-silent intervals.
+SILENCE_MIN_VOICED = 0.25
+
+
+def windows(y: np.ndarray, sr: int, window_s: float, hop_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a waveform into windows of ``window_s`` seconds every ``hop_s`` seconds, covering it to its end.
+
+    Windows start at 0, ``hop_s``, ``2 * hop_s``, ... until one reaches the last sample (with ``hop_s`` over
+    ``window_s``, the windows skip the samples between them and none starts past the end); the last window is
+    zero-padded past the end (as a short training clip is, :func:`pad_or_trim`), and so is the only window of a
+    waveform shorter than ``window_s``. Lengths are rounded to whole samples.
+
+    Args:
+        y: ``(samples,)`` waveform at ``sr`` Hz (at least one sample).
+        sr: sample rate in Hz.
+        window_s: window length in seconds (> 0). hop_s: hop between window starts in seconds (> 0).
+
+    Returns:
+        ``(starts_s, frames)``: ``(n,) float64`` start times in seconds, and ``(n, round(window_s * sr))
+        float32`` windows, a read-only strided view of one zero-padded copy of ``y`` (no copy per window).
+
+    Raises:
+        ValueError: ``window_s`` or ``hop_s`` not > 0 (or under one sample), or an empty ``y``.
+    """
+    width, hop = int(round(window_s * sr)), int(round(hop_s * sr))
+    if not window_s > 0 or width < 1:
+        raise ValueError(f"the window must be longer than one sample (> 0 s), got {window_s} s")
+    if not hop_s > 0 or hop < 1:
+        raise ValueError(f"the hop must be longer than one sample (> 0 s), got {hop_s} s")
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"need a non-empty (samples,) waveform, got shape {y.shape}")
+    # until a window reaches the last sample, and never a window that starts past it (hop > window)
+    n = max(1, min(1 + -(-(len(y) - width) // hop), -(-len(y) // hop)))
+    padded = np.zeros(max(len(y), (n - 1) * hop + width), np.float32)
+    padded[: len(y)] = y
+    frames = np.lib.stride_tricks.sliding_window_view(padded, width)[::hop][:n]
+    return np.arange(n) * hop / sr, frames
+
+
+def voiced_fraction(y: np.ndarray, sr: int, starts_s: Sequence[float], window_s: float,
+                    top_db: float = SILENCE_TOP_DB) -> np.ndarray:
+    """The fraction of each window's samples that lie in the non-silent intervals of the whole recording
+    (``librosa.effects.split(y, top_db=top_db)``: frames of 2048 samples every 512, RMS in dB relative to the
+    recording's loudest frame, not the window's, so a quiet window of a loud recording is silence).
+
+    Args:
+        y: ``(samples,)`` waveform at ``sr`` Hz. starts_s: window starts in seconds (:func:`windows`).
+        window_s: window length in seconds. top_db: the threshold in dB below the loudest frame.
+
+    Returns:
+        ``(n,) float64`` in [0, 1], over the part of each window inside ``y`` (its padding is not counted).
+    """
+    import librosa
+
+    intervals = librosa.effects.split(np.asarray(y, np.float32), top_db=top_db)  # sorted, disjoint
+    width = int(round(window_s * sr))
+    begin = np.round(np.asarray(starts_s, dtype=float) * sr).astype(np.int64)
+    end = np.minimum(begin + width, len(y))
+    if not len(intervals):
+        return np.zeros(len(begin))
+    first, length = intervals[:, 0], intervals[:, 1] - intervals[:, 0]
+    before = np.concatenate([[0], np.cumsum(length)])  # voiced samples before each interval starts
+
+    def voiced_until(t: np.ndarray) -> np.ndarray:  # voiced samples in [0, t)
+        j = np.maximum(np.searchsorted(first, t, side="right") - 1, 0)  # the last interval starting at or before t
+        return before[j] + np.clip(t - first[j], 0, length[j])
+
+    return (voiced_until(end) - voiced_until(begin)) / np.maximum(end - begin, 1)
+
+
+def silence_mask(y: np.ndarray, sr: int, starts_s: Sequence[float], window_s: float,
+                 top_db: float = SILENCE_TOP_DB, min_voiced: float = SILENCE_MIN_VOICED) -> np.ndarray:
+    """``(n,) bool``: True for the windows that are silence, whose :func:`voiced_fraction` is below
+    ``min_voiced`` (:data:`SILENCE_TOP_DB`, :data:`SILENCE_MIN_VOICED`)."""
+    return voiced_fraction(y, sr, starts_s, window_s, top_db) < min_voiced
+
+
 #: How :func:`change_speed` changes the speed: ``speed`` (resampling: tempo and pitch together, Kaldi-style) or
 #: ``tempo`` (time stretch: pitch kept).
 SPEED_METHODS = ("speed", "tempo")
@@ -247,7 +383,7 @@ def list_audio(folder: str | Path, extensions: tuple[str, ...] = AUDIO_EXTENSION
                   if p.suffix.lower() in extensions and p.is_file() and not is_temporary(p))
 
 
-def load_each(paths: Sequence[str | Path], load: Callable[[Path], T], *, desc: str = "files",
+def load_each(paths: Sequence[str | Path | Clip], load: Callable[[Path], T], *, desc: str = "files",
               progress: bool = True) -> tuple[list[int], list[T], dict[str, list[str]]]:
     """Apply ``load`` to every file, counting unusable audio as a skip instead of failing.
 
@@ -256,7 +392,7 @@ def load_each(paths: Sequence[str | Path], load: Callable[[Path], T], *, desc: s
     logged; anything else propagates.
 
     Args:
-        paths: files to process.
+        paths: files to process (or :class:`Clip` s, handed to ``load`` as they are).
         load: ``load(path)`` → the file's features (or image, or segments).
         desc: progress bar label.
         progress: show a tqdm progress bar (only for two files or more).
@@ -275,7 +411,7 @@ def load_each(paths: Sequence[str | Path], load: Callable[[Path], T], *, desc: s
     skipped: dict[str, list[str]] = {}
     for i, path in enumerate(tqdm(paths, desc=desc, unit="file", disable=not progress or len(paths) < 2)):
         try:
-            results.append(load(Path(path)))
+            results.append(load(path if isinstance(path, Clip) else Path(path)))
         except AudioError as exc:
             skipped.setdefault(exc.reason, []).append(str(path))
             log.warning("skipped %s", exc)

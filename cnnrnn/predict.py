@@ -5,15 +5,26 @@ handed to that family's ``predict.predict_run`` (:data:`FAMILY_MODULES`). A run 
 existed is recognised by its own files, as before: ``baseline_config.json`` → baselines,
 ``blstm_attention.json`` or ``dcnn.json`` → DCNN-BLSTMwA, ``hf_model.json`` → Hugging Face, otherwise
 CNNRNN. This module sits above the families: it imports them only by name, when a run needs one.
+
+Long recordings (:func:`predict` with ``window``/``hop``) are cut here, once for every family: each audio file
+longer than the model's clip becomes windows in memory (:class:`cnnrnn.audio.Clip`, :func:`cnnrnn.audio.windows`),
+silent windows are marked and left out (:func:`cnnrnn.audio.silence_mask`), the family predicts the others as it
+predicts files, and the window probabilities become ``timeline.csv``, one timeline figure per file and one row per
+file in ``predictions.csv``.
 """
 from __future__ import annotations
 
 import importlib
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from .artifacts import ensure_writable_dir
+from .audio import SILENCE_TOP_DB
 from .runs import FAMILIES, find_manifest, read_manifest
+
+log = logging.getLogger("cnnrnn.predict")
 
 #: Family → the module with its ``predict_run(models, source, out_dir, *, manifest, progress, **options)``.
 FAMILY_MODULES = {
@@ -82,8 +93,16 @@ def resolve_family(model: str | Path):
 
 
 def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_dir: str | Path | None = None, *,
-            progress: bool = True, fuse: bool = False, **options: Any) -> dict:
+            progress: bool = True, fuse: bool = False, window: float | None = None, hop: float | None = None,
+            silence_db: float | None = SILENCE_TOP_DB, **options: Any) -> dict:
     """Predict ``source`` with a trained run of any family, or fuse several runs.
+
+    **Long recordings.** A model with a fixed clip length (its run's ``input.duration``: CNNRNN, the baselines,
+    DCNN-BLSTMwA with ``max_sec``) would see only the first clip of a longer file. So an audio file longer than
+    the clip is predicted in windows of the clip length every half clip (a note says so), and a file that fits
+    in one clip is predicted as before. ``window`` cuts every audio file, whatever its length, and works with
+    every family but Hugging Face (the functionals family and DCNN without ``max_sec`` take whole files of any
+    length, so they are windowed only when asked). See :func:`predict_windows`.
 
     Args:
         models: a checkpoint, a run folder, a shipped model's name (:func:`shipped_models`: ``emodb``), or
@@ -95,6 +114,13 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
             ``*_final.pickle``; HF a ``new_data.csv``).
         out_dir: output folder (default ``<run>/predictions``; ``./predictions`` for a shipped model).
         fuse: late fusion of the runs given.
+        window: window length in seconds for long recordings (default: the model's clip length, for the files
+            longer than it); a file shorter than ``window`` is one window, padded as the model's training clips
+            were (zeros for CNNRNN and DCNN, reflection for the baselines).
+        hop: seconds between window starts (default ``window / 2``).
+        silence_db: a window is silence, marked and not classified, when under
+            :data:`cnnrnn.audio.SILENCE_MIN_VOICED` of it is within this many dB of the recording's loudest
+            frame (:func:`cnnrnn.audio.silence_mask`); ``None``: classify every window.
         options: ``labels``, ``config``, ``resize``, ``batch_size``, ``speaker``: passed to the families, which
             ignore what does not apply; ``images`` (a folder of audio and images gives its images, not its
             audio): CNNRNN runs only; ``render`` (``fast``/``specshow``), ``pixel_range`` (``0-255``/``0-1``),
@@ -103,14 +129,23 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
 
     Returns:
         ``{"predictions": DataFrame, "metrics": dict | None, "files": {...}, "skipped": {...}, "family": str}``
-        (``family`` is ``fusion`` for a fusion, with ``"runs"``: each run's own result).
+        (``family`` is ``fusion`` for a fusion, with ``"runs"``: each run's own result); with windows also
+        ``"timeline"`` (the DataFrame of ``timeline.csv``) and ``"windows"`` (the settings used).
 
     Raises:
         ValueError: models of different families without ``fuse``; runs whose classes cannot be matched;
-            ``images`` for a family that does not predict images; whatever a family raises for bad input.
+            ``images`` for a family that does not predict images; ``window`` or ``hop`` not > 0, ``window``
+            with a Hugging Face run, with ``images``, or with inputs that are not audio; whatever a family
+            raises for bad input.
         cnnrnn.artifacts.NotWritableError: ``out_dir`` cannot be written (checked before any work; a family
             checks its default output folder the same way).
     """
+    for name, value in (("window", window), ("hop", hop)):
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name} must be a positive number of seconds, got {value}")
+    if silence_db is not None and not silence_db > 0:
+        raise ValueError(f"--silence-db must be a positive number of dB (or 0 on the command line: no silence "
+                         f"detection), got {silence_db}")
     paths = [resolve_model(models)] if isinstance(models, (str, Path)) else [resolve_model(m) for m in models]
     if not paths:
         raise ValueError("no model given")
@@ -123,11 +158,21 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
     if options.get("images") and families != {"cnnrnn"}:
         raise ValueError(f"--images: only CNNRNN runs predict on spectrogram images, not "
                          f"{', '.join(sorted(families - {'cnnrnn'}))} runs")
-    if fuse:
-        return _fuse(paths, resolved, source, out_dir, progress, options)
-    if len(families) != 1:
+    if not fuse and len(families) != 1:
         raise ValueError(f"the models are of different families {sorted(families)}; predict with one at a time, "
                          "or average their probabilities with --fuse")
+    plan = window_plan(source, paths, resolved, window, hop, images=bool(options.get("images")),
+                       config=options.get("config"))
+    if plan is not None:
+        return predict_windows(plan, paths, resolved, out_dir, progress=progress, fuse=fuse, silence_db=silence_db,
+                               options=options)
+    return _dispatch(paths, resolved, source, out_dir, progress, fuse, options)
+
+
+def _dispatch(paths, resolved, source, out_dir, progress: bool, fuse: bool, options: dict) -> dict:
+    """One family's ``predict_run``, or the fusion of several runs."""
+    if fuse:
+        return _fuse(paths, resolved, source, out_dir, progress, options)
     family, manifest = resolved[0]
     module = importlib.import_module(FAMILY_MODULES[family])
     result = module.predict_run(paths, source, out_dir, manifest=manifest, progress=progress, **options)
@@ -209,3 +254,327 @@ def fuse_predictions(tables: Sequence, out_dir: str | Path) -> dict:
     sources = first["source"].tolist() if "source" in first else None
     return write_report(out_dir, proba.astype(np.float32), base, ids, y_true, family="fusion", sources=sources,
                         extra={"runs": len(tables)})
+
+
+# --------------------------------------------------------------------------- long recordings
+#: The window predictions of long-recording prediction, written beside ``predictions.csv``: one row per window,
+#: columns ``file``, ``start_s``, ``end_s`` (seconds), ``label``, ``confidence``, ``p_<label>`` per class,
+#: ``voiced`` (the fraction of the window that is not silence).
+TIMELINE_FILE = "timeline.csv"
+#: The ``label`` of a window that is silence (not classified: NaN probabilities), and of one the family skipped.
+SILENCE_LABEL = "silence"
+SKIPPED_LABEL = "skipped"
+#: A file at most this much longer than the model's clip (seconds) still counts as one clip.
+CLIP_TOLERANCE_S = 1e-3
+
+
+@dataclass
+class WindowPlan:
+    """What :func:`predict_windows` cuts.
+
+    Attributes:
+        files: the audio files. window_s, hop_s: window length and hop in seconds.
+        explicit: the user gave ``window`` (every file is cut); else only files longer than ``clip_s`` are.
+        clip_s: the model's clip length in seconds (``None``: it takes inputs of any length).
+        sr: the rate in Hz the files are read at (the model's; ``None``: each file's own).
+        spec: the run's input settings (for the spectrogram of the figure: ``n_mels``, ``n_fft``, ...).
+    """
+
+    files: list[Path]
+    window_s: float
+    hop_s: float
+    explicit: bool
+    clip_s: float | None
+    sr: int | None
+    spec: dict = field(default_factory=dict)
+
+
+def audio_inputs(source: Any) -> list[Path] | None:
+    """The audio files of ``source`` (a file, a folder searched recursively, or a list of them), or ``None``
+    when any part of it is something else: an image, a pickle, a CSV, a filelist, a folder without audio, a
+    missing path (the family then handles the input as it is)."""
+    from .audio import AUDIO_EXTENSIONS, list_audio
+
+    files: list[Path] = []
+    for item in [source] if isinstance(source, (str, Path)) else list(source):
+        if not isinstance(item, (str, Path)):
+            return None
+        path = Path(item)
+        if path.is_dir() and list_audio(path):
+            files += list_audio(path)
+        elif path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
+            files.append(path)
+        else:
+            return None
+    return files or None
+
+
+def model_clip(paths: Sequence[Path], resolved: Sequence[tuple], config: Any = None) -> dict:
+    """The input settings (``sr`` in Hz, ``duration`` in s, ...) of the first run with a clip length: the
+    family's ``clip_spec(models, manifest, config=...)`` when it has one (CNNRNN: checkpoints without a
+    ``run.json``), else the ``input`` of the run's manifest; ``{}`` or a spec without ``duration`` when no run
+    has a fixed clip length."""
+    fallback: dict = {}
+    for path, (family, manifest) in zip(paths, resolved):
+        spec = dict(manifest.input) if manifest is not None else {}
+        hook = getattr(importlib.import_module(FAMILY_MODULES[family]), "clip_spec", None)
+        if hook is not None:
+            spec.update(hook([path], manifest, config=config))
+        if spec.get("duration"):
+            return spec
+        fallback = fallback or spec
+    return fallback
+
+
+def _header_seconds(path: Path) -> float | None:
+    import soundfile as sf
+
+    try:
+        return float(sf.info(str(path)).duration)
+    except Exception:  # unreadable, or a format libsndfile does not know: decided once it is read
+        return None
+
+
+def window_plan(source: Any, paths: Sequence[Path], resolved: Sequence[tuple], window: float | None,
+                hop: float | None, *, images: bool = False, config: Any = None) -> WindowPlan | None:
+    """Whether, and how, :func:`predict` cuts ``source`` into windows (see there); ``None``: predict as before.
+
+    Without ``window``, only a model with a clip length (:func:`model_clip`) cuts, and only when a file's header
+    says it is longer than the clip (or cannot say).
+
+    Raises:
+        ValueError: ``window``/``hop`` with a Hugging Face run, with ``images``, or with inputs that are not
+            audio files or folders of audio; ``hop`` without ``window`` for a model without a clip length;
+            ``hop`` under 1 ms.
+    """
+    asked = window is not None or hop is not None
+    if any(family == "hf" for family, _ in resolved):
+        if asked:
+            raise ValueError("--window/--hop: a Hugging Face run predicts text (its transcripts), not audio "
+                             "windows; long-recording prediction is for the audio families")
+        return None
+    files = audio_inputs(source)
+    if asked and images:
+        raise ValueError("--window/--hop cut audio into windows; they do not apply with --images")
+    if asked and files is None:
+        raise ValueError(f"--window/--hop cut audio files: {source} is not an audio file or a folder of audio "
+                         "(images, pickles, CSVs and filelists are predicted as they are)")
+    if files is None or images:
+        return None
+    spec = model_clip(paths, resolved, config)
+    clip_s = float(spec["duration"]) if spec.get("duration") else None
+    if window is None and clip_s is None:
+        if hop is not None:
+            raise ValueError("--hop without --window: this model takes inputs of any length (its run records no "
+                             "clip length); give --window SECONDS too")
+        return None
+    window_s = float(window if window is not None else clip_s)
+    hop_s = float(hop if hop is not None else window_s / 2)
+    if hop_s < 1e-3:
+        raise ValueError(f"--hop must be at least 1 ms, got {hop_s} s")
+    if window is None:
+        lengths = [_header_seconds(f) for f in files]
+        if not any(d is None or d > clip_s + CLIP_TOLERANCE_S for d in lengths):
+            return None  # every file fits in one clip: predicted as before
+    sr = spec.get("sr")
+    return WindowPlan(files, window_s, hop_s, window is not None, clip_s, int(sr) if sr else None, spec)
+
+
+#: The timeline figure's spectrogram keeps at most this many frames (columns): a longer recording's frames are
+#: pooled (the maximum of each group of neighbours), which a figure about 1,700 pixels wide cannot tell apart.
+FIGURE_FRAMES = 4000
+
+
+def _display_mel(y, sr: int, spec: dict):
+    """``(db, hop_length, fmin, fmax)``: the log-mel of a whole recording for its timeline figure, with the run's
+    mel settings where it records them (:class:`cnnrnn.features.LogMelConfig` defaults otherwise), its frames
+    pooled to at most :data:`FIGURE_FRAMES` (``hop_length`` is then the pooled hop)."""
+    import numpy as np
+
+    from .features import LogMelConfig, log_mel
+
+    keys = ("n_mels", "n_fft", "hop_length", "fmin", "top_db")
+    values = {k: spec[k] for k in keys if isinstance(spec.get(k), (int, float)) and spec[k] is not None}
+    fmax = spec.get("fmax") if isinstance(spec.get("fmax"), (int, float)) and spec["fmax"] <= sr / 2 else None
+    cfg = LogMelConfig(sr=sr, fmax=fmax, **values)
+    if cfg.fmin >= (fmax or sr / 2):
+        cfg.fmin = 0.0
+    db = log_mel(y, cfg)
+    group = -(-db.shape[1] // FIGURE_FRAMES)
+    if group > 1:
+        pad = -db.shape[1] % group
+        db = np.pad(db, ((0, 0), (0, pad)), mode="edge").reshape(db.shape[0], -1, group).max(axis=2)
+    return db, cfg.hop_length * group, cfg.fmin, cfg.fmax
+
+
+def _merged(values: Sequence) -> Any:
+    """One value for a file from its windows' values of a column: the value when they agree, else the distinct
+    values joined with ``+``."""
+    distinct = list(dict.fromkeys(str(v) for v in values))
+    return values[0] if len(distinct) == 1 else "+".join(sorted(distinct))
+
+
+def predict_windows(plan: WindowPlan, paths: Sequence[Path], resolved: Sequence[tuple],
+                    out_dir: str | Path | None, *, progress: bool = True, fuse: bool = False,
+                    silence_db: float | None = SILENCE_TOP_DB, options: dict | None = None) -> dict:
+    """Predict audio files window by window (long-recording prediction, the work of :func:`predict`).
+
+    Each file is read once at the model's rate (:func:`cnnrnn.audio.load_audio`) and, when ``plan.explicit`` or
+    it is longer than the model's clip, cut into windows of ``plan.window_s`` every ``plan.hop_s`` seconds
+    (:func:`cnnrnn.audio.windows`; the last window reaches the file's end). Windows that are silence
+    (:func:`cnnrnn.audio.voiced_fraction` below :data:`cnnrnn.audio.SILENCE_MIN_VOICED`, at ``silence_db``) are
+    marked and not classified; the others go to the family's ``predict_run`` as :class:`cnnrnn.audio.Clip`
+    waveforms in memory (ids ``<stem>@<start s>``), which reads each as it reads a file (padding a short last
+    window as the model's training did). A file that fits in one clip is one clip, predicted as before.
+
+    Writes, in the family's output folder:
+
+    * ``timeline.csv`` (:data:`TIMELINE_FILE`): one row per window (label ``silence`` and NaN probabilities for
+      silence, ``skipped`` for a window the family could not use);
+    * ``timeline_<stem>.png`` per cut file (:func:`cnnrnn.plots.plot_timeline`: its log-mel spectrogram above
+      the label of each window and the probabilities as stacked areas, on one time axis);
+    * ``predictions.csv``: one row per file: for a cut file the mean of its classified windows' probabilities
+      (``windows``: how many; ``silent_windows``), the family's other columns merged (one value when the
+      windows agree).
+
+    Returns:
+        as :func:`predict`, with ``"timeline"`` (the ``timeline.csv`` DataFrame) and ``"windows"`` (the
+        settings: ``window_s``, ``hop_s``, ``clip_s``, ``silence_db``, ``min_voiced``).
+
+    Raises:
+        ValueError: nothing to classify (every file unusable, or every window silence).
+    """
+    import numpy as np
+    import pandas as pd
+    from tqdm import tqdm
+
+    from .artifacts import atomic_write_bytes
+    from .audio import SILENCE_MIN_VOICED, AudioError, Clip, load_audio, voiced_fraction, windows
+    from .plots import plot_timeline
+    from .reports import write_report
+
+    options = dict(options or {})
+    records: list[dict] = []
+    clips: list[Clip] = []
+    skipped: dict[str, list[str]] = {}
+    keys: set[str] = set()
+    for path in tqdm(plan.files, desc="windows", unit="file", disable=not progress or len(plan.files) < 2):
+        try:
+            y, sr = load_audio(path, plan.sr)
+        except AudioError as exc:
+            skipped.setdefault(exc.reason, []).append(str(path))
+            log.warning("skipped %s", exc)
+            continue
+        key, k = path.stem, 1
+        while key in keys:  # two files of one name in different folders
+            k += 1
+            key = f"{path.stem}~{k}"
+        keys.add(key)
+        duration = len(y) / sr
+        if not plan.explicit and duration <= plan.clip_s + CLIP_TOLERANCE_S:
+            clips.append(Clip(key, path, y, sr))
+            records.append({"path": path, "key": key, "cut": False})
+            continue
+        starts, frames = windows(y, sr, plan.window_s, plan.hop_s)
+        voiced = (voiced_fraction(y, sr, starts, plan.window_s, silence_db) if silence_db is not None
+                  else np.ones(len(starts)))
+        silent = voiced < SILENCE_MIN_VOICED
+        ids = [f"{key}@{s:.3f}" for s in starts]
+        for i in np.flatnonzero(~silent):
+            clips.append(Clip(ids[i], path, frames[i][: len(y) - int(round(starts[i] * sr))], sr, starts[i]))
+        records.append({"path": path, "key": key, "cut": True, "ids": ids, "starts": starts, "silent": silent,
+                        "ends": np.minimum(starts + plan.window_s, duration), "voiced": voiced,
+                        "duration": duration, "mel": _display_mel(y, sr, plan.spec), "sr": sr})
+    if not clips:
+        raise ValueError(f"nothing to classify in {len(plan.files)} file(s): "
+                         + (f"skipped: {skipped}" if skipped else "") + (
+                             ("; " if skipped else "") + "every window is silence" if records else ""))
+
+    result = _dispatch(paths, resolved, clips, out_dir, progress, fuse, options)
+    table = result["predictions"].drop_duplicates("id").set_index("id")
+    labels = [str(c)[2:] for c in table.columns if str(c).startswith("p_")]
+    pcols = [f"p_{lab}" for lab in labels]
+    carried = [c for c in table.columns if c not in ("source", "true", "predicted", "predicted_index", "confidence")
+               and not str(c).startswith("p_")]
+    single = {r["key"]: str(r["path"]) for r in records if not r["cut"]}
+    for reason, items in result["skipped"].items():
+        skipped.setdefault(reason, []).extend(single.get(str(item), str(item)) for item in items)
+
+    timeline, ids, sources, proba = [], [], [], []
+    columns: dict[str, list] = {c: [] for c in carried + ["windows", "silent_windows"]}
+    for rec in records:
+        if not rec["cut"]:
+            if rec["key"] in table.index:
+                row = table.loc[rec["key"]]
+                ids.append(rec["key"])
+                sources.append(str(rec["path"]))
+                proba.append(row[pcols].to_numpy(float))
+                for c in carried:
+                    columns[c].append(row[c])
+                columns["windows"].append(1)
+                columns["silent_windows"].append(0)
+            continue
+        used, rows = [], []
+        for i, window_id in enumerate(rec["ids"]):
+            entry = {"file": str(rec["path"]), "start_s": round(float(rec["starts"][i]), 6),
+                     "end_s": round(float(rec["ends"][i]), 6)}
+            if not rec["silent"][i] and window_id in table.index:
+                row = table.loc[window_id]
+                p = row[pcols].to_numpy(float)
+                entry.update(label=row["predicted"], confidence=float(row["confidence"]))
+                used.append(p)
+                rows.append(row)
+            else:
+                p = np.full(len(labels), np.nan)
+                entry.update(label=SILENCE_LABEL if rec["silent"][i] else SKIPPED_LABEL, confidence=np.nan)
+            entry.update({c: v for c, v in zip(pcols, p)}, voiced=round(float(rec["voiced"][i]), 4))
+            timeline.append(entry)
+        rec["classified"] = len(used)
+        if not used:  # the file is skipped, under its windows' reason(s) (which then list the file, not them)
+            mine = set(rec["ids"])
+            why = sorted({reason for reason, items in skipped.items() if mine & set(items)}) or [SILENCE_LABEL]
+            skipped = {reason: [item for item in items if item not in mine] for reason, items in skipped.items()}
+            skipped.setdefault("+".join(why), []).append(str(rec["path"]))
+            continue
+        ids.append(rec["key"])
+        sources.append(str(rec["path"]))
+        proba.append(np.mean(used, axis=0))
+        for c in carried:
+            columns[c].append(_merged([r[c] for r in rows]))
+        columns["windows"].append(len(used))
+        columns["silent_windows"].append(int(rec["silent"].sum()))
+    first = result["files"].get("predictions")
+    out = Path(first).parent if first else Path(out_dir or "predictions")
+    report = write_report(out, np.asarray(proba, np.float32).reshape(len(ids), len(labels)), labels, ids, None,
+                          family=result["family"], sources=sources, columns=columns)
+    frame = pd.DataFrame(timeline, columns=["file", "start_s", "end_s", "label", "confidence", *pcols, "voiced"])
+    frame[["confidence", *pcols]] = frame[["confidence", *pcols]].astype(np.float32)
+    files = {**result["files"], **report["files"],
+             "timeline": str(atomic_write_bytes(out / TIMELINE_FILE, frame.to_csv(index=False).encode("utf-8")))}
+    cut = [r for r in records if r["cut"]]
+    plots = []
+    for rec in tqdm(cut, desc="timeline figures", unit="file", disable=not progress or len(cut) < 2):
+        db, hop_length, fmin, fmax = rec["mel"]
+        plots.append(str(plot_timeline(frame, out / f"timeline_{rec['key']}.png", labels=labels, db=db,
+                                       sr=rec["sr"], hop_length=hop_length, fmin=fmin, fmax=fmax,
+                                       file=str(rec["path"]))))
+    files["timeline_plots"] = plots
+    notes = list(result.get("notes") or ())
+    how = (f"of {plan.window_s:g} s every {plan.hop_s:g} s" +
+           ("" if plan.explicit else " (--window, --hop change them)"))
+    for rec in cut[:5]:
+        why = ("" if plan.explicit or plan.clip_s is None else
+               f"{rec['duration']:.1f} s is longer than the model's {plan.clip_s:g} s clip: ")
+        n, k = len(rec["ids"]), rec.get("classified", 0)
+        row = (f"its row in predictions.csv is the mean of {k} window{'s' * (k != 1)}" if k else
+               "none of its windows was classified: no row in predictions.csv")
+        notes.append(f"{rec['path'].name}: {why}predicted in {n} window{'s' * (n != 1)} {how}, "
+                     f"{int(rec['silent'].sum())} of them silence (marked, not classified); {row}; the windows "
+                     f"are in {TIMELINE_FILE}")
+    if len(cut) > 5:
+        notes.append(f"... and {len(cut) - 5} more file(s) predicted in windows {how}")
+    settings = {"window_s": plan.window_s, "hop_s": plan.hop_s, "clip_s": plan.clip_s, "silence_db": silence_db,
+                "min_voiced": SILENCE_MIN_VOICED}
+    skipped = {reason: items for reason, items in skipped.items() if items}
+    return {**result, "predictions": report["predictions"], "metrics": None, "files": files, "skipped": skipped,
+            "notes": notes, "timeline": frame, "windows": settings}

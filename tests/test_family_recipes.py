@@ -129,7 +129,9 @@ def test_baseline_cnn_speaker_norm_and_specaugment_train_and_predict(tmp_path, s
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["input"]["normalization"] == "speaker"
 
-    # all of User033M's clips with --speaker: the run's statistics again, so the validation probabilities
+    # all of User033M's clips with --speaker: the run's statistics again, so the validation probabilities. The
+    # clips (2 s) are longer than the model's 1 s: one window per clip, its first second, is what it was trained
+    # and validated on (by default `cnnrnn predict` would average 1 s windows every 0.5 s)
     wavs = tmp_path / "wavs"
     wavs.mkdir()
     for u in [u for u in sample_utts if u.speaker == "User033M"]:
@@ -137,7 +139,7 @@ def test_baseline_cnn_speaker_norm_and_specaugment_train_and_predict(tmp_path, s
     out = tmp_path / "pred"
     capsys.readouterr()
     assert main(["-q", "predict", "--model", str(run), "--input", str(wavs), "--out", str(out), "--speaker",
-                 "User033M"]) == 0
+                 "User033M", "--window", "1", "--hop", "2"]) == 0
     df = pd.read_csv(out / "predictions.csv").sort_values("id").reset_index(drop=True)
     assert len(df) == n_val and set(df["normalization"]) == {"speaker"}
     val = pd.read_csv(run / "predictions.csv").sort_values("id").reset_index(drop=True)

@@ -56,7 +56,7 @@ def collect_inputs(source: str | Path | Sequence[str | Path], cfg: BaselineConfi
 
     Args:
         source: an audio file (``.wav``, ``.flac``, ... :data:`cnnrnn.audio.AUDIO_EXTENSIONS`), a folder, or
-            a list of files and folders.
+            a list of files, folders and :class:`cnnrnn.audio.Clip` (waveforms in memory).
         cfg: the run's baseline config (feature settings).
         speaker: the speaker of every file (``speaker`` normalisation), or ``None``.
         stats: the run's :class:`cnnrnn.normalize.NormStats` (``global`` / ``speaker``), or ``None``.
@@ -68,11 +68,15 @@ def collect_inputs(source: str | Path | Sequence[str | Path], cfg: BaselineConfi
         FileNotFoundError: a source does not exist.
         ValueError: a file given by name is not audio, or no usable audio.
     """
-    from ..audio import list_audio, load_each
+    from ..audio import Clip, input_id, input_source, list_audio, load_each
 
     sources = [source] if isinstance(source, (str, Path)) else list(source)
-    files: list[Path] = []
-    for s in map(Path, sources):
+    files: list[Path | Clip] = []
+    for s in sources:
+        if isinstance(s, Clip):
+            files.append(s)
+            continue
+        s = Path(s)
         if not s.exists():
             raise FileNotFoundError(f"input {s} not found")
         if s.is_file():
@@ -86,7 +90,7 @@ def collect_inputs(source: str | Path | Sequence[str | Path], cfg: BaselineConfi
     if not feats:
         raise ValueError(f"no usable audio in {', '.join(map(str, sources))} "
                          f"(skipped: {skipped or 'no audio files'})")
-    ids, paths = [files[i].stem for i in kept], [str(files[i]) for i in kept]
+    ids, paths = [input_id(files[i]) for i in kept], [input_source(files[i]) for i in kept]
     if cfg.model != "cnn" or cfg.normalization == "none":
         return AudioInputs(ids, paths, np.stack(feats), skipped)
     from ..normalize import norm_source, with_speakers
@@ -141,7 +145,8 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
     Args:
         models: ``model.h5`` files and/or run folders (a folder gives the checkpoints of its ``run.json``, or
             its ``model.h5``).
-        source: an audio file, a folder of audio (searched recursively), or a list of them.
+        source: an audio file, a folder of audio (searched recursively), or a list of them and of
+            :class:`cnnrnn.audio.Clip` (waveforms in memory).
         out_dir: where ``predictions.csv`` goes (default ``<run>/predictions``).
         manifest: the ``run.json`` found at or above the first model; ``None`` for a run written before
             manifests (its ``baseline_config.json`` and ``labels.json`` are read instead).

@@ -91,7 +91,8 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     ``Inputs.normalization`` says what each file got.
 
     Args:
-        source: ``test_final.pickle``, one ``.wav``/``.png``, or a folder (searched recursively).
+        source: ``test_final.pickle``, one ``.wav``/``.png``, a folder (searched recursively), or a list of
+            :class:`cnnrnn.audio.Clip` (waveforms in memory: the windows of a long recording).
         size: ``(H, W)`` of the images: the model's input, or the run's ``image_size`` for a model trained on
             time crops.
         spec_cfg: spectrogram parameters for audio input.
@@ -108,15 +109,18 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     """
     import cv2
 
-    from ..audio import AudioError, load_each
+    from ..audio import AudioError, Clip, input_id, input_source, load_each
     from ..features import audio_log_mel, image_of_log_mel, read_png
     from ..normalize import norm_source, with_speakers
 
-    source = Path(source)
-    if not source.exists():
+    clips = list(source) if isinstance(source, (list, tuple)) else None
+    if clips is not None and not all(isinstance(c, Clip) for c in clips):
+        raise ValueError("a list input must hold cnnrnn.audio.Clip waveforms (give files as a file or folder)")
+    source = Path(source) if clips is None else None
+    if clips is None and not source.exists():
         raise FileNotFoundError(f"input {source} not found")
     h, w = size
-    if source.is_file() and source.suffix.lower() in (".pickle", ".pkl"):
+    if clips is None and source.is_file() and source.suffix.lower() in (".pickle", ".pkl"):
         table = load_image_table(source)
         images = table["path"]
         if images.shape[1:3] != (h, w):
@@ -128,7 +132,9 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
         y = np.asarray(table["emotion"], dtype=int) if len(table["emotion"]) else None
         return Inputs(list(table["id"]), [str(source)] * len(images), images, y)
 
-    if source.is_file():
+    if clips is not None:
+        files, notes = clips, []
+    elif source.is_file():
         if images and source.suffix.lower() not in IMAGE_EXTENSIONS:
             raise ValueError(f"--images: {source} is not an image ({'/'.join(IMAGE_EXTENSIONS)})")
         files, notes = [source], []
@@ -139,9 +145,9 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     cfg = replace(spec_cfg, image_size=[h, w])
 
     def load(p: Path):
-        suffix = p.suffix.lower()
-        if suffix in AUDIO_EXTENSIONS:
+        if isinstance(p, Clip) or p.suffix.lower() in AUDIO_EXTENSIONS:
             return audio_log_mel(p, cfg)
+        suffix = p.suffix.lower()
         if suffix not in IMAGE_EXTENSIONS:
             raise ValueError(f"{p}: unsupported input type {suffix!r} (use .wav, .png or a *_final.pickle)")
         try:
@@ -157,7 +163,8 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
 
     kept, loaded, skipped = load_each(files, load, desc="inputs", progress=progress)
     if not loaded:
-        raise ValueError(f"no usable input under {source} (skipped: {skipped or 'no .wav/.png files'})")
+        raise ValueError(f"no usable input under {source or 'the clips'} "
+                         f"(skipped: {skipped or 'no .wav/.png files'})")
     mels = [x for x in loaded if x.ndim == 2]
     mode = cfg.normalization
     if mode == "speaker" and speaker and mels and stats is not None:
@@ -176,7 +183,7 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     if mode == "speaker" and "utterance" in normalization:
         log.warning("speaker normalisation: %d file(s) without a speaker (give --speaker NAME) use utterance "
                     "normalisation instead", normalization.count("utterance"))
-    ids, sources = [files[i].stem for i in kept], [str(files[i]) for i in kept]
+    ids, sources = [input_id(files[i]) for i in kept], [input_source(files[i]) for i in kept]
     return Inputs(ids, sources, np.stack(images), None, skipped, normalization, notes)
 
 
@@ -350,13 +357,30 @@ def checkpoints_in(paths: Sequence[str | Path]) -> list[Path]:
     return out
 
 
+def clip_spec(models: Sequence[str | Path], manifest=None, *, config: str | Path | None = None,
+              **_: Any) -> dict[str, Any]:
+    """``{"sr": Hz, "duration": seconds}``: the clips a CNNRNN model takes, for long-recording prediction
+    (:func:`cnnrnn.predict.predict`): its run's ``input``, or for a checkpoint without a ``run.json`` the
+    spectrogram settings of ``config``, of the ``config.json`` of the run above it, or the default config (the
+    original CNNRNN code's checkpoints)."""
+    if manifest is not None and manifest.input.get("duration"):
+        return {"sr": manifest.input.get("sr"), "duration": manifest.input["duration"]}
+    files = checkpoints_in(models)
+    run_dir = find_run_dir(files[0]) if files else None
+    if config is None and run_dir is not None and (run_dir / A.CONFIG_FILE).is_file():
+        config = run_dir / A.CONFIG_FILE
+    spec = load_config(config).spectrogram
+    return {"sr": spec.sr, "duration": spec.duration}
+
+
 def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str | Path | None = None, *,
                 manifest=None, progress: bool = True, **options: Any) -> dict:
     """``cnnrnn predict`` for a CNNRNN run (the family contract of :mod:`cnnrnn.predict`).
 
     Args:
         models: checkpoints, a ``models/`` folder or the run folder (its ``run.json`` lists the checkpoints).
-        source: a ``*_final.pickle``, a ``.wav``/``.png`` file, or a folder of them.
+        source: a ``*_final.pickle``, a ``.wav``/``.png`` file, a folder of them, or a list of
+            :class:`cnnrnn.audio.Clip` (waveforms in memory).
         out_dir: output folder (default ``<run>/predictions``).
         manifest: the run's :class:`cnnrnn.runs.RunManifest`, or ``None`` for a run from before manifests.
         options: ``labels``, ``config``, ``resize``, ``batch_size`` (``None`` = the run's), ``speaker``,

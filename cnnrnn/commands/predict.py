@@ -15,7 +15,11 @@ def add_commands(sub) -> None:
                     "ensemble); several functionals runs too. --input takes "
                     "what the family predicts on: audio files or folders; CNNRNN also PNGs and *_final.pickle; "
                     "DCNN also a filelist; Hugging Face a new_data.csv. Writes predictions.csv, and metrics.json + "
-                    "confusion_matrix.png when the true labels are known.")
+                    "confusion_matrix.png when the true labels are known. Long recordings: an audio file longer "
+                    "than the model's clip (e.g. 2 s for emodb) is predicted in windows (--window, --hop), "
+                    "silent windows marked and not classified; timeline.csv holds every window, "
+                    "timeline_<file>.png draws the spectrogram above the emotion over time, and the file's row in "
+                    "predictions.csv is the mean of its windows' probabilities.")
     p.add_argument("--model", required=True, action="append", metavar="RUN_OR_CHECKPOINT",
                    help="run folder, checkpoint, or a shipped model's name (emodb: 7 EmoDB emotions, trained on all of "
                         "emodb-535; research use only); repeat it to average several")
@@ -48,6 +52,17 @@ def add_commands(sub) -> None:
     p.add_argument("--trust-code", action="store_true", default=None,
                    help="load a model file whose Lambda layers hold Python code (marshalled bytecode), which "
                         "then runs: only for files from a source you trust. Without it such files are refused")
+    p.add_argument("--window", type=float, default=None, metavar="SECONDS",
+                   help="cut every audio file into windows of SECONDS and predict each (default: the model's clip "
+                        "length, for the files longer than it; shorter files are one clip as before). A file "
+                        "shorter than the window is one window, padded as the training clips were. Needed for "
+                        "runs without a clip length (functionals; DCNN without max_sec) to get a timeline; not "
+                        "for Hugging Face runs")
+    p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+                   help="seconds between window starts (default: half the window); must be > 0")
+    p.add_argument("--silence-db", type=float, default=None, metavar="DB",
+                   help="a window is silence (marked in timeline.csv, not classified) when under a quarter of it is "
+                        "within DB of the recording's loudest part (default 40; 0 classifies every window)")
     p.add_argument("--fuse", action="store_true",
                    help="late fusion: each run (of any family) predicts on its own, into OUT/<family>_<k>/, and their "
                         "class probabilities are averaged, classes matched by meaning (angry = anger)")
@@ -57,9 +72,11 @@ def add_commands(sub) -> None:
 def _predict(args, progress: bool) -> int:
     from ..predict import predict
 
+    silence = {} if args.silence_db is None else {"silence_db": args.silence_db or None}
     result = predict(args.model, args.input, args.out, progress=progress, labels=args.labels, config=args.config,
                      resize=args.resize, batch_size=args.batch_size, speaker=args.speaker, images=args.images,
-                     render=args.render, pixel_range=args.pixel_range, trust_code=args.trust_code, fuse=args.fuse)
+                     render=args.render, pixel_range=args.pixel_range, trust_code=args.trust_code, fuse=args.fuse,
+                     window=args.window, hop=args.hop, **silence)
     df = result["predictions"]
     print(df[[c for c in ("id", "true", "predicted", "confidence") if c in df]].to_string(index=False, max_rows=30))
     metrics = result["metrics"]

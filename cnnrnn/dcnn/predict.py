@@ -27,7 +27,7 @@ import numpy as np
 
 from ..artifacts import (CheckpointError, as_probabilities, atomic_write_bytes, ensure_writable_dir, is_temporary,
                          load_labels, load_model)
-from ..audio import AUDIO_EXTENSIONS, list_audio
+from ..audio import AUDIO_EXTENSIONS, Clip, input_id, input_source, list_audio
 from ..corpora.vocabulary import match_labels
 from ..reports import predictions_table, write_report
 from ..runs import RunManifest
@@ -208,8 +208,9 @@ def _filelist_truth(path: Path, model_labels: Sequence[str],
     return wavs, codes, speakers, skipped
 
 
-def _sources(source: Any) -> list[Path]:
-    return [Path(s) for s in source] if isinstance(source, (list, tuple)) else [Path(source)]
+def _sources(source: Any) -> list[Path | Clip]:
+    items = source if isinstance(source, (list, tuple)) else [source]
+    return [s if isinstance(s, Clip) else Path(s) for s in items]
 
 
 def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | None = None, *,
@@ -221,7 +222,8 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
             (see :func:`checkpoint_step`).
         source: a wav (any of :data:`cnnrnn.audio.AUDIO_EXTENSIONS`), a folder of audio (searched
             recursively), or a filelist ``.txt`` (``wavpath|speaker_id|text|emotion_id|lang_id``) whose
-            emotion ids give the true labels (see :func:`_filelist_truth`); or a list of these.
+            emotion ids give the true labels (see :func:`_filelist_truth`); or a list of these and of
+            :class:`cnnrnn.audio.Clip` (waveforms in memory).
         out_dir: report folder (default ``<run folder>/predictions``).
         manifest: the run's ``run.json`` (not needed: the sidecar JSON beside the checkpoint says it all).
         options: ``labels`` (the filelist's label names or ``labels.json``), ``batch_size``, ``speaker`` (the
@@ -241,13 +243,15 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
     checkpoint, step = checkpoint_step(models[0])
     out_dir = ensure_writable_dir(out_dir or checkpoint.parent / "predictions")
     model_labels, _, _ = read_sidecar(checkpoint, STEPS[step])
-    wavs: list[str] = []
+    wavs: list[str | Clip] = []
     truth: list[int] | None = []
     speakers: list[str | None] = []
     skipped: dict[str, list[str]] = {}
     for src in _sources(source):
         who: list[str | None] | None = None
-        if src.is_file() and src.suffix.lower() == ".txt":
+        if isinstance(src, Clip):
+            more, truth = [src], None
+        elif src.is_file() and src.suffix.lower() == ".txt":
             more, codes, who, skips = _filelist_truth(src, model_labels, options.get("labels"))
             truth = truth + codes if truth is not None else None
             for reason, paths in skips.items():
@@ -276,8 +280,8 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
     if any(n != "none" for n in r["normalization"]):
         columns["normalization"] = r["normalization"]
         extra["normalization"] = {n: r["normalization"].count(n) for n in sorted(set(r["normalization"]))}
-    report = write_report(out_dir, r["proba"], r["labels"], [Path(wavs[i]).stem for i in kept], y_true,
-                          family="dcnn", sources=[wavs[i] for i in kept], columns=columns, extra=extra)
+    report = write_report(out_dir, r["proba"], r["labels"], [input_id(wavs[i]) for i in kept], y_true,
+                          family="dcnn", sources=[input_source(wavs[i]) for i in kept], columns=columns, extra=extra)
     if skipped:
         log.warning("skipped %s", {k: len(v) for k, v in skipped.items()})
     return {**report, "skipped": skipped}

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import normalize
 from ..artifacts import atomic_write_bytes
-from ..audio import WORKER_DIED, AudioError, load_audio, load_each, map_chunks
+from ..audio import WORKER_DIED, AudioError, Clip, load_audio, load_each, map_chunks
 from ..splits import SplitError, holdout_split
 from .config import FunctionalsConfig
 
@@ -54,7 +54,7 @@ def extract(path: str | Path, cfg: FunctionalsConfig) -> np.ndarray:
     """The openSMILE functionals of one audio file.
 
     Args:
-        path: an audio file (:data:`cnnrnn.audio.AUDIO_EXTENSIONS`).
+        path: an audio file (:data:`cnnrnn.audio.AUDIO_EXTENSIONS`), or a :class:`cnnrnn.audio.Clip`.
         cfg: gives ``feature_set`` and ``sr`` (``None``: the file's own rate).
 
     Returns:
@@ -108,7 +108,7 @@ def cached_features(path: str | Path, cfg: FunctionalsConfig, cache_dir: str | P
     """:func:`extract`, read from or written to the per-file cache.
 
     Args:
-        path: an audio file.
+        path: an audio file, or a :class:`cnnrnn.audio.Clip` (never cached).
         cfg: feature settings.
         cache_dir: cache root (``None``: no cache).
 
@@ -118,6 +118,8 @@ def cached_features(path: str | Path, cfg: FunctionalsConfig, cache_dir: str | P
     Raises:
         AudioError: as :func:`extract` (failures are not cached: a rerun tries the file again).
     """
+    if isinstance(path, Clip):  # a waveform in memory: nothing to key a cache entry on
+        return extract(path, cfg), False
     path = Path(path)
     if cache_dir is None or not path.is_file():
         return extract(path, cfg), False
@@ -188,12 +190,12 @@ def _extract_in_child(paths: Sequence[str | Path], cfg: FunctionalsConfig,
     import multiprocessing
 
     started = time.perf_counter()
-    items = [(i, str(p)) for i, p in enumerate(paths)]
+    items = [(i, p if isinstance(p, Clip) else str(p)) for i, p in enumerate(paths)]
     parts: list[tuple] = []
     died: dict[str, list[str]] = {}
     map_chunks(_extract_chunk, [items[i:i + 64] for i in range(0, len(items), 64)], workers=1, isolate=True,
                mp_context=multiprocessing.get_context("spawn"), on_result=parts.extend,
-               on_died=lambda item, message: died.setdefault(WORKER_DIED, []).append(item[1]),
+               on_died=lambda item, message: died.setdefault(WORKER_DIED, []).append(str(item[1])),
                args=(cfg, cache_dir))
     kept = [i for part in parts for i in part[0]]
     order = np.argsort(kept, kind="stable")

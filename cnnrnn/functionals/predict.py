@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import normalize
 from ..artifacts import CheckpointError, atomic_write_bytes, ensure_writable_dir, is_temporary, load_json, load_labels
-from ..audio import AUDIO_EXTENSIONS, list_audio
+from ..audio import AUDIO_EXTENSIONS, Clip, input_id, input_source, list_audio
 from ..corpora import match_labels
 from ..reports import write_report
 from ..runs import MANIFEST_FILE, RunManifest, find_manifest, read_manifest
@@ -97,9 +97,10 @@ def predict_proba(model, X: np.ndarray, n_labels: int) -> np.ndarray:
 # --------------------------------------------------------------------------- inputs
 @dataclass
 class Inputs:
-    """The files to predict on, with their speaker (``None`` = unknown) and true label (``None`` = unknown)."""
+    """The files (or :class:`cnnrnn.audio.Clip` s) to predict on, with their speaker (``None`` = unknown) and
+    true label (``None`` = unknown)."""
 
-    paths: list[Path]
+    paths: list[Path | Clip]
     speakers: list[str | None]
     labels: list[str | None]
     skipped: dict[str, list[str]] = field(default_factory=dict)
@@ -143,7 +144,8 @@ def read_input_csv(path: str | Path) -> Inputs:
 
 def collect_inputs(source: str | Path | Sequence[str | Path], speaker: str | None = None) -> Inputs:
     """The audio files of ``source``: a file, a folder (searched recursively), a CSV (:func:`read_input_csv`),
-    or a list of them. ``speaker`` (when given) becomes every file's speaker.
+    or a list of them and of :class:`cnnrnn.audio.Clip` (waveforms in memory). ``speaker`` (when given) becomes
+    every file's speaker.
 
     Raises:
         FileNotFoundError: a source does not exist.
@@ -151,10 +153,13 @@ def collect_inputs(source: str | Path | Sequence[str | Path], speaker: str | Non
     """
     sources = [source] if isinstance(source, (str, Path)) else list(source)
     out = Inputs([], [], [])
-    for s in map(Path, sources):
-        if not s.exists():
+    for s in sources:
+        s = s if isinstance(s, Clip) else Path(s)
+        if isinstance(s, Clip):
+            part = Inputs([s], [None], [None])
+        elif not s.exists():
             raise FileNotFoundError(f"input {s} not found")
-        if s.is_file() and s.suffix.lower() == ".csv":
+        elif s.is_file() and s.suffix.lower() == ".csv":
             part = read_input_csv(s)
         elif s.is_file():
             if s.suffix.lower() not in AUDIO_EXTENSIONS:
@@ -329,8 +334,8 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
     for note in notes:
         log.info("%s", note)
     counts = normalize.count_sources(sources)
-    report = write_report(out_dir, proba, first.labels, [p.stem for p in paths], y_true, family=FAMILY,
-                          sources=[str(p) for p in paths],
+    report = write_report(out_dir, proba, first.labels, [input_id(p) for p in paths], y_true, family=FAMILY,
+                          sources=[input_source(p) for p in paths],
                           columns={"speaker": [s or "" for s in speakers], "normalization": sources},
                           extra={"runs": [str(r.folder) for r in runs], "normalization": counts,
                                  "notes": notes, "skipped": skipped})
