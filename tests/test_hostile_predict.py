@@ -15,8 +15,8 @@ import pytest
 from cnnrnn import artifacts as A
 from cnnrnn import cli
 
-LABELS = ["angry", "happy", "neutral", "sad"]
-CHECKPOINT = "CNN_RNN_fold1_epoch1_e4.h5"
+from benchmarks.hostile_cases.predict import CHECKPOINT, LABELS, make_run  # the benchmark's tiny run
+
 SIZE = (32, 64)  # the tiny preset's image_size
 
 
@@ -28,26 +28,6 @@ def outside(before: set[Path], root: Path, *allowed: Path) -> list[str]:
     """Files under ``root`` that are new since ``before`` and not inside one of ``allowed``."""
     return sorted(str(p) for p in files_under(root) - before
                   if not any(p.is_relative_to(a) for a in allowed))
-
-
-def make_run(folder: Path, activation: str, cfg: dict) -> Path:
-    """A CNNRNN run folder: labels.json, config.json, run.json and one checkpoint of a tiny model."""
-    import keras
-
-    from cnnrnn.runs import write_manifest
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((*SIZE, 3)), keras.layers.Rescaling(1 / 255.0),
-                              keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(len(LABELS), activation=activation,
-                                                 kernel_initializer=keras.initializers.RandomNormal(stddev=3.0),
-                                                 bias_initializer=keras.initializers.Constant(5.0))])
-    (folder / "models").mkdir(parents=True)
-    A.save_json({"labels": LABELS}, folder / A.LABELS_FILE)
-    A.save_json(cfg, folder / A.CONFIG_FILE)
-    ckpt = A.save_model_h5(model, folder / "models" / CHECKPOINT)
-    write_manifest(folder, "cnnrnn", cfg, LABELS, checkpoints=[ckpt])
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +46,8 @@ def world(tmp_path_factory, sample_dir):
     pngs = root / "pngs"
     for w in wavs:
         write_png(audio_to_image(w, cfg.spectrogram), pngs / f"{w.stem}.png")
-    return {"root": root, "run": make_run(root / "run", "softmax", cfg.to_dict()),
-            "logits": make_run(root / "logits", "linear", cfg.to_dict()), "audio": audio, "pngs": pngs,
+    return {"root": root, "run": make_run(root / "run", "softmax"),
+            "logits": make_run(root / "logits", "linear"), "audio": audio, "pngs": pngs,
             "ids": sorted(w.stem for w in wavs)}
 
 

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.hostile_cases.stages import child_pids, is_alive  # the benchmark's /proc readers
 import pytest
 
 from cnnrnn import cli
@@ -193,27 +195,6 @@ def test_13_functionals_child_survives_a_killed_worker(clips, monkeypatch):
     assert skipped == {WORKER_DIED: [str(clips["killer"])]}
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"  # a zombie has exited
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_15_workers_exit_when_the_main_process_is_killed(tmp_path, sample_dir):
     """SIGKILL of a running `python -m cnnrnn spectrograms --workers 2`: both pool workers are gone within 5 s."""
@@ -226,7 +207,7 @@ def test_15_workers_exit_when_the_main_process_is_killed(tmp_path, sample_dir):
     try:
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None:
-            workers = _children(proc.pid)
+            workers = child_pids(proc.pid)
             if len(workers) >= 2:
                 break
             time.sleep(0.1)
@@ -234,13 +215,13 @@ def test_15_workers_exit_when_the_main_process_is_killed(tmp_path, sample_dir):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         deadline = time.time() + 5
-        while time.time() < deadline and any(_alive(w) for w in workers):
+        while time.time() < deadline and any(is_alive(w) for w in workers):
             time.sleep(0.1)
-        assert not [w for w in workers if _alive(w)], "pool workers outlived their killed parent"
+        assert not [w for w in workers if is_alive(w)], "pool workers outlived their killed parent"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         for w in workers:
-            if _alive(w):
+            if is_alive(w):
                 os.kill(w, signal.SIGKILL)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def _make_run(folder: Path, activation: str = "softmax") -> Path:
+def make_run(folder: Path, activation: str = "softmax") -> Path:
     """A CNNRNN run: labels.json, config.json (tiny preset), run.json, models/<checkpoint> of a tiny model."""
     import keras
 
@@ -81,7 +81,7 @@ def _predict(tmp: Path, model: Path, inputs: Path) -> tuple[Outcome, pd.DataFram
       "softmax applied with one warning; probabilities in [0, 1] summing to 1")
 def case_8(tmp: Path) -> dict:
     """A single-label model without a softmax: its outputs get a softmax, with one warning."""
-    run, audio = _make_run(tmp / "run", "linear"), _audio(tmp / "audio")
+    run, audio = make_run(tmp / "run", "linear"), _audio(tmp / "audio")
     (code, _, logs), df, written = _predict(tmp, run / "models", audio)
     if df is None:
         return {"observed": f"exit {code}; {errors(logs)}", "passed": False, "outside_writes": written}
@@ -99,7 +99,7 @@ def case_8(tmp: Path) -> dict:
       "each utterance predicted once (its audio), the left-out images noted")
 def case_10(tmp: Path) -> dict:
     """A folder holding audio and its spectrogram PNGs: each utterance is predicted once (its audio)."""
-    run = _make_run(tmp / "run")
+    run = make_run(tmp / "run")
     folder = _audio(tmp / "in")
     _pngs(folder / "spectrograms")
     (code, stdout, logs), df, written = _predict(tmp, run, folder)
@@ -118,7 +118,7 @@ def case_11(tmp: Path) -> dict:
     """A pickle refused by the safe loader and a truncated pickle: one line naming the file, exit 2."""
     import numpy as np
 
-    run = _make_run(tmp / "run")
+    run = make_run(tmp / "run")
 
     class Evil:
         def __reduce__(self):
@@ -151,7 +151,7 @@ def case_16(tmp: Path) -> dict:
     import cnnrnn.cnnrnn.train as T
     from cnnrnn import artifacts as A
 
-    run = _make_run(tmp / "run")
+    run = make_run(tmp / "run")
     stale = run / "models" / ".CNN_RNN_fold2_epoch1_e4.tmp.h5"
     stale.write_bytes((run / "models" / CHECKPOINT).read_bytes()[:3000])
     wav = sample_wavs(1)[0]
@@ -186,7 +186,7 @@ def case_17(tmp: Path) -> dict:
     import cv2
     import numpy as np
 
-    run = _make_run(tmp / "run")
+    run = make_run(tmp / "run")
     folder = _pngs(tmp / "in")
     good = sorted(folder.glob("*.png"))
     (folder / "broken.png").write_bytes(good[0].read_bytes()[:40])
@@ -207,7 +207,7 @@ def case_18(tmp: Path) -> dict:
     (chmod does not stop root) the folder's file creation is made to fail with EACCES, as a read-only one's."""
     from cnnrnn.artifacts import SPECTROGRAM_DIR
 
-    run = _make_run(tmp / "run")
+    run = make_run(tmp / "run")
     audio = _audio(tmp / "audio")
     split = tmp / "split"
     cli("split", "--corpus", "kemdy20", "--root", sample(), "--out", split)

@@ -162,7 +162,7 @@ def case_13(tmp: Path) -> dict:
             "passed": bool(ok), "outside_writes": outside(before, tmp, out)}
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     """The ids of the live processes whose parent is ``pid`` (Linux: reads /proc)."""
     out = []
     for entry in Path("/proc").iterdir():
@@ -176,7 +176,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (exists and is not a zombie; Linux: reads /proc)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -203,21 +204,21 @@ def case_15(tmp: Path) -> dict:
     try:
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None and len(workers) < 2:
-            workers = _children(proc.pid)
+            workers = child_pids(proc.pid)
             time.sleep(0.1)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         killed = time.time()
-        while time.time() < killed + 10 and any(_alive(w) for w in workers):
+        while time.time() < killed + 10 and any(is_alive(w) for w in workers):
             time.sleep(0.1)
-        left = [w for w in workers if _alive(w)]
+        left = [w for w in workers if is_alive(w)]
         gone_after = time.time() - killed
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         for w in workers:
-            if _alive(w):
+            if is_alive(w):
                 os.kill(w, signal.SIGKILL)
     ok = code == 0 and len(workers) >= 2 and not left and gone_after < 5
     return {"observed": f"{len(workers)} worker(s) seen; after SIGKILL of the parent, {len(left)} still alive "
