@@ -1,4 +1,4 @@
-"""Audio loading and fixed-length shaping, on top of soundfile and librosa.
+"""Audio loading and fixed-length shaping, on top of soundfile, soxr and librosa.
 
 Every function takes and returns mono ``float32`` waveforms in [-1, 1] at a
 sample rate ``sr`` in Hz. Bad input raises :class:`AudioError` with the file
@@ -100,13 +100,13 @@ def load_audio(path: str | Path | Clip, sr: int | None = None, *, check: bool = 
                max_seconds: float | None = MAX_AUDIO_SECONDS, min_samples: int = 0) -> tuple[np.ndarray, int]:
     """Read an audio file as mono float32, resampled to ``sr``.
 
-    Decoding uses soundfile (libsndfile); stereo is averaged to mono with
-    ``librosa.to_mono``; resampling uses ``librosa.resample`` (soxr_hq), as
-    ``librosa.load`` does, but without librosa's silent audioread fallback so
-    that a corrupt file fails clearly. The header is read first (``soundfile.info``): a sample rate outside
-    [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`] Hz or a length over ``max_seconds`` is refused before
-    anything is decoded or resampled (a header claiming 200,000 frames at 1 Hz would otherwise ask for
-    12.8 GB at 16 kHz).
+    Decoding uses soundfile (libsndfile); stereo is averaged to mono (the mean of the channels, as
+    ``librosa.to_mono``); resampling uses soxr (:func:`resample`: ``librosa.resample(res_type="soxr_hq")``'s
+    numbers, without importing librosa, whose first call costs seconds), as ``librosa.load`` does, but without
+    librosa's silent audioread fallback so that a corrupt file fails clearly. The header is read first
+    (``soundfile.info``): a sample rate outside [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`] Hz or a length
+    over ``max_seconds`` is refused before anything is decoded or resampled (a header claiming 200,000 frames at
+    1 Hz would otherwise ask for 12.8 GB at 16 kHz).
 
     A :class:`Clip` (a waveform in memory, e.g. a window of a long recording) is read as a file would be: the
     same checks, resampled to ``sr`` when its rate differs.
@@ -127,7 +127,6 @@ def load_audio(path: str | Path | Clip, sr: int | None = None, *, check: bool = 
             (``bad_sample_rate``) or is longer than ``max_seconds`` (``too_long``);
             :class:`ClipTooShortError` (``too_short``): fewer than ``min_samples`` samples at ``sr``.
     """
-    import librosa
     import soundfile as sf
 
     if isinstance(path, Clip):
@@ -150,22 +149,42 @@ def load_audio(path: str | Path | Clip, sr: int | None = None, *, check: bool = 
     except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError/TypeError
         raise AudioError(f"{path}: cannot decode audio ({exc})", "unreadable") from exc
     check_header(path, int(file_sr), data.shape[0], max_seconds)  # what was decoded, if the header understated it
-    y = librosa.to_mono(np.ascontiguousarray(data.T)) if data.shape[1] > 1 else data[:, 0]
+    y = np.mean(np.ascontiguousarray(data.T), axis=0) if data.shape[1] > 1 else data[:, 0]  # librosa.to_mono
     return _shaped(y, int(file_sr), sr, check, min_samples, path)
 
 
 def _shaped(y: np.ndarray, file_sr: int, sr: int | None, check: bool, min_samples: int,
             source) -> tuple[np.ndarray, int]:
     """The end of :func:`load_audio`: checks, resampling to ``sr`` (soxr_hq), the ``min_samples`` check."""
-    import librosa
-
     if check:
         check_waveform(y, source)
     if sr is not None and file_sr != sr:
-        y = librosa.resample(y, orig_sr=file_sr, target_sr=sr, res_type="soxr_hq")
+        y = resample(y, file_sr, sr)
         file_sr = sr
     check_min_samples(y, min_samples, source, file_sr)
     return np.ascontiguousarray(y, dtype=np.float32), int(file_sr)
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample a mono waveform with soxr (quality ``soxr_hq``): the same samples as
+    ``librosa.resample(y, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq")`` (tested), without importing
+    librosa (whose resample costs about 2 s of scipy.signal and numba imports in a fresh process).
+
+    Args:
+        y: ``(samples,)`` float waveform. orig_sr, target_sr: rates in Hz.
+
+    Returns:
+        ``(ceil(samples * target_sr / orig_sr),) float32`` (cut or zero-padded to that length, as librosa's
+        ``fix=True``).
+    """
+    import soxr
+
+    y = np.asarray(y, np.float32)
+    if orig_sr == target_sr:
+        return y
+    out = np.asarray(soxr.resample(y, orig_sr, target_sr, quality="soxr_hq"), np.float32)
+    n = int(np.ceil(len(y) * target_sr / orig_sr))
+    return out[:n] if len(out) >= n else np.pad(out, (0, n - len(out)))
 
 
 def check_min_samples(y: np.ndarray, min_samples: int, source: str | Path = "<array>", sr: int | None = None) -> None:
@@ -403,13 +422,16 @@ def load_each(paths: Sequence[str | Path | Clip], load: Callable[[Path], T], *, 
     """
     import logging
 
-    from tqdm import tqdm
-
     log = logging.getLogger("cnnrnn.audio")
     kept: list[int] = []
     results: list[T] = []
     skipped: dict[str, list[str]] = {}
-    for i, path in enumerate(tqdm(paths, desc=desc, unit="file", disable=not progress or len(paths) < 2)):
+    items = paths
+    if progress and len(paths) >= 2:  # tqdm only when its bar is shown (its import is not free)
+        from tqdm import tqdm
+
+        items = tqdm(paths, desc=desc, unit="file")
+    for i, path in enumerate(items):
         try:
             results.append(load(path if isinstance(path, Clip) else Path(path)))
         except AudioError as exc:

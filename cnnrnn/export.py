@@ -59,7 +59,6 @@ import datetime as _dt
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -95,6 +94,7 @@ NOT_EXPORTABLE = {
           "which know those graphs",
     "functionals": "openSMILE-functionals runs are scikit-learn models on openSMILE features, not Keras graphs "
                    "(skl2onnx converts scikit-learn models; openSMILE itself cannot be exported)",
+    "exported": "it is already an exported model; export the run it came from (its sidecar's source.model)",
 }
 _RNN_CLASSES = ("LSTM", "GRU", "SimpleRNN")
 
@@ -572,10 +572,14 @@ class ModelInputs:
     normalization: list[str] | None = None
 
 
-def _audio_files(source) -> list[Path]:
-    from .audio import list_audio
+def _audio_files(source) -> list:
+    """The audio files of ``source`` (a file, a folder searched recursively, or a list of them); a list of
+    :class:`cnnrnn.audio.Clip` waveforms is returned as it is."""
+    from .audio import Clip, list_audio
 
     sources = [source] if isinstance(source, (str, Path)) else list(source)
+    if sources and all(isinstance(s, Clip) for s in sources):
+        return sources
     files: list[Path] = []
     for s in map(Path, sources):
         if not s.exists():
@@ -596,7 +600,8 @@ def model_inputs(preprocessing: dict[str, Any], source, *, speaker: str | None =
 
     Args:
         preprocessing: ``read_sidecar(path)["preprocessing"]``.
-        source: an audio file, a folder (searched recursively) or a list of them.
+        source: an audio file, a folder (searched recursively) or a list of them, or a list of
+            :class:`cnnrnn.audio.Clip` waveforms (the windows of a long recording).
         speaker: the speaker of every file, for a ``speaker``-normalised run (without one, files fall back to
             ``utterance`` normalisation, as in ``cnnrnn predict``).
         progress: show a progress bar.
@@ -619,13 +624,10 @@ def model_inputs(preprocessing: dict[str, Any], source, *, speaker: str | None =
 
         spec = load_config({"spectrogram": settings}).spectrogram
         size = tuple(int(v) for v in preprocessing["image"]["size"])
-        with _linked(files) as folder:
-            got = collect_inputs(folder, size, spec, progress=progress, speaker=speaker, stats=stats)
-        names = {_link_name(k, f): str(f) for k, f in enumerate(files)}
-        sources = [names.get(Path(s).name, s) for s in got.sources]
-        ids = [Path(s).stem for s in sources]
-        return ModelInputs(ids, sources, got.images.astype(np.float32), _unlinked(got.skipped, files),
-                           got.normalization)
+        if not files:
+            raise ValueError(f"no audio file in {source}")
+        got = collect_inputs(files, size, spec, progress=progress, speaker=speaker, stats=stats)
+        return ModelInputs(got.ids, got.sources, got.images.astype(np.float32), got.skipped, got.normalization)
     if family == "baselines":
         from .baselines.config import load_baseline_config
         from .baselines.predict import collect_inputs
@@ -633,6 +635,7 @@ def model_inputs(preprocessing: dict[str, Any], source, *, speaker: str | None =
         got = collect_inputs(files, load_baseline_config(settings), progress=progress, speaker=speaker, stats=stats)
         return ModelInputs(got.ids, got.sources, got.features.astype(np.float32), got.skipped, got.normalization)
     if family == "dcnn":
+        from .audio import input_id, input_source
         from .dcnn.config import feature_config
         from .dcnn.data import files_features
         from .dcnn.predict import normalize_inputs
@@ -642,7 +645,7 @@ def model_inputs(preprocessing: dict[str, Any], source, *, speaker: str | None =
         if not feats:
             raise ValueError(f"no usable audio among {len(files)} file(s) (skipped: {skipped})")
         segs, normalization = normalize_inputs(feats, [speaker] * len(feats), cfg, stats)
-        return ModelInputs([files[i].stem for i in kept], [str(files[i]) for i in kept],
+        return ModelInputs([input_id(files[i]) for i in kept], [input_source(files[i]) for i in kept],
                            np.stack(segs).astype(np.float32), skipped,
                            normalization if cfg.normalization != "none" else None)
     raise ExportError(f"unknown family {family!r} in the sidecar's preprocessing")
@@ -1000,29 +1003,6 @@ def parity_audio(audio: str | Path | Sequence[str | Path] | None = None, limit: 
     return files
 
 
-def _link_name(k: int, f: Path) -> str:
-    return f"{k:05d}_{Path(f).name}"
-
-
-@contextlib.contextmanager
-def _linked(files: Sequence[Path]):
-    """A temporary folder holding links to ``files``, in order (for family code that takes one folder)."""
-    with tempfile.TemporaryDirectory(prefix="cnnrnn-inputs-") as tmp:
-        for k, f in enumerate(files):
-            link = Path(tmp) / _link_name(k, f)
-            try:
-                link.symlink_to(Path(f).resolve())
-            except OSError:
-                shutil.copyfile(f, link)
-        yield Path(tmp)
-
-
-def _unlinked(skipped: dict[str, list[str]], files: Sequence[Path]) -> dict[str, list[str]]:
-    """``skipped`` with the temporary links' names replaced by the files they stand for."""
-    names = {_link_name(k, f): str(f) for k, f in enumerate(files)}
-    return {reason: [names.get(Path(p).name, p) for p in paths] for reason, paths in skipped.items()}
-
-
 def check_parity(plan: ExportPlan, runner: ExportedModel, files: Sequence[Path], tolerance: float,
                  batch_size: int = 16) -> dict[str, Any]:
     """Compare the exported model with the family's Keras prediction on model inputs made from ``files``.
@@ -1155,3 +1135,107 @@ def export(model: str | Path, fmt: str | None = None, out: str | Path | None = N
                           f"{parity['max_abs_diff']:.3g} on {parity['files']} file(s), over the {fmt} tolerance "
                           f"{TOLERANCES[fmt]:g}; the files are kept for inspection ({side})")
     return result
+
+
+# --------------------------------------------------------------------------- predicting with an exported model
+def is_exported(path: str | Path) -> bool:
+    """Whether ``path`` is an exported model: an ``.onnx`` or ``.tflite`` file, or a folder holding a SavedModel
+    sidecar (:data:`SAVEDMODEL_SIDECAR`). ``cnnrnn predict --model`` hands such a path to :func:`predict_run`."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / SAVEDMODEL_SIDECAR).is_file()
+    return path.is_file() and path.suffix.lower() in {s for s in SUFFIXES.values() if s}
+
+
+def clip_spec(models: Sequence[str | Path], manifest=None, **_: Any) -> dict[str, Any]:
+    """``{"sr": Hz, "duration": seconds or None, ...}``: the clips an exported model takes, read from its sidecar
+    (``preprocessing.audio``), with the feature settings (``n_mels``, ``n_fft``, ``hop_length``, ...) for
+    long-recording prediction (:func:`cnnrnn.predict.predict`). Raises what :func:`read_sidecar` raises."""
+    pre = read_sidecar(Path(models[0]))["preprocessing"]
+    audio = pre.get("audio") or {}
+    return {**(pre.get("settings") or {}), "sr": audio.get("sr"), "duration": audio.get("duration")}
+
+
+def _check_audio_source(source) -> None:
+    """Check that ``source`` is audio (files, folders of audio, or clips): an exported model takes audio only.
+
+    Raises:
+        FileNotFoundError: a path does not exist. ValueError: an image, a pickle or another kind of file.
+    """
+    from .audio import AUDIO_EXTENSIONS, Clip
+
+    for item in [source] if isinstance(source, (str, Path)) else list(source):
+        if isinstance(item, Clip):
+            continue
+        path = Path(item)
+        if not path.exists():
+            raise FileNotFoundError(f"input {path} not found")
+        if path.is_file() and path.suffix.lower() not in AUDIO_EXTENSIONS:
+            raise ValueError(f"{path}: an exported model predicts audio files ({', '.join(AUDIO_EXTENSIONS)}) or "
+                             "folders of them; predict images and pickles with the run itself (--model RUN)")
+
+
+def predict_run(models: Sequence[str | Path], source, out_dir: str | Path | None = None, *, manifest=None,
+                progress: bool = True, **options: Any) -> dict[str, Any]:
+    """``cnnrnn predict --model model.onnx`` (or ``.tflite``, or a SavedModel folder): predict audio with an
+    exported model through its own runtime (:func:`load_exported`; ONNX: onnxruntime, no TensorFlow imported).
+
+    The model inputs are made from the sidecar's description (:func:`model_inputs`: the family's own feature
+    code, so the probabilities are the run's, within the export's parity tolerance), every file once, and go
+    through the model in batches of ``batch_size``; the model is loaded once. Several exported models with the same
+    preprocessing and labels average their probabilities. The report is :func:`cnnrnn.reports.write_report`'s
+    (``predictions.csv``; the true labels of audio are not known).
+
+    Args:
+        models: exported model paths (:func:`is_exported`).
+        source: an audio file, a folder of audio, a list of them, or :class:`cnnrnn.audio.Clip` waveforms.
+        out_dir: output folder (default ``<model's folder>/predictions``).
+        manifest: unused (an exported model carries its sidecar instead of a run manifest).
+        options: ``batch_size`` (default 16, as for the run's checkpoints), ``speaker`` (speaker-normalised
+            runs), ``labels`` (names or a ``labels.json``, default the sidecar's); the options of Keras checkpoints
+            (``render``, ``resize``, ``config``, ...) do not apply and are ignored.
+
+    Returns:
+        ``{"predictions": DataFrame, "metrics": None, "files": {...}, "skipped": {...}, "notes": [...]}``.
+
+    Raises:
+        FileNotFoundError: no sidecar beside a model, or a missing input. ValueError: inputs that are not audio,
+            no usable audio, models whose preprocessing or labels differ. ExportError: an unreadable sidecar.
+        MissingExtraError: an ONNX model without onnxruntime.
+        cnnrnn.artifacts.NotWritableError: ``out_dir`` cannot be written (checked before any work).
+    """
+    from .artifacts import as_probabilities, ensure_writable_dir
+    from .reports import write_report
+
+    paths = [Path(m) for m in models]
+    if not paths:
+        raise ValueError("no exported model given")
+    sidecars = []
+    for path in paths:
+        try:
+            sidecars.append(read_sidecar(path))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{path}: no sidecar {sidecar_path(path).name} beside it; cnnrnn predict takes "
+                                    "models written by cnnrnn export (the sidecar describes their "
+                                    "preprocessing)") from exc
+    pre, labels = sidecars[0]["preprocessing"], options.get("labels") or sidecars[0]["labels"]
+    for path, side in zip(paths[1:], sidecars[1:]):
+        if side["preprocessing"] != pre or side["labels"] != sidecars[0]["labels"]:
+            raise ValueError(f"{path} and {paths[0]} differ in preprocessing or labels: predict them one at a time, "
+                             "or average their probabilities with --fuse")
+    if isinstance(labels, (str, Path)):
+        labels = load_labels(labels)
+    _check_audio_source(source)
+    out = ensure_writable_dir(out_dir or paths[0].resolve().parent / "predictions")
+    runners = [load_exported(path, side.get("format")) for path, side in zip(paths, sidecars)]
+    inputs = model_inputs(pre, source, speaker=options.get("speaker"), progress=progress)
+    batch_size = int(options.get("batch_size") or 16)
+    proba = np.mean([as_probabilities(r.predict(inputs.x, batch_size), path) for r, path in zip(runners, paths)],
+                    axis=0)
+    if proba.shape[1] != len(labels):
+        raise ExportError(f"{paths[0]} predicts {proba.shape[1]} classes but there are {len(labels)} labels")
+    columns = {"normalization": inputs.normalization} if inputs.normalization else None
+    result = write_report(out, proba, list(labels), inputs.ids, None, family=str(pre.get("family", "")),
+                          sources=inputs.sources, columns=columns,
+                          extra={"models": [str(p) for p in paths], "runtime": runners[0].runtime})
+    return {**result, "skipped": inputs.skipped, "notes": []}

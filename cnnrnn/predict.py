@@ -4,7 +4,9 @@ The run's manifest (``run.json``, :mod:`cnnrnn.runs`) found at or above ``X`` na
 handed to that family's ``predict.predict_run`` (:data:`FAMILY_MODULES`). A run written before manifests
 existed is recognised by its own files, as before: ``baseline_config.json`` → baselines,
 ``blstm_attention.json`` or ``dcnn.json`` → DCNN-BLSTMwA, ``hf_model.json`` → Hugging Face, otherwise
-CNNRNN. This module sits above the families: it imports them only by name, when a run needs one.
+CNNRNN. An exported model (``cnnrnn export``: ``.onnx``, ``.tflite``, a SavedModel folder) is handed to
+:func:`cnnrnn.export.predict_run`, which runs it with its own runtime (ONNX: onnxruntime, no TensorFlow). This
+module sits above the families: it imports them only by name, when a run needs one.
 
 Long recordings (:func:`predict` with ``window``/``hop``) are cut here, once for every family: each audio file
 longer than the model's clip becomes windows in memory (:class:`cnnrnn.audio.Clip`, :func:`cnnrnn.audio.windows`),
@@ -26,6 +28,9 @@ from .runs import FAMILIES, find_manifest, read_manifest
 
 log = logging.getLogger("cnnrnn.predict")
 
+#: The "family" of an exported model (``cnnrnn export``: ``.onnx``, ``.tflite``, a SavedModel folder with its
+#: sidecar): :func:`cnnrnn.export.predict_run` predicts it with its own runtime, ONNX without TensorFlow.
+EXPORTED = "exported"
 #: Family → the module with its ``predict_run(models, source, out_dir, *, manifest, progress, **options)``.
 FAMILY_MODULES = {
     "cnnrnn": "cnnrnn.cnnrnn.predict",
@@ -33,6 +38,7 @@ FAMILY_MODULES = {
     "baselines": "cnnrnn.baselines.predict",
     "hf": "cnnrnn.hf.predict",
     "functionals": "cnnrnn.functionals.predict",
+    EXPORTED: "cnnrnn.export",
 }
 
 #: Models shipped inside the package, one run folder each (``cnnrnn predict --model emodb``); see each folder's
@@ -77,7 +83,7 @@ def _legacy_family(model: Path) -> str:
 
 
 def resolve_family(model: str | Path):
-    """``(family, manifest or None)`` of a checkpoint or run folder.
+    """``(family, manifest or None)`` of a checkpoint or run folder; ``(EXPORTED, None)`` for an exported model.
 
     Raises:
         FileNotFoundError: ``model`` does not exist.
@@ -85,6 +91,8 @@ def resolve_family(model: str | Path):
             ``cnnrnn predict`` cannot use.
     """
     model = resolve_model(model)
+    if importlib.import_module(FAMILY_MODULES[EXPORTED]).is_exported(model):
+        return EXPORTED, None
     path = find_manifest(model)
     if path is None:
         return _legacy_family(model), None
@@ -105,8 +113,8 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
     length, so they are windowed only when asked). See :func:`predict_windows`.
 
     Args:
-        models: a checkpoint, a run folder, a shipped model's name (:func:`shipped_models`: ``emodb``), or
-            several. Without ``fuse`` all must be of one family (the CNNRNN
+        models: a checkpoint, a run folder, a shipped model's name (:func:`shipped_models`: ``emodb``), an
+            exported model (:data:`EXPORTED`), or several. Without ``fuse`` all must be of one family (the CNNRNN
             folds average their probabilities). With ``fuse``, each run (family and run folder) predicts on its
             own into ``<out>/<family>_<k>/``, and the runs' class probabilities are averaged (late fusion,
             :func:`fuse_predictions`).

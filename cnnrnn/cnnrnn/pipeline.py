@@ -95,8 +95,8 @@ def rerun_earlier_stages(out: str | Path, config, stage: str, force: bool = Fals
             split(corpus["corpus"], corpus["root"], out, cfg)
         elif name == "spectrograms":
             spectrograms(out, cfg, progress)
-        elif name == "pack":
-            pack(out, cfg, progress, force=True)
+        elif name == "pack":  # spectrograms, just re-run, wrote the arrays: pack writes the final pickles
+            pack(out, cfg, progress)
     for marker in (out / "folds").glob("fold*.json"):  # trained on the old files: retrain, never resume
         marker.unlink()
     return todo

@@ -92,7 +92,7 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
 
     Args:
         source: ``test_final.pickle``, one ``.wav``/``.png``, a folder (searched recursively), or a list of
-            :class:`cnnrnn.audio.Clip` (waveforms in memory: the windows of a long recording).
+            :class:`cnnrnn.audio.Clip` (waveforms in memory: the windows of a long recording) and audio files.
         size: ``(H, W)`` of the images: the model's input, or the run's ``image_size`` for a model trained on
             time crops.
         spec_cfg: spectrogram parameters for audio input.
@@ -114,8 +114,12 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     from ..normalize import norm_source, with_speakers
 
     clips = list(source) if isinstance(source, (list, tuple)) else None
-    if clips is not None and not all(isinstance(c, Clip) for c in clips):
-        raise ValueError("a list input must hold cnnrnn.audio.Clip waveforms (give files as a file or folder)")
+    if clips is not None:
+        clips = [Path(c) if isinstance(c, (str, Path)) else c for c in clips]
+        if not all(isinstance(c, Clip) or (isinstance(c, Path) and c.suffix.lower() in AUDIO_EXTENSIONS)
+                   for c in clips):
+            raise ValueError("a list input must hold cnnrnn.audio.Clip waveforms or audio files (give images as a "
+                             "file or folder)")
     source = Path(source) if clips is None else None
     if clips is None and not source.exists():
         raise FileNotFoundError(f"input {source} not found")

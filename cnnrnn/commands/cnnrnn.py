@@ -64,9 +64,20 @@ def add_commands(sub) -> None:
     _add_config(p)
     p.set_defaults(handler=_spectrograms)
 
-    p = sub.add_parser("pack", help="stage 3: read the PNGs into train_final.pickle / test_final.pickle")
+    p = sub.add_parser("pack", help="stage 3: the packed image arrays (train_images.npy, test_images.npy) and "
+                                    "train_final.pickle / test_final.pickle",
+                       description="Check the packed image arrays that `cnnrnn spectrograms` wrote (train_images.npy, "
+                                   "test_images.npy: uint8 (N, H, W, 3), read memory-mapped by `cnnrnn train`; made "
+                                   "from the PNGs when missing or stale) and write train_final.pickle and "
+                                   "test_final.pickle (the original's layout). --no-pickle skips the pickles for "
+                                   "large corpora: `cnnrnn train` needs only the arrays.")
     _add_out(p, None, "folder holding data_train.pickle and data_test.pickle")
-    _add_force(p, "repack even if the pickles are up to date, and ")
+    p.add_argument("--no-pickle", dest="pickle", action="store_false", default=None,
+                   help="do not write train_final.pickle / test_final.pickle (as large as the arrays again; `cnnrnn "
+                        "train` reads the arrays), and remove stale ones; recorded in packed.json for later runs")
+    p.add_argument("--pickle", dest="pickle", action="store_true",
+                   help="write the final pickles again after an earlier --no-pickle")
+    _add_force(p, "repack (the arrays from the PNGs, and the pickles) even if they are up to date, and ")
     _add_config(p)
     p.set_defaults(handler=_pack)
 
@@ -180,7 +191,7 @@ def _pack(args, progress: bool) -> int:
     out = ensure_writable_dir(args.out, create=False)
     cfg = _config_for(args, out)
     _earlier_stages(out, cfg, "pack", args, progress)
-    _print(pack(out, cfg, progress, force=args.force))
+    _print(pack(out, cfg, progress, force=args.force, pickle=args.pickle))
     return 0
 
 

@@ -22,7 +22,9 @@ def add_commands(sub) -> None:
                     "predictions.csv is the mean of its windows' probabilities.")
     p.add_argument("--model", required=True, action="append", metavar="RUN_OR_CHECKPOINT",
                    help="run folder, checkpoint, or a shipped model's name (emodb: 7 EmoDB emotions, trained on all of "
-                        "emodb-535; research use only); repeat it to average several")
+                        "emodb-535; research use only), or a model written by cnnrnn export (.onnx, .tflite, a "
+                        "SavedModel folder; an .onnx runs with onnxruntime, without TensorFlow); repeat it to "
+                        "average several")
     p.add_argument("--input", required=True,
                    help="audio file or folder (CNNRNN: also .png, *_final.pickle; functionals: also a CSV with "
                         "path[,speaker,label])")
