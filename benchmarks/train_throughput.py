@@ -16,8 +16,10 @@ and pack once, not timed, under ``benchmarks/work/train_throughput/``), in a fre
 
 The two alternate (raw, train, raw, train, ...) ``--repeats`` times, so that they meet the same load on a shared
 machine; the headline is images/s of ``cnnrnn train`` over images/s of the raw loop (best of each, and the median of
-the neighbouring pairs). Also reported: the wall time of the whole fold (validation, PreciseBN, checkpoint and
-scoring included) as images/s.
+the neighbouring pairs), with images/s taken from the mean of the timed epochs and, less sensitive to another job
+slowing one epoch, from their median. Also reported: the CPU time per image of both (this process, all threads,
+over the same windows: the work each path does, much less sensitive to other load than wall time), and the wall
+time of the whole fold (validation, PreciseBN, checkpoint and scoring included) as images/s.
 
 Run from the repository root (about 10 minutes on a loaded 2-core machine)::
 
@@ -87,18 +89,24 @@ def child_main(args) -> None:
     one_hot = cfg.train.mixup > 0
 
     class Clock(keras.callbacks.Callback):
+        """Per epoch: wall and CPU seconds (this process, all its threads) from the epoch's start to the end of
+        its last training batch."""
+
         def __init__(self):
             super().__init__()
             self.epochs: list[float] = []
+            self.cpu: list[float] = []
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = self.last = time.perf_counter()
+            self.c0 = self.c_last = time.process_time()
 
         def on_train_batch_end(self, batch, logs=None):
-            self.last = time.perf_counter()
+            self.last, self.c_last = time.perf_counter(), time.process_time()
 
         def on_epoch_end(self, epoch, logs=None):
             self.epochs.append(self.last - self.t0)
+            self.cpu.append(self.c_last - self.c0)
 
     original_fit = keras.Model.fit
 
@@ -119,6 +127,7 @@ def child_main(args) -> None:
             keras.Model.fit = original_fit
         timed = clock.epochs[1:]
         return {"epoch_train_seconds": [round(t, 3) for t in clock.epochs],
+                "epoch_train_cpu_seconds": [round(t, 3) for t in clock.cpu],
                 "images_per_s": round(n_fit * len(timed) / sum(timed), 2),
                 "fold_wall_seconds": round(wall, 2),
                 "fold_images_per_s_incl_validation": round(n_fit * cfg.train.epochs / wall, 2)}
@@ -135,16 +144,18 @@ def child_main(args) -> None:
                       loss="categorical_crossentropy" if one_hot else "sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         rng = np.random.default_rng(k)
-        epochs = []
+        epochs, cpu = [], []
         for _ in range(args.epochs + 1):
             order = rng.permutation(n_fit)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for i in range(0, n_fit, batch):
                 rows = order[i:i + batch]
                 model.train_on_batch(x_mem[rows], y_mem[rows])
             epochs.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         timed = epochs[1:]
         return {"epoch_train_seconds": [round(t, 3) for t in epochs],
+                "epoch_train_cpu_seconds": [round(t, 3) for t in cpu],
                 "images_per_s": round(n_fit * len(timed) / sum(timed), 2)}
 
     runs: dict[str, list[dict]] = {"raw_loop": [], "cnnrnn_train": []}
@@ -163,16 +174,28 @@ def child_main(args) -> None:
 
 
 def summarise(res: dict) -> dict:
-    raw = [r["images_per_s"] for r in res["runs"]["raw_loop"]]
-    ours = [r["images_per_s"] for r in res["runs"]["cnnrnn_train"]]
-    pairs = [o / r for o, r in zip(ours, raw)]
-    return {"input_shape": res["input_shape"], "batch_size": res["batch_size"], "n_fit": res["n_fit"],
-            "raw_loop_images_per_s_best": max(raw), "cnnrnn_train_images_per_s_best": max(ours),
-            "ratio_best_over_best": round(max(ours) / max(raw), 3),
-            "ratio_per_repeat": [round(v, 3) for v in pairs], "ratio_median": round(statistics.median(pairs), 3),
-            "cnnrnn_train_fold_images_per_s_incl_validation": max(
-                r["fold_images_per_s_incl_validation"] for r in res["runs"]["cnnrnn_train"]),
-            "target_ratio": 0.9}
+    """Images/s of each path from the mean of its timed epochs (``mean``) and from their median (``median_epoch``:
+    one epoch slowed by another job on a shared machine does not count), and the ratios of the two paths."""
+    n = res["n_fit"]
+    out = {"input_shape": res["input_shape"], "batch_size": res["batch_size"], "n_fit": n, "target_ratio": 0.9}
+    for how, rate in (("mean", lambda r: r["images_per_s"]),
+                      ("median_epoch", lambda r: n / statistics.median(r["epoch_train_seconds"][1:]))):
+        raw = [rate(r) for r in res["runs"]["raw_loop"]]
+        ours = [rate(r) for r in res["runs"]["cnnrnn_train"]]
+        pairs = [o / r for o, r in zip(ours, raw)]
+        out[how] = {"raw_loop_images_per_s_best": round(max(raw), 2),
+                    "cnnrnn_train_images_per_s_best": round(max(ours), 2),
+                    "ratio_best_over_best": round(max(ours) / max(raw), 3),
+                    "ratio_per_repeat": [round(v, 3) for v in pairs],
+                    "ratio_median": round(statistics.median(pairs), 3)}
+    if all("epoch_train_cpu_seconds" in r for rs in res["runs"].values() for r in rs):
+        cpu = {k: min(1000 * statistics.median(r["epoch_train_cpu_seconds"][1:]) / n for r in rs)
+               for k, rs in res["runs"].items()}
+        out["cpu_ms_per_image_median_epoch_best"] = {k: round(v, 2) for k, v in cpu.items()}
+        out["cpu_ratio_raw_over_cnnrnn_train"] = round(cpu["raw_loop"] / cpu["cnnrnn_train"], 3)
+    out["cnnrnn_train_fold_images_per_s_incl_validation"] = max(
+        r["fold_images_per_s_incl_validation"] for r in res["runs"]["cnnrnn_train"])
+    return out
 
 
 def main(argv=None) -> int:
@@ -183,12 +206,20 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs of each path (default 2)")
     ap.add_argument("--work", default=str(DEFAULT_WORK), help="working folder (default: %(default)s)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON (default: %(default)s)")
+    ap.add_argument("--summarise-only", action="store_true",
+                    help="recompute the summary of the results JSON --out from its stored epoch times")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--preset", help=argparse.SUPPRESS)
     ap.add_argument("--run", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child_main(args)
+        return 0
+    if args.summarise_only:
+        result = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        result["summary"] = {p: summarise(r) for p, r in result["results"].items()}
+        save_result(result, args.out)
+        print(json.dumps(result["summary"], indent=2))
         return 0
     started, load_start = time.perf_counter(), loadavg()
     work = Path(args.work)

@@ -854,11 +854,7 @@ class _PackLayout:
                 return False
             if bool(entry.get("copies")) != (part == "train" and self.n_factors > 0):
                 return False
-            try:
-                for key in ("images", "copies"):
-                    if entry.get(key):
-                        open_packed(out / entry[key]["file"], entry[key])
-            except (PackedArrayError, OSError):
+            if not _entry_arrays_open(out, entry):
                 return False
         return True
 
@@ -1036,6 +1032,11 @@ def _arrays_current(out: Path, table: dict, entry: dict | None) -> bool:
         return False
     if bool(entry.get("copies")) != (table.get(COPIES_KEY) is not None):
         return False
+    return _entry_arrays_open(out, entry)
+
+
+def _entry_arrays_open(out: Path, entry: dict) -> bool:
+    """Whether every array a :data:`PACKED_FILE` entry names (images, speed copies) opens and matches it."""
     try:
         for key in ("images", "copies"):
             if entry.get(key):
