@@ -115,11 +115,11 @@ def build(entry_name: str, data: Path, epochs: int | None, name: str = "emodb") 
     ctx = {"data": data}
     cnnrnn_prepare(entry, ctx)
     d = ctx["cnnrnn"]
-    cfg = _cnnrnn_config(entry)
+    cfg = _cnnrnn_config(entry, ctx)
     cfg.train.epochs, cfg.train.monitor, cfg.train.selection = epochs, "last", "fold"
     cfg.train.checkpoint_name = f"{name}_cnnrnn.h5"
     speakers = list(d["speakers"])
-    stats = fit([m.T for m in d["mels"]], speakers) if cfg.spectrogram.normalization in ("speaker", "global") else None
+    stats = fit([m.T for m in d["mels"]], speakers) if cfg.spectrogram.uses_stats else None
     images = np.stack([image_of_log_mel(m, cfg.spectrogram, s, stats) for m, s in zip(d["mels"], speakers)])
     everything = np.arange(len(images))
     with tempfile.TemporaryDirectory(dir=SHIPPED.parent) as tmp:

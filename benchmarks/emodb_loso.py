@@ -48,7 +48,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, save_result  # noqa: E402
-from emodb_loso_dcnn import dcnn_fold, dcnn_prepare  # noqa: E402
+from emodb_loso_dcnn import dcnn_fold, dcnn_prepare, yamnet_weights  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "emodb-535"
 WORK = REPO / "benchmarks" / "work" / "emodb_loso"
 RESULTS = REPO / "benchmarks" / "results"
@@ -163,11 +163,16 @@ def _functionals(name: str, preset: str, speaker_norm: bool, pair: str, descript
 
 
 # ----- CNNRNN family (spectrogram images, compact backbone)
-def _cnnrnn_config(entry: Entry):
+def _cnnrnn_config(entry: Entry, ctx: dict):
+    """The entry's preset with its overrides; a YAMNet-backed preset without ``train.weights`` among them gets
+    the converted AudioSet weights (:func:`emodb_loso_dcnn.yamnet_weights`, converted once)."""
     from cnnrnn.cnnrnn.config import load_config
     from cnnrnn.config import override
 
-    return override(load_config(entry.options["preset"]), entry.options.get("overrides", {}))
+    changes = dict(entry.options.get("overrides", {}))
+    if load_config(entry.options["preset"]).train.backbone == "yamnet" and "train.weights" not in changes:
+        changes["train.weights"] = str(yamnet_weights(ctx["data"]))
+    return override(load_config(entry.options["preset"]), changes)
 
 
 def cnnrnn_prepare(entry: Entry, ctx: dict) -> dict:
@@ -179,7 +184,7 @@ def cnnrnn_prepare(entry: Entry, ctx: dict) -> dict:
     from cnnrnn.corpora import label_order, load_corpus
     from cnnrnn.features import audio_log_mel
 
-    cfg = _cnnrnn_config(entry)
+    cfg = _cnnrnn_config(entry, ctx)
     started, wall = _cpu(), time.perf_counter()
     utts, _ = load_corpus("emodb", ctx["data"])
     kept, mels, skipped = load_each([u.audio_path for u in utts], lambda p: audio_log_mel(p, cfg.spectrogram),
@@ -207,12 +212,12 @@ def cnnrnn_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
     from cnnrnn.features import image_of_log_mel
     from cnnrnn.normalize import fit
 
-    cfg = _cnnrnn_config(entry)
+    cfg = _cnnrnn_config(entry, ctx)
     d = ctx["cnnrnn"]
     speakers = d["speakers"]
     train_idx, test_idx = np.flatnonzero(speakers != speaker), np.flatnonzero(speakers == speaker)
     stats = None
-    if cfg.spectrogram.normalization in ("speaker", "global"):
+    if cfg.spectrogram.uses_stats:
         stats = fit([m.T for m in d["mels"]], list(speakers), reference=list(speakers != speaker))
     images = np.stack([image_of_log_mel(m, cfg.spectrogram, s, stats) for m, s in zip(d["mels"], speakers)])
     # speed-perturbed copies of the nine training speakers only (pseudo-speaker statistics from their copies)
@@ -338,6 +343,16 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
     _cnnrnn("cnnrnn_best_tempo", "best", {"train.speed_perturb": [0.9, 1.1], "train.speed_perturb_method": "tempo"},
             True, None, "CNNRNN best + tempo perturbation 0.9/1.1 (audiomentations TimeStretch: pitch kept), "
             "two offline copies of every training utterance"),
+    _cnnrnn("cnnrnn_yamnet", "yamnet", {}, True, "cnnrnn_yamnet_nonorm",
+            "CNNRNN with the YAMNet backbone (AudioSet MobileNetV1, fine-tuned, lr 1e-4, 20 epochs) over the 2 s "
+            "clip's YAMNet log-mel + LSTM, per-speaker norm mapped back to the global range, SpecAugment, inner "
+            "epoch selection"),
+    _cnnrnn("cnnrnn_yamnet_nonorm", "yamnet", {"spectrogram.normalization": "none"}, False, "cnnrnn_yamnet",
+            "CNNRNN with the YAMNet backbone, as cnnrnn_yamnet on YAMNet's raw log-mel (no speaker norm)"),
+    _cnnrnn("cnnrnn_yamnet_crops", "yamnet", {"train.crop_width": 96, "train.crop_hop": 24, "train.mixup": 0.2,
+                                              "train.epochs": 40},
+            True, None, "CNNRNN YAMNet + random 0.96 s time crops (96 frames, YAMNet's patch; segment "
+            "probabilities averaged, hop 24) + mixup 0.2, 40 epochs"),
     _dcnn("dcnn_compact", "compact", {}, True, "dcnn_compact_nonorm",
           "DCNN-BLSTMwA compact CNN (16-32-64-64) on 64x64 log-mel+deltas segments + BiLSTM-attention, per-speaker "
           "norm, SpecAugment, PreciseBN, inner epoch selection"),

@@ -67,6 +67,7 @@ import numpy as np
 
 from .artifacts import CONFIG_FILE, LABELS_FILE, SPECTROGRAM_DIR, CheckpointError, is_temporary, load_json
 from .artifacts import load_labels, save_json
+from .features import image_range, yamnet_frames
 from .runs import package_versions
 
 log = logging.getLogger("cnnrnn.export")
@@ -254,8 +255,7 @@ def _cnnrnn_plan(paths: list[Path], manifest, config, labels, batch_size: int,
     if cfg.train.crop_width and width == cfg.train.crop_width:  # a model of time crops sees whole images in segments
         full = int(spec.image_size[1])
     starts = segment_starts(full, width, cfg.train.crop_hop) if full != width else [0]
-    stats = _norm_stats(run_dir / SPECTROGRAM_DIR / "normalization.json" if run_dir else None,
-                        spec.normalization)
+    stats = _norm_stats(run_dir / SPECTROGRAM_DIR / "normalization.json" if run_dir else None, spec.uses_stats)
     n_classes = len(labels)
 
     def build(unroll: bool):
@@ -420,8 +420,8 @@ def plan_export(model: str | Path, *, config=None, labels=None, family: str | No
 
 
 # --------------------------------------------------------------------------- the sidecar's preprocessing
-def _norm_stats(path: Path | None, mode: str):
-    if path is None or mode not in ("speaker", "global") or not path.is_file():
+def _norm_stats(path: Path | None, uses_stats: bool):
+    if path is None or not uses_stats or not path.is_file():
         return None
     from .normalize import NormStats
 
@@ -442,7 +442,7 @@ def _normalization(mode: str, norm_range: float, stats, to: str, kind: str = "lo
         out["speaker"] = ("the mean and std of the speaker's own audio (several clips, no labels); a speaker in "
                           "stats.speakers may use those; unknown speaker: utterance normalisation (what cnnrnn "
                           "predict does without --speaker)")
-    if mode in ("speaker", "global"):
+    if mode in ("speaker", "global") or kind == "yamnet":
         out["stats"] = stats.to_dict() if stats is not None else None
         if stats is None:
             out["note"] = "the run stored no statistics: files fall back to utterance normalisation"
@@ -496,9 +496,22 @@ def preprocessing_of(family: str, cfg, *, stats=None, image: tuple[int, int] | N
     if family == "cnnrnn":
         h, w = image
         out["audio"] = _audio(cfg.sr, cfg.duration, "zeros appended at the end / cut at the end to n_samples")
-        out["features"] = _log_mel(cfg)
-        lo_hi = "[-top_db, 0] dB" if cfg.normalization == "none" else "[-norm_range, norm_range]"
-        out["normalization"] = _normalization(cfg.normalization, cfg.norm_range, stats, "0-255 (the image)")
+        if cfg.kind == "yamnet":
+            lo, hi = image_range(cfg)
+            out["features"] = {"kind": "yamnet_log_mel", "function": "cnnrnn.features.yamnet_log_mel",
+                               "win_ms": 25.0, "hop_ms": 10.0, "n_fft": int(cfg.n_fft), "n_mels": int(cfg.n_mels),
+                               "fmin": float(cfg.fmin), "fmax": float(cfg.fmax), "log": "log(mel magnitude + 0.001)",
+                               "frames": yamnet_frames(cfg.n_samples)}
+            lo_hi = f"[{lo:.6f}, {hi:.6f}] (natural-log mel)"
+            out["normalization"] = _normalization(cfg.normalization, cfg.norm_range, stats, "0-255 (the image)",
+                                                  "yamnet")
+            if cfg.normalization != "none":
+                out["normalization"]["maps"] = ("z * global std + global mean per band (stats.global), then drawn "
+                                                "as un-normalised values")
+        else:
+            out["features"] = _log_mel(cfg)
+            lo_hi = "[-top_db, 0] dB" if cfg.normalization == "none" else "[-norm_range, norm_range]"
+            out["normalization"] = _normalization(cfg.normalization, cfg.norm_range, stats, "0-255 (the image)")
         out["image"] = {
             "size": [h, w], "height_is": "mel bands, low frequencies in the bottom row (np.flipud)",
             "width_is": "time", "quantize": f"uint8(floor(clip((v - lo) / (hi - lo), 0, 1) * 255 + 0.5)) with "
@@ -619,10 +632,11 @@ def model_inputs(preprocessing: dict[str, Any], source, *, speaker: str | None =
     stats = NormStats.from_dict(raw) if raw else None
     files = _audio_files(source)
     if family == "cnnrnn":
-        from .cnnrnn.config import load_config
         from .cnnrnn.predict import collect_inputs
+        from .config import from_dict
+        from .features import SpectrogramConfig
 
-        spec = load_config({"spectrogram": settings}).spectrogram
+        spec = from_dict(SpectrogramConfig, settings)
         size = tuple(int(v) for v in preprocessing["image"]["size"])
         if not files:
             raise ValueError(f"no audio file in {source}")

@@ -41,6 +41,11 @@ from .config import ConfigError
 
 
 # --------------------------------------------------------------------------- settings
+#: ``spectrogram.kind`` values: the dB log-mel of every CNNRNN image, or YAMNet's own log-mel (see
+#: :class:`SpectrogramConfig`).
+SPECTROGRAM_KINDS = ("log_mel", "yamnet")
+
+
 @dataclass
 class MelBands:
     """The mel band settings every family shares.
@@ -118,6 +123,16 @@ class SpectrogramConfig(LogMelConfig):
         render: how the values become pixels (:data:`RENDERS`): ``fast`` (OpenCV colormap, :func:`to_image`) or
             ``specshow`` (the original CNNRNN code's matplotlib figure, :func:`specshow_image`; ``colormap`` must
             then be a matplotlib colormap name).
+        kind: the values the image holds (:data:`SPECTROGRAM_KINDS`): ``log_mel`` (dB below the clip's peak,
+            :func:`log_mels`; the original) or ``yamnet`` (YAMNet's own front end, :func:`yamnet_log_mel`, for
+            ``train.backbone: yamnet``): natural-log mel magnitudes, one pixel per 10 ms frame and mel band,
+            quantised over :data:`YAMNET_IMAGE_RANGE` (0.054 per level), in a gray image that the model decodes
+            back (:class:`cnnrnn.models.yamnet.ImageToLogMel`). It needs YAMNet's settings
+            (:data:`YAMNET_SPECTROGRAM`), ``colormap: gray``, ``render: fast`` and ``image_size`` ``[64,
+            frames]`` (:func:`yamnet_frames` of the clip); under ``utterance``/``speaker``/``global``
+            normalisation the z-scores are mapped back to the training data's global mean and deviation per band
+            (:func:`cnnrnn.normalize.to_global_range`), so the pretrained network sees log-mels in their usual
+            range; ``top_db`` and ``norm_range`` are unused.
     """
 
     image_size: list[int] = field(default_factory=lambda: [224, 224])
@@ -126,9 +141,26 @@ class SpectrogramConfig(LogMelConfig):
     normalization: str = "none"
     norm_range: float = 3.0
     render: str = "fast"
+    kind: str = "log_mel"
 
     def validate(self) -> None:
-        super().validate()
+        if self.kind not in SPECTROGRAM_KINDS:
+            raise ConfigError(f"spectrogram.kind must be one of {SPECTROGRAM_KINDS}, got {self.kind!r}")
+        if self.kind == "yamnet":
+            MelBands.validate(self)  # YAMNet's own mel filters (yamnet_mel_matrix), not check_mel_bands' Slaney ones
+            wrong = {k: getattr(self, k) for k, v in YAMNET_SPECTROGRAM.items() if getattr(self, k) != v}
+            if wrong:
+                raise ConfigError(f"spectrogram.kind yamnet needs YAMNet's front end {YAMNET_SPECTROGRAM} (25 ms "
+                                  f"windows zero-padded to n_fft 512, hop 10 ms); got {wrong}")
+            if self.colormap.lower() not in ("gray", "grey") or self.render != "fast":
+                raise ConfigError("spectrogram.kind yamnet needs colormap gray and render fast (the model decodes "
+                                  f"the pixels back to log-mel values), got {self.colormap!r}, {self.render!r}")
+            want = [YAMNET_N_MELS, yamnet_frames(self.n_samples)]
+            if list(self.image_size) != want:
+                raise ConfigError(f"spectrogram.kind yamnet draws one pixel per mel band and 10 ms frame: "
+                                  f"image_size must be {want} for duration {self.duration} s, got {self.image_size}")
+        else:
+            super().validate()
         from .normalize import MODES
 
         if self.normalization not in MODES:
@@ -137,6 +169,13 @@ class SpectrogramConfig(LogMelConfig):
         if len(self.image_size) != 2 or not 8 <= min(self.image_size) <= max(self.image_size) <= 4096:
             raise ConfigError(f"spectrogram.image_size must be [height, width], each in [8, 4096], "
                               f"got {self.image_size}")
+
+    @property
+    def uses_stats(self) -> bool:
+        """Whether the images need the run's statistics (``spectrogram/normalization.json``): ``speaker`` and
+        ``global`` normalisation, and for kind ``yamnet`` ``utterance`` too (its z-scores are mapped back to the
+        global range)."""
+        return self.normalization in ("speaker", "global") or (self.kind == "yamnet" and self.normalization != "none")
 
 
 # --------------------------------------------------------------------------- log-mel
@@ -371,13 +410,18 @@ def log_mels(ys: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
     Args:
         ys: ``(batch, samples)`` float waveforms at ``cfg.sr`` Hz (e.g. clips padded or cut to ``cfg.n_samples``
             with :func:`cnnrnn.audio.pad_or_trim`).
-        cfg: the log-mel settings.
+        cfg: the log-mel settings; a :class:`SpectrogramConfig` of ``kind`` ``yamnet`` gives YAMNet's log-mel.
 
     Returns:
         ``(batch, n_mels, 1 + samples // hop_length) float32`` in ``[-cfg.top_db, 0]`` dB: for each clip
         ``librosa.power_to_db(librosa.feature.melspectrogram(...), ref=np.max, top_db=cfg.top_db)`` within 1e-3 dB
-        (:func:`mel_powers`, :func:`power_to_db`).
+        (:func:`mel_powers`, :func:`power_to_db`). Kind ``yamnet``: ``(batch, 64, yamnet_frames(samples))
+        float32`` natural-log mel magnitudes (:func:`yamnet_log_mel` of each clip, transposed).
     """
+    if getattr(cfg, "kind", "log_mel") == "yamnet":
+        ys = np.atleast_2d(np.asarray(ys, np.float32))
+        return np.stack([yamnet_log_mel(y).T for y in ys]) if len(ys) else \
+            np.zeros((0, YAMNET_N_MELS, yamnet_frames(ys.shape[1])), np.float32)
     return power_to_db(mel_powers(np.atleast_2d(np.asarray(ys, np.float32)), cfg), top_db=cfg.top_db)
 
 
@@ -404,14 +448,22 @@ def _colormap_code(name: str) -> int | None:
     return code
 
 
+def image_range(cfg: SpectrogramConfig) -> tuple[float, float]:
+    """The values that an un-normalised spectrogram maps to pixels 0 and 255: ``(-top_db, 0)`` dB, or for kind
+    ``yamnet`` :data:`YAMNET_IMAGE_RANGE` (natural-log mel magnitudes)."""
+    if getattr(cfg, "kind", "log_mel") == "yamnet":
+        return YAMNET_IMAGE_RANGE
+    return (-float(cfg.top_db), 0.0)
+
+
 def to_image(db: np.ndarray, cfg: SpectrogramConfig, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Turn a dB (or normalised) spectrogram into a coloured image.
 
     Args:
         db: ``(n_mels, frames)`` values: dB in ``[-top_db, 0]``, or z-scores.
         cfg: gives ``top_db``, ``image_size`` ``[H, W]`` and ``colormap``.
-        value_range: the values that map to 0 and 255 (default ``(-top_db, 0)`` dB); values outside are
-            clipped.
+        value_range: the values that map to 0 and 255 (default :func:`image_range`: ``(-top_db, 0)`` dB, or
+            :data:`YAMNET_IMAGE_RANGE` for kind ``yamnet``); values outside are clipped.
 
     Returns:
         ``(H, W, 3) uint8`` in BGR channel order, low frequencies in the bottom row. With ``cfg.render``
@@ -421,7 +473,7 @@ def to_image(db: np.ndarray, cfg: SpectrogramConfig, value_range: tuple[float, f
 
     if cfg.render == "specshow":
         return specshow_image(db, cfg, value_range)
-    lo, hi = value_range if value_range is not None else (-cfg.top_db, 0.0)
+    lo, hi = value_range if value_range is not None else image_range(cfg)
     scaled = np.clip((db - lo) / (hi - lo), 0.0, 1.0)
     gray = np.flipud((scaled * 255.0 + 0.5).astype(np.uint8))
     height, width = cfg.image_size
@@ -515,22 +567,29 @@ def image_of_log_mel(db: np.ndarray, cfg: SpectrogramConfig, speaker: str | None
     """The image of a log-mel, normalised as ``cfg.normalization`` (or ``mode``) says.
 
     Args:
-        db: ``(n_mels, frames)`` dB from :func:`log_mel`.
+        db: ``(n_mels, frames)`` dB from :func:`log_mel` (kind ``yamnet``: natural-log values).
         cfg: spectrogram settings.
         speaker, stats: the item's speaker and the :class:`cnnrnn.normalize.NormStats` of the run (``global``
-            and ``speaker`` modes; a speaker the statistics lack uses the global ones).
+            and ``speaker`` modes, and every mode but ``none`` for kind ``yamnet``; a speaker the statistics lack
+            uses the global ones).
         mode: overrides ``cfg.normalization`` (e.g. ``utterance`` for a file whose speaker is unknown).
 
     Returns:
-        ``(H, W, 3) uint8`` BGR.
+        ``(H, W, 3) uint8`` BGR. Kind ``yamnet``: z-scores mapped back to the global range
+        (:func:`cnnrnn.normalize.to_global_range`), drawn over :data:`YAMNET_IMAGE_RANGE`.
+
+    Raises:
+        NormalizationError: statistics missing for the mode (see :func:`cnnrnn.normalize.apply`).
     """
-    from .normalize import apply
+    from .normalize import apply, to_global_range
 
     mode = mode or cfg.normalization
     if mode == "none":
         return to_image(db, cfg)
-    z = apply(db.T, speaker, stats, mode).T
-    return to_image(z, cfg, (-cfg.norm_range, cfg.norm_range))
+    z = apply(db.T, speaker, stats, mode)
+    if cfg.kind == "yamnet":
+        return to_image(to_global_range(z, stats, f"YAMNet log-mels ({mode})").T, cfg)
+    return to_image(z.T, cfg, (-cfg.norm_range, cfg.norm_range))
 
 
 def load_clip(path: str | Path, cfg) -> np.ndarray:
@@ -729,6 +788,22 @@ YAMNET_FMAX = 7500.0
 YAMNET_LOG_OFFSET = 0.001
 YAMNET_PATCH_FRAMES = 96
 YAMNET_PATCH_HOP = 48
+#: The spectrogram settings of ``spectrogram.kind: yamnet`` (CNNRNN): YAMNet's front end. Its 25 ms (400-sample)
+#: window is zero-padded to an FFT of 512; ``n_fft`` is also the shortest clip loaded (:func:`load_clip`).
+YAMNET_SPECTROGRAM = {"sr": YAMNET_SR, "n_mels": YAMNET_N_MELS, "fmin": YAMNET_FMIN, "fmax": YAMNET_FMAX,
+                      "n_fft": 512, "hop_length": 160}
+#: The natural-log mel values that pixels 0 and 255 of a kind ``yamnet`` image stand for: ``log(0.001)`` (the
+#: floor of ``log(mel + 0.001)``, digital silence) to ``log(1000)``; one level is 0.054. Measured on 107
+#: peak-normalised EmoDB clips at 16 kHz: values from -6.91 to 5.14 (99th percentile of the clips' maxima 4.79).
+YAMNET_IMAGE_RANGE = (float(np.log(YAMNET_LOG_OFFSET)), float(-np.log(YAMNET_LOG_OFFSET)))
+
+
+def yamnet_frames(n_samples: int, *, sr: int = YAMNET_SR, window_seconds: float = YAMNET_WINDOW_SECONDS,
+                  hop_seconds: float = YAMNET_HOP_SECONDS) -> int:
+    """Frames of :func:`yamnet_log_mel` for a clip of ``n_samples`` samples: ``1 + (n - 400) // 160`` at 16 kHz
+    (no centring; 0 when shorter than one window). 2 s: 198 frames."""
+    window, hop = int(round(sr * window_seconds)), int(round(sr * hop_seconds))
+    return 0 if n_samples < window else 1 + (int(n_samples) - window) // hop
 
 
 def _round_half_away(x: np.ndarray) -> np.ndarray:

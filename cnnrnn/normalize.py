@@ -308,6 +308,34 @@ def apply(x: Any, speaker: str | None, stats: NormStats | None, mode: str) -> np
     return ((a - m.mean) / m.std).astype(np.float32)
 
 
+def to_global_range(z: Any, stats: NormStats | None, what: str = "features") -> np.ndarray:
+    """Map z-scores back to the reference data's range: ``z * std + mean`` with the global statistics, per
+    dimension.
+
+    For a pretrained network that expects features in their usual range (YAMNet's log-mel): each speaker's (or
+    utterance's) own offset and spread per dimension is removed by :func:`apply`, then the training data's global
+    ones are put back, so ``global`` normalisation followed by this is the identity.
+
+    Args:
+        z: ``(..., D)`` z-scores from :func:`apply`.
+        stats: the run's statistics (their :attr:`NormStats.global_moments`).
+        what: named in the error.
+
+    Returns:
+        ``float32`` of ``z``'s shape, in the units of the features the statistics were computed from.
+
+    Raises:
+        NormalizationError: no statistics, or statistics of another dimension.
+    """
+    if stats is None:
+        raise NormalizationError(f"normalisation of {what} needs the training data's global statistics to map the "
+                                 "z-scores back to (the run's normalization.json)")
+    a = np.asarray(z, dtype=np.float64)
+    if a.shape[-1] != stats.dim:
+        raise NormalizationError(f"features have {a.shape[-1]} dimensions, the statistics {stats.dim}")
+    return (a * stats.global_moments.std + stats.global_moments.mean).astype(np.float32)
+
+
 def apply_all(rows_by_item: Any, speakers: Sequence[str | None], stats: NormStats | None,
               mode: str) -> tuple[list[np.ndarray] | np.ndarray, list[str]]:
     """:func:`apply` to every item: ``(normalised, sources)``.

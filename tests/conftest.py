@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = REPO.parent / "shared" / "data"
+TFLITE = SHARED_DATA / "pretrained" / "yamnet" / "yamnet.tflite"
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,17 @@ def real_waveform(real_wav):
 
     y, sr = sf.read(real_wav, dtype="float32")
     return y, sr
+
+
+@pytest.fixture(scope="session")
+def yamnet_weights(tmp_path_factory) -> Path:
+    """YAMNet's AudioSet weights converted once per session from ``../shared/data``'s ``yamnet.tflite``
+    (``cnnrnn yamnet-convert``; about 10 s); skips where the file is absent."""
+    if not TFLITE.is_file():
+        pytest.skip("../shared/data/pretrained/yamnet is absent")
+    from cnnrnn.yamnet_convert import convert
+
+    return convert(TFLITE, tmp_path_factory.mktemp("yamnet") / "yamnet.weights.h5")
 
 
 @pytest.fixture

@@ -2,31 +2,21 @@
 ``yamnet_finetune`` / ``yamnet_train``): config rules, YAMNet's log-mel patches and their speaker normalisation,
 the weights file, and a tiny two-step run on real EmoDB clips predicted through ``cnnrnn predict``.
 
-The tests that need YAMNet's weights convert ``../shared/data/pretrained/yamnet/yamnet.tflite`` once per session
-(about 10 s) and skip where it is absent.
+The tests that need YAMNet's weights take them from the session fixture ``yamnet_weights`` (conftest: converted
+from ``../shared/data/pretrained/yamnet/yamnet.tflite`` once, about 10 s) and skip where it is absent.
 """
 import json
 
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, TFLITE
 
-TFLITE = SHARED_DATA / "pretrained" / "yamnet" / "yamnet.tflite"
 EMODB = SHARED_DATA / "emodb-535"
 needs_tflite = pytest.mark.skipif(not (TFLITE.is_file() and EMODB.is_dir()),
                                   reason="../shared/data (yamnet.tflite, emodb-535) is absent")
 LABELS = ["anger", "happiness", "neutral"]
 CODES = {"W": 0, "F": 1, "N": 2}      # EmoDB's emotion letter (6th character of the file name)
-
-
-@pytest.fixture(scope="session")
-def yamnet_weights(tmp_path_factory):
-    if not TFLITE.is_file():
-        pytest.skip("../shared/data/pretrained/yamnet is absent")
-    from cnnrnn.yamnet_convert import convert
-
-    return convert(TFLITE, tmp_path_factory.mktemp("yamnet") / "yamnet.weights.h5")
 
 
 def _clips(speaker: str, n: int) -> list:

@@ -11,9 +11,8 @@ frame to int8, so its quiet bands drop to log(0.001) = -6.9.
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import TFLITE
 
-TFLITE = SHARED_DATA / "pretrained" / "yamnet" / "yamnet.tflite"
 needs_tflite = pytest.mark.skipif(not TFLITE.is_file(), reason="../shared/data/pretrained/yamnet is absent")
 
 
@@ -150,12 +149,9 @@ def test_a_tflite_of_another_model_gives_a_clear_error(tmp_path):
 
 # --------------------------------------------------------------------------- the real file
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    if not TFLITE.is_file():
-        pytest.skip("../shared/data/pretrained/yamnet is absent")
-    from cnnrnn.yamnet_convert import convert
-
-    return convert(TFLITE, tmp_path_factory.mktemp("yamnet") / "yamnet.weights.h5")
+def converted(yamnet_weights):
+    """The session's converted weights (conftest ``yamnet_weights``)."""
+    return yamnet_weights
 
 
 @needs_tflite

@@ -19,9 +19,11 @@ from .. import config as _config
 from ..audio import SPEED_METHODS, SPEED_RANGE
 from ..config import ConfigError
 from ..corpora.kemdy import LABEL_ALIASES
-from ..features import SpectrogramConfig
+from ..features import YAMNET_IMAGE_RANGE, SpectrogramConfig
 
 FAMILY = "cnnrnn"
+#: ``train.backbone`` values (those of :func:`cnnrnn.models.cnnrnn.build_cnnrnn`).
+BACKBONES = ("resnet50", "compact", "yamnet")
 
 
 @dataclass
@@ -72,7 +74,8 @@ class TrainConfig:
             steps (the demo) need a lower value such as 0.9, or the inference-mode
             statistics never catch up and the model predicts one class.
         weights: backbone weights: ``none``, ``imagenet`` (must already be in the
-            Keras cache, nothing is downloaded) or a path to a ``.h5`` file.
+            Keras cache, nothing is downloaded) or a path to a ``.h5`` file; for ``yamnet`` a
+            ``.weights.h5`` of ``cnnrnn yamnet-convert``.
         group_by_speaker: keep speakers disjoint between the folds' train and
             validation parts (StratifiedGroupKFold).
         seed: seed of the folds, weight init and shuffling.
@@ -83,8 +86,12 @@ class TrainConfig:
             or ``inner``, a validation part of the fold's *training* data (one
             training speaker held out, else a fifth of it), so the epoch is never
             chosen on the scored fold.
-        backbone: ``resnet50`` (the original's, default) or ``compact`` (a few
-            conv blocks with batch norm, for corpora of hundreds of utterances).
+        backbone: ``resnet50`` (the original's, default), ``compact`` (a few
+            conv blocks with batch norm, for corpora of hundreds of utterances) or ``yamnet`` (YAMNet, the
+            AudioSet-pretrained MobileNetV1, fine-tuned over the clip's YAMNet log-mel; needs
+            ``spectrogram.kind: yamnet`` and ``weights`` naming the ``.weights.h5`` of ``cnnrnn yamnet-convert``).
+        freeze_blocks: ``yamnet`` only: the first N of its 14 blocks keep their pretrained weights (0 = all
+            trained; fewer trained blocks are faster on a CPU).
         filters: the compact backbone's convolution widths, one block each.
         freq_masks, freq_mask_width, time_masks, time_mask_width: SpecAugment
             (training only, seeded): number and largest width in pixels of the
@@ -137,6 +144,7 @@ class TrainConfig:
     monitor: str = "val_accuracy"
     selection: str = "fold"
     backbone: str = "resnet50"
+    freeze_blocks: int = 0
     filters: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
     freq_masks: int = 0
     freq_mask_width: int = 8
@@ -159,11 +167,11 @@ class TrainConfig:
             raise ConfigError(f"train.monitor must be val_accuracy, val_loss or last, got {self.monitor!r}")
         if self.selection not in ("fold", "inner"):
             raise ConfigError(f"train.selection must be fold or inner, got {self.selection!r}")
-        if self.backbone not in ("resnet50", "compact"):
-            raise ConfigError(f"train.backbone must be resnet50 or compact, got {self.backbone!r}")
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"train.backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if not self.filters or min(self.filters) < 1:
             raise ConfigError(f"train.filters must be positive widths, got {self.filters}")
-        smallest = 32 if self.backbone == "resnet50" else 2 ** len(self.filters)
+        smallest = 2 ** len(self.filters) if self.backbone == "compact" else 32
         if self.crop_width and self.crop_width < smallest:
             raise ConfigError(f"train.crop_width must be null, 0 or >= {smallest} (the {self.backbone} backbone's "
                               f"smallest input), got {self.crop_width}")
@@ -184,8 +192,11 @@ class TrainConfig:
         if self.freq_masks or self.time_masks:
             augment = {"freq_masks": self.freq_masks, "freq_width": self.freq_mask_width,
                        "time_masks": self.time_masks, "time_width": self.time_mask_width, "seed": self.seed}
-        return {"lstm_units": self.lstm_units, "dropout": self.dropout, "bn_momentum": self.bn_momentum,
-                "backbone": self.backbone, "filters": tuple(self.filters), "spec_augment": augment}
+        options = {"lstm_units": self.lstm_units, "dropout": self.dropout, "bn_momentum": self.bn_momentum,
+                   "backbone": self.backbone, "filters": tuple(self.filters), "spec_augment": augment}
+        if self.backbone == "yamnet":
+            options.update(freeze_blocks=self.freeze_blocks, image_range=YAMNET_IMAGE_RANGE)
+        return options
 
 
 @dataclass
@@ -196,6 +207,14 @@ class CnnrnnConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        """Across the sections: ``train.backbone: yamnet`` takes ``spectrogram.kind: yamnet`` images and only it
+        does (raises :class:`ConfigError`)."""
+        if (self.train.backbone == "yamnet") != (self.spectrogram.kind == "yamnet"):
+            raise ConfigError(f"train.backbone {self.train.backbone!r} with spectrogram.kind "
+                              f"{self.spectrogram.kind!r}: the yamnet backbone takes spectrogram.kind yamnet images "
+                              "(YAMNet's own log-mel), and they suit no other backbone (see the yamnet preset)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of every value."""

@@ -470,7 +470,8 @@ NORM_FILE = "normalization.json"
 
 def normalization_stats(items: Sequence[tuple], cfg: SpectrogramConfig, reference: Sequence[bool],
                         progress: bool = True):
-    """Per-speaker and global log-mel statistics (per mel band) for ``cfg.normalization`` ``speaker``/``global``.
+    """Per-speaker and global log-mel statistics (per mel band) for ``cfg.normalization`` ``speaker``/``global``
+    (and ``utterance`` for ``kind: yamnet``, whose z-scores are mapped back to the global statistics).
 
     Every item's log-mel (:func:`cnnrnn.features.audio_log_mel`) is computed once; a speaker's statistics use
     all of that speaker's items, test speakers included (their unlabelled audio: a transductive choice that the
@@ -487,7 +488,7 @@ def normalization_stats(items: Sequence[tuple], cfg: SpectrogramConfig, referenc
     from ..features import audio_log_mel
     from ..normalize import fit
 
-    if cfg.normalization not in ("speaker", "global"):
+    if not cfg.uses_stats:
         return None
     kept, mels, _ = load_each([a for _, a, _ in items], lambda p: audio_log_mel(p, cfg), desc="statistics",
                               progress=progress)
@@ -542,7 +543,7 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
     if not current:
         check_disk_space(out, layout.nbytes, "the packed image arrays (train_images.npy, test_images.npy)")
     stats = None
-    if cfg.spectrogram.normalization in ("speaker", "global"):
+    if cfg.spectrogram.uses_stats:
         if (png_dir / NORM_FILE).is_file() and not overwrite and (
                 not [i for i in all_items + copies if not (png_dir / f"{i[0]}.png").is_file()]):
             from ..normalize import NormStats

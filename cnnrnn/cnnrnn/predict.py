@@ -323,7 +323,7 @@ def predict(
         size = (shape[0], spec_cfg.image_size[1])
     stats = None
     norm_file = None if run_dir is None else run_dir / A.SPECTROGRAM_DIR / "normalization.json"
-    if spec_cfg.normalization in ("speaker", "global") and norm_file is not None and norm_file.is_file():
+    if spec_cfg.uses_stats and norm_file is not None and norm_file.is_file():
         from ..normalize import NormStats
 
         stats = NormStats.from_dict(A.load_json(norm_file))

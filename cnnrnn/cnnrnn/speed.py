@@ -131,7 +131,7 @@ def copy_images(mels: Sequence[Sequence[np.ndarray]], speakers: Sequence[str | N
     height, width = spectrogram.image_size
     out = np.zeros((len(factors), n, int(height), int(width), 3), np.uint8)
     names = [[copy_speaker(speakers[i], f, method) for i in rows] for f in factors]
-    if spectrogram.normalization in ("speaker", "global") and stats is None:
+    if spectrogram.uses_stats and stats is None:
         raise NormalizationError(f"{spectrogram.normalization} normalisation of the copies needs the run's statistics")
     if spectrogram.normalization == "speaker":
         stats = with_speakers(stats, [mels[c][i].T for c in range(len(factors)) for i in rows],

@@ -129,7 +129,7 @@ def normalize_features(features: np.ndarray, cfg: FeatureConfig, speaker: str | 
         NormalizationError: ``global``/``speaker`` (any mode for ``yamnet``) without statistics, or statistics
             of another shape.
     """
-    from ..normalize import NormalizationError, apply
+    from ..normalize import apply, to_global_range
 
     mode = mode or cfg.normalization
     if mode == "none":
@@ -137,10 +137,7 @@ def normalize_features(features: np.ndarray, cfg: FeatureConfig, speaker: str | 
     n_mels, frames, channels = features.shape
     z = apply(feature_rows(features), speaker, stats, mode)
     if cfg.kind == "yamnet":
-        if stats is None:
-            raise NormalizationError(f"{mode} normalisation of YAMNet features needs the training data's global "
-                                     "statistics to map the z-scores back to (normalization.json)")
-        z = z * stats.global_moments.std + stats.global_moments.mean
+        z = to_global_range(z, stats, f"YAMNet features ({mode})")
     z = z.reshape(frames, n_mels, channels).transpose(1, 0, 2)
     if cfg.kind == "yamnet":
         return z.astype(np.float32)

@@ -4,11 +4,16 @@
   ReLU + MaxPool(2×2)``, in the spirit of ACRNN (Chen et al., IEEE Signal Processing Letters 2018) and ADRNN
   (Meng et al., IEEE Access 2019): small enough to train from scratch on a few hundred utterances;
 * :func:`with_spec_augment`: an optional :class:`~cnnrnn.models.augment.SpecAugment` layer (training only);
-* :func:`recalibrate_batch_norm`: PreciseBN, batch-norm statistics recomputed for the current weights.
+* :func:`recalibrate_batch_norm`: PreciseBN, batch-norm statistics recomputed for the current weights;
+* :class:`WeightsError`, what every builder raises for weights it cannot use.
 """
 from __future__ import annotations
 
 from typing import Sequence
+
+
+class WeightsError(ValueError):
+    """Backbone weights cannot be found or are not the backbone's (and nothing is downloaded)."""
 
 
 def conv_blocks(x, filters: Sequence[int], bn_momentum: float | None = None, kernel_size: int = 3):

@@ -1,8 +1,11 @@
 """The CNNRNN model: a CNN over the spectrogram image, an LSTM over its time axis.
 
 One builder, :func:`build_cnnrnn`, with the backbone plugged in (:data:`BACKBONES`): ``resnet50``, the
-original CNNRNN code's (the default), or ``compact``, a few convolution blocks with batch norm sized for
-corpora of hundreds of utterances (in the spirit of ACRNN, Chen et al. 2018, and ADRNN, Meng et al. 2019).
+original CNNRNN code's (the default); ``compact``, a few convolution blocks with batch norm sized for
+corpora of hundreds of utterances (in the spirit of ACRNN, Chen et al. 2018, and ADRNN, Meng et al. 2019); or
+``yamnet``, the AudioSet-pretrained MobileNetV1 of :mod:`cnnrnn.models.yamnet` over the whole clip's YAMNet
+log-mel (``spectrogram.kind: yamnet`` images, decoded by :class:`~cnnrnn.models.yamnet.ImageToLogMel`), its
+``(frames / 32, 2, 1024)`` feature map pooled over frequency into the LSTM.
 An optional :class:`~cnnrnn.models.augment.SpecAugment` layer in front masks frequency and time bands in
 training only.
 
@@ -26,16 +29,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .blocks import conv_blocks, with_spec_augment
+from .blocks import WeightsError, conv_blocks, with_spec_augment
 
 #: ImageNet channel means in BGR order (Caffe preprocessing of ResNet50).
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-BACKBONES = ("resnet50", "compact")
-
-
-class WeightsError(ValueError):
-    """Backbone weights cannot be found (and nothing is downloaded)."""
+BACKBONES = ("resnet50", "compact", "yamnet")
 
 
 def resolve_backbone_weights(weights: str | None) -> str | None:
@@ -96,14 +95,18 @@ def build_cnnrnn(
     backbone: str = "resnet50",
     filters: tuple[int, ...] = (32, 64, 128, 128),
     spec_augment: dict | None = None,
+    freeze_blocks: int = 0,
+    image_range: tuple[float, float] | None = None,
 ):
     """Build the CNN+LSTM classifier (uncompiled).
 
     Args:
-        input_shape: ``(H, W, 3)`` image size; H and W at least 32 (ResNet50) or ``2 ** len(filters)``.
+        input_shape: ``(H, W, 3)`` image size; H and W at least 32 (ResNet50) or ``2 ** len(filters)``; for
+            ``yamnet`` ``(64, frames >= 32, 3)``, a ``spectrogram.kind: yamnet`` image.
         n_classes: number of emotion classes (softmax width).
         weights: ResNet50 weights: ``none``, ``imagenet`` or a weights path (see
-            :func:`resolve_backbone_weights`); the compact backbone takes only ``none``.
+            :func:`resolve_backbone_weights`); the compact backbone takes only ``none``; ``yamnet`` the
+            ``.weights.h5`` of ``cnnrnn yamnet-convert`` or ``none`` (random, for tests).
         lstm_units: LSTM width.
         dropout: dropout rate before the classifier.
         bn_momentum: if given, the momentum of every BatchNormalization layer of
@@ -112,14 +115,18 @@ def build_cnnrnn(
         filters: the compact backbone's convolution widths, one block each.
         spec_augment: keyword arguments of :class:`~cnnrnn.models.augment.SpecAugment` (training-only
             frequency and time masks), or ``None`` for none.
+        freeze_blocks: ``yamnet`` only: the first N of its 14 blocks keep their pretrained weights (0..14).
+        image_range: ``yamnet`` only: the log-mel values of pixels 0 and 255
+            (:data:`cnnrnn.features.YAMNET_IMAGE_RANGE`, which the family passes).
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, 3) float32`` (0–255, BGR) to
         ``(batch, n_classes) float32`` probabilities.
 
     Raises:
-        WeightsError: see :func:`resolve_backbone_weights`.
-        ValueError: unknown backbone, image too small, or fewer than 2 classes.
+        WeightsError: see :func:`resolve_backbone_weights` and :func:`cnnrnn.models.yamnet.pretrained_yamnet`.
+        ValueError: unknown backbone, image too small, fewer than 2 classes, ``yamnet`` without
+            ``image_range`` or with an image of other than 64 rows.
     """
     import keras
     from keras import layers
@@ -127,9 +134,12 @@ def build_cnnrnn(
     h, w, c = (int(v) for v in input_shape)
     if backbone not in BACKBONES:
         raise ValueError(f"unknown CNNRNN backbone {backbone!r}; choose one of {BACKBONES}")
-    smallest = 32 if backbone == "resnet50" else 2 ** len(filters)
+    smallest = 2 ** len(filters) if backbone == "compact" else 32
     if min(h, w) < smallest or c != 3:
         raise ValueError(f"CNNRNN ({backbone}) needs (H, W, 3) images with H, W >= {smallest}, got {input_shape}")
+    if backbone == "yamnet" and (h != 64 or image_range is None):
+        raise ValueError(f"CNNRNN (yamnet) takes spectrogram.kind yamnet images, (64, frames, 3) with their "
+                         f"image_range, got {input_shape}, {image_range}")
     if n_classes < 2:
         raise ValueError(f"need at least 2 classes, got {n_classes}")
     inputs = keras.Input(shape=(h, w, 3), name="spectrogram")
@@ -141,14 +151,19 @@ def build_cnnrnn(
         net = keras.applications.ResNet50(include_top=False, weights=weights_path, input_shape=(h, w, 3))
         set_bn_momentum(net, bn_momentum)
         x = net(x)                                                   # (h/32, w/32, 2048)
+    elif backbone == "yamnet":
+        from .yamnet import ImageToLogMel, pretrained_yamnet
+
+        x = ImageToLogMel(image_range, name="log_mel")(x)           # (frames, 64, 1) log-mel
+        x = pretrained_yamnet(frames=w, weights=weights, freeze_blocks=freeze_blocks, output="feature_map")(x)
     else:
         if resolve_backbone_weights(weights) is not None:
             raise WeightsError("the compact backbone trains from scratch: use weights none")
         x = conv_blocks(layers.Rescaling(1 / 255.0, name="scale")(x), filters, bn_momentum)
-    x = layers.Permute((2, 1, 3), name="time_major")(x)              # (time, frequency, channels)
+    if backbone != "yamnet":  # YAMNet's map is time-major already
+        x = layers.Permute((2, 1, 3), name="time_major")(x)          # (time, frequency, channels)
     x = layers.TimeDistributed(layers.GlobalAveragePooling1D(), name="pool_frequency")(x)  # (time, channels)
     x = layers.LSTM(lstm_units, name="lstm")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="emotion")(x)
-    name = "cnnrnn_resnet50_lstm" if backbone == "resnet50" else "cnnrnn_compact_lstm"
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=f"cnnrnn_{backbone}_lstm")

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from typing import Sequence
 
-from .blocks import conv_blocks, with_spec_augment
-from .cnnrnn import WeightsError, resolve_backbone_weights, set_bn_momentum
+from .blocks import WeightsError, conv_blocks, with_spec_augment
+from .cnnrnn import resolve_backbone_weights, set_bn_momentum
 
 PENULTIMATE = "penultimate"
 BACKBONES = ("alexnet", "resnet50", "compact", "yamnet")
@@ -80,27 +80,9 @@ def _compact(x, filters: Sequence[int], fc_units: int, dropout: float, bn_moment
 def _yamnet(x, frames: int, weights: str | None, freeze_blocks: int, fc_units: int, dropout: float):
     from keras import layers
 
-    from .yamnet import YAMNET_LAYERS, build_yamnet, yamnet_backbone
+    from .yamnet import pretrained_yamnet
 
-    if not 0 <= freeze_blocks <= len(YAMNET_LAYERS):
-        raise ValueError(f"freeze_blocks must be in [0, {len(YAMNET_LAYERS)}], got {freeze_blocks}")
-    net = build_yamnet(frames=frames, include_top=True)  # the converted file holds the AudioSet head too
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"YAMNet weights file {path} does not exist: convert a local yamnet.tflite with "
-                               "`cnnrnn yamnet-convert --tflite yamnet.tflite --out PATH.weights.h5` (nothing is "
-                               "downloaded)")
-        try:
-            net.load_weights(path)
-        except (ValueError, OSError) as exc:
-            raise WeightsError(f"{path} is not a YAMNet weights file written by `cnnrnn yamnet-convert` "
-                               f"({str(exc).splitlines()[0]})") from exc
-    backbone = yamnet_backbone(net, name="yamnet")
-    for layer in backbone.layers:
-        block = layer.name.split("_")[0]
-        if block.startswith("layer") and int(block[5:]) <= freeze_blocks:
-            layer.trainable = False
+    backbone = pretrained_yamnet(frames=frames, weights=weights, freeze_blocks=freeze_blocks)
     x = layers.Dropout(dropout, name="dropout1")(backbone(x))
     return layers.Dense(fc_units, activation="relu", name=PENULTIMATE)(x)
 

@@ -23,8 +23,12 @@ dequantised kernels), so no rounding goes before them.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 from keras import layers, ops
+
+from .blocks import WeightsError
 
 #: ``(kind, stride, filters)`` of the 14 blocks (3×3 kernels), as ``_YAMNET_LAYER_DEFS`` in yamnet.py.
 YAMNET_LAYERS = (
@@ -49,6 +53,8 @@ EMBEDDING_SIZE = 1024
 NUM_CLASSES = 521       # AudioSet classes of yamnet_class_map.csv
 EMBEDDING_LAYER = "embedding"
 SCORES_LAYER = "scores"
+#: The last layer before the global pooling: the ``(frames / 32, 2, 1024)`` feature map.
+FEATURE_MAP_LAYER = f"layer{len(YAMNET_LAYERS)}_pointwise_relu"
 
 
 def yamnet_conv_layers() -> list[tuple[str, str]]:
@@ -97,6 +103,9 @@ def build_yamnet(*, frames: int | None = PATCH_FRAMES, include_top: bool = False
                  name: str = "yamnet") -> keras.Model:
     """The YAMNet network (random weights; load converted ones with ``model.load_weights``).
 
+    Random weights are He-uniform (He et al. 2015), so that 14 ReLU layers without batch norm keep the scale of
+    their input (Keras' default Glorot init shrinks it about 2^14-fold: every input gave the same output).
+
     Args:
         frames: frames per patch (96 = 0.96 s, YAMNet's patch); ``None`` for any length ≥ 1 (the network is
             convolutional and ends in global average pooling).
@@ -117,14 +126,17 @@ def build_yamnet(*, frames: int | None = PATCH_FRAMES, include_top: bool = False
     x = inputs
     for k, (kind, stride, filters) in enumerate(YAMNET_LAYERS, start=1):
         if kind == "conv":
-            x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=f"layer{k}_conv")(x)
+            x = layers.Conv2D(filters, 3, strides=stride, padding="same", kernel_initializer="he_uniform",
+                              name=f"layer{k}_conv")(x)
             x = layers.ReLU(name=f"layer{k}_relu")(x)
             continue
-        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", name=f"layer{k}_depthwise")(x)
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", name=f"layer{k}_depthwise",
+                                   # He for a fan-in of 9 (Keras counts 9 x channels for a depthwise kernel)
+                                   depthwise_initializer=keras.initializers.RandomNormal(stddev=(2 / 9) ** 0.5))(x)
         x = layers.ReLU(name=f"layer{k}_depthwise_relu")(x)
         if int8_rounding:
             x = Int8Rounding(name=f"layer{k}_pointwise_int8")(x)
-        x = layers.Conv2D(filters, 1, padding="same", name=f"layer{k}_pointwise")(x)
+        x = layers.Conv2D(filters, 1, padding="same", kernel_initializer="he_uniform", name=f"layer{k}_pointwise")(x)
         x = layers.ReLU(name=f"layer{k}_pointwise_relu")(x)
     embedding = layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(x)
     if not include_top:
@@ -146,3 +158,85 @@ def yamnet_backbone(model: keras.Model, name: str | None = None) -> keras.Model:
         ``(batch, frames, 64, 1)`` float32 → ``(batch, 1024)`` float32.
     """
     return keras.Model(model.inputs, model.get_layer(EMBEDDING_LAYER).output, name=name or f"{model.name}_backbone")
+
+
+def pretrained_yamnet(*, frames: int | None, weights: str | None, freeze_blocks: int = 0,
+                      output: str = "embedding", name: str = "yamnet") -> keras.Model:
+    """The YAMNet network with converted AudioSet weights, for fine-tuning (the float model, no int8 rounding).
+
+    Args:
+        frames: frames of the input (96 for a YAMNet patch, a clip's :func:`cnnrnn.features.yamnet_frames`, or
+            ``None`` for any length).
+        weights: the ``.weights.h5`` written by ``cnnrnn yamnet-convert`` (:func:`cnnrnn.yamnet_convert.convert`),
+            or ``None``/``"none"`` for random weights (tests). Nothing is downloaded.
+        freeze_blocks: the first N of the 14 blocks keep their weights (``trainable = False``), 0..14.
+        output: ``embedding`` (``(batch, 1024)``, after global average pooling) or ``feature_map``
+            (``(batch, ceil(frames / 32), 2, 1024)``, time × mel × channels, before it: for a recurrent layer
+            over time).
+        name: model name.
+
+    Returns:
+        ``(batch, frames, 64, 1) float32`` log-mel (:func:`cnnrnn.features.yamnet_log_mel`) → ``output``.
+
+    Raises:
+        WeightsError: the weights file does not exist or is not YAMNet's.
+        ValueError: ``freeze_blocks`` outside 0..14, an unknown ``output``.
+    """
+    if not 0 <= freeze_blocks <= len(YAMNET_LAYERS):
+        raise ValueError(f"freeze_blocks must be in [0, {len(YAMNET_LAYERS)}], got {freeze_blocks}")
+    if output not in ("embedding", "feature_map"):
+        raise ValueError(f"output must be embedding or feature_map, got {output!r}")
+    net = build_yamnet(frames=frames, include_top=True)  # the converted file holds the AudioSet head too
+    if weights is not None and str(weights).lower() != "none":
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"YAMNet weights file {path} does not exist: convert a local yamnet.tflite with "
+                               "`cnnrnn yamnet-convert --tflite yamnet.tflite --out PATH.weights.h5` (nothing is "
+                               "downloaded)")
+        try:
+            net.load_weights(path)
+        except (ValueError, OSError) as exc:
+            raise WeightsError(f"{path} is not a YAMNet weights file written by `cnnrnn yamnet-convert` "
+                               f"({str(exc).splitlines()[0]})") from exc
+    last = EMBEDDING_LAYER if output == "embedding" else FEATURE_MAP_LAYER
+    model = keras.Model(net.inputs, net.get_layer(last).output, name=name)
+    for layer in model.layers:
+        block = layer.name.split("_")[0]
+        if block.startswith("layer") and int(block[5:]) <= freeze_blocks:
+            layer.trainable = False
+    return model
+
+
+@keras.saving.register_keras_serializable(package="cnnrnn")
+class ImageToLogMel(layers.Layer):
+    """Decode a ``spectrogram.kind: yamnet`` image into YAMNet's input (the CNNRNN YAMNet backbone's first layer).
+
+    The image (:func:`cnnrnn.features.to_image` of a YAMNet log-mel) is gray, low mel bands in the bottom row,
+    one pixel per band and 10 ms frame, pixel ``p`` standing for ``lo + p / 255 * (hi - lo)``
+    (:data:`cnnrnn.features.YAMNET_IMAGE_RANGE`). This layer takes the first channel, puts band 0 first and
+    time along the height, and undoes the scaling. No weights.
+
+    Args:
+        value_range: ``(lo, hi)``, the log-mel values of pixels 0 and 255 (given by the family:
+            :data:`cnnrnn.features.YAMNET_IMAGE_RANGE`).
+
+    Input ``(batch, 64, frames, C) float32`` pixels 0–255; output ``(batch, frames, 64, 1) float32`` natural-log
+    mel magnitudes (equal to :func:`cnnrnn.features.yamnet_log_mel` within half a level, 0.027).
+    """
+
+    def __init__(self, value_range, **kwargs):
+        super().__init__(**kwargs)
+        self.value_range = (float(value_range[0]), float(value_range[1]))
+
+    def call(self, inputs):
+        lo, hi = self.value_range
+        x = ops.cast(inputs[..., :1], "float32")
+        x = ops.flip(x, axis=1)                       # row 0 = mel band 0 (the image has it at the bottom)
+        x = ops.transpose(x, (0, 2, 1, 3))            # (batch, frames, bands, 1)
+        return x * ((hi - lo) / 255.0) + lo
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2], input_shape[1], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "value_range": list(self.value_range)}
