@@ -151,6 +151,17 @@ def test_tiny_yamnet_run_predicts_and_exports(tmp_path, sample_dir, capsys):
     assert proba.shape == (3, 7) and np.ptp(proba, axis=0).max() > 1e-4   # the inputs matter
 
 
+def test_a_missing_weights_file_is_refused_before_any_work(tmp_path, sample_dir, caplog):
+    from cnnrnn import cli
+
+    out, cfg = tmp_path / "run", tmp_path / "absent_weights.json"
+    cfg.write_text(json.dumps({"extends": "yamnet", "train": {"weights": str(tmp_path / "absent.weights.h5")}}))
+    assert cli.main(["-q", "run", "--corpus", "kemdy20", "--root", str(sample_dir), "--out", str(out), "--config",
+                     str(cfg)]) == 2
+    assert "yamnet-convert" in caplog.text and "does not exist" in caplog.text
+    assert not out.exists() or not any(out.iterdir())
+
+
 @pytest.mark.skipif(not (TFLITE.is_file() and EMODB.is_dir()),
                     reason="../shared/data (yamnet.tflite, emodb-535) is absent")
 def test_pretrained_yamnet_sees_the_decoded_image_as_its_log_mel(yamnet_weights, tmp_path):

@@ -15,7 +15,7 @@ from .. import artifacts as A
 from .config import STAGES, StageConfigError, check_earlier_stages, earlier_stage_changes, load_config
 from .data import pack, spectrograms, split
 from .predict import test
-from .train import train
+from .train import check_backbone_weights, train
 
 log = logging.getLogger("cnnrnn.cnnrnn.pipeline")
 
@@ -25,8 +25,14 @@ SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample" / "kemdy20"
 
 def run(corpus: str, root: str | Path, out: str | Path, config=None, progress: bool = True,
         verbose: int | str = "auto") -> dict[str, Any]:
-    """All stages in order: split → spectrograms → pack → train → test. Returns a summary with timings."""
+    """All stages in order: split → spectrograms → pack → train → test. Returns a summary with timings.
+
+    Raises:
+        cnnrnn.models.blocks.WeightsError: the backbone's weights are not on this machine (checked first,
+            :func:`cnnrnn.cnnrnn.train.check_backbone_weights`); and what each stage raises.
+    """
     cfg, out = load_config(config), Path(out)
+    check_backbone_weights(cfg.train)
     timings, results = {}, {}
     for name, call in (
         ("split", lambda: split(corpus, root, out, cfg)),

@@ -570,6 +570,30 @@ def _plot_curves(out_dir: Path, n_folds: int) -> None:
         plot_history(histories, out_dir / "history" / "curves.png")
 
 
+def check_backbone_weights(cfg: TrainConfig) -> None:
+    """Refuse, before any work, a backbone weights file that is not on this machine (nothing is downloaded):
+    ``pipeline.run`` and ``train`` call it first, so a missing file is said at once, not after the spectrograms.
+
+    Raises:
+        cnnrnn.models.blocks.WeightsError: ``train.weights`` names no file here (ResNet50's ``imagenet``: not in the
+            Keras cache), or weights for the compact backbone, which trains from scratch.
+    """
+    from ..models.blocks import WeightsError
+
+    if cfg.weights is None or str(cfg.weights).lower() == "none":
+        return
+    if cfg.backbone == "compact":
+        raise WeightsError("the compact backbone trains from scratch: use train.weights none")
+    if cfg.backbone == "resnet50":
+        from ..models.cnnrnn import resolve_backbone_weights
+
+        resolve_backbone_weights(cfg.weights)
+    elif not Path(cfg.weights).expanduser().is_file():
+        raise WeightsError(f"train.weights: YAMNet weights file {cfg.weights} does not exist: convert a local "
+                           "yamnet.tflite with `cnnrnn yamnet-convert --tflite yamnet.tflite --out "
+                           f"{cfg.weights}` (nothing is downloaded)")
+
+
 def train(out: str | Path, config=None, verbose: int | str = "auto") -> dict[str, Any]:
     """Stage 4: k-fold CV on the packed train images (:func:`cross_validate`, with the speed-perturbed copies when
     ``train.speed_perturb`` is set), then ``run.json``.
@@ -593,6 +617,7 @@ def train(out: str | Path, config=None, verbose: int | str = "auto") -> dict[str
             left as it was: it is written once the inputs are checked, before the first fold trains.
         cnnrnn.cnnrnn.data.PackedArrayError: a packed array missing, truncated, or of another shape or dtype than
             ``packed.json`` records.
+        cnnrnn.models.blocks.WeightsError: see :func:`check_backbone_weights`.
     """
     from ..runs import write_manifest
     from .config import check_earlier_stages
@@ -600,6 +625,7 @@ def train(out: str | Path, config=None, verbose: int | str = "auto") -> dict[str
     from .speed import packed_copies
 
     cfg, out = load_config(config), Path(out)
+    check_backbone_weights(cfg.train)
     check_earlier_stages(out, cfg, "train")  # the images must be those of the recorded spectrogram settings
     table = load_packed(out, "train", cfg.spectrogram.image_size)  # memory-mapped: read a batch at a time
     labels = A.load_labels(out / A.LABELS_FILE)

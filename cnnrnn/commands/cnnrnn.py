@@ -13,7 +13,7 @@ from ..artifacts import ensure_writable_dir
 
 def _add_config(p, default: str | None = None) -> None:
     p.add_argument("--config", default=default, metavar="JSON",
-                   help="config preset (default, demo, tiny, compact) or JSON file; "
+                   help="config preset (default, demo, tiny, compact, compact_crops, best, yamnet) or JSON file; "
                         f"default: {default or 'the run folder config.json if present, else built-in defaults'}")
 
 
