@@ -74,6 +74,11 @@ def test_test_set_prediction(run_dir):
     for key in ("accuracy", "ua", "balanced_accuracy", "f1_micro", "f1_macro", "f1_weighted"):
         assert 0.0 <= metrics[key] <= 1.0
     assert (run_dir / "test" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    # from Python without a config: the run's own config.json (2 tiny folds), not the defaults' 5 folds
+    from cnnrnn.cnnrnn.predict import test
+
+    again = test(run_dir, progress=False)
+    assert again["metrics"]["ua"] == pytest.approx(metrics["ua"])
 
 
 def test_run_manifest(run_dir):

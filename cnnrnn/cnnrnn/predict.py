@@ -414,12 +414,19 @@ def test(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:
 
     Writes ``test/predictions.csv``, ``test/metrics.json`` and ``test/confusion_matrix.png``.
 
+    Args:
+        out: the run folder. config: the run's config; ``None`` = the run's own ``config.json`` (the folds and
+            checkpoint names it was trained with), else the defaults.
+
     Raises:
         FileNotFoundError: a fold checkpoint is missing.
     """
     from .train import checkpoint_path
 
-    cfg, out = load_config(config), Path(out)
+    out = Path(out)
+    if config is None and (out / A.CONFIG_FILE).is_file():
+        config = out / A.CONFIG_FILE
+    cfg = load_config(config)
     models = [checkpoint_path(out, cfg.train, k) for k in range(1, cfg.train.folds + 1)]
     missing = [str(m) for m in models if not m.is_file()]
     if missing:
