@@ -21,6 +21,7 @@ fold that rebuilding would cost on a CPU.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -380,6 +381,24 @@ def _pooled_validation_callback(images: np.ndarray, rows: np.ndarray, y: np.ndar
     return PooledValidation()
 
 
+def _fold_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The training settings a fold's result depends on, as its ``folds/fold{k}.json`` records them."""
+    return json.loads(json.dumps(cfg.__dict__, default=list))
+
+
+def _fold_current(out_dir: Path, cfg: TrainConfig, k: int, settings: dict, scored) -> bool:
+    """Whether fold ``k`` of ``out_dir`` is done with these settings: its report and checkpoint exist, it scored
+    the same rows, and it was trained with the same ``settings`` (a report from before they were recorded counts
+    as current, as it always did). A fold trained with other settings is trained again, never resumed."""
+    path = out_dir / "folds" / f"fold{k}.json"
+    if not (path.is_file() and checkpoint_path(out_dir, cfg, k).is_file()):
+        return False
+    done = load_json(path)
+    if [int(i) for i in done.get("val_ids_index", [])] != [int(i) for i in scored]:
+        return False
+    return done.get("train_settings", settings) == settings
+
+
 def cross_validate(
     images: np.ndarray,
     y: np.ndarray,
@@ -469,8 +488,8 @@ def cross_validate(
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     A.remove_temporary_files(out_dir / "models")  # left by a save that was killed (artifacts.save_model_h5)
 
-    pending = [k for k in range(1, n_folds + 1)
-               if not ((out_dir / "folds" / f"fold{k}.json").is_file() and checkpoint_path(out_dir, cfg, k).is_file())]
+    settings = _fold_settings(cfg)
+    pending = [k for k in range(1, n_folds + 1) if not _fold_current(out_dir, cfg, k, settings, folds[k - 1][1])]
     started = time.perf_counter()
     if pending:
         keras.utils.set_random_seed(cfg.seed)
@@ -526,7 +545,7 @@ def cross_validate(
         proba = predict_proba(model, images, cfg.batch_size, cfg.crop_hop, indices=va_idx)
         metrics = classification_metrics(y[va_idx], proba.argmax(axis=1), n_classes)
         fold_report = {
-            "fold": k, "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)), "selection": cfg.selection,
+            "fold": k, "train_settings": settings, "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)), "selection": cfg.selection,
             "n_fit": int(len(fit_idx)), "n_fit_copies": int(len(fit_rows) - len(fit_idx)),
             "n_select": int(len(sel_idx)),
             "best_epoch": best.best_epoch, f"best_{cfg.monitor}": best.best,
@@ -542,7 +561,7 @@ def cross_validate(
         "labels": list(labels),
         "n_train": int(len(y)),
         "input_shape": list(input_shape),
-        "folds": [{k: v for k, v in f.items() if k not in ("val_ids_index", "val_predictions")}
+        "folds": [{k: v for k, v in f.items() if k not in ("val_ids_index", "val_predictions", "train_settings")}
                   for f in fold_reports],
         "mean": summarise_folds(fold_reports),
         "checkpoints": [f["checkpoint"] for f in fold_reports],
