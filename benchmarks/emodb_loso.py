@@ -344,15 +344,13 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
             True, None, "CNNRNN best + tempo perturbation 0.9/1.1 (audiomentations TimeStretch: pitch kept), "
             "two offline copies of every training utterance"),
     _cnnrnn("cnnrnn_yamnet", "yamnet", {}, True, "cnnrnn_yamnet_nonorm",
-            "CNNRNN with the YAMNet backbone (AudioSet MobileNetV1, fine-tuned, lr 1e-4, 20 epochs) over the 2 s "
-            "clip's YAMNet log-mel + LSTM, per-speaker norm mapped back to the global range, SpecAugment, inner "
-            "epoch selection"),
+            "CNNRNN preset yamnet: the YAMNet backbone (AudioSet MobileNetV1, fine-tuned, lr 1e-4, 40 epochs) over "
+            "YAMNet's log-mel + LSTM, random 0.96 s time crops (segment probabilities averaged, hop 24), mixup 0.2, "
+            "per-speaker norm mapped back to the global range, SpecAugment, inner epoch selection"),
     _cnnrnn("cnnrnn_yamnet_nonorm", "yamnet", {"spectrogram.normalization": "none"}, False, "cnnrnn_yamnet",
-            "CNNRNN with the YAMNet backbone, as cnnrnn_yamnet on YAMNet's raw log-mel (no speaker norm)"),
-    _cnnrnn("cnnrnn_yamnet_crops", "yamnet", {"train.crop_width": 96, "train.crop_hop": 24, "train.mixup": 0.2,
-                                              "train.epochs": 40},
-            True, None, "CNNRNN YAMNet + random 0.96 s time crops (96 frames, YAMNet's patch; segment "
-            "probabilities averaged, hop 24) + mixup 0.2, 40 epochs"),
+            "CNNRNN preset yamnet on YAMNet's raw log-mel (no speaker norm)"),
+    _cnnrnn("cnnrnn_yamnet_whole", "yamnet", {"train.crop_width": 0, "train.mixup": 0.0, "train.epochs": 20},
+            True, None, "CNNRNN YAMNet on whole 2 s clips (no crops, no mixup), 20 epochs (not chosen on dev)"),
     _dcnn("dcnn_compact", "compact", {}, True, "dcnn_compact_nonorm",
           "DCNN-BLSTMwA compact CNN (16-32-64-64) on 64x64 log-mel+deltas segments + BiLSTM-attention, per-speaker "
           "norm, SpecAugment, PreciseBN, inner epoch selection"),
@@ -410,6 +408,12 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
             "late fusion (mean probabilities) of the two spectrogram families: CNNRNN best + DCNN-BLSTMwA compact"),
     _fusion("fusion_cnnrnn_dcnn_nonorm", ["cnnrnn_crops_pbn_nonorm", "dcnn_compact_nonorm"], False,
             "fusion_cnnrnn_dcnn", "late fusion: CNNRNN best + DCNN-BLSTMwA compact, no speaker norm"),
+    _fusion("fusion_yamnet_compare", ["cnnrnn_yamnet", "compare_linear"], True, None,
+            "late fusion (mean probabilities): CNNRNN YAMNet + ComParE linear SVM"),
+    _fusion("fusion_spectrogram3", ["cnnrnn_crops_pbn", "dcnn_compact", "cnnrnn_yamnet"], True, None,
+            "late fusion of three spectrogram models: CNNRNN best + DCNN-BLSTMwA compact + CNNRNN YAMNet"),
+    _fusion("fusion_all4", ["cnnrnn_crops_pbn", "dcnn_compact", "cnnrnn_yamnet", "compare_linear"], True, None,
+            "late fusion: CNNRNN best + DCNN-BLSTMwA compact + CNNRNN YAMNet + ComParE linear SVM"),
     _fusion("fusion_all", ["cnnrnn_crops_pbn", "dcnn_compact", "compare_linear"], True, "fusion_all_nonorm",
             "late fusion (mean probabilities): CNNRNN best + DCNN-BLSTMwA compact + ComParE linear SVM"),
     _fusion("fusion_all_nonorm", ["cnnrnn_crops_pbn_nonorm", "dcnn_compact_nonorm", "compare_linear_nonorm"], False,

@@ -21,7 +21,7 @@ TINY = {"extends": "yamnet",
         "split": {"scheme": "session"},
         "spectrogram": {"duration": 1.0, "image_size": [64, 98]},
         "train": {"folds": 2, "epochs": 1, "weights": "none", "freeze_blocks": 12, "lstm_units": 4,
-                  "group_by_speaker": False}}
+                  "crop_width": 64, "crop_hop": 17, "group_by_speaker": False}}
 
 
 def _spec(**changes):
@@ -104,7 +104,8 @@ def test_yamnet_normalisation_maps_the_z_scores_back_to_the_global_range(real_wa
 
 
 def test_tiny_yamnet_run_predicts_and_exports(tmp_path, sample_dir, capsys):
-    """The whole CLI flow on the bundled sample with random YAMNet weights (1 epoch, 2 blocks trained)."""
+    """The whole CLI flow on the bundled sample with random YAMNet weights (1 epoch, 2 blocks trained, random
+    64-frame crops; predicted and exported as segments pooled per clip)."""
     from cnnrnn import cli
     from cnnrnn.artifacts import load_image_table, load_json
 
@@ -118,7 +119,7 @@ def test_tiny_yamnet_run_predicts_and_exports(tmp_path, sample_dir, capsys):
     stats = load_json(out / "spectrograms" / "normalization.json")
     assert len(stats["global"]["mean"]) == 64 and stats["speakers"]
     report = load_json(out / "cv_report.json")
-    assert report["input_shape"] == [64, 98, 3] and len(report["folds"]) == 2
+    assert report["input_shape"] == [64, 64, 3] and len(report["folds"]) == 2    # random 64-frame crops
     metrics = load_json(out / "test" / "metrics.json")
     assert 0.0 <= metrics["ua"] <= 1.0
 
