@@ -241,3 +241,26 @@ def test_cross_validate_with_precise_bn_scores_with_recalibrated_statistics(tmp_
     va_idx = np.asarray(fold["val_ids_index"])
     assert predict_proba(model, images[va_idx]).argmax(axis=1).tolist() == fold["val_predictions"]
     assert load_config({"train": {"precise_bn": True}}).train.precise_bn is True
+
+
+def test_folds_resume_only_when_trained_with_the_same_settings(crops_run, tmp_path):
+    """A rerun keeps a finished fold (same settings, same scored rows) and trains again one made otherwise."""
+    import shutil
+    from dataclasses import replace
+
+    from cnnrnn.artifacts import load_json
+    from cnnrnn.cnnrnn.train import cross_validate
+
+    run, cfg, images, y, _ = crops_run
+    _, _, speakers = synthetic()
+    out = tmp_path
+    shutil.copytree(run / "run", out / "run")
+    fold1 = out / "run" / "folds" / "fold1.json"
+    stamp = fold1.stat().st_mtime_ns
+    assert load_json(fold1)["train_settings"]["mixup"] == 0.2
+    again = cross_validate(images, y, LABELS, out / "run", cfg.train, groups=speakers, verbose=0)
+    assert fold1.stat().st_mtime_ns == stamp and again["seconds_this_run"] < 2
+    changed = replace(cfg.train, learning_rate=0.02)
+    cross_validate(images, y, LABELS, out / "run", changed, groups=speakers, verbose=0)
+    assert [load_json(out / "run" / "folds" / f"fold{k}.json")["train_settings"]["learning_rate"]
+            for k in (1, 2)] == [0.02, 0.02]

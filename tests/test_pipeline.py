@@ -112,24 +112,6 @@ def test_rerun_resumes_finished_folds(run_dir):
     assert report["seconds_this_run"] < 10
 
 
-def test_folds_trained_with_other_settings_are_trained_again(run_dir, tmp_path):
-    import shutil
-
-    from cnnrnn.cnnrnn.train import train
-
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy)
-    fold1 = load_json(copy / "folds" / "fold1.json")
-    assert fold1["train_settings"]["learning_rate"] == 1e-4
-    (copy / "config.json").unlink()   # the run's config no longer fixes the train settings either
-    changed = tmp_path / "tiny_lr.json"
-    changed.write_text(json.dumps({"extends": "tiny", "train": {"learning_rate": 3e-4}}))
-    report = train(copy, changed, verbose=0)
-    assert [load_json(copy / "folds" / f"fold{k}.json")["train_settings"]["learning_rate"] for k in (1, 2)] == \
-        [3e-4, 3e-4]
-    assert report["seconds_this_run"] > 1
-
-
 def test_predict_cli_on_wavs_pngs_and_one_file(run_dir, sample_dir, tmp_path, capsys):
     models = sorted(str(p) for p in (run_dir / "models").glob("*.h5"))
     stems = sorted(p.stem for p in (run_dir / "spectrograms").glob("*.png"))[:3]
