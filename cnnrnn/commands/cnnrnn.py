@@ -6,6 +6,7 @@ loaded config (:func:`cnnrnn.config.override`).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..artifacts import ensure_writable_dir
@@ -295,7 +296,10 @@ def _spectrogram_figure(args, cfg) -> Path:
             label = df["true"].iloc[0]
     y, _ = load_audio(args.input, cfg.sr)
     title = Path(args.input).name + (f"  (label: {label})" if label else "")
-    return plot_spectrogram(log_mel(y, cfg), args.output, sr=cfg.sr, hop_length=cfg.hop_length, fmin=cfg.fmin,
+    values = log_mel(y, cfg)
+    if cfg.kind == "yamnet":  # YAMNet's natural-log mel magnitudes, drawn as dB below the clip's peak
+        values = (20 / math.log(10)) * (values - values.max())
+    return plot_spectrogram(values, args.output, sr=cfg.sr, hop_length=cfg.hop_length, fmin=cfg.fmin,
                             fmax=cfg.fmax, title=title, labels=labels, probabilities=probabilities)
 
 
