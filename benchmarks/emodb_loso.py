@@ -630,39 +630,41 @@ def run_summary(args) -> dict:
 
 
 def plot(models: dict, order: list[str], path: Path) -> Path:
-    """UA per model: a bar for the mean over the 8 headline speakers, a point per speaker (hollow: dev)."""
+    """UA per model, one row each (best first; models with headline folds only, the development-only entries are
+    in the table): a bar for the mean over the 8 headline speakers, a point per speaker (hollow: development
+    speakers), the targets as vertical lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(order) + 2), 4.8), dpi=120)
+    shown = [m for m in order if models[m]["summary"]["headline_8"]]
+    fig, ax = plt.subplots(figsize=(9.0, 0.32 * len(shown) + 1.6), dpi=120)
     rng = np.random.default_rng(0)
-    for i, m in enumerate(order):
+    for i, m in enumerate(shown):
         s = models[m]["summary"]["headline_8"]
-        if s:
-            ax.bar(i, s["mean"]["ua"], width=0.6, color="#9ecae1" if models[m]["speaker_norm"] else "#d9d9d9",
-                   edgecolor="#3182bd" if models[m]["speaker_norm"] else "#737373")
-            done = "" if s["complete"] else f"\n{s['n_folds']}/{len(HEADLINE_SPEAKERS)} folds"
-            ax.text(i, 0.03, f"{s['mean']['ua']:.3f}{done}", ha="center", va="bottom", fontsize=8)
+        norm = models[m]["speaker_norm"]
+        ax.barh(i, s["mean"]["ua"], height=0.62, color="#9ecae1" if norm else "#d9d9d9",
+                edgecolor="#3182bd" if norm else "#737373")
+        done = "" if s["complete"] else f" ({s['n_folds']}/{len(HEADLINE_SPEAKERS)} folds)"
+        ax.text(0.01, i, f"{s['mean']['ua']:.3f}{done}", ha="left", va="center", fontsize=7)
         for spk, ua in models[m]["per_speaker_ua"].items():
             dev = spk in DEV_SPEAKERS
-            x = i + rng.uniform(-0.18, 0.18)
-            ax.scatter(x, ua, s=22, facecolors="none" if dev else "k", edgecolors="k", linewidths=0.8, zorder=3)
-            if dev:
-                ax.annotate(spk, (x, ua), xytext=(4, -3), textcoords="offset points", fontsize=6)
+            ax.scatter(ua, i + rng.uniform(-0.2, 0.2), s=12, facecolors="none" if dev else "k", edgecolors="k",
+                       linewidths=0.6, zorder=3)
     for label, value in TARGETS.items():
-        ax.axhline(value, ls="--", lw=0.8, color="#e6550d" if value < 0.85 else "#a63603")
-        ax.text(len(order) - 0.5, value + 0.004, f"target {value:.2f}", ha="right", va="bottom", fontsize=7,
+        ax.axvline(value, ls="--", lw=0.8, color="#e6550d" if value < 0.85 else "#a63603")
+        ax.text(value, -0.9, f" target {value:.2f} ", ha="right" if value < 0.85 else "left", va="bottom", fontsize=7,
                 color="#a63603")
-    ax.set_xticks(range(len(order)))
-    ax.set_xticklabels(order, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("UA (balanced accuracy)")
-    ax.set_ylim(0.0, 1.02)
-    ax.set_title("emodb-535, leave-one-speaker-out: bar = mean UA over the 8 headline speakers;\n"
-                 "dots = speakers (hollow: development speakers 08, 10); blue = per-speaker normalisation",
-                 fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    ax.set_yticks(range(len(shown)))
+    ax.set_yticklabels(shown, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("UA (balanced accuracy)")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(len(shown) - 0.4, -1.2)
+    ax.set_title("emodb-535, leave-one-speaker-out: bar = mean UA over the 8 headline speakers; dots = speakers\n"
+                 "(hollow: development speakers 08, 10); blue = per-speaker normalisation", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
