@@ -23,8 +23,8 @@ The main job runs in stages that talk through files in one output folder:
 predict takes a run of any family (CNNRNN, dcnn, baseline, functionals, hf): it reads the run's run.json;
 --fuse averages several runs. export writes a run as ONNX, TFLite or a SavedModel, with a JSON sidecar
 describing its preprocessing. The other families: dcnn, baseline, functionals, hf, kemdy-labels, and tools.
-Every CNNRNN subcommand takes --config: a preset (default, demo, tiny, compact, best, yamnet, ...) or a JSON file with the sections
-"split", "spectrogram" and "train" (see cnnrnn/configs/cnnrnn/default.json for every key).
+Every CNNRNN subcommand takes --config: a preset (default, demo, tiny, compact, best, yamnet, ...) or a JSON file
+with the sections "split", "spectrogram" and "train" (see cnnrnn/configs/cnnrnn/default.json for every key).
 """
 
 

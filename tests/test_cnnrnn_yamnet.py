@@ -39,8 +39,10 @@ def test_the_yamnet_preset_ties_the_backbone_to_its_own_features():
     cfg = load_config("yamnet")
     assert (cfg.train.backbone, cfg.spectrogram.kind, cfg.spectrogram.image_size) == ("yamnet", "yamnet", [64, 198])
     assert cfg.train.weights == "weights/yamnet.weights.h5" and cfg.train.selection == "inner"
-    assert cfg.spectrogram.uses_stats and override(cfg, {"spectrogram.normalization": "utterance"}).spectrogram.uses_stats
-    assert not load_config("compact").spectrogram.uses_stats or load_config("compact").spectrogram.normalization == "speaker"
+    utterance = override(cfg, {"spectrogram.normalization": "utterance"}).spectrogram
+    assert cfg.spectrogram.uses_stats and utterance.uses_stats  # YAMNet's z-scores go back to the global range
+    assert not override(load_config("compact"), {"spectrogram.normalization": "utterance"}).spectrogram.uses_stats
+    assert load_config("compact").spectrogram.uses_stats and not load_config("default").spectrogram.uses_stats
     assert cfg.train.model_options()["image_range"] == YAMNET_IMAGE_RANGE
     with pytest.raises(ConfigError, match="yamnet backbone takes spectrogram.kind yamnet"):
         override(cfg, {"train.backbone": "compact"})

@@ -545,7 +545,8 @@ def cross_validate(
         proba = predict_proba(model, images, cfg.batch_size, cfg.crop_hop, indices=va_idx)
         metrics = classification_metrics(y[va_idx], proba.argmax(axis=1), n_classes)
         fold_report = {
-            "fold": k, "train_settings": settings, "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)), "selection": cfg.selection,
+            "fold": k, "train_settings": settings, "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),
+            "selection": cfg.selection,
             "n_fit": int(len(fit_idx)), "n_fit_copies": int(len(fit_rows) - len(fit_idx)),
             "n_select": int(len(sel_idx)),
             "best_epoch": best.best_epoch, f"best_{cfg.monitor}": best.best,
