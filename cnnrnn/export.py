@@ -67,7 +67,7 @@ import numpy as np
 
 from .artifacts import CONFIG_FILE, LABELS_FILE, SPECTROGRAM_DIR, CheckpointError, is_temporary, load_json
 from .artifacts import load_labels, save_json
-from .features import image_range, yamnet_frames
+from .features import YAMNET_HOP_SECONDS, YAMNET_WINDOW_SECONDS, image_range, yamnet_frames
 from .runs import package_versions
 
 log = logging.getLogger("cnnrnn.export")
@@ -499,7 +499,8 @@ def preprocessing_of(family: str, cfg, *, stats=None, image: tuple[int, int] | N
         if cfg.kind == "yamnet":
             lo, hi = image_range(cfg)
             out["features"] = {"kind": "yamnet_log_mel", "function": "cnnrnn.features.yamnet_log_mel",
-                               "win_ms": 25.0, "hop_ms": 10.0, "n_fft": int(cfg.n_fft), "n_mels": int(cfg.n_mels),
+                               "win_ms": YAMNET_WINDOW_SECONDS * 1000, "hop_ms": YAMNET_HOP_SECONDS * 1000,
+                               "n_fft": int(cfg.n_fft), "n_mels": int(cfg.n_mels),
                                "fmin": float(cfg.fmin), "fmax": float(cfg.fmax), "log": "log(mel magnitude + 0.001)",
                                "frames": yamnet_frames(cfg.n_samples)}
             lo_hi = f"[{lo:.6f}, {hi:.6f}] (natural-log mel)"

@@ -7,7 +7,7 @@
 Missing keys take the defaults below, which follow the original CNNRNN code (Adam 1e-4, β1 0.9, β2 0.999,
 batch 16, 60 epochs, 5 folds, per-session 8:2 split). Unknown keys are an error, so a typo never silently
 falls back to a default (:mod:`cnnrnn.config`, the mechanism every family shares). Presets: ``default``,
-``demo``, ``tiny``, ``compact``, ``compact_crops``.
+``demo``, ``tiny``, ``compact``, ``compact_crops``, ``best``, ``yamnet``.
 """
 from __future__ import annotations
 
