@@ -1,5 +1,6 @@
 """``cnnrnn`` subcommands: the DCNN-BLSTMwA flow's tools (``resample``, ``amp-normalize``, ``hparams``), its
-dataset preparation (``filelists``) and the YAMNet weights converter (``yamnet-convert``). The work is in
+dataset preparation (``filelists``) and the YAMNet and Whisper weights converters (``yamnet-convert``,
+``whisper-convert``). The work is in
 :mod:`cnnrnn.audio_tools`, :mod:`cnnrnn.hparams`, :func:`cnnrnn.dcnn.filelists.prepare_filelists` and
 :mod:`cnnrnn.yamnet_convert`."""
 from __future__ import annotations
@@ -95,6 +96,33 @@ def add_commands(sub) -> None:
                    help=f"clips used by the check, spread over the files (default {clips}; 0 skips the check)")
     p.set_defaults(handler=_yamnet_convert)
 
+    p = sub.add_parser("whisper-convert", help="convert a local Whisper model's encoder into Keras weights",
+                       formatter_class=raw,
+                       description="Read a local Whisper model, either the CTranslate2 model.bin of Systran's\n"
+                                   "faster-whisper-* (tiny, base, small, ...; a two-part model.bin concatenated) or an\n"
+                                   "openai/whisper-* folder (config.json + model.safetensors), check every tensor's\n"
+                                   "shape, and write the encoder (stem, every transformer block, final layer norm)\n"
+                                   "as Keras weights for cnnrnn.models.whisper (--out NAME.weights.h5, with NAME.json\n"
+                                   "holding its sizes) and/or as an HF-format folder that transformers'\n"
+                                   "TFWhisperEncoder loads (--hf-out DIR, for the hf family). Then, for a --ct2\n"
+                                   "source with ctranslate2 installed, print the largest difference between the\n"
+                                   "Keras encoder and ctranslate2's Whisper.encode on real speech (the bundled\n"
+                                   "sample unless --check-audio). Nothing is downloaded.\n\n"
+                                   "example: cnnrnn whisper-convert --ct2 ../shared/data/pretrained/whisper-tiny.en/"
+                                   "model.bin \\\n           --out weights/whisper-tiny.en.weights.h5")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ct2", metavar="PATH", help="a CTranslate2 Whisper model.bin (or its folder)")
+    src.add_argument("--hf", metavar="DIR", help="a Hugging Face openai/whisper-* folder")
+    p.add_argument("--out", metavar="PATH", help="output Keras weights, NAME.weights.h5 (NAME.json beside it)")
+    p.add_argument("--hf-out", metavar="DIR", help="also write an HF-format folder for the hf family")
+    p.add_argument("--check-audio", metavar="PATH", action="append",
+                   help="audio file or folder for the parity check; repeatable (default: the bundled sample)")
+    p.add_argument("--check-clips", type=int, metavar="N", default=3,
+                   help="clips used by the parity check (default 3; 0 skips it)")
+    p.add_argument("--check-seconds", type=float, metavar="S", default=30.0,
+                   help="clip length of the parity check, padded as Whisper does (default 30)")
+    p.set_defaults(handler=_whisper_convert)
+
 
 def _tree_parser(sub, name: str, handler, help_text: str, description: str) -> argparse.ArgumentParser:
     """A folder-to-folder audio tool's parser: SRC_DIR DST_DIR [-s]."""
@@ -154,6 +182,48 @@ def _filelists(args, progress: bool) -> int:
                       "skipped": {k: len(v) for k, v in report["skipped"].items()},
                       "report": f"{args.out}/prepare_report.json"}, indent=2, ensure_ascii=False))
     return 0
+
+
+def _whisper_convert(args, progress: bool) -> int:
+    from pathlib import Path
+
+    from ..audio import list_audio, load_audio
+    from ..models import whisper_convert
+    from ..yamnet_convert import SAMPLE_WAVS
+
+    if args.out is None and args.hf_out is None:
+        raise ValueError("whisper-convert writes nothing without --out NAME.weights.h5 and/or --hf-out DIR")
+    for target in (args.out, args.hf_out):
+        if target is not None:
+            ensure_writable_dir(Path(target).parent)
+    result = whisper_convert.convert(ct2=args.ct2, hf=args.hf, out=args.out, hf_out=args.hf_out)
+    s = result["sizes"]
+    print(f"read Whisper {s.name}: {s.n_layers} blocks, width {s.width}, {s.n_heads} heads, {s.n_mels} mels")
+    for key in ("out", "hf_out"):
+        if result[key] is not None:
+            print(f"wrote {result[key]}")
+    if args.ct2 is None or args.out is None or args.check_clips <= 0:
+        return 0
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        print("parity check skipped: ctranslate2 is not installed (pip install ctranslate2)")
+        return 0
+    files = []
+    for item in map(Path, args.check_audio or [SAMPLE_WAVS]):
+        files += list_audio(item) if item.is_dir() else [item]
+    files = sorted(files)[: args.check_clips]
+    try:
+        parity = whisper_convert.parity_ct2(args.ct2, result["out"], [load_audio(f, 16000)[0] for f in files],
+                                            seconds=args.check_seconds)
+    except (RuntimeError, IndexError) as exc:  # ctranslate2's own errors, e.g. a file without its decoder
+        print(f"parity check skipped: ctranslate2 cannot run {args.ct2} ({str(exc).splitlines()[0]})")
+        return 0
+    verdict = "ok" if parity["max_abs_diff"] <= 1e-3 else "TOO LARGE (tolerance 1e-3)"
+    print(f"parity with {parity['reference']} Whisper.encode (final layer) on {len(files)} clips of "
+          f"{args.check_seconds:g} s: max abs {parity['max_abs_diff']:.3g}, mean abs {parity['mean_abs_diff']:.3g}: "
+          f"{verdict}")
+    return 0 if parity["max_abs_diff"] <= 1e-3 else 2
 
 
 def _yamnet_convert(args, progress: bool) -> int:
