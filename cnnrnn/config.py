@@ -136,7 +136,7 @@ RANGES: dict[str, str] = {
     "dropout": "[0, 1)", "head_dropout": "[0, 1)", "bn_momentum": "(0, 1)", "width": "(0, inf)",
     "lstm_units": "[1, inf)", "lstm_layers": "[1, inf)", "attention_units": "[1, inf)", "fc_units": "[1, inf)",
     "dense_units": "[1, inf)", "dense1_units": "[1, inf)", "dense2_units": "[1, inf)", "proj_dim": "[1, inf)",
-    "kernel_size": "[1, inf)", "max_len": "[1, inf)", "freeze_blocks": "[0, inf)", "crop_width": "[0, inf)",
+    "kernel_size": "[1, inf)", "max_len": "[1, inf)", "freeze_blocks": "[0, inf)", "trainable_blocks": "[0, inf)", "crop_width": "[0, inf)",
     "crop_hop": "[1, inf)", "freq_masks": "[0, inf)", "time_masks": "[0, inf)", "freq_mask_width": "[0, inf)",
     "time_mask_width": "[0, inf)",
     # audio and features

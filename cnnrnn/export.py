@@ -442,7 +442,7 @@ def _normalization(mode: str, norm_range: float, stats, to: str, kind: str = "lo
         out["speaker"] = ("the mean and std of the speaker's own audio (several clips, no labels); a speaker in "
                           "stats.speakers may use those; unknown speaker: utterance normalisation (what cnnrnn "
                           "predict does without --speaker)")
-    if mode in ("speaker", "global") or kind == "yamnet":
+    if mode in ("speaker", "global") or kind in ("yamnet", "whisper"):
         out["stats"] = stats.to_dict() if stats is not None else None
         if stats is None:
             out["note"] = "the run stored no statistics: files fall back to utterance normalisation"
@@ -506,6 +506,22 @@ def preprocessing_of(family: str, cfg, *, stats=None, image: tuple[int, int] | N
             lo_hi = f"[{lo:.6f}, {hi:.6f}] (natural-log mel)"
             out["normalization"] = _normalization(cfg.normalization, cfg.norm_range, stats, "0-255 (the image)",
                                                   "yamnet")
+            if cfg.normalization != "none":
+                out["normalization"]["maps"] = ("z * global std + global mean per band (stats.global), then drawn "
+                                                "as un-normalised values")
+        elif cfg.kind == "whisper":
+            lo, hi = image_range(cfg)
+            out["features"] = {"kind": "whisper_log_mel", "function": "cnnrnn.whisper_features.whisper_log_mel",
+                               "n_fft": int(cfg.n_fft), "hop_length": int(cfg.hop_length), "n_mels": int(cfg.n_mels),
+                               "window": "hann (periodic)", "center": True, "pad_mode": "reflect",
+                               "mel_filters": "librosa.filters.mel(sr=16000, n_fft=400, n_mels=80): Slaney",
+                               "log": "log10(max(mel power, 1e-10)), floored at the clip's max - 8, then (x + 4) / 4",
+                               "frames": int(cfg.n_samples) // int(cfg.hop_length),
+                               "same_as": "openai/whisper whisper/audio.py log_mel_spectrogram, without its 30 s "
+                                          "padding, the last STFT frame dropped"}
+            lo_hi = f"[{lo:.6f}, {hi:.6f}] (Whisper's log-mel units)"
+            out["normalization"] = _normalization(cfg.normalization, cfg.norm_range, stats, "0-255 (the image)",
+                                                  "whisper")
             if cfg.normalization != "none":
                 out["normalization"]["maps"] = ("z * global std + global mean per band (stats.global), then drawn "
                                                 "as un-normalised values")

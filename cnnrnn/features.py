@@ -43,7 +43,10 @@ from .config import ConfigError
 # --------------------------------------------------------------------------- settings
 #: ``spectrogram.kind`` values: the dB log-mel of every CNNRNN image, or YAMNet's own log-mel (see
 #: :class:`SpectrogramConfig`).
-SPECTROGRAM_KINDS = ("log_mel", "yamnet")
+SPECTROGRAM_KINDS = ("log_mel", "yamnet", "whisper")
+#: Kinds that hold a pretrained network's own log-mel, decoded back to values in the model (one pixel per band and
+#: 10 ms frame, gray, normalisation mapped back to the global range).
+PRETRAINED_KINDS = ("yamnet", "whisper")
 
 
 @dataclass
@@ -132,7 +135,10 @@ class SpectrogramConfig(LogMelConfig):
             frames]`` (:func:`yamnet_frames` of the clip); under ``utterance``/``speaker``/``global``
             normalisation the z-scores are mapped back to the training data's global mean and deviation per band
             (:func:`cnnrnn.normalize.to_global_range`), so the pretrained network sees log-mels in their usual
-            range; ``top_db`` and ``norm_range`` are unused.
+            range; ``top_db`` and ``norm_range`` are unused. ``whisper`` (for ``train.backbone: whisper``) is the
+            same for Whisper's front end (:func:`cnnrnn.whisper_features.whisper_log_mel`: 80 Slaney bands 0–8 kHz,
+            25 ms / 10 ms, ``(log10 + 4) / 4``): :data:`WHISPER_SPECTROGRAM`, ``image_size`` ``[80, 100 ·
+            duration]``, pixels over :data:`WHISPER_IMAGE_RANGE` (0.0157 a level).
     """
 
     image_size: list[int] = field(default_factory=lambda: [224, 224])
@@ -146,7 +152,19 @@ class SpectrogramConfig(LogMelConfig):
     def validate(self) -> None:
         if self.kind not in SPECTROGRAM_KINDS:
             raise ConfigError(f"spectrogram.kind must be one of {SPECTROGRAM_KINDS}, got {self.kind!r}")
-        if self.kind == "yamnet":
+        if self.kind == "whisper":
+            wrong = {k: getattr(self, k) for k, v in WHISPER_SPECTROGRAM.items() if getattr(self, k) != v}
+            if wrong:
+                raise ConfigError(f"spectrogram.kind whisper needs Whisper's front end {WHISPER_SPECTROGRAM} (25 ms "
+                                  f"windows, hop 10 ms, 80 Slaney mel bands); got {wrong}")
+            if self.colormap.lower() not in ("gray", "grey") or self.render != "fast":
+                raise ConfigError("spectrogram.kind whisper needs colormap gray and render fast (the model decodes "
+                                  f"the pixels back to log-mel values), got {self.colormap!r}, {self.render!r}")
+            want = [WHISPER_N_MELS, self.n_samples // WHISPER_HOP_LENGTH]
+            if list(self.image_size) != want:
+                raise ConfigError(f"spectrogram.kind whisper draws one pixel per mel band and 10 ms frame: "
+                                  f"image_size must be {want} for duration {self.duration} s, got {self.image_size}")
+        elif self.kind == "yamnet":
             MelBands.validate(self)  # YAMNet's own mel filters (yamnet_mel_matrix), not check_mel_bands' Slaney ones
             wrong = {k: getattr(self, k) for k, v in YAMNET_SPECTROGRAM.items() if getattr(self, k) != v}
             if wrong:
@@ -175,7 +193,8 @@ class SpectrogramConfig(LogMelConfig):
         """Whether the images need the run's statistics (``spectrogram/normalization.json``): ``speaker`` and
         ``global`` normalisation, and for kind ``yamnet`` ``utterance`` too (its z-scores are mapped back to the
         global range)."""
-        return self.normalization in ("speaker", "global") or (self.kind == "yamnet" and self.normalization != "none")
+        return self.normalization in ("speaker", "global") or (self.kind in PRETRAINED_KINDS
+                                                                and self.normalization != "none")
 
 
 # --------------------------------------------------------------------------- log-mel
@@ -418,6 +437,12 @@ def log_mels(ys: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
         (:func:`mel_powers`, :func:`power_to_db`). Kind ``yamnet``: ``(batch, 64, yamnet_frames(samples))
         float32`` natural-log mel magnitudes (:func:`yamnet_log_mel` of each clip, transposed).
     """
+    if getattr(cfg, "kind", "log_mel") == "whisper":
+        from .whisper_features import whisper_log_mel
+
+        ys = np.atleast_2d(np.asarray(ys, np.float32))
+        return np.stack([whisper_log_mel(y).T for y in ys]) if len(ys) else \
+            np.zeros((0, WHISPER_N_MELS, ys.shape[1] // WHISPER_HOP_LENGTH), np.float32)
     if getattr(cfg, "kind", "log_mel") == "yamnet":
         ys = np.atleast_2d(np.asarray(ys, np.float32))
         return np.stack([yamnet_log_mel(y).T for y in ys]) if len(ys) else \
@@ -453,6 +478,8 @@ def image_range(cfg: SpectrogramConfig) -> tuple[float, float]:
     ``yamnet`` :data:`YAMNET_IMAGE_RANGE` (natural-log mel magnitudes)."""
     if getattr(cfg, "kind", "log_mel") == "yamnet":
         return YAMNET_IMAGE_RANGE
+    if getattr(cfg, "kind", "log_mel") == "whisper":
+        return WHISPER_IMAGE_RANGE
     return (-float(cfg.top_db), 0.0)
 
 
@@ -587,8 +614,8 @@ def image_of_log_mel(db: np.ndarray, cfg: SpectrogramConfig, speaker: str | None
     if mode == "none":
         return to_image(db, cfg)
     z = apply(db.T, speaker, stats, mode)
-    if cfg.kind == "yamnet":
-        return to_image(to_global_range(z, stats, f"YAMNet log-mels ({mode})").T, cfg)
+    if cfg.kind in PRETRAINED_KINDS:
+        return to_image(to_global_range(z, stats, f"{cfg.kind} log-mels ({mode})").T, cfg)
     return to_image(z.T, cfg, (-cfg.norm_range, cfg.norm_range))
 
 
@@ -952,3 +979,16 @@ def yamnet_patches(log_mel: np.ndarray, *, patch_frames: int = YAMNET_PATCH_FRAM
         raise ClipTooShortError(f"{log_mel.shape[0]} frames is shorter than one YAMNet patch ({patch_frames} "
                                 "frames); pad the waveform with yamnet_pad_waveform")
     return segment(np.asarray(log_mel).T[..., None], patch_frames, patch_hop).transpose(0, 2, 1, 3)
+
+
+# --------------------------------------------------------------------------- Whisper's log-mel as an image
+# The front end itself is cnnrnn.whisper_features.whisper_log_mel (openai/whisper whisper/audio.py, with librosa).
+WHISPER_N_MELS = 80
+WHISPER_HOP_LENGTH = 160
+#: The spectrogram settings of ``spectrogram.kind: whisper`` (CNNRNN): Whisper's front end (16 kHz, 400-sample Hann
+#: window, hop 160, 80 Slaney bands from 0 Hz to sr/2).
+WHISPER_SPECTROGRAM = {"sr": 16000, "n_mels": WHISPER_N_MELS, "fmin": 0.0, "fmax": None, "n_fft": 400,
+                       "hop_length": WHISPER_HOP_LENGTH}
+#: The values (Whisper's ``(log10(mel) + 4) / 4``) of pixels 0 and 255 of a kind ``whisper`` image: -1.5 is 10⁻¹⁰
+#: power, 2.5 is 10⁶ (above any 16-bit clip's mel power: 20 EmoDB clips peak at 1.0–1.7); 0.0157 a level.
+WHISPER_IMAGE_RANGE = (-1.5, 2.5)

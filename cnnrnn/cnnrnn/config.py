@@ -19,11 +19,13 @@ from .. import config as _config
 from ..audio import SPEED_METHODS, SPEED_RANGE
 from ..config import ConfigError
 from ..corpora.kemdy import LABEL_ALIASES
-from ..features import YAMNET_IMAGE_RANGE, SpectrogramConfig
+from ..features import WHISPER_IMAGE_RANGE, YAMNET_IMAGE_RANGE, SpectrogramConfig
 
 FAMILY = "cnnrnn"
 #: ``train.backbone`` values (those of :func:`cnnrnn.models.cnnrnn.build_cnnrnn`).
-BACKBONES = ("resnet50", "compact", "yamnet")
+BACKBONES = ("resnet50", "compact", "yamnet", "whisper")
+#: The backbones that take a pretrained network's own log-mel (``spectrogram.kind`` of the same name).
+PRETRAINED_BACKBONES = ("yamnet", "whisper")
 
 
 @dataclass
@@ -92,6 +94,15 @@ class TrainConfig:
             ``spectrogram.kind: yamnet`` and ``weights`` naming the ``.weights.h5`` of ``cnnrnn yamnet-convert``).
         freeze_blocks: ``yamnet`` only: the first N of its 14 blocks keep their pretrained weights (0 = all
             trained; fewer trained blocks are faster on a CPU).
+        whisper_block: ``whisper`` only: the block of Whisper's encoder the head reads (0 = the convolutional
+            stem, k = transformer block k; tiny has 4, base 6) or ``weighted`` (a learned softmax-weighted sum of
+            the stem and every block). Block 2 of tiny.en carries the most emotion (benchmarks/emodb_loso.py).
+        trainable_blocks: ``whisper`` only: the top N encoder blocks up to ``whisper_block`` are fine-tuned;
+            0 (default) keeps the encoder frozen, and then its outputs are computed once per image and cached for
+            every epoch and fold (:func:`cnnrnn.cnnrnn.train.cross_validate`).
+        head: ``whisper`` only: ``lstm`` (over the encoder's 20 ms frames, ``lstm_units`` wide), ``attention``
+            (self-attention pooling, ``lstm_units`` wide) or ``mean_std`` (mean + std over frames, batch norm,
+            softmax: the linear probe).
         filters: the compact backbone's convolution widths, one block each.
         freq_masks, freq_mask_width, time_masks, time_mask_width: SpecAugment
             (training only, seeded): number and largest width in pixels of the
@@ -145,6 +156,9 @@ class TrainConfig:
     selection: str = "fold"
     backbone: str = "resnet50"
     freeze_blocks: int = 0
+    whisper_block: int | str = 2
+    trainable_blocks: int = 0
+    head: str = "lstm"
     filters: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
     freq_masks: int = 0
     freq_mask_width: int = 8
@@ -169,6 +183,11 @@ class TrainConfig:
             raise ConfigError(f"train.selection must be fold or inner, got {self.selection!r}")
         if self.backbone not in BACKBONES:
             raise ConfigError(f"train.backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.whisper_block != "weighted" and (not isinstance(self.whisper_block, int) or self.whisper_block < 0):
+            raise ConfigError(f"train.whisper_block must be a block number >= 0 (0 = the stem) or 'weighted', got "
+                              f"{self.whisper_block!r}")
+        if self.head not in ("lstm", "attention", "mean_std"):
+            raise ConfigError(f"train.head must be lstm, attention or mean_std, got {self.head!r}")
         if not self.filters or min(self.filters) < 1:
             raise ConfigError(f"train.filters must be positive widths, got {self.filters}")
         smallest = 2 ** len(self.filters) if self.backbone == "compact" else 32
@@ -196,7 +215,18 @@ class TrainConfig:
                    "backbone": self.backbone, "filters": tuple(self.filters), "spec_augment": augment}
         if self.backbone == "yamnet":
             options.update(freeze_blocks=self.freeze_blocks, image_range=YAMNET_IMAGE_RANGE)
+        if self.backbone == "whisper":
+            options.update(image_range=WHISPER_IMAGE_RANGE, whisper_block=self.whisper_block,
+                           trainable_blocks=self.trainable_blocks, head=self.head)
         return options
+
+    @property
+    def cached_encoder(self) -> bool:
+        """Whether training computes the backbone's outputs once and fits only the head: a frozen Whisper encoder
+        with nothing trained or random before it (no SpecAugment, crops or speed copies' randomness inside the
+        model)."""
+        return (self.backbone == "whisper" and self.trainable_blocks == 0 and not self.freq_masks
+                and not self.time_masks and not self.crop_width)
 
 
 @dataclass
@@ -211,10 +241,11 @@ class CnnrnnConfig:
     def validate(self) -> None:
         """Across the sections: ``train.backbone: yamnet`` takes ``spectrogram.kind: yamnet`` images and only it
         does (raises :class:`ConfigError`)."""
-        if (self.train.backbone == "yamnet") != (self.spectrogram.kind == "yamnet"):
-            raise ConfigError(f"train.backbone {self.train.backbone!r} with spectrogram.kind "
-                              f"{self.spectrogram.kind!r}: the yamnet backbone takes spectrogram.kind yamnet images "
-                              "(YAMNet's own log-mel), and they suit no other backbone (see the yamnet preset)")
+        for name in PRETRAINED_BACKBONES:
+            if (self.train.backbone == name) != (self.spectrogram.kind == name):
+                raise ConfigError(f"train.backbone {self.train.backbone!r} with spectrogram.kind "
+                                  f"{self.spectrogram.kind!r}: the {name} backbone takes spectrogram.kind {name} images "
+                                  f"({name}'s own log-mel), and they suit no other backbone (see the {name} preset)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of every value."""

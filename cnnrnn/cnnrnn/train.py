@@ -169,7 +169,8 @@ def image_dataset(images: np.ndarray, labels: np.ndarray | None, indices: Sequen
     y_all = None if labels is None else tf.constant(np.asarray(labels, dtype=np.int32))  # gathered in the graph
 
     def gather(batch_idx, batch_seed=None):
-        x = tf.ensure_shape(tf.numpy_function(lambda b: take_rows(images, b), [batch_idx], tf.uint8), shape)
+        x = tf.ensure_shape(tf.numpy_function(lambda b: take_rows(images, b), [batch_idx],
+                                              tf.as_dtype(images.dtype)), shape)
         if random:
             crop_seed, lambda_seed, perm_seed = tf.unstack(tf.random.split(batch_seed, 3))
         if crop_width:
@@ -305,7 +306,30 @@ def checkpoint_path(out_dir: str | Path, cfg: TrainConfig, fold: int) -> Path:
     return Path(out_dir) / "models" / cfg.checkpoint_name.format(fold=fold, epochs=cfg.epochs)
 
 
-def _best_checkpoint_callback(export_model, path: Path, monitor: str):
+def _encode_once(model, images, pool, batch_size: int):
+    """The frozen Whisper encoder's outputs of every image (and of the pool's speed copies): ``(N, frames / 2,
+    width) float32``, computed once so that each epoch fits the head only (``TrainConfig.cached_encoder``)."""
+    import keras
+
+    from ..models.cnnrnn import WHISPER_ENCODER_LAYER
+
+    x = inputs = keras.Input(model.input_shape[1:])
+    for name in ("log_mel", "whisper_log_mel", WHISPER_ENCODER_LAYER):  # the layers before the head, shared
+        x = model.get_layer(name)(x)
+    encoder = keras.Model(inputs, x, name="whisper_features")
+    run = batch_predictor(encoder, 10 ** 6)  # traced once
+
+    def encode(source):
+        out = [run(take_rows(source, np.arange(i, min(i + batch_size * 4, len(source)))).astype(np.float32))
+               for i in range(0, len(source), batch_size * 4)]
+        return np.concatenate(out) if out else np.zeros((0,) + tuple(encoder.output_shape[1:]), np.float32)
+
+    log.info("encoding %d images once with the frozen Whisper encoder", len(pool))
+    features = encode(images)
+    return features, (features if pool is images else encode(pool))
+
+
+def _best_checkpoint_callback(export_model, path: Path, monitor: str, part: str | None = None):
     import keras
 
     class BestCheckpoint(keras.callbacks.Callback):
@@ -333,7 +357,7 @@ def _best_checkpoint_callback(export_model, path: Path, monitor: str):
             # Written once per fold: earlier per-epoch writes were never used (resume needs the fold JSON too).
             if self.best_weights is None:
                 return
-            export_model.set_weights(self.best_weights)
+            (export_model.get_layer(part) if part else export_model).set_weights(self.best_weights)
             save_model_h5(export_model, path)
 
     return BestCheckpoint()
@@ -482,7 +506,7 @@ def cross_validate(
         on_start()
     import keras  # after the checks: a refused run answers at once
 
-    from ..models.cnnrnn import build_cnnrnn
+    from ..models.cnnrnn import WHISPER_HEAD_LAYER, build_cnnrnn
 
     for sub in ("models", "history", "logs", "folds"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -500,7 +524,19 @@ def cross_validate(
             loss = "categorical_crossentropy" if cfg.mixup > 0 else "sparse_categorical_crossentropy"
             model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
             optimizer.build(model.trainable_variables)
-        export_model = build_cnnrnn(input_shape, n_classes, "none", **cfg.model_options())
+        # built without loading weights again, but a Whisper encoder's sizes come from its weights file
+        export_model = build_cnnrnn(input_shape, n_classes, cfg.weights if cfg.backbone == "whisper" else "none",
+                                    **cfg.model_options())
+        export_model.set_weights(model.get_weights())  # the pretrained encoder's weights, which training keeps
+        full_model, fit_pool, fit_images = model, pool, images
+        if cfg.cached_encoder:  # frozen Whisper: its outputs once for every epoch and fold, the head fitted alone
+            fit_images, fit_pool = _encode_once(model, images, pool, cfg.batch_size)
+            model = model.get_layer(WHISPER_HEAD_LAYER)
+            with strategy.scope():
+                optimizer = keras.optimizers.Adam(learning_rate=cfg.learning_rate, beta_1=cfg.beta_1,
+                                                  beta_2=cfg.beta_2)
+                model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+                optimizer.build(model.trainable_variables)
         initial_weights = model.get_weights()
         initial_optimizer = [v.numpy() for v in optimizer.variables]
 
@@ -516,7 +552,8 @@ def cross_validate(
         for var, value in zip(optimizer.variables, initial_optimizer):
             var.assign(value)
         ckpt = checkpoint_path(out_dir, cfg, k)
-        best = _best_checkpoint_callback(export_model, ckpt, cfg.monitor)
+        best = _best_checkpoint_callback(export_model, ckpt, cfg.monitor,
+                                         WHISPER_HEAD_LAYER if model is not full_model else None)
         callbacks = [
             best,
             keras.callbacks.CSVLogger(str(out_dir / "history" / f"fold{k}.csv")),
@@ -525,16 +562,16 @@ def cross_validate(
         one_hot = n_classes if cfg.mixup > 0 else None
         if cfg.crop_width or cfg.precise_bn:
             # the epoch is chosen on utterance-level (pooled) scores, not on segments, and after PreciseBN
-            callbacks.insert(0, _pooled_validation_callback(images, sel_idx, y[sel_idx], cfg.batch_size,
+            callbacks.insert(0, _pooled_validation_callback(fit_images, sel_idx, y[sel_idx], cfg.batch_size,
                                                             cfg.crop_hop))
             if cfg.precise_bn:
-                callbacks.insert(0, _precise_bn_callback(pool, fit_rows, cfg.crop_width))
+                callbacks.insert(0, _precise_bn_callback(fit_pool, fit_rows, cfg.crop_width))
             validation = None
         else:
-            validation = (image_dataset(images, y, sel_idx, cfg.batch_size, n_classes=one_hot, repeat=True)
+            validation = (image_dataset(fit_images, y, sel_idx, cfg.batch_size, n_classes=one_hot, repeat=True)
                           if len(sel_idx) else None)
         model.fit(  # repeated datasets and one pass as an epoch: one iterator each for all epochs
-            image_dataset(pool, y_pool, fit_rows, cfg.batch_size, shuffle=True, seed=cfg.seed + k,
+            image_dataset(fit_pool, y_pool, fit_rows, cfg.batch_size, shuffle=True, seed=cfg.seed + k,
                           n_classes=one_hot, crop_width=cfg.crop_width, mixup=cfg.mixup, repeat=True),
             steps_per_epoch=-(-len(fit_rows) // cfg.batch_size),
             validation_data=validation,
@@ -542,7 +579,7 @@ def cross_validate(
             epochs=cfg.epochs, callbacks=callbacks, verbose=verbose, shuffle=False,  # tf.data shuffles
         )
         model.set_weights(best.best_weights)
-        proba = predict_proba(model, images, cfg.batch_size, cfg.crop_hop, indices=va_idx)
+        proba = predict_proba(model, fit_images, cfg.batch_size, cfg.crop_hop, indices=va_idx)
         metrics = classification_metrics(y[va_idx], proba.argmax(axis=1), n_classes)
         fold_report = {
             "fold": k, "train_settings": settings, "n_train": int(len(tr_idx)), "n_val": int(len(va_idx)),
@@ -608,6 +645,10 @@ def check_backbone_weights(cfg: TrainConfig) -> None:
         from ..models.cnnrnn import resolve_backbone_weights
 
         resolve_backbone_weights(cfg.weights)
+    elif cfg.backbone == "whisper":
+        from ..models.whisper import read_sizes
+
+        read_sizes(cfg.weights)  # the file and its sizes JSON, or a WeightsError naming cnnrnn whisper-convert
     elif not Path(cfg.weights).expanduser().is_file():
         raise WeightsError(f"train.weights: YAMNet weights file {cfg.weights} does not exist: convert a local "
                            "yamnet.tflite with `cnnrnn yamnet-convert --tflite yamnet.tflite --out "

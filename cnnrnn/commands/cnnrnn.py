@@ -14,7 +14,7 @@ from ..artifacts import ensure_writable_dir
 
 def _add_config(p, default: str | None = None) -> None:
     p.add_argument("--config", default=default, metavar="JSON",
-                   help="config preset (default, demo, tiny, compact, compact_crops, best, yamnet) or JSON file; "
+                   help="config preset (default, demo, tiny, compact, compact_crops, best, yamnet, whisper) or JSON file; "
                         f"default: {default or 'the run folder config.json if present, else built-in defaults'}")
 
 
@@ -299,6 +299,8 @@ def _spectrogram_figure(args, cfg) -> Path:
     values = log_mel(y, cfg)
     if cfg.kind == "yamnet":  # YAMNet's natural-log mel magnitudes, drawn as dB below the clip's peak
         values = (20 / math.log(10)) * (values - values.max())
+    elif cfg.kind == "whisper":  # Whisper's (log10(power) + 4) / 4, drawn as dB below the clip's peak
+        values = 40.0 * (values - values.max())
     return plot_spectrogram(values, args.output, sr=cfg.sr, hop_length=cfg.hop_length, fmin=cfg.fmin,
                             fmax=cfg.fmax, title=title, labels=labels, probabilities=probabilities)
 

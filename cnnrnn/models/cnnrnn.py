@@ -5,7 +5,10 @@ original CNNRNN code's (the default); ``compact``, a few convolution blocks with
 corpora of hundreds of utterances (in the spirit of ACRNN, Chen et al. 2018, and ADRNN, Meng et al. 2019); or
 ``yamnet``, the AudioSet-pretrained MobileNetV1 of :mod:`cnnrnn.models.yamnet` over the whole clip's YAMNet
 log-mel (``spectrogram.kind: yamnet`` images, decoded by :class:`~cnnrnn.models.yamnet.ImageToLogMel`), its
-``(frames / 32, 2, 1024)`` feature map pooled over frequency into the LSTM.
+``(frames / 32, 2, 1024)`` feature map pooled over frequency into the LSTM; or ``whisper``, the encoder of
+:mod:`cnnrnn.models.whisper` cut after ``whisper_block`` over the clip's Whisper log-mel (``spectrogram.kind:
+whisper`` images), frozen unless ``trainable_blocks``, its 20 ms frames fed to a head (:func:`whisper_head`: an LSTM,
+self-attention pooling or mean + std pooling).
 An optional :class:`~cnnrnn.models.augment.SpecAugment` layer in front masks frequency and time bands in
 training only.
 
@@ -34,7 +37,11 @@ from .blocks import WeightsError, conv_blocks, with_spec_augment
 #: ImageNet channel means in BGR order (Caffe preprocessing of ResNet50).
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 RESNET50_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-BACKBONES = ("resnet50", "compact", "yamnet")
+BACKBONES = ("resnet50", "compact", "yamnet", "whisper")
+#: ``head`` values of the ``whisper`` backbone: what turns the encoder's frames into one vector.
+WHISPER_HEADS = ("lstm", "attention", "mean_std")
+WHISPER_ENCODER_LAYER = "whisper"
+WHISPER_HEAD_LAYER = "whisper_head"
 
 
 def resolve_backbone_weights(weights: str | None) -> str | None:
@@ -97,6 +104,9 @@ def build_cnnrnn(
     spec_augment: dict | None = None,
     freeze_blocks: int = 0,
     image_range: tuple[float, float] | None = None,
+    whisper_block=2,
+    trainable_blocks: int = 0,
+    head: str = "lstm",
 ):
     """Build the CNN+LSTM classifier (uncompiled).
 
@@ -116,8 +126,13 @@ def build_cnnrnn(
         spec_augment: keyword arguments of :class:`~cnnrnn.models.augment.SpecAugment` (training-only
             frequency and time masks), or ``None`` for none.
         freeze_blocks: ``yamnet`` only: the first N of its 14 blocks keep their pretrained weights (0..14).
-        image_range: ``yamnet`` only: the log-mel values of pixels 0 and 255
-            (:data:`cnnrnn.features.YAMNET_IMAGE_RANGE`, which the family passes).
+        image_range: ``yamnet`` and ``whisper``: the log-mel values of pixels 0 and 255
+            (:data:`cnnrnn.features.YAMNET_IMAGE_RANGE`, :data:`~cnnrnn.features.WHISPER_IMAGE_RANGE`, which the
+            family passes).
+        whisper_block: ``whisper`` only: the encoder block whose output the head reads (0 = the convolutional stem,
+            k = transformer block k) or ``"weighted"`` (a learned softmax-weighted sum of the stem and every block).
+        trainable_blocks: ``whisper`` only: the top N blocks up to ``whisper_block`` are fine-tuned (0: frozen).
+        head: ``whisper`` only: :data:`WHISPER_HEADS`.
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, 3) float32`` (0–255, BGR) to
@@ -137,6 +152,9 @@ def build_cnnrnn(
     smallest = 2 ** len(filters) if backbone == "compact" else 32
     if min(h, w) < smallest or c != 3:
         raise ValueError(f"CNNRNN ({backbone}) needs (H, W, 3) images with H, W >= {smallest}, got {input_shape}")
+    if backbone == "whisper" and (h != 80 or image_range is None):
+        raise ValueError(f"CNNRNN (whisper) takes spectrogram.kind whisper images, (80, frames, 3) with their "
+                         f"image_range, got {input_shape}, {image_range}")
     if backbone == "yamnet" and (h != 64 or image_range is None):
         raise ValueError(f"CNNRNN (yamnet) takes spectrogram.kind yamnet images, (64, frames, 3) with their "
                          f"image_range, got {input_shape}, {image_range}")
@@ -144,6 +162,18 @@ def build_cnnrnn(
         raise ValueError(f"need at least 2 classes, got {n_classes}")
     inputs = keras.Input(shape=(h, w, 3), name="spectrogram")
     x = with_spec_augment(inputs, spec_augment)
+    if backbone == "whisper":
+        from .whisper import pretrained_whisper
+        from .yamnet import ImageToLogMel
+
+        x = ImageToLogMel(image_range, name="log_mel")(x)            # (frames, 80, 1)
+        x = layers.Reshape((w, h), name="whisper_log_mel")(x)          # (frames, 80)
+        encoder = pretrained_whisper(weights, block="all" if whisper_block == "weighted" else whisper_block,
+                                     frames=w, trainable_blocks=trainable_blocks, name=WHISPER_ENCODER_LAYER)
+        features = encoder(x)
+        shapes = [tuple(t.shape[1:]) for t in (features if isinstance(features, list) else [features])]
+        outputs = whisper_head(shapes, n_classes, head=head, units=lstm_units, dropout=dropout)(features)
+        return keras.Model(inputs, outputs, name="cnnrnn_whisper")
     if backbone == "resnet50":
         weights_path = resolve_backbone_weights(weights)
         x = layers.Normalization(mean=list(IMAGENET_BGR_MEAN), variance=[1.0, 1.0, 1.0],
@@ -167,3 +197,48 @@ def build_cnnrnn(
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="emotion")(x)
     return keras.Model(inputs, outputs, name=f"cnnrnn_{backbone}_lstm")
+
+
+def whisper_head(shapes, n_classes: int, *, head: str = "lstm", units: int = 128, dropout: float = 0.3):
+    """The classifier over a Whisper encoder's frames (the ``whisper`` backbone's head, a model of its own, so that
+    training on cached encoder outputs fits it alone). Each frame is first layer-normalised (a middle block's
+    outputs are not, and reach hundreds: an LSTM saturates on them).
+
+    Args:
+        shapes: ``[(frames, width)]`` of the encoder output, or one per block for a learned weighted sum
+            (:class:`~cnnrnn.models.whisper.WeightedBlockSum`).
+        n_classes: softmax width.
+        head: ``lstm`` (an LSTM of ``units`` over the frames), ``attention`` (self-attention pooling with Q, K, V of
+            ``units``, :class:`~cnnrnn.models.attention.SelfAttentionPooling`) or ``mean_std`` (mean and standard
+            deviation over frames, :class:`~cnnrnn.models.whisper.MeanStdPooling`, then batch norm: the linear probe
+            of the frozen-feature benchmark).
+        units, dropout: the head's width and the dropout rate before the softmax.
+
+    Returns:
+        ``keras.Model`` named ``whisper_head``: ``(batch, frames, width) float32`` (or a list of them) →
+        ``(batch, n_classes) float32`` probabilities.
+
+    Raises:
+        ValueError: an unknown ``head``.
+    """
+    import keras
+    from keras import layers
+
+    from .attention import SelfAttentionPooling
+    from .whisper import MeanStdPooling, WeightedBlockSum
+
+    if head not in WHISPER_HEADS:
+        raise ValueError(f"unknown whisper head {head!r}; choose one of {WHISPER_HEADS}")
+    ins = [keras.Input(shape=s, name=f"block_{i}") for i, s in enumerate(shapes)]
+    x = WeightedBlockSum(name="block_mix")(ins) if len(ins) > 1 else ins[0]
+    # a middle block's frames are not layer-normalised (values in the hundreds): scaled per frame before the head
+    x = layers.LayerNormalization(name="frame_norm")(x)
+    if head == "lstm":
+        x = layers.LSTM(units, name="lstm")(x)
+    elif head == "attention":
+        x = SelfAttentionPooling(units, name="attention")(x)
+    else:
+        x = layers.BatchNormalization(name="feature_norm")(MeanStdPooling(name="mean_std")(x))
+    x = layers.Dropout(dropout, name="dropout")(x)
+    out = layers.Dense(n_classes, activation="softmax", name="emotion")(x)
+    return keras.Model(ins if len(ins) > 1 else ins[0], out, name=WHISPER_HEAD_LAYER)

@@ -91,7 +91,9 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.
     return np.concatenate([np.sin(t), np.cos(t)], axis=1).astype("float32")
 
 
+@keras.saving.register_keras_serializable(package="cnnrnn", name="gelu_exact")
 def _gelu(x):
+    """Exact (erf) GELU, Whisper's activation."""
     return keras.activations.gelu(x, approximate=False)
 
 
@@ -136,6 +138,8 @@ class WhisperAttention(layers.Layer):
     def build(self, input_shape):
         self.qkv.build(input_shape)
         self.out.build(tuple(input_shape[:-1]) + (self.width,))
+        for sub in (self.qkv, self.out):  # a frozen layer built from its config: its sub-layers frozen too
+            sub.trainable = self.trainable
 
     def call(self, x):
         b, t = ops.shape(x)[0], ops.shape(x)[1]
@@ -174,6 +178,8 @@ class WhisperBlock(layers.Layer):
         self.mlp_ln.build(input_shape)
         self.fc1.build(input_shape)
         self.fc2.build(tuple(input_shape[:-1]) + (4 * self.width,))
+        for sub in (self.attn_ln, self.attn, self.mlp_ln, self.fc1, self.fc2):  # frozen when built from its config
+            sub.trainable = self.trainable
 
     def call(self, x):
         x = x + self.attn(self.attn_ln(x))
@@ -345,3 +351,17 @@ class WeightedBlockSum(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+
+@keras.saving.register_keras_serializable(package="cnnrnn")
+class MeanStdPooling(layers.Layer):
+    """Mean and standard deviation over frames: ``(batch, frames, width)`` → ``(batch, 2 · width)`` float32 (the
+    statistics pooling of x-vectors, Snyder et al. 2018; the frozen-feature recipe's vector)."""
+
+    def call(self, x):
+        mean = ops.mean(x, axis=1)
+        std = ops.sqrt(ops.maximum(ops.mean(ops.square(x - mean[:, None, :]), axis=1), 1e-10))
+        return ops.concatenate([mean, std], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * input_shape[-1])
