@@ -199,3 +199,52 @@ def test_real_encoder_sees_the_decoded_image_as_its_log_mel(whisper_weights):
     b = np.asarray(net(ImageToLogMel(WHISPER_IMAGE_RANGE)(images)[..., 0])).mean(axis=1)
     cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert len(files) == 10 and np.median(cosine) >= 0.999 and cosine.min() >= 0.995
+
+
+def test_mean_std_head_is_standardised_with_the_fit_rows_statistics(tmp_path, whisper_random_weights):
+    """The ``mean_std`` head's Standardize layer holds the mean and std of the fold's pooled fit features (cached
+    path): the saved checkpoint carries them."""
+    from cnnrnn.artifacts import load_model
+    from cnnrnn.cnnrnn.config import load_config
+    from cnnrnn.cnnrnn.train import cross_validate
+
+    cfg = load_config(_config_file(tmp_path, whisper_random_weights, head="mean_std", epochs=1, selection="fold"))
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (9, 80, 100, 3)).astype(np.uint8)
+    report = cross_validate(images, np.arange(9) % 3, ["a", "b", "c"], tmp_path / "run", cfg.train, verbose=0,
+                            folds=[(np.arange(6), np.arange(6, 9))])
+    head = load_model(report["checkpoints"][0]).get_layer("whisper_head")
+    mean, std = head.get_layer("feature_norm").get_weights()
+    pooled = __import__("keras").Model(head.input, head.get_layer("feature_norm").input)
+    model = load_model(report["checkpoints"][0])
+    x = images[:6].astype(np.float32)
+    feats = np.asarray(pooled(model.get_layer("whisper")(model.get_layer("whisper_log_mel")(
+        model.get_layer("log_mel")(x)))))
+    np.testing.assert_allclose(mean, feats.mean(axis=0), rtol=1e-2, atol=1e-2)   # traced vs eager float32
+    np.testing.assert_allclose(std, feats.std(axis=0), rtol=1e-2, atol=1e-2)
+    assert np.abs(mean).max() > 0.1 and np.abs(std - 1).max() > 0.1          # not the identity defaults
+
+
+def test_demo_preset_uses_the_shipped_whisper_weights(capsys):
+    """``cnnrnn demo``'s preset: the Whisper recipe on the weights inside the package (MIT notice beside them,
+    under 20 MB), and a plain-words ending that says what UA means and where the files are."""
+    from pathlib import Path
+
+    import cnnrnn
+    from cnnrnn.cnnrnn.config import load_config
+    from cnnrnn.commands.cnnrnn import _print_summary
+    from cnnrnn.models.whisper import read_meta, resolve_weights
+
+    cfg = load_config("demo")
+    assert (cfg.train.backbone, cfg.train.head, cfg.train.weights) == ("whisper", "mean_std", "whisper-tiny.en")
+    path = resolve_weights(cfg.train.weights)
+    assert path.is_file() and Path(cnnrnn.__file__).parent in path.parents
+    assert path.stat().st_size < 20e6 and "OpenAI" in (path.parent / "LICENSE").read_text()
+    meta = read_meta(cfg.train.weights)
+    assert meta["blocks"] == 2 and meta["dtype"] == "float16" and cfg.train.whisper_block <= meta["blocks"]
+    _print_summary({"cv_folds": [], "cv_mean": {k: {"mean": 0.5} for k in ("ua", "wa", "f1_macro")},
+                    "test_metrics": {"n": 23, "ua": 0.7, "wa": 0.65, "f1_macro": 0.6}, "skipped": {},
+                    "seconds": {}, "files": {}, "labels": list("abcdefg"), "out": "/x/demo"})
+    text = capsys.readouterr().out
+    assert "In plain words: on 23 test clips" in text and "chance is 0.143 for 7 emotions" in text
+    assert "/x/demo" in text

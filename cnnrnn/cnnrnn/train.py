@@ -329,6 +329,49 @@ def _encode_once(model, images, pool, batch_size: int):
     return features, (features if pool is images else encode(pool))
 
 
+def _progress_callback(bar, fold: int, n_folds: int):
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        """Advances the run's tqdm bar (every fold's epochs) after each epoch, showing the fold and its scores."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            shown = {"fold": f"{fold}/{n_folds}", "loss": f"{logs.get('loss', float('nan')):.3f}"}
+            if "val_accuracy" in logs:
+                shown["val_acc"] = f"{logs['val_accuracy']:.3f}"
+            bar.set_postfix(shown, refresh=False)
+            bar.update(1)
+
+    return Progress()
+
+
+def _standardize_head(full_model, fit_model, source, rows, batch_size: int) -> None:
+    """Set the statistics of a Whisper ``mean_std`` head's :class:`~cnnrnn.models.whisper.Standardize` layer from the
+    fold's fit rows: pooled cached features (``fit_model`` is the head), or, with a trained encoder, the pooled
+    features of the images through the initial encoder. Nothing for other models."""
+    import keras
+
+    from ..models.cnnrnn import WHISPER_HEAD_LAYER
+
+    names = {layer.name for layer in full_model.layers}
+    if WHISPER_HEAD_LAYER not in names:
+        return
+    head = full_model.get_layer(WHISPER_HEAD_LAYER)
+    if "feature_norm" not in {layer.name for layer in head.layers}:
+        return
+    pooled = keras.Model(head.input, head.get_layer("feature_norm").input)
+    if fit_model is not head:  # images: through the model's layers before the head
+        x = inputs = keras.Input(full_model.input_shape[1:])
+        for name in ("log_mel", "whisper_log_mel", "whisper"):
+            x = full_model.get_layer(name)(x)
+        pooled = keras.Model(inputs, pooled(x))
+    rows = np.asarray(rows, np.int64)
+    values = [np.asarray(pooled(take_rows(source, rows[i:i + batch_size]).astype(np.float32), training=False))
+              for i in range(0, len(rows), batch_size)]
+    head.get_layer("feature_norm").set_statistics(np.concatenate(values))
+
+
 def _best_checkpoint_callback(export_model, path: Path, monitor: str, part: str | None = None):
     import keras
 
@@ -540,6 +583,12 @@ def cross_validate(
         initial_weights = model.get_weights()
         initial_optimizer = [v.numpy() for v in optimizer.variables]
 
+    bar = None
+    if verbose == 2 and pending:  # one bar over every fold's epochs, with the time left, instead of Keras' lines
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pending) * cfg.epochs, desc="training", unit="epoch")
+        verbose = 0
     for k in pending:
         tr_idx, va_idx = folds[k - 1]
         fit_idx, sel_idx = (inner_split(tr_idx, y, groups, cfg.seed + k) if cfg.selection == "inner"
@@ -551,6 +600,7 @@ def cross_validate(
         model.set_weights(initial_weights)
         for var, value in zip(optimizer.variables, initial_optimizer):
             var.assign(value)
+        _standardize_head(full_model, model, fit_pool, fit_rows, cfg.batch_size)
         ckpt = checkpoint_path(out_dir, cfg, k)
         best = _best_checkpoint_callback(export_model, ckpt, cfg.monitor,
                                          WHISPER_HEAD_LAYER if model is not full_model else None)
@@ -559,6 +609,8 @@ def cross_validate(
             keras.callbacks.CSVLogger(str(out_dir / "history" / f"fold{k}.csv")),
             keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs" / f"fold{k}"), write_graph=False),
         ]
+        if bar is not None:
+            callbacks.append(_progress_callback(bar, k, n_folds))
         one_hot = n_classes if cfg.mixup > 0 else None
         if cfg.crop_width or cfg.precise_bn:
             # the epoch is chosen on utterance-level (pooled) scores, not on segments, and after PreciseBN
@@ -594,6 +646,8 @@ def cross_validate(
         save_json(fold_report, out_dir / "folds" / f"fold{k}.json")
         log.info("fold %d: UA %.3f WA %.3f F1-macro %.3f", k, metrics["ua"], metrics["wa"], metrics["f1_macro"])
 
+    if bar is not None:
+        bar.close()
     fold_reports = [load_json(out_dir / "folds" / f"fold{k}.json") for k in range(1, n_folds + 1)]
     report = {
         "labels": list(labels),

@@ -338,3 +338,11 @@ def _print_summary(summary: dict) -> None:
     print("\n=== outputs ===")
     for name, path in summary["files"].items():
         print(f"{name:22s} {path}")
+    if t:
+        n_classes = len(summary.get("labels") or []) or None
+        chance = f"; chance is {1 / n_classes:.3f} for {n_classes} emotions" if n_classes else ""
+        print(f"\nIn plain words: on {t['n']} test clips the model scored UA {t['ua']:.3f} and WA {t['wa']:.3f}. UA "
+              f"(unweighted accuracy) is the mean of the per-emotion recalls, so every emotion counts equally"
+              f"{chance}; WA is the share of clips labelled right. Everything is in {summary['out']}: the "
+              "predictions in test/predictions.csv, the scores in test/metrics.json, the confusion matrix in "
+              "test/confusion_matrix.png, the fold models in models/.")

@@ -115,6 +115,10 @@ def add_commands(sub) -> None:
     src.add_argument("--hf", metavar="DIR", help="a Hugging Face openai/whisper-* folder")
     p.add_argument("--out", metavar="PATH", help="output Keras weights, NAME.weights.h5 (NAME.json beside it)")
     p.add_argument("--hf-out", metavar="DIR", help="also write an HF-format folder for the hf family")
+    p.add_argument("--blocks", type=int, metavar="N",
+                   help="keep the stem and the first N transformer blocks only (a smaller file for models that "
+                        "read a middle block; default: all, with the final layer norm)")
+    p.add_argument("--float16", action="store_true", help="store the Keras weights as float16 (half the size)")
     p.add_argument("--check-audio", metavar="PATH", action="append",
                    help="audio file or folder for the parity check; repeatable (default: the bundled sample)")
     p.add_argument("--check-clips", type=int, metavar="N", default=3,
@@ -196,13 +200,17 @@ def _whisper_convert(args, progress: bool) -> int:
     for target in (args.out, args.hf_out):
         if target is not None:
             ensure_writable_dir(Path(target).parent)
-    result = whisper_convert.convert(ct2=args.ct2, hf=args.hf, out=args.out, hf_out=args.hf_out)
+    result = whisper_convert.convert(ct2=args.ct2, hf=args.hf, out=args.out, hf_out=args.hf_out,
+                                     blocks=args.blocks, float16=args.float16)
     s = result["sizes"]
     print(f"read Whisper {s.name}: {s.n_layers} blocks, width {s.width}, {s.n_heads} heads, {s.n_mels} mels")
     for key in ("out", "hf_out"):
         if result[key] is not None:
             print(f"wrote {result[key]}")
     if args.ct2 is None or args.out is None or args.check_clips <= 0:
+        return 0
+    if args.blocks is not None and args.blocks < s.n_layers:
+        print(f"parity check skipped: the file keeps blocks 0..{args.blocks}, ctranslate2 gives the last layer only")
         return 0
     try:
         import ctranslate2  # noqa: F401

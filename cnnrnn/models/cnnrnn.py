@@ -210,8 +210,9 @@ def whisper_head(shapes, n_classes: int, *, head: str = "lstm", units: int = 128
         n_classes: softmax width.
         head: ``lstm`` (an LSTM of ``units`` over the frames), ``attention`` (self-attention pooling with Q, K, V of
             ``units``, :class:`~cnnrnn.models.attention.SelfAttentionPooling`) or ``mean_std`` (mean and standard
-            deviation over frames, :class:`~cnnrnn.models.whisper.MeanStdPooling`, then batch norm: the linear probe
-            of the frozen-feature benchmark).
+            deviation over frames, :class:`~cnnrnn.models.whisper.MeanStdPooling`, standardised with the training
+            data's statistics, :class:`~cnnrnn.models.whisper.Standardize`, set by the training loop: the linear
+            probe of the frozen-feature benchmark).
         units, dropout: the head's width and the dropout rate before the softmax.
 
     Returns:
@@ -225,7 +226,7 @@ def whisper_head(shapes, n_classes: int, *, head: str = "lstm", units: int = 128
     from keras import layers
 
     from .attention import SelfAttentionPooling
-    from .whisper import MeanStdPooling, WeightedBlockSum
+    from .whisper import MeanStdPooling, Standardize, WeightedBlockSum
 
     if head not in WHISPER_HEADS:
         raise ValueError(f"unknown whisper head {head!r}; choose one of {WHISPER_HEADS}")
@@ -238,7 +239,7 @@ def whisper_head(shapes, n_classes: int, *, head: str = "lstm", units: int = 128
     elif head == "attention":
         x = SelfAttentionPooling(units, name="attention")(x)
     else:
-        x = layers.BatchNormalization(name="feature_norm")(MeanStdPooling(name="mean_std")(x))
+        x = Standardize(name="feature_norm")(MeanStdPooling(name="mean_std")(x))
     x = layers.Dropout(dropout, name="dropout")(x)
     out = layers.Dense(n_classes, activation="softmax", name="emotion")(x)
     return keras.Model(ins if len(ins) > 1 else ins[0], out, name=WHISPER_HEAD_LAYER)

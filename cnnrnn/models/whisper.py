@@ -251,13 +251,41 @@ def build_whisper_encoder(sizes: WhisperSizes, *, blocks="all", frames: int | No
                        name=name)
 
 
+#: Whisper weights that ship inside the package, by name (a ``train.weights`` value): tiny.en's encoder up to block
+#: 2 in float16 (OpenAI, MIT: the notice is in the folder), what the demo and the shipped ``emodb`` model use.
+PACKAGED_WEIGHTS = {"whisper-tiny.en": Path(__file__).resolve().parents[1] / "pretrained" / "whisper-tiny.en"
+                    / "whisper-tiny.en-b2.weights.h5"}
+
+
+def resolve_weights(weights: str | Path) -> Path:
+    """A weights value as a path: a name of :data:`PACKAGED_WEIGHTS` (unless a local file has that name), else the
+    path itself (``~`` expanded)."""
+    if str(weights) in PACKAGED_WEIGHTS and not Path(weights).expanduser().exists():
+        return PACKAGED_WEIGHTS[str(weights)]
+    return Path(weights).expanduser()
+
+
+def read_meta(weights: str | Path) -> dict:
+    """The JSON beside a converted weights file: ``{"sizes": {...}, "blocks": transformer blocks present,
+    "final_ln": bool, "dtype": ..., "source": {...}}`` (``blocks``/``final_ln`` default to a whole encoder).
+
+    Raises:
+        WeightsError: the file or its JSON is missing or unreadable.
+    """
+    sizes = read_sizes(weights)
+    meta = json.loads(sizes_path(resolve_weights(weights)).read_text())
+    meta.setdefault("blocks", sizes.n_layers)
+    meta.setdefault("final_ln", meta["blocks"] == sizes.n_layers)
+    return meta
+
+
 def read_sizes(weights: str | Path) -> WhisperSizes:
     """The :class:`WhisperSizes` stored beside a converted weights file (``<weights>.json``).
 
     Raises:
         WeightsError: the file or its sizes JSON is missing or unreadable.
     """
-    path = Path(weights).expanduser()
+    path = resolve_weights(weights)
     if not path.is_file():
         raise WeightsError(f"Whisper weights file {path} does not exist: convert a local Whisper model with "
                            "`cnnrnn whisper-convert --ct2 model.bin --out PATH.weights.h5` (or --hf DIR); "
@@ -302,23 +330,31 @@ def pretrained_whisper(weights: str | Path | None, *, block=2, frames: int | Non
     """
     real = weights is not None and str(weights).lower() != "none"
     file_sizes = read_sizes(weights) if real else None
+    meta = read_meta(weights) if real else None
     if real and sizes is not None and sizes != file_sizes:
         raise WeightsError(f"{weights} holds Whisper {file_sizes.name} ({file_sizes.n_layers} blocks, width "
                            f"{file_sizes.width}), but the config names {sizes.name} ({sizes.n_layers} blocks, "
                            f"width {sizes.width})")
     sizes = file_sizes or sizes or KNOWN_SIZES["tiny"]
-    top = sizes.n_layers if block == "all" else check_block(block, sizes)
+    present = sizes.n_layers if meta is None else int(meta["blocks"])
+    top = present if block == "all" else check_block(block, sizes)
     top = min(top, sizes.n_layers)
     if not 0 <= int(trainable_blocks) <= top:
         raise ValueError(f"trainable_blocks must be 0..{top} (the blocks up to whisper_block), got {trainable_blocks}")
-    full = build_whisper_encoder(sizes, blocks="all", frames=frames, name=name)
+    wanted = sizes.n_layers + 1 if block == "final" else (present if block == "all" else check_block(block, sizes))
+    if wanted > present or (block == "final" and meta is not None and not meta["final_ln"]):
+        raise WeightsError(f"{weights} holds Whisper {sizes.name}'s encoder up to block {present} only; "
+                           f"whisper_block {block} needs a file converted with more blocks (cnnrnn whisper-convert)")
+    complete = meta is None or (present == sizes.n_layers and meta["final_ln"])
+    full = build_whisper_encoder(sizes, blocks="all" if complete else list(range(present + 1)), frames=frames,
+                                 name=name)
     if real:
         try:
-            full.load_weights(Path(weights).expanduser())
+            full.load_weights(resolve_weights(weights))
         except (ValueError, OSError, KeyError) as exc:
             raise WeightsError(f"{weights} is not a Whisper {sizes.name} weights file written by "
                                f"`cnnrnn whisper-convert` ({str(exc).splitlines()[0]})") from exc
-    names = block_names(sizes)
+    names = block_names(sizes)[: present + 1]
     if block == "all":
         out = [full.get_layer(n).output for n in names]
     else:
@@ -365,3 +401,24 @@ class MeanStdPooling(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 2 * input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="cnnrnn")
+class Standardize(layers.Layer):
+    """``(x - mean) / std`` per feature with fixed statistics (non-trainable weights, set from the training data by
+    :meth:`set_statistics`; identity until then): the standardisation a linear probe gets from scikit-learn's
+    ``StandardScaler``. Input and output ``(batch, features)`` float32."""
+
+    def build(self, input_shape):
+        dim = int(input_shape[-1])
+        self.mean = self.add_weight(name="mean", shape=(dim,), initializer="zeros", trainable=False)
+        self.std = self.add_weight(name="std", shape=(dim,), initializer="ones", trainable=False)
+
+    def set_statistics(self, features) -> None:
+        """Set the mean and standard deviation (floored at 1e-6) of ``features`` ``(n, features)``."""
+        f = np.asarray(features, np.float64)
+        self.mean.assign(f.mean(axis=0).astype("float32"))
+        self.std.assign(np.maximum(f.std(axis=0), 1e-6).astype("float32"))
+
+    def call(self, x):
+        return (x - self.mean) / self.std

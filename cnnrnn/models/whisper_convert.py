@@ -256,26 +256,72 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_weights(model, sizes: WhisperSizes, out: str | Path, source: dict | None = None) -> Path:
-    """Write ``model``'s weights as ``out`` (``NAME.weights.h5``) and its sizes as ``NAME.json``, atomically."""
+def save_weights(model, sizes: WhisperSizes, out: str | Path, source: dict | None = None, *,
+                 blocks: int | None = None, float16: bool = False) -> Path:
+    """Write ``model``'s weights as ``out`` (``NAME.weights.h5``) and its sizes as ``NAME.json``, atomically.
+
+    Args:
+        model: the whole encoder (:func:`keras_encoder`).
+        sizes: its sizes. source: where it came from (recorded in the JSON).
+        blocks: keep the stem and the first ``blocks`` transformer blocks only (no final layer norm): a smaller
+            file for models that read a middle block (tiny.en up to block 2: 4.6 M of 8.2 M parameters).
+        float16: store the values as float16 (half the size; loaded back into float32 variables). Lossless for
+            the CTranslate2 files, whose weights are float16 already (tiny.en: block-2 outputs identical).
+
+    Raises:
+        ValueError: ``out`` not ``.weights.h5``, or ``blocks`` outside ``0..n_layers``.
+    """
     out = Path(out).expanduser()
     if not out.name.endswith(".weights.h5") or out.name == ".weights.h5":
         raise ValueError(f"the output must be a NAME.weights.h5 file (Keras weights format), got {out}")
+    if blocks is not None and not 0 <= blocks <= sizes.n_layers:
+        raise ValueError(f"blocks must be 0..{sizes.n_layers}, got {blocks}")
+    keep = sizes.n_layers if blocks is None else int(blocks)
+    if keep < sizes.n_layers:
+        part = build_whisper_encoder(sizes, blocks=list(range(keep + 1)))
+        for layer in part.layers:
+            if layer.weights:
+                layer.set_weights(model.get_layer(layer.name).get_weights())
+        model = part
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name[:-len('.weights.h5')]}.tmp.weights.h5")
     assert is_temporary(tmp)
     try:
         model.save_weights(tmp)
+        if float16:
+            _to_float16(tmp)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    save_json({"model": "whisper-encoder", "sizes": sizes.to_json(), "source": source or {}}, sizes_path(out))
+    save_json({"model": "whisper-encoder", "sizes": sizes.to_json(), "blocks": keep,
+               "final_ln": keep == sizes.n_layers, "dtype": "float16" if float16 else "float32",
+               "source": source or {}}, sizes_path(out))
     return out
 
 
-def convert(*, ct2=None, hf=None, out=None, hf_out=None) -> dict:
-    """Convert a Whisper model's encoder: Keras weights (``out``) and/or an HF-format folder (``hf_out``).
+def _to_float16(path: Path) -> None:
+    """Rewrite a Keras ``.weights.h5`` with every float32 dataset as float16 (Keras casts them back on loading);
+    copied into a new file, since HDF5 keeps the space of deleted datasets."""
+    import h5py
+
+    half = path.with_name(path.name + ".f16")
+    with h5py.File(path, "r") as src, h5py.File(half, "w") as dst:
+        def copy(name, obj):
+            if isinstance(obj, h5py.Group):
+                dst.require_group(name).attrs.update(dict(obj.attrs))
+            else:
+                value = obj[()]
+                dst.create_dataset(name, data=value.astype(np.float16) if value.dtype == np.float32 else value)
+                dst[name].attrs.update(dict(obj.attrs))
+        dst.attrs.update(dict(src.attrs))
+        src.visititems(copy)
+    os.replace(half, path)
+
+
+def convert(*, ct2=None, hf=None, out=None, hf_out=None, blocks: int | None = None, float16: bool = False) -> dict:
+    """Convert a Whisper model's encoder: Keras weights (``out``; ``blocks`` and ``float16`` as
+    :func:`save_weights`) and/or an HF-format folder (``hf_out``, always whole and float32).
 
     Returns:
         ``{"sizes": WhisperSizes, "out": Path | None, "hf_out": Path | None, "source": {...}}``.
@@ -288,7 +334,8 @@ def convert(*, ct2=None, hf=None, out=None, hf_out=None) -> dict:
     sizes, weights, source = read_source(ct2=ct2, hf=hf)
     result = {"sizes": sizes, "out": None, "hf_out": None, "source": source}
     if out is not None:
-        result["out"] = save_weights(keras_encoder(sizes, weights), sizes, out, source)
+        result["out"] = save_weights(keras_encoder(sizes, weights), sizes, out, source, blocks=blocks,
+                                     float16=float16)
     if hf_out is not None:
         result["hf_out"] = write_hf_folder(sizes, weights, hf_out)
     return result
