@@ -257,6 +257,21 @@ def with_speakers(stats: NormStats, rows_by_item: Any, speakers: Sequence[str | 
     return NormStats(stats.dim, stats.global_moments, merged, fallback, stats.min_items)
 
 
+#: ``--speaker-from`` value: each input file's speaker is the name of the folder it is in.
+SPEAKER_FROM_FOLDER = "<folder>"
+
+
+def unknown_speaker_mode(stats: NormStats | None) -> str:
+    """The normalisation of a file whose speaker is unknown, for a speaker-normalised model: ``global`` (the training
+    data's global statistics, which the run stores) when there are statistics, else ``utterance``.
+
+    A speaker-normalised model collapsed to chance on per-utterance z-scores (the old fallback: CNNRNN ``best`` on
+    EmoDB speakers 03 and 09, UA 0.252); the global statistics keep the speaker's own offset, which for a pretrained
+    front end (``whisper``, ``yamnet`` kinds) is the raw log-mel it was trained on.
+    """
+    return "global" if stats is not None else "utterance"
+
+
 def norm_source(speaker: str | None, stats: NormStats | None, mode: str) -> str:
     """Which statistics :func:`apply` uses for an item of ``speaker`` (one of :data:`SOURCES`)."""
     _check_mode(mode)

@@ -166,6 +166,11 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
     if options.get("images") and families != {"cnnrnn"}:
         raise ValueError(f"--images: only CNNRNN runs predict on spectrogram images, not "
                          f"{', '.join(sorted(families - {'cnnrnn'}))} runs")
+    from .normalize import SPEAKER_FROM_FOLDER
+
+    if options.get("speaker") == SPEAKER_FROM_FOLDER and families != {"cnnrnn"}:
+        raise ValueError(f"--speaker-from folder: only CNNRNN runs take each file's folder as its speaker, not "
+                         f"{', '.join(sorted(families - {'cnnrnn'}))} runs; give --speaker NAME")
     if not fuse and len(families) != 1:
         raise ValueError(f"the models are of different families {sorted(families)}; predict with one at a time, "
                          "or average their probabilities with --fuse")

@@ -119,6 +119,18 @@ def test_tiny_run_trains_the_head_on_cached_features_and_predicts(tiny_run, whis
     pred = pd.read_csv(tmp_path / "pred" / "predictions.csv")
     p = pred[[c for c in pred if c.startswith("p_")]].to_numpy()
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-4)
+    assert set(pred["normalization"]) == {"global"}      # no speaker: the training data's global statistics
+    # one speaker per folder: each file's folder names its speaker
+    folders = tmp_path / "by_speaker"
+    for i, w in enumerate(wavs):
+        (folders / f"spk{i % 2}").mkdir(parents=True, exist_ok=True)
+        (folders / f"spk{i % 2}" / w.name).write_bytes(w.read_bytes())
+    assert cli.main(["-q", "predict", "--model", str(tiny_run), "--input", str(folders), "--out",
+                     str(tmp_path / "pred2"), "--speaker-from", "folder"]) == 0
+    by_folder = pd.read_csv(tmp_path / "pred2" / "predictions.csv")
+    assert len(by_folder) == 3 and "global" not in set(by_folder["normalization"])
+    assert cli.main(["-q", "predict", "--model", str(tiny_run), "--input", str(folders), "--out",
+                     str(tmp_path / "pred3"), "--speaker-from", "folder", "--speaker", "x"]) == 2
 
 
 @pytest.mark.parametrize("option", [{"trainable_blocks": 1}, {"head": "mean_std"}, {"head": "attention"},

@@ -43,7 +43,7 @@ def test_predict_by_name_writes_beside_the_user_not_into_the_package(tmp_path, m
     assert len(table) == 1 and table["predicted"][0] in LABEL_ORDERS["emodb"]
     probabilities = table[[f"p_{lab}" for lab in LABEL_ORDERS["emodb"]]].to_numpy()
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
-    assert table["normalization"][0] == "utterance"  # no speaker given: the fallback, said per file
+    assert table["normalization"][0] == "global"  # no speaker given: the training data's statistics, said per file
     assert sorted(p.relative_to(EMODB) for p in EMODB.rglob("*")) == before
 
 

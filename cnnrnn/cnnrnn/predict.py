@@ -87,7 +87,9 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     With ``spec_cfg.normalization`` ``speaker``, every audio file is taken to
     be ``speaker``'s: that speaker's statistics come from all the audio given (no labels,
     :func:`cnnrnn.normalize.with_speakers`), or from the run's ``stats`` when it knows the speaker and the
-    files are too few; without a speaker, each file falls back to ``utterance`` normalisation.
+    files are too few; ``speaker`` ``"folder"`` (:data:`cnnrnn.normalize.SPEAKER_FROM_FOLDER`) takes each file's
+    folder name as its speaker; without a speaker, a file falls back to the training data's global statistics
+    (:func:`cnnrnn.normalize.unknown_speaker_mode`).
     ``Inputs.normalization`` says what each file got.
 
     Args:
@@ -111,7 +113,7 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
 
     from ..audio import AudioError, Clip, input_id, input_source, load_each
     from ..features import audio_log_mel, image_of_log_mel, read_png
-    from ..normalize import norm_source, with_speakers
+    from ..normalize import SPEAKER_FROM_FOLDER, norm_source, unknown_speaker_mode, with_speakers
 
     clips = list(source) if isinstance(source, (list, tuple)) else None
     if clips is not None:
@@ -169,24 +171,30 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     if not loaded:
         raise ValueError(f"no usable input under {source or 'the clips'} "
                          f"(skipped: {skipped or 'no .wav/.png files'})")
-    mels = [x for x in loaded if x.ndim == 2]
+    # --speaker-from folder: each file's speaker is its folder's name (windows of a long file: the file's folder)
+    speakers = [(Path(getattr(files[i], "source", files[i])).parent.name or None)
+                if speaker == SPEAKER_FROM_FOLDER else speaker for i in kept]
     mode = cfg.normalization
-    if mode == "speaker" and speaker and mels and stats is not None:
-        stats = with_speakers(stats, [m.T for m in mels], [speaker] * len(mels))
+    audio = [j for j, x in enumerate(loaded) if x.ndim == 2]
+    if mode == "speaker" and stats is not None and any(speakers[j] for j in audio):
+        with_spk = [j for j in audio if speakers[j]]
+        stats = with_speakers(stats, [loaded[j].T for j in with_spk], [speakers[j] for j in with_spk])
     images, normalization = [], []
-    for x in loaded:
+    for x, spk in zip(loaded, speakers):
         if x.ndim == 3:  # an image: rendered as it was
             images.append(x)
             normalization.append("as_image")
             continue
-        used = mode if mode != "speaker" or (speaker and stats is not None) else "utterance"
+        used = mode if mode != "speaker" or (spk and stats is not None) else unknown_speaker_mode(stats)
         if used == "global" and stats is None:
             used = "utterance"
-        images.append(image_of_log_mel(x, cfg, speaker, stats, used))
-        normalization.append(norm_source(speaker, stats, used) if used == "speaker" else used)
-    if mode == "speaker" and "utterance" in normalization:
-        log.warning("speaker normalisation: %d file(s) without a speaker (give --speaker NAME) use utterance "
-                    "normalisation instead", normalization.count("utterance"))
+        images.append(image_of_log_mel(x, cfg, spk, stats, used))
+        normalization.append(norm_source(spk, stats, used) if used == "speaker" else used)
+    unknown = sum(1 for j in audio if not speakers[j])
+    if mode == "speaker" and unknown:
+        log.warning("speaker normalisation: %d file(s) without a speaker (give --speaker NAME, or --speaker-from "
+                    "folder for one speaker per folder) use the training data's %s statistics instead", unknown,
+                    "global" if stats is not None else "utterance")
     ids, sources = [input_id(files[i]) for i in kept], [input_source(files[i]) for i in kept]
     return Inputs(ids, sources, np.stack(images), None, skipped, normalization, notes)
 

@@ -42,8 +42,10 @@ def add_commands(sub) -> None:
     p.add_argument("--speaker", metavar="NAME", default=None,
                    help="the speaker of every input, for speaker normalisation (functionals runs, and CNNRNN runs "
                         "with spectrogram.normalization speaker; a functionals CSV --input with path,speaker columns "
-                        "gives one per file). Without one, functionals inputs use the run's global statistics and "
-                        "CNNRNN inputs utterance normalisation; the output says so")
+                        "gives one per file). Without one, inputs use the run's global statistics (the training "
+                        "data's); the output says so")
+    p.add_argument("--speaker-from", choices=("folder",), default=None,
+                   help="CNNRNN: each input file's speaker is the name of its folder (a folder per speaker)")
     p.add_argument("--render", choices=("fast", "specshow"), default=None,
                    help="CNNRNN: how audio becomes the spectrogram image: fast (OpenCV colormap) or specshow (the "
                         "original CNNRNN code's matplotlib figure). Default: the run's spectrogram.render; specshow "
@@ -72,11 +74,15 @@ def add_commands(sub) -> None:
 
 
 def _predict(args, progress: bool) -> int:
+    from ..normalize import SPEAKER_FROM_FOLDER
     from ..predict import predict
 
+    if args.speaker_from and args.speaker:
+        raise ValueError("give --speaker NAME or --speaker-from folder, not both")
     silence = {} if args.silence_db is None else {"silence_db": args.silence_db or None}
     result = predict(args.model, args.input, args.out, progress=progress, labels=args.labels, config=args.config,
-                     resize=args.resize, batch_size=args.batch_size, speaker=args.speaker, images=args.images,
+                     resize=args.resize, batch_size=args.batch_size, images=args.images,
+                     speaker=SPEAKER_FROM_FOLDER if args.speaker_from else args.speaker,
                      render=args.render, pixel_range=args.pixel_range, trust_code=args.trust_code, fuse=args.fuse,
                      window=args.window, hop=args.hop, **silence)
     df = result["predictions"]

@@ -201,8 +201,8 @@ def build_cnnrnn(
 
 def whisper_head(shapes, n_classes: int, *, head: str = "lstm", units: int = 128, dropout: float = 0.3):
     """The classifier over a Whisper encoder's frames (the ``whisper`` backbone's head, a model of its own, so that
-    training on cached encoder outputs fits it alone). Each frame is first layer-normalised (a middle block's
-    outputs are not, and reach hundreds: an LSTM saturates on them).
+    training on cached encoder outputs fits it alone). For the ``lstm`` and ``attention`` heads each frame is first
+    layer-normalised (a middle block's outputs are not, and reach hundreds: an LSTM saturates on them).
 
     Args:
         shapes: ``[(frames, width)]`` of the encoder output, or one per block for a learned weighted sum
@@ -232,8 +232,8 @@ def whisper_head(shapes, n_classes: int, *, head: str = "lstm", units: int = 128
         raise ValueError(f"unknown whisper head {head!r}; choose one of {WHISPER_HEADS}")
     ins = [keras.Input(shape=s, name=f"block_{i}") for i, s in enumerate(shapes)]
     x = WeightedBlockSum(name="block_mix")(ins) if len(ins) > 1 else ins[0]
-    # a middle block's frames are not layer-normalised (values in the hundreds): scaled per frame before the head
-    x = layers.LayerNormalization(name="frame_norm")(x)
+    if head != "mean_std":  # a middle block's frames are not layer-normalised (values in the hundreds)
+        x = layers.LayerNormalization(name="frame_norm")(x)
     if head == "lstm":
         x = layers.LSTM(units, name="lstm")(x)
     elif head == "attention":
