@@ -1,5 +1,5 @@
-"""``cnnrnn functionals train|evaluate``: openSMILE functionals + SVM, the classical reference
-(:mod:`cnnrnn.functionals`).
+"""``cnnrnn functionals train|evaluate``: openSMILE functionals + SVM, the classical reference, and the frozen
+Whisper encoder's block features + a linear head (:mod:`cnnrnn.functionals`).
 
 Options default to ``None`` and only override the loaded config (:func:`cnnrnn.config.override`); every default
 is declared once, in :class:`cnnrnn.functionals.config.FunctionalsConfig` and its presets.
@@ -17,6 +17,12 @@ a support vector machine.
 
   eGeMAPSv02    88 functionals (Eyben et al. 2016)            preset egemaps_rbf: RBF SVM
   ComParE_2016  6,373 functionals (INTERSPEECH 2016 ComParE)  preset compare_linear: linear SVM (default)
+  whisper       mean + std over frames of one block of the    preset whisper: logistic regression, block
+                frozen Whisper encoder (2 x width: 768 for     and C chosen by nested leave-one-speaker-out
+                tiny), each clip at its own length             on the training speakers
+
+The whisper set needs a local encoder converted once (nothing is downloaded):
+  cnnrnn whisper-convert --ct2 PATH/model.bin --out weights/whisper-tiny.en.weights.h5
 
 Features are computed by the opensmile package (offline), cached per file, normalised per speaker (each
 speaker's own mean and std per feature, no labels; a speaker with one clip falls back to the training
@@ -31,27 +37,44 @@ def add_commands(sub) -> None:
     """Add ``cnnrnn functionals train`` and ``cnnrnn functionals evaluate`` to the subparsers ``sub``."""
     from ..corpora import READERS
 
-    parser = sub.add_parser("functionals", help="openSMILE functionals + SVM (the classical reference)",
+    parser = sub.add_parser("functionals", help="openSMILE functionals + SVM (the classical reference), or frozen "
+                                                "Whisper block features + a linear head",
                             description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     family = parser.add_subparsers(dest="functionals_command", metavar="ACTION", required=True)
 
     p = family.add_parser(
         "train", help="extract functionals, fit the SVM, score it on a held-out split",
-        description="Extract openSMILE functionals of every clip (cached per file under DIR/cache or --cache-dir; "
-                    "a rerun reuses them), split (default: speaker-independent; --holdout-speaker for one LOSO fold), "
-                    "normalise, fit the SVM and score the test split. Writes into DIR: run.json, model.skops, "
-                    "normalization.json, labels.json, split.json, corpus_report.json, metrics.json (UA, WA, F1, "
-                    "skips, normalisation sources), confusion_matrix.png, predictions.csv.")
+        description="Extract openSMILE functionals (or Whisper block features) of every clip (cached per file under "
+                    "DIR/cache or --cache-dir; a rerun reuses them), split (default: speaker-independent; "
+                    "--holdout-speaker for one LOSO fold), choose a nested block / C on the training speakers, "
+                    "normalise, fit the SVM (or logistic regression) and score the test split. Writes into DIR: "
+                    "run.json, model.skops, normalization.json, labels.json, split.json, corpus_report.json, "
+                    "metrics.json (UA, WA, F1, skips, normalisation sources, nested choices), "
+                    "confusion_matrix.png, predictions.csv.")
     p.add_argument("--corpus", required=True, choices=sorted(READERS),
                    help="corpus layout (manifest: a CSV with path,label[,speaker])")
     p.add_argument("--root", required=True, help="corpus folder (for manifest: the CSV file)")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder")
     p.add_argument("--config", metavar="JSON",
-                   help="preset (compare_linear, egemaps_rbf, tiny) or JSON file (keys: see "
+                   help="preset (compare_linear, egemaps_rbf, whisper, tiny) or JSON file (keys: see "
                         "cnnrnn/configs/functionals/compare_linear.json); default compare_linear")
-    p.add_argument("--feature-set", choices=("eGeMAPSv02", "ComParE_2016"), help="override the config's feature_set")
+    p.add_argument("--feature-set", choices=("eGeMAPSv02", "ComParE_2016", "whisper"),
+                   help="override the config's feature_set")
+    p.add_argument("--classifier", choices=("svm", "logistic"),
+                   help="override the config's classifier (svm: calibrated SVC; logistic: logistic regression)")
     p.add_argument("--kernel", choices=("linear", "rbf"), help="override the config's SVM kernel")
-    p.add_argument("--C", "--svm-c", dest="C", type=float, help="override the config's SVM C")
+    p.add_argument("--C", "--svm-c", dest="C", type=_c_value, metavar="C|nested",
+                   help="override the config's C (SVM or logistic regression), or 'nested': chosen among the "
+                        "config's nested_C by leave-one-speaker-out on the training speakers")
+    p.add_argument("--whisper-weights", metavar="FILE",
+                   help="whisper: the .weights.h5 of cnnrnn whisper-convert (default "
+                        "weights/whisper-tiny.en.weights.h5)")
+    p.add_argument("--whisper-block", type=_block_value, metavar="K|nested",
+                   help="whisper: the encoder block pooled (0 = the convolutional stem, k = transformer block k), "
+                        "or 'nested': chosen by leave-one-speaker-out on the training speakers")
+    p.add_argument("--whisper-pad-seconds", type=float, metavar="SECONDS",
+                   help="whisper: zero-pad every clip to SECONDS before the encoder (Whisper's own: 30); default: "
+                        "each clip at its own length")
     p.add_argument("--normalization", choices=("speaker", "global", "none"),
                    help="override the config's normalization (speaker: per-speaker z-scores)")
     p.add_argument("--split", choices=("speaker", "random"), help="override the config's split")
@@ -89,10 +112,35 @@ def _sample_rate(value: str):
         raise argparse.ArgumentTypeError(f"expected a sample rate in Hz or 'native', got {value!r}") from None
 
 
+def _c_value(value: str):
+    """``--C``: a number > 0 or ``nested``."""
+    if value == "nested":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'nested', got {value!r}") from None
+
+
+def _block_value(value: str):
+    """``--whisper-block``: an int or ``nested``."""
+    if value == "nested":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a block number or 'nested', got {value!r}") from None
+
+
 def _summary(report: dict) -> dict:
-    keys = ("corpus", "feature_set", "kernel", "C", "n", "n_train", "n_test", "test_speakers", "ua", "wa", "f1_macro",
-            "normalization", "skipped_audio", "skipped_corpus", "skipped_unknown_label")
-    return {k: report[k] for k in keys if k in report}
+    keys = ("corpus", "feature_set", "classifier", "kernel", "C", "whisper_block", "n", "n_train", "n_test",
+            "test_speakers", "ua", "wa", "f1_macro", "normalization", "skipped_audio", "skipped_corpus",
+            "skipped_unknown_label")
+    out = {k: report[k] for k in keys if k in report and report[k] is not None}
+    if report.get("selection"):
+        out["selection"] = {k: report["selection"][k] for k in ("chosen", "configured", "inner_speakers")
+                            if k in report["selection"]}
+    return out
 
 
 def _train(args, progress: bool) -> int:
@@ -106,8 +154,10 @@ def _train(args, progress: bool) -> int:
     if sr == "native":  # a null cannot be an override (None means "not given"): set it on the loaded config
         config, sr = dataclasses.replace(load_functionals_config(args.config), sr=None), None
     report = train(args.corpus, args.root, args.out, config=config, cache_dir=args.cache_dir, progress=progress,
-                   feature_set=args.feature_set, kernel=args.kernel, C=args.C, normalization=args.normalization,
-                   split=args.split, holdout_speaker=args.holdout_speaker, sr=sr, seed=args.seed)
+                   feature_set=args.feature_set, classifier=args.classifier, kernel=args.kernel, C=args.C,
+                   normalization=args.normalization, split=args.split, holdout_speaker=args.holdout_speaker, sr=sr,
+                   seed=args.seed, whisper_weights=args.whisper_weights, whisper_block=args.whisper_block,
+                   whisper_pad_seconds=args.whisper_pad_seconds)
     print(json.dumps({**_summary(report), "out": args.out}, indent=2, default=str))
     return 0
 

@@ -1,12 +1,20 @@
-"""Functionals inputs: openSMILE features per file (cached), the split, and speaker-normalised matrices.
+"""Functionals inputs: openSMILE or Whisper features per file (cached), the split, and speaker-normalised matrices.
 
 * :func:`extract`: one audio file → ``(D,) float32`` openSMILE functionals (``opensmile`` package,
   ``FeatureLevel.Functionals``), after :func:`cnnrnn.audio.load_audio` (mono, resampled to ``cfg.sr``);
   openSMILE failing on a file (an exception, or non-finite values, e.g. a clip shorter than its analysis
   window: "Segment too short, filling with NaN") raises :class:`cnnrnn.audio.AudioError` with reason
   ``opensmile_failed``, so callers count the file as skipped;
+* for ``feature_set: whisper``, :func:`whisper_blocks`: the clip at 16 kHz → Whisper's log-mel
+  (:func:`cnnrnn.whisper_features.whisper_log_mel`, at its own length or padded to ``whisper_pad_seconds``) →
+  the frozen encoder (:func:`cnnrnn.models.whisper.pretrained_whisper`, loaded once per process) → the mean and
+  std over encoder frames of every block, ``(n_layers + 1, 2 · width) float32``; :func:`extract` keeps the row
+  of ``whisper_block`` (all rows when it is ``nested``). A clip over 30 s is a counted skip (``too_long``:
+  ``cnnrnn predict`` cuts such files into 30 s windows), one under 20 ms too (``too_short``);
 * :func:`cached_features` / :func:`extract_all`: one ``.npy`` per file and feature setting under
-  ``<cache_dir>/<feature_set>_<sr>/``, keyed by the file's resolved path, size and modification time, written
+  ``<cache_dir>/<feature_set>_<sr>/`` (Whisper: ``whisper_<model>_<weights sha1>_<pad>/``, every block of the
+  clip in one file, so the block and the weights file's content are part of the key), keyed by the file's
+  resolved path, size and modification time, written
   atomically (:func:`cnnrnn.artifacts.atomic_write_bytes`); a rerun or another fold reads them back;
 * :func:`split_items`: the seeded train/test split, made by the core splitters of :mod:`cnnrnn.splits`;
 * :func:`normalised`: the feature matrix normalised by :mod:`cnnrnn.normalize`.
@@ -26,14 +34,17 @@ import numpy as np
 
 from .. import normalize
 from ..artifacts import atomic_write_bytes
-from ..audio import WORKER_DIED, AudioError, Clip, load_audio, load_each, map_chunks
+from ..audio import WORKER_DIED, AudioError, Clip, ClipTooShortError, load_audio, load_each, map_chunks
 from ..splits import SplitError, holdout_split
-from .config import FunctionalsConfig
+from .config import NESTED, FunctionalsConfig
+from .whisper import (WHISPER_MAX_SECONDS, WHISPER_SR, check_whisper_block, encoder, whisper_identity, whisper_sizes,
+                      whisper_weights_path)
 
 log = logging.getLogger("cnnrnn.functionals")
 
-__all__ = ["SplitError", "cached_features", "cache_folder", "common_rate", "extract", "extract_all", "normalised",
-           "smile", "split_items"]
+__all__ = ["SplitError", "cached_features", "cache_folder", "check_whisper_block", "common_rate", "extract",
+           "extract_all", "feature_shape", "normalised", "smile", "split_items", "whisper_blocks", "whisper_identity",
+           "whisper_sizes", "whisper_weights_path"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,21 +61,89 @@ def feature_names(feature_set: str) -> list[str]:
     return list(smile(feature_set).feature_names)
 
 
+# --------------------------------------------------------------------------- Whisper
+def whisper_blocks(path: str | Path | Clip, cfg: FunctionalsConfig) -> np.ndarray:
+    """The frozen Whisper encoder's mean + std pooled block outputs of one clip.
+
+    The clip is read at 16 kHz (:func:`cnnrnn.audio.load_audio`, soxr resampling), turned into Whisper's log-mel
+    at its own length (or zero-padded to ``cfg.whisper_pad_seconds``) and encoded once; every block's output
+    ``(frames / 2, width)`` is pooled to its mean then its standard deviation over frames.
+
+    Args:
+        path: an audio file or a :class:`cnnrnn.audio.Clip`.
+        cfg: gives ``whisper_weights`` and ``whisper_pad_seconds``.
+
+    Returns:
+        ``(n_layers + 1, 2 · width) float32``: row 0 the convolutional stem, row k transformer block k.
+
+    Raises:
+        AudioError: as :func:`cnnrnn.audio.load_audio`; ``too_long``: over 30 s (Whisper's position table);
+            ``too_short``: under 20 ms (one frame pair).
+        cnnrnn.models.blocks.WeightsError: missing or broken weights (not a per-file skip).
+    """
+    from ..whisper_features import MIN_SAMPLES, mean_std, whisper_log_mel
+
+    identity = whisper_identity(cfg)
+    y, _ = load_audio(path, sr=WHISPER_SR)
+    seconds = len(y) / WHISPER_SR
+    if seconds > WHISPER_MAX_SECONDS:
+        raise AudioError(f"{path}: {seconds:.1f} s is longer than Whisper's {WHISPER_MAX_SECONDS:.0f} s (its "
+                         "position table): cut it first (cnnrnn predict cuts such files into 30 s windows)",
+                         "too_long")
+    if len(y) < MIN_SAMPLES:
+        raise ClipTooShortError(f"{path}: {seconds * 1000:.1f} ms is shorter than one Whisper frame pair (20 ms)")
+    mel = whisper_log_mel(y, pad_to_seconds=cfg.whisper_pad_seconds)
+    outs = encoder(identity)(mel[None], training=False)
+    return np.stack([mean_std(np.asarray(o)[0]) for o in outs]).astype(np.float32)
+
+
+def feature_shape(cfg: FunctionalsConfig) -> tuple[int, ...]:
+    """The shape of one file's features from :func:`extract`: ``(D,)``, or with a nested Whisper block
+    ``(n_layers + 1, 2 · width)`` (every block)."""
+    if cfg.is_whisper:
+        sizes = whisper_sizes(cfg)
+        return (sizes.n_layers + 1, 2 * sizes.width) if cfg.whisper_block == NESTED else (2 * sizes.width,)
+    return (cfg.n_features,)
+
+
+def _stored_shape(cfg: FunctionalsConfig) -> tuple[int, ...]:
+    """The shape of one cache file: every Whisper block, or the openSMILE vector."""
+    if cfg.is_whisper:
+        sizes = whisper_sizes(cfg)
+        return (sizes.n_layers + 1, 2 * sizes.width)
+    return (cfg.n_features,)
+
+
+def _select(x: np.ndarray, cfg: FunctionalsConfig) -> np.ndarray:
+    """One file's stored features → what :func:`extract` returns (a Whisper block's row, or all of them)."""
+    if cfg.is_whisper and cfg.whisper_block != NESTED:
+        return x[int(cfg.whisper_block)]
+    return x
+
+
 def extract(path: str | Path, cfg: FunctionalsConfig) -> np.ndarray:
-    """The openSMILE functionals of one audio file.
+    """The openSMILE functionals (or the Whisper block features, :func:`whisper_blocks`) of one audio file.
 
     Args:
         path: an audio file (:data:`cnnrnn.audio.AUDIO_EXTENSIONS`), or a :class:`cnnrnn.audio.Clip`.
-        cfg: gives ``feature_set`` and ``sr`` (``None``: the file's own rate).
+        cfg: gives ``feature_set`` and ``sr`` (``None``: the file's own rate), and the ``whisper_*`` keys.
 
     Returns:
-        ``(cfg.n_features,) float32``.
+        ``(cfg.n_features,) float32``; Whisper with ``whisper_block: nested``: ``(n_layers + 1, 2 · width)``.
 
     Raises:
         AudioError: missing, unreadable, empty, silent or non-finite audio (reasons of
             :func:`cnnrnn.audio.load_audio`), or ``opensmile_failed``: openSMILE raised or returned non-finite
-            values (a clip too short for its analysis windows).
+            values (a clip too short for its analysis windows); Whisper: ``too_long`` / ``too_short``.
+        cnnrnn.models.blocks.WeightsError: Whisper weights missing or broken.
     """
+    if cfg.is_whisper:
+        return _select(whisper_blocks(path, cfg), cfg)
+    return _smile_features(path, cfg)
+
+
+def _smile_features(path: str | Path, cfg: FunctionalsConfig) -> np.ndarray:
+    """:func:`extract` of an openSMILE set."""
     y, sr = load_audio(path, sr=cfg.sr)
     try:
         with warnings.catch_warnings():
@@ -94,7 +173,12 @@ def common_rate(paths: Sequence[str | Path]) -> int | None:
 
 
 def cache_folder(cache_dir: str | Path, cfg: FunctionalsConfig) -> Path:
-    """``<cache_dir>/<feature_set>_<sr or native>``: the folder of one feature setting's files."""
+    """``<cache_dir>/<feature_set>_<sr or native>``: the folder of one feature setting's files; for Whisper
+    ``<cache_dir>/whisper_<model>_<first 12 hex of the weights' sha1>_<pad seconds or native>``."""
+    if cfg.is_whisper:
+        ident = whisper_identity(cfg)
+        pad = f"pad{cfg.whisper_pad_seconds:g}" if cfg.whisper_pad_seconds else "native"
+        return Path(cache_dir) / f"whisper_{ident['model']}_{ident['sha1'][:12]}_{pad}"
     return Path(cache_dir) / f"{cfg.feature_set}_{cfg.sr or 'native'}"
 
 
@@ -113,7 +197,8 @@ def cached_features(path: str | Path, cfg: FunctionalsConfig, cache_dir: str | P
         cache_dir: cache root (``None``: no cache).
 
     Returns:
-        ``((D,) float32, reused)``.
+        ``(features, reused)``: ``(D,) float32`` (:func:`feature_shape`). A Whisper cache file holds every block
+        of the clip; the block is taken from it.
 
     Raises:
         AudioError: as :func:`extract` (failures are not cached: a rerun tries the file again).
@@ -127,15 +212,15 @@ def cached_features(path: str | Path, cfg: FunctionalsConfig, cache_dir: str | P
     if target.is_file():
         try:
             x = np.load(target, allow_pickle=False)
-            if x.shape == (cfg.n_features,) and x.dtype == np.float32:
-                return x, True
+            if x.shape == _stored_shape(cfg) and x.dtype == np.float32:
+                return _select(x, cfg), True
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable cache file %s (%s)", target, exc)
-    x = extract(path, cfg)
+    x = whisper_blocks(path, cfg) if cfg.is_whisper else _smile_features(path, cfg)
     buf = io.BytesIO()
     np.save(buf, x, allow_pickle=False)
     atomic_write_bytes(target, buf.getvalue(), fsync=False)
-    return x, False
+    return _select(x, cfg), False
 
 
 def opensmile_unsafe_here() -> bool:
@@ -158,10 +243,16 @@ def extract_all(paths: Sequence[str | Path], cfg: FunctionalsConfig, cache_dir: 
 
     Returns:
         ``(kept, X, skipped, info)``: indices into ``paths`` of the usable files, their ``(len(kept), D)
-        float32`` features, ``{reason: [path, ...]}`` (``unreadable``, ``empty``, ``silent``,
-        ``opensmile_failed``, ...), and ``{"reused", "extracted", "seconds", "cache"}``.
+        float32`` features (Whisper with ``whisper_block: nested``: ``(len(kept), n_layers + 1, 2 · width)``),
+        ``{reason: [path, ...]}`` (``unreadable``, ``empty``, ``silent``, ``opensmile_failed``, ``too_long``,
+        ...), and ``{"reused", "extracted", "seconds", "cache"}``.
+
+    Raises:
+        cnnrnn.models.blocks.WeightsError: Whisper weights missing or broken (checked before any file).
     """
-    if opensmile_unsafe_here():
+    if cfg.is_whisper:
+        whisper_identity(cfg)  # a missing weights file is one clear error, not a skip per file
+    elif opensmile_unsafe_here():
         return _extract_in_child(paths, cfg, cache_dir)
     reused = [0]
 
@@ -171,8 +262,9 @@ def extract_all(paths: Sequence[str | Path], cfg: FunctionalsConfig, cache_dir: 
         return x
 
     started = time.perf_counter()
-    kept, feats, skipped = load_each(list(paths), one, desc=f"{cfg.feature_set} functionals", progress=progress)
-    X = np.stack(feats).astype(np.float32) if feats else np.zeros((0, cfg.n_features), np.float32)
+    desc = "Whisper features" if cfg.is_whisper else f"{cfg.feature_set} functionals"
+    kept, feats, skipped = load_each(list(paths), one, desc=desc, progress=progress)
+    X = np.stack(feats).astype(np.float32) if feats else np.zeros((0, *feature_shape(cfg)), np.float32)
     info = {"reused": reused[0], "extracted": len(kept) - reused[0], "seconds": round(time.perf_counter() - started, 2),
             "cache": str(cache_folder(cache_dir, cfg)) if cache_dir is not None else None}
     return kept, X, skipped, info

@@ -199,7 +199,9 @@ class FunctionalsRun:
         Raises:
             FileNotFoundError: no ``run.json`` at or above ``model_path``, or a missing model file.
             ManifestError: a manifest of another family or a newer schema.
-            CheckpointError: the model does not load (see :func:`load_model`).
+            CheckpointError: the model does not load (see :func:`load_model`), or a Whisper run's weights file
+                is not the one it was trained with (another sha1).
+            cnnrnn.models.blocks.WeightsError: a Whisper run's weights file is missing.
         """
         model_path = Path(model_path)
         if manifest is None or manifest.folder is None or not _inside(model_path, Path(manifest.folder)):
@@ -210,7 +212,9 @@ class FunctionalsRun:
             manifest = read_manifest(found, families=[FAMILY])
         folder = Path(manifest.folder)
         cfg = load_functionals_config(manifest.config)
-        if cfg.sr is None and manifest.input.get("sr"):  # new files are resampled to the training corpus' rate
+        if cfg.is_whisper:
+            _check_whisper_weights(cfg, manifest)
+        elif cfg.sr is None and manifest.input.get("sr"):  # new files are resampled to the training corpus' rate
             cfg = dataclasses.replace(cfg, sr=int(manifest.input["sr"]))
         if model_path.is_file():
             checkpoint = model_path
@@ -233,6 +237,18 @@ class FunctionalsRun:
             stats = normalize.with_speakers(stats, X, speakers)
         Xn, sources = normalised(X, speakers, stats, self.config.normalization)
         return predict_proba(self.model, Xn, len(self.labels)), sources, stats
+
+
+def _check_whisper_weights(cfg: FunctionalsConfig, manifest: RunManifest) -> None:
+    """Refuse a Whisper run whose weights file (``whisper_weights``, recorded resolved) is missing or holds other
+    bytes than at training (sha1 recorded in ``run.json`` ``input.whisper_weights``)."""
+    from .whisper import whisper_identity
+
+    now = whisper_identity(cfg)
+    then = (manifest.input.get("whisper_weights") or {}).get("sha1")
+    if then and now["sha1"] != then:
+        raise CheckpointError(f"{now['path']} is not the Whisper weights file this run was trained with (sha1 "
+                              f"{now['sha1'][:12]}, the run's {then[:12]}): convert the same model again")
 
 
 def _inside(path: Path, folder: Path) -> bool:

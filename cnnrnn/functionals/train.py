@@ -1,10 +1,13 @@
 """Train and evaluate the openSMILE functionals + SVM reference (``cnnrnn functionals train|evaluate``).
 
-Protocol: every usable clip of the corpus is turned into one openSMILE functionals vector (cached per file,
-:mod:`cnnrnn.functionals.data`); the clips are split (default: speaker-independent, one held-out speaker with
-``holdout_speaker``); the features are normalised (:mod:`cnnrnn.normalize`; ``speaker`` mode: each speaker's own
+Protocol: every usable clip of the corpus is turned into one openSMILE functionals vector, or the Whisper
+encoder's pooled block features (cached per file, :mod:`cnnrnn.functionals.data`); the clips are split (default:
+speaker-independent, one held-out speaker with ``holdout_speaker``); a ``nested`` Whisper block and/or C is
+chosen by leave-one-speaker-out on the training speakers only (:mod:`cnnrnn.functionals.select`); the features
+are normalised (:mod:`cnnrnn.normalize`; ``speaker`` mode: each speaker's own
 statistics from all of that speaker's clips given here, unlabelled, the global ones from the training clips);
-a ``StandardScaler`` + ``SVC`` pipeline, calibrated for probabilities, is fitted on the training clips and
+a ``StandardScaler`` + ``SVC`` pipeline, calibrated for probabilities (or ``StandardScaler`` +
+``LogisticRegression``), is fitted on the training clips and
 scored on the test clips. Label codes follow the corpus' declared order (:func:`cnnrnn.corpora.label_order`).
 
 A run folder (:func:`train`) holds:
@@ -16,9 +19,14 @@ A run folder (:func:`train`) holds:
 * ``metrics.json`` (test ``ua``, ``wa``, ``f1_macro``, ..., ``labels``, ``family``, skips, normalisation),
   ``confusion_matrix.png``, ``predictions.csv`` (:func:`cnnrnn.reports.write_report`);
 * ``cache/<feature_set>_<sr>/*.npy``: the features, one file per clip (unless ``cache_dir`` is elsewhere).
+
+With a ``nested`` key, ``run.json``'s config holds the chosen values (what prediction uses), and ``run.json``
+(``selection``) and ``metrics.json`` (``selection``) record the choice, the configured values and every
+candidate's inner UA. A Whisper run records its weights file resolved, with its sha1 (``input.whisper_weights``).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -33,28 +41,38 @@ from ..reports import write_report
 from ..runs import MANIFEST_FILE, read_manifest, write_manifest
 from .config import FAMILY, MODEL_FILE, NORMALIZATION_FILE, FunctionalsConfig, load_functionals_config
 from .data import common_rate, extract_all, normalised, split_items
+from .whisper import check_whisper_block, whisper_weights_path
 from .predict import FunctionalsRun, predict_proba, save_model
+from .select import block_matrix, choose
 
 log = logging.getLogger("cnnrnn.functionals")
 
 
 def build_pipeline(cfg: FunctionalsConfig, y_train: Sequence[int]):
     """The unfitted scikit-learn pipeline: ``StandardScaler`` → ``CalibratedClassifierCV(SVC, sigmoid,
-    ensemble=False)``.
+    ensemble=False)``, or with ``classifier: logistic`` ``StandardScaler`` → ``LogisticRegression``.
 
     The SVM (``kernel``, ``C``, ``gamma`` (``None`` = ``"scale"``), ``class_weight``) is fitted once on all
     training clips; Platt's sigmoid maps its decision values to probabilities, fitted on cross-validated
     decision values (``calibration_folds``, capped at the smallest class size). ``SVC(probability=True)`` does
-    the same internally but is deprecated in scikit-learn 1.9.
+    the same internally but is deprecated in scikit-learn 1.9. The logistic regression (multinomial, L2 with
+    ``C``, ``class_weight``, lbfgs up to 5,000 iterations) gives its own probabilities.
 
     Raises:
-        ValueError: a training class with a single clip (no cross-validated calibration possible).
+        ValueError: ``C`` still ``nested`` (choose it first, :func:`cnnrnn.functionals.select.choose`); with
+            the SVM, a training class with a single clip (no cross-validated calibration possible).
     """
     from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    if isinstance(cfg.C, str):
+        raise ValueError(f"C is {cfg.C!r}: choose it first (cnnrnn.functionals.select.choose)")
+    if cfg.classifier == "logistic":
+        return Pipeline([("scaler", StandardScaler()),
+                         ("logistic", LogisticRegression(C=cfg.C, class_weight=cfg.class_weight, max_iter=5000))])
     counts = np.bincount(np.asarray(y_train, int))
     smallest = int(counts[counts > 0].min())
     if smallest < 2:
@@ -93,9 +111,15 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, ca
 
     Raises:
         FunctionalsConfigError, SplitError, CorpusError: bad config, split or corpus.
-        ValueError: no usable audio, or a training class of one clip.
+        cnnrnn.models.blocks.WeightsError: Whisper weights missing or broken (before anything else is done).
+        ValueError: no usable audio, a training class of one clip, a Whisper block the encoder lacks, or a
+            nested choice without 2 training speakers.
     """
     cfg = load_functionals_config(config, **overrides)
+    if cfg.is_whisper:  # fail before reading the corpus; the run records the weights resolved
+        cfg = dataclasses.replace(cfg, whisper_weights=str(whisper_weights_path(cfg)))
+        check_whisper_block(cfg)
+    configured = {k: getattr(cfg, k) for k in cfg.nested}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     remove_temporary_files(out)  # left by a write that was killed (artifacts.atomic_write)
@@ -111,6 +135,11 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, ca
     speakers = [u.speaker for u in utts]
     split = split_items(y, speakers, cfg)
     tr, te = split["train"], split["test"]
+    selection = None
+    if cfg.nested:
+        cfg, selection = choose(cfg, X, y, speakers, tr, build_pipeline)
+        selection["configured"] = configured
+    X = block_matrix(X, cfg.whisper_block if cfg.is_whisper else None)
 
     stats = None
     if cfg.normalization != "none":
@@ -120,7 +149,12 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, ca
     Xn, sources = normalised(X, speakers, stats, cfg.normalization)
 
     started = time.perf_counter()
-    model = build_pipeline(cfg, y[tr]).fit(Xn[tr], y[tr])
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread for the logistic regression's small lbfgs steps (threads only contend: 25x slower on a loaded
+    # 2-core CPU); the SVM's libsvm does not use BLAS
+    with threadpool_limits(1 if cfg.classifier == "logistic" else None):
+        model = build_pipeline(cfg, y[tr]).fit(Xn[tr], y[tr])
     fit_seconds = time.perf_counter() - started
     save_model(model, out / MODEL_FILE)
     if stats is not None:
@@ -137,11 +171,14 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, ca
     write_manifest(out, FAMILY, cfg.to_dict(), labels, split=split["spec"], input_spec=cfg.input_spec(corpus_sr),
                    checkpoints=[out / MODEL_FILE],
                    extra={"corpus": corpus, "root": str(Path(root).resolve()), "cache": feat_info["cache"],
-                          "normalization_file": NORMALIZATION_FILE if stats is not None else None})
+                          "normalization_file": NORMALIZATION_FILE if stats is not None else None,
+                          "selection": selection})
 
     test_sources = [sources[i] for i in te]
     extra = {
-        "corpus": corpus, "root": str(root), "feature_set": cfg.feature_set, "kernel": cfg.kernel, "C": cfg.C,
+        "corpus": corpus, "root": str(root), "feature_set": cfg.feature_set, "classifier": cfg.classifier,
+        "kernel": cfg.kernel, "C": cfg.C, "whisper_block": cfg.whisper_block if cfg.is_whisper else None,
+        "selection": selection,
         "split": cfg.split, "test_speakers": split["test_speakers"], "n_train": int(len(tr)), "n_test": int(len(te)),
         "skipped_corpus": corpus_report.skipped, "skipped_audio": skipped_audio,
         "normalization": {"mode": cfg.normalization, "test_sources": normalize.count_sources(test_sources),
