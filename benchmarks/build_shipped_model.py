@@ -9,9 +9,13 @@ results, so the card states what the recipe scores on speakers it never heard.
 
 The folder is a minimal CNNRNN run: ``run.json``, ``config.json``, ``labels.json``, ``models/<name>.h5``,
 ``spectrograms/normalization.json``, ``MODEL_CARD.md``. It is written to a temporary folder, then moved into
-place. Run from the repository root (about 5 CPU minutes)::
+place. Run from the repository root (about 2 CPU minutes for the Whisper recipe)::
 
-    nice -n 10 python benchmarks/build_shipped_model.py            # --entry cnnrnn_crops_pbn --epochs N
+    nice -n 10 python benchmarks/build_shipped_model.py            # --entry cnnrnn_whisper_ms_last --epochs N
+
+A Whisper-backed model holds the frozen encoder blocks it reads: they are stored as float16 (lossless, see
+:func:`cnnrnn.artifacts.h5_float16`) so that the model stays under the 10 MB limit, with OpenAI's MIT notice
+(``LICENSE``) beside it.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ CARD = """# `emodb`: the model shipped with cnnrnn
 | labels (code order) | {labels} |
 | input | {sr} Hz mono audio, cut or padded to {duration} s; {n_mels}-band log-mel (n_fft {n_fft}, hop {hop_length}), image {image_size} |
 | trained on | all of `emodb-535`: {n} utterances, {n_speakers} speakers ({speakers}), {epochs} epochs (the median epoch chosen on held-out *training* speakers in the LOSO folds: {chosen}) |
-| size | {size_kb:.0f} KB |
+| size | {size_kb:.0f} KB{storage} |
 | built | {date}, {machine}, `{command}`, {seconds:.0f} s wall |
 
 ## How well it recognises emotion
@@ -66,16 +70,14 @@ reading ten German sentences in a quiet room.
 ## Speaker normalisation
 
 The recipe normalises each log-mel band by the speaker's own mean and standard deviation. At prediction,
-`--speaker NAME` groups the files of one speaker and computes that speaker's
-statistics from them (their audio only, no labels); a file without a speaker falls back to per-utterance
-normalisation, and `predictions.csv` says which each file got (column `normalization`). The statistics of the ten
-EmoDB speakers are stored in `spectrograms/normalization.json`. Without speaker normalisation the recipe scored,
-over the 8 headline speakers, {nonorm}.
-
-Give the speaker whenever you can. On the bundled sample (105 EmoDB utterances of 6 speakers, which overlap the
-training data, so this is no held-out figure) the model is right on 0.83 of the files with `--speaker` per
-speaker and on 0.35 with the per-utterance fallback.
-
+`--speaker NAME` groups the files of one speaker (or `--speaker-from folder`: one speaker per input folder) and
+computes that speaker's statistics from them (their audio only, no labels); a file without a speaker gets the
+training data's global statistics (what one clip of an unknown speaker gets), and `predictions.csv` says which each
+file got (column `normalization`). The statistics of the ten EmoDB speakers are stored in
+`spectrograms/normalization.json`. The same recipe, scored on each held-out speaker as an unknown speaker (global
+statistics, no `--speaker`), over the 8 headline speakers: {unknown}. Trained and scored without speaker
+normalisation at all: {nonorm}.
+{whisper}
 ## Data terms
 
 Trained on the Berlin Database of Emotional Speech (EmoDB, Burkhardt et al., Interspeech 2005), whose authors
@@ -91,6 +93,26 @@ def _fmt(summary: dict | None, key: str) -> str:
     return f"{summary['mean'][key]:.3f} ± {summary['std'][key]:.3f}{partial}"
 
 
+WHISPER_NOTE = """
+## The Whisper blocks inside
+
+The model holds the encoder of OpenAI's Whisper tiny.en up to transformer block {block} (the convolutional stem, the
+position table and blocks 1-{block}; frozen in training, so they equal the released weights), stored as float16 (the
+released CTranslate2 weights are float16, so nothing is lost; Keras loads them into float32), the head in float32.
+Whisper's weights are under the MIT License, copyright (c) 2022 OpenAI: the notice is in `LICENSE` beside this card.
+"""
+
+
+def _unknown_speaker(results: dict) -> str:
+    """Mean ± std UA over the headline speakers of the folds' ``unknown_speaker`` scores (:func:`emodb_loso.cnnrnn_fold`)."""
+    values = [f["unknown_speaker"]["ua"] for s, f in results["folds"].items()
+              if s in HEADLINE_SPEAKERS and f.get("unknown_speaker")]
+    if not values:
+        return "–"
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" + ("" if len(values) == len(HEADLINE_SPEAKERS) else
+                                                              f" (on {len(values)} of them)")
+
+
 def build(entry_name: str, data: Path, epochs: int | None, name: str = "emodb") -> Path:
     """Train the entry's recipe on all of ``data`` and write ``cnnrnn/pretrained/<name>/``. Returns the folder.
 
@@ -98,7 +120,7 @@ def build(entry_name: str, data: Path, epochs: int | None, name: str = "emodb") 
         SystemExit: the entry has no complete LOSO result to choose the epochs from and ``epochs`` is not given,
             or the model is larger than 10 MB.
     """
-    from cnnrnn.artifacts import load_json, save_json
+    from cnnrnn.artifacts import h5_float16, load_json, save_json
     from cnnrnn.cnnrnn.train import cross_validate, input_spec
     from cnnrnn.features import image_of_log_mel
     from cnnrnn.normalize import fit
@@ -130,6 +152,10 @@ def build(entry_name: str, data: Path, epochs: int | None, name: str = "emodb") 
                        folds=[(everything, everything)])
         (out / "models").mkdir(parents=True)
         shutil.copy2(work / "models" / cfg.train.checkpoint_name, out / "models" / cfg.train.checkpoint_name)
+        whisper = cfg.train.backbone == "whisper"
+        if whisper:  # the frozen encoder in float16 (lossless: Whisper's released weights are float16), the head exact
+            h5_float16(out / "models" / cfg.train.checkpoint_name, min_size=65536)
+            shutil.copy2(SHIPPED / "whisper-tiny.en" / "LICENSE", out / "LICENSE")
         size = (out / "models" / cfg.train.checkpoint_name).stat().st_size
         if size > MAX_BYTES:
             raise SystemExit(f"the model is {size / 1e6:.1f} MB, over the 10 MB limit")
@@ -155,7 +181,9 @@ def build(entry_name: str, data: Path, epochs: int | None, name: str = "emodb") 
             ua8=_fmt(summary["headline_8"], "ua"), wa8=_fmt(summary["headline_8"], "wa"),
             f18=_fmt(summary["headline_8"], "f1_macro"), ua10=_fmt(summary["all_10"], "ua"),
             wa10=_fmt(summary["all_10"], "wa"), f110=_fmt(summary["all_10"], "f1_macro"),
-            ref=_fmt(reference, "ua"), nonorm=_fmt(pair, "ua"))
+            ref=_fmt(reference, "ua"), nonorm=_fmt(pair, "ua"), unknown=_unknown_speaker(results),
+            storage=" (the Whisper encoder's weights as float16, the head float32)" if whisper else "",
+            whisper=WHISPER_NOTE.format(block=cfg.train.whisper_block) if whisper else "")
         (out / "MODEL_CARD.md").write_text(card)
         write_manifest(out, "cnnrnn", cfg.to_dict(), d["labels"],
                        split={"scheme": "all", "folds": 1, "fold": None, "seed": cfg.train.seed,
@@ -175,7 +203,7 @@ def build(entry_name: str, data: Path, epochs: int | None, name: str = "emodb") 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--entry", default="cnnrnn_crops_pbn", choices=[n for n, e in REGISTRY.items()
+    ap.add_argument("--entry", default="cnnrnn_whisper_ms_last", choices=[n for n, e in REGISTRY.items()
                                                                   if e.family == "cnnrnn"],
                     help="the emodb_loso entry whose recipe is shipped (default: %(default)s)")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="emodb-535 folder (default: %(default)s)")

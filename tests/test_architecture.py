@@ -13,9 +13,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cnnrnn"
 FAMILIES = ("cnnrnn.cnnrnn", "cnnrnn.dcnn", "cnnrnn.baselines", "cnnrnn.hf", "cnnrnn.functionals")
 CORE = ("cnnrnn", "cnnrnn.audio", "cnnrnn.features", "cnnrnn.config", "cnnrnn.artifacts", "cnnrnn.runs",
         "cnnrnn.keras2", "cnnrnn.splits", "cnnrnn.evaluation", "cnnrnn.plots", "cnnrnn.reports", "cnnrnn.corpora",
-        "cnnrnn.normalize", "cnnrnn.quiet")
+        "cnnrnn.normalize", "cnnrnn.quiet", "cnnrnn.whisper_features")
 MODELS = ("cnnrnn.models",)
-TOOLS = ("cnnrnn.hparams", "cnnrnn.audio_tools", "cnnrnn.kemdy_labels", "cnnrnn.sample", "cnnrnn.yamnet_convert")
+# the Whisper converter lives beside the encoder it fills (issue 20) but reads and writes files: a tool
+TOOLS = ("cnnrnn.hparams", "cnnrnn.audio_tools", "cnnrnn.kemdy_labels", "cnnrnn.sample", "cnnrnn.yamnet_convert",
+         "cnnrnn.models.whisper_convert")
 FACADE = ("cnnrnn.predict", "cnnrnn.export")
 CLI = ("cnnrnn.cli", "cnnrnn.commands", "cnnrnn.__main__")
 
@@ -71,10 +73,10 @@ def _layer(module: str) -> str:
         return "facade"
     if inside(FAMILIES):
         return next(f for f in FAMILIES if module == f or module.startswith(f + "."))
-    if inside(MODELS):
-        return "models"
     if inside(TOOLS):
         return "tools"
+    if inside(MODELS):
+        return "models"
     if module == "cnnrnn" or inside(CORE[1:]):
         return "core"
     return "unknown"

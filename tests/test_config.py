@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -107,10 +108,20 @@ def test_extends_cycles_and_bad_parents_are_clear_errors(tmp_path):
 
 def test_the_best_preset_is_the_recipe_the_benchmark_chose():
     """``best`` must be exactly the configuration of the emodb LOSO entry that the development speakers chose
-    (``cnnrnn_crops_pbn``: preset ``compact_crops`` with PreciseBN), so its benchmark figures describe it."""
-    chosen = override(load_config("compact_crops"), {"train.precise_bn": True})
-    assert load_config("best").to_dict() == chosen.to_dict()
-    assert load_config("best").train.backbone == "compact" and load_config("best").spectrogram.normalization == "speaker"
+    (``cnnrnn_whisper_ms_last``: preset ``whisper`` with the mean + std head), so its benchmark figures describe it;
+    the compact recipe it replaced stays as ``compact_best`` (entry ``cnnrnn_crops_pbn``)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from emodb_loso import REGISTRY
+
+    for preset, entry in (("best", "cnnrnn_whisper_ms_last"), ("compact_best", "cnnrnn_crops_pbn")):
+        options = REGISTRY[entry].options
+        chosen = override(load_config(options["preset"]), options["overrides"])
+        assert load_config(preset).to_dict() == chosen.to_dict(), preset
+    best = load_config("best")
+    assert best.train.backbone == "whisper" and best.spectrogram.normalization == "speaker"
+    assert best.train.weights == "whisper-tiny.en" and best.train.head == "mean_std"
 
 
 def test_every_spectrogram_family_ships_a_best_preset():

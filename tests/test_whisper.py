@@ -154,3 +154,52 @@ def test_cli_convert_reports_parity(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "read Whisper tiny: 4 blocks, width 384" in text
     assert "parity with ctranslate2" in text and ": ok" in text
+
+
+def test_truncated_float16_file_loads_and_refuses_deeper_blocks(tmp_path, whisper_random_weights):
+    """``--blocks 1 --float16``: a smaller file, the same stem and block 1, a clear error for block 2."""
+    from cnnrnn.models.blocks import WeightsError
+    from cnnrnn.models.whisper import pretrained_whisper, read_meta
+    from cnnrnn.models.whisper_convert import convert
+
+    ct2 = write_ct2_whisper(tmp_path / "ct2" / "model.bin")
+    small = convert(ct2=ct2, out=tmp_path / "b1.weights.h5", blocks=1, float16=True)["out"]
+    assert small.stat().st_size < 0.5 * whisper_random_weights.stat().st_size
+    meta = read_meta(small)
+    assert (meta["blocks"], meta["final_ln"], meta["dtype"]) == (1, False, "float16")
+    x = np.random.default_rng(0).standard_normal((1, 60, 80)).astype("float32")
+    full = pretrained_whisper(convert(ct2=ct2, out=tmp_path / "all.weights.h5")["out"], block=1)
+    np.testing.assert_allclose(np.asarray(pretrained_whisper(small, block=1)(x)), np.asarray(full(x)), atol=1e-5)
+    assert len(pretrained_whisper(small, block="all").outputs) == 2
+    with pytest.raises(WeightsError, match="up to block 1 only"):
+        pretrained_whisper(small, block=2)
+
+
+def test_a_random_model_of_base_shape_converts_and_encodes(tmp_path):
+    """Whisper base's sizes (6 blocks, width 512, 8 heads), random weights: converted from the CTranslate2 format,
+    every block's output of the right shape (the real base is measured once, see README)."""
+    from cnnrnn.models.whisper import pretrained_whisper, read_sizes
+    from cnnrnn.models.whisper_convert import convert
+
+    ct2 = write_ct2_whisper(tmp_path / "base" / "model.bin", n_layers=6, width=512, n_heads=8)
+    out = convert(ct2=ct2, out=tmp_path / "base.weights.h5")["out"]
+    sizes = read_sizes(out)
+    assert (sizes.n_layers, sizes.width, sizes.n_heads, sizes.name) == (6, 512, 8, "base")
+    outs = pretrained_whisper(out, block="all")(np.zeros((1, 100, 80), np.float32))
+    assert len(outs) == 7 and all(tuple(o.shape) == (1, 50, 512) for o in outs)
+
+
+def test_h5_float16_keeps_small_datasets_exact(tmp_path):
+    import h5py
+
+    from cnnrnn.artifacts import h5_float16
+
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("big", data=np.linspace(0, 1, 100_000, dtype=np.float32))
+        f.create_dataset("small", data=np.float32([0.1, 0.2]))
+        f["big"].attrs["k"] = 3
+    h5_float16(path, min_size=1000)
+    with h5py.File(path) as f:
+        assert f["big"].dtype == np.float16 and f["small"].dtype == np.float32 and f["big"].attrs["k"] == 3
+        np.testing.assert_allclose(f["big"][()], np.linspace(0, 1, 100_000), atol=1e-3)

@@ -341,7 +341,7 @@ def pretrained_whisper(weights: str | Path | None, *, block=2, frames: int | Non
     top = min(top, sizes.n_layers)
     if not 0 <= int(trainable_blocks) <= top:
         raise ValueError(f"trainable_blocks must be 0..{top} (the blocks up to whisper_block), got {trainable_blocks}")
-    wanted = sizes.n_layers + 1 if block == "final" else (present if block == "all" else check_block(block, sizes))
+    wanted = sizes.n_layers if block == "final" else (present if block == "all" else check_block(block, sizes))
     if wanted > present or (block == "final" and meta is not None and not meta["final_ln"]):
         raise WeightsError(f"{weights} holds Whisper {sizes.name}'s encoder up to block {present} only; "
                            f"whisper_block {block} needs a file converted with more blocks (cnnrnn whisper-convert)")

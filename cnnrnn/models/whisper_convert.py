@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import atomic_write_bytes, is_temporary, save_json
+from ..artifacts import atomic_write_bytes, h5_float16, is_temporary, save_json
 from .whisper import WhisperSizes, build_whisper_encoder, sizes_path
 
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
@@ -289,7 +289,7 @@ def save_weights(model, sizes: WhisperSizes, out: str | Path, source: dict | Non
     try:
         model.save_weights(tmp)
         if float16:
-            _to_float16(tmp)
+            h5_float16(tmp)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -298,25 +298,6 @@ def save_weights(model, sizes: WhisperSizes, out: str | Path, source: dict | Non
                "final_ln": keep == sizes.n_layers, "dtype": "float16" if float16 else "float32",
                "source": source or {}}, sizes_path(out))
     return out
-
-
-def _to_float16(path: Path) -> None:
-    """Rewrite a Keras ``.weights.h5`` with every float32 dataset as float16 (Keras casts them back on loading);
-    copied into a new file, since HDF5 keeps the space of deleted datasets."""
-    import h5py
-
-    half = path.with_name(path.name + ".f16")
-    with h5py.File(path, "r") as src, h5py.File(half, "w") as dst:
-        def copy(name, obj):
-            if isinstance(obj, h5py.Group):
-                dst.require_group(name).attrs.update(dict(obj.attrs))
-            else:
-                value = obj[()]
-                dst.create_dataset(name, data=value.astype(np.float16) if value.dtype == np.float32 else value)
-                dst[name].attrs.update(dict(obj.attrs))
-        dst.attrs.update(dict(src.attrs))
-        src.visititems(copy)
-    os.replace(half, path)
 
 
 def convert(*, ct2=None, hf=None, out=None, hf_out=None, blocks: int | None = None, float16: bool = False) -> dict:
