@@ -260,3 +260,16 @@ def test_demo_preset_uses_the_shipped_whisper_weights(capsys):
     text = capsys.readouterr().out
     assert "In plain words: on 23 test clips" in text and "chance is 0.143 for 7 emotions" in text
     assert "/x/demo" in text
+
+
+def test_a_whisper_run_exports_to_onnx_with_parity(tiny_run, tmp_path):
+    """The encoder's exact GELU is written with erf (tf2onnx has no Erfc): ONNX export passes its parity check."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from cnnrnn import export as E
+
+    wavs = sorted((SAMPLE / "wav" / "Session01").glob("*.wav"))[:2]
+    result = E.export(tiny_run, "onnx", tmp_path / "w.onnx", audio=wavs)
+    side = json.loads(result["sidecar"].read_text())
+    assert side["parity"]["passed"] and side["parity"]["max_abs_diff"] <= E.TOLERANCES["onnx"]
+    assert side["preprocessing"]["features"]["kind"] == "whisper_log_mel"

@@ -93,8 +93,9 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> np.
 
 @keras.saving.register_keras_serializable(package="cnnrnn", name="gelu_exact")
 def _gelu(x):
-    """Exact (erf) GELU, Whisper's activation."""
-    return keras.activations.gelu(x, approximate=False)
+    """Exact (erf) GELU, Whisper's activation: ``x · (1 + erf(x / √2)) / 2``, written with ``erf`` (TensorFlow's own
+    gelu uses ``erfc``, which tf2onnx cannot export)."""
+    return 0.5 * x * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 @keras.saving.register_keras_serializable(package="cnnrnn")
