@@ -7,7 +7,9 @@ the same overrides (:func:`cnnrnn.config.override`, e.g. ``{"data.normalization"
 
 A preset whose ``model.backbone`` is ``yamnet`` (``{"preset": "yamnet"}``) gets ``model.weights`` =
 ``benchmarks/work/yamnet.weights.h5`` unless its overrides name weights; that file is converted once from
-``<data>/../pretrained/yamnet/yamnet.tflite`` (:func:`cnnrnn.yamnet_convert.convert`) when absent.
+``<data>/../pretrained/yamnet/yamnet.tflite`` (:func:`cnnrnn.yamnet_convert.convert`) when absent. A ``whisper``
+preset likewise gets ``benchmarks/work/whisper-tiny.en.weights.h5``, converted once from
+``<data>/../pretrained/whisper-tiny.en/model.bin`` (:func:`cnnrnn.models.whisper_convert.convert`).
 
 * :func:`dcnn_prepare` computes the un-normalised features (3-channel log-mel, or YAMNet's log-mel) of every file once
   (:func:`cnnrnn.dcnn.data.files_features`) and keeps it in ``ctx["dcnn"]`` for the folds;
@@ -30,6 +32,16 @@ from typing import Any
 import numpy as np
 
 YAMNET_WEIGHTS = Path(__file__).resolve().parent / "work" / "yamnet.weights.h5"
+WHISPER_WEIGHTS = Path(__file__).resolve().parent / "work" / "whisper-tiny.en.weights.h5"
+
+
+def whisper_weights(data: Path) -> Path:
+    """:data:`WHISPER_WEIGHTS`, converted from ``<data>/../pretrained/whisper-tiny.en/model.bin`` first if absent."""
+    if not WHISPER_WEIGHTS.is_file():
+        from cnnrnn.models.whisper_convert import convert
+
+        convert(ct2=Path(data).parent / "pretrained" / "whisper-tiny.en" / "model.bin", out=WHISPER_WEIGHTS)
+    return WHISPER_WEIGHTS
 
 
 def yamnet_weights(data: Path) -> Path:
@@ -43,13 +55,17 @@ def yamnet_weights(data: Path) -> Path:
 
 def _configs(entry, ctx: dict) -> tuple[Any, Any]:
     """The entry's step-1 and step-2 configs: ``<preset>_finetune`` and ``<preset>_train`` with its overrides
-    (and, for a YAMNet preset without ``model.weights`` among them, :func:`yamnet_weights`)."""
+    (and, for a YAMNet or Whisper preset without ``model.weights`` among them, :func:`yamnet_weights` /
+    :func:`whisper_weights`)."""
     from cnnrnn.config import override
     from cnnrnn.dcnn.config import load_dcnn_config
 
     preset, changes = entry.options["preset"], dict(entry.options.get("overrides", {}))
-    if load_dcnn_config(f"{preset}_finetune").model.backbone == "yamnet" and "model.weights" not in changes:
+    backbone = load_dcnn_config(f"{preset}_finetune").model.backbone
+    if backbone == "yamnet" and "model.weights" not in changes:
         changes["model.weights"] = str(yamnet_weights(ctx["data"]))
+    if backbone == "whisper" and "model.weights" not in changes:
+        changes["model.weights"] = str(whisper_weights(ctx["data"]))
     steps = entry.options.get("steps", {})
     return tuple(override(load_dcnn_config(f"{preset}_{step}"), {**changes, **steps.get(step, {})})
                  for step in ("finetune", "train"))

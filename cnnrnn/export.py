@@ -330,6 +330,10 @@ def _dcnn_plan(paths: list[Path], manifest, config, labels, batch_size: int,
     if config is not None:
         log.warning("--config is not used for a DCNN-BLSTMwA run: its %s says how it was trained", STEPS[step])
     labels = list(run_labels) if labels is None else _labels(labels, None, None, str(checkpoint))
+    if features.kind == "whisper":
+        raise ExportError(f"{checkpoint}: a DCNN-BLSTMwA run on Whisper features (data.kind whisper) encodes each clip "
+                          "outside the step-1 model, so no single exported file maps audio features to probabilities; "
+                          "export a CNNRNN Whisper run (train.backbone whisper) instead")
     if features.max_sec is None:
         raise ExportError(f"{checkpoint}: this run takes clips of any length (data.max_sec null), so the number of "
                           "segments per utterance is not fixed; export needs a fixed clip length: train with "

@@ -127,8 +127,9 @@ def test_shipped_configs_load_and_bad_keys_are_clear_errors(tmp_path):
         assert {f"{ds}_finetune", f"{ds}_train"} <= set(names)
     cfgs = {n: load_dcnn_config(n) for n in names}
     for cfg in cfgs.values():                               # MelBands' defaults are 128 mels from 0 Hz
-        assert (cfg.data.n_mels, cfg.data.fmin, cfg.data.sr) == ((64, 20.0, 16000) if cfg.data.kind == "deltas"
-                                                                 else (64, 125.0, 16000))   # YAMNet's front end
+        assert (cfg.data.n_mels, cfg.data.fmin, cfg.data.sr) == {"deltas": (64, 20.0, 16000),
+                                                                 "yamnet": (64, 125.0, 16000),   # YAMNet's front end
+                                                                 "whisper": (80, 0.0, 16000)}[cfg.data.kind]
     assert cfgs["esd_finetune"].data.max_sec == 3.0 and cfgs["jtes_finetune"].data.max_sec == 4.0
     assert (cfgs["emodb_finetune"].train.learning_rate, cfgs["emodb_finetune"].train.batch_size) == (1e-4, 128)
     assert (cfgs["emodb_train"].train.learning_rate, cfgs["emodb_train"].train.lr_decay) == (5e-6, 0.59)

@@ -23,8 +23,10 @@ DCNN-BLSTMwA (Zhang et al., Frontiers in Physiology 2021) in two steps, then inf
 
 Either step's run folder also works with `cnnrnn predict --model RUN --input WAV|FOLDER|FILELIST.txt`.
 
---config takes a shipped config (emodb_finetune, emodb_train, esd_*, jtes_*, tiny_*) or a JSON file with
-the sections "data", "model", "train". Filelists (wavpath|speaker_id|text|emotion_id|lang_id) come from
+--config takes a shipped config (emodb_finetune, emodb_train, esd_*, jtes_*, tiny_*, compact_*, yamnet_*,
+whisper_*) or a JSON file with the sections "data", "model", "train". The whisper_* presets need the encoder
+converted first: cnnrnn whisper-convert --ct2 whisper-tiny.en/model.bin --out weights/whisper-tiny.en.weights.h5
+Filelists (wavpath|speaker_id|text|emotion_id|lang_id) come from
 `cnnrnn filelists`; relative paths in a config are relative to the working directory.
 """
 
@@ -45,7 +47,8 @@ example: cnnrnn filelists --corpus emodb --root data/emodb --out lists/emodb
 def _add_step(sub, name: str, help_text: str, description: str, handler) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_text, description=description)
     p.add_argument("--config", required=True,
-                   help="shipped config name (emodb_*, esd_*, jtes_*, tiny_*: _finetune or _train) or a JSON path")
+                   help="shipped config name (emodb_*, esd_*, jtes_*, tiny_*, compact_*, yamnet_*, whisper_*: "
+                        "_finetune or _train) or a JSON path")
     p.add_argument("--filelist-train", help="override data.filelist_train")
     p.add_argument("--filelist-test", help="override data.filelist_test")
     p.add_argument("--labels", help="override data.labels_file (labels.json)")

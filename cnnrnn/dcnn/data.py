@@ -23,6 +23,16 @@ training data's global mean/std per band, :func:`normalize_features`); cut into 
 patches (time × bands; 96 frames every 48 in the presets, :func:`cnnrnn.features.yamnet_patches`) and fed to the
 network as they are (no resize, no ImageNet normalisation). :func:`cut` does either cut.
 
+With ``data.kind: whisper`` (the Whisper backbone) the features are the frozen Whisper encoder's outputs: the
+waveform at 16 kHz (pad/trim to ``max_sec`` when set; the presets keep each clip's length) →
+:func:`cnnrnn.whisper_features.whisper_log_mel` (80 bands, 10 ms frames) → the encoder of ``data.encoder`` (converted
+weights, :func:`cnnrnn.models.whisper.pretrained_whisper`), run **once per clip** at the clip's own length (a clip
+over 30 s in consecutive 30 s windows, their frames concatenated), keeping the outputs of the cached blocks as
+``(width, frames, n_blocks)`` (20 ms frames; the layout of the other kinds, so normalisation, caching over folds
+and storage are shared: :func:`whisper_features`); optionally normalised per dimension and block (z-scores mapped
+back to the training data's global mean/std, as for YAMNet); cut into ``(segment_frames, width, n_blocks)``
+segments of encoder frames (:func:`cut`) and fed to the step-1 head as they are.
+
 A clip shorter than one segment raises :class:`~cnnrnn.features.ClipTooShortError`, an
 :class:`~cnnrnn.audio.AudioError` with reason ``too_short``, so batch loops count it as a skip like any
 other unusable audio.
@@ -45,6 +55,8 @@ from .config import DcnnConfig, FeatureConfig
 from .filelists import read_filelist
 
 log = logging.getLogger("cnnrnn.dcnn")
+#: Feature kinds of a pretrained network: normalised z-scores are mapped back to the global (training) range.
+PRETRAINED_KINDS = ("yamnet", "whisper")
 
 
 def waveform_features(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<array>") -> np.ndarray:
@@ -59,7 +71,8 @@ def waveform_features(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<
 
     Returns:
         ``(n_mels, frames, 3) float32`` in [0, 1]; for ``yamnet`` ``(64, frames, 1) float32`` natural-log mel
-        magnitudes (``log(0.001)`` ≈ -6.9 and up).
+        magnitudes (``log(0.001)`` ≈ -6.9 and up); for ``whisper`` ``(width, frames, n_blocks) float32`` encoder
+        outputs (:func:`whisper_features`).
 
     Raises:
         ClipTooShortError: the clip is shorter than one STFT frame (``cfg.n_fft`` samples, before any padding) or
@@ -68,6 +81,8 @@ def waveform_features(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<
     import librosa
 
     check_min_samples(np.asarray(y), cfg.n_fft, source, cfg.sr)
+    if cfg.kind == "whisper":
+        return whisper_features(y, cfg, source)
     if cfg.preemphasis:
         y = librosa.effects.preemphasis(np.asarray(y, np.float32), coef=cfg.preemphasis)
     if cfg.max_sec is not None:
@@ -85,6 +100,81 @@ def waveform_features(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<
                               n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax).T[..., None]
     return log_mel_deltas(y, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
                           fmin=cfg.fmin, fmax=cfg.fmax, delta_width=cfg.delta_width)
+
+
+#: Encoders already built in this process: ``(weights, blocks) -> keras.Model`` (building one takes seconds).
+_ENCODERS: dict = {}
+
+
+def whisper_encoder(encoder: dict):
+    """The frozen Whisper encoder of ``data.encoder`` (built once per process and kept): a ``keras.Model``
+    ``(1, frames, 80) float32`` log-mel → a list of ``(1, ceil(frames / 2), width)`` outputs, one per cached block.
+
+    Raises:
+        WeightsError: the weights file or its sizes JSON is missing, or is not a Whisper encoder.
+        ValueError: a block the encoder lacks.
+    """
+    import keras
+
+    from ..models.whisper import check_block, pretrained_whisper
+    from .config import whisper_sizes
+
+    key = (encoder["weights"], tuple(encoder["blocks"]))
+    if key not in _ENCODERS:
+        weights, blocks = encoder["weights"], list(encoder["blocks"])
+        sizes = whisper_sizes(encoder)
+        for b in blocks:
+            check_block(b, sizes)
+        if blocks == ["final"]:
+            model = pretrained_whisper(weights, block="final", sizes=sizes)
+            model = keras.Model(model.input, [model.output])
+        else:
+            full = pretrained_whisper(weights, block="all", sizes=sizes)
+            model = keras.Model(full.input, [full.outputs[int(b)] for b in blocks])
+        _ENCODERS[key] = model
+    return _ENCODERS[key]
+
+
+def whisper_features(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<array>") -> np.ndarray:
+    """The frozen Whisper encoder's outputs for one waveform (``data.kind: whisper``).
+
+    Whisper's log-mel of the clip at its own length (or padded/trimmed to ``max_sec``), through the encoder of
+    ``cfg.encoder`` (:func:`whisper_encoder`); a clip over 30 s (3000 log-mel frames, the position table) is
+    encoded in consecutive 30 s windows and their frames concatenated (each window sees only itself).
+
+    Args:
+        y: ``(samples,) float`` mono at 16 kHz.
+        cfg: the feature settings (kind ``whisper``).
+        source: name used in error messages.
+
+    Returns:
+        ``(width, frames, n_blocks) float32``: frames = ``ceil(samples // 160 / 2)`` (20 ms each), one channel per
+        block of ``cfg.encoder["blocks"]``.
+
+    Raises:
+        ClipTooShortError: fewer encoder frames than one segment (``segment_frames``).
+        WeightsError: see :func:`whisper_encoder`.
+    """
+    from ..whisper_features import HOP_LENGTH, MAX_SECONDS, SR, whisper_log_mel
+
+    y = np.asarray(y, np.float32).reshape(-1)
+    if cfg.max_sec is not None:
+        y = pad_or_trim(y, int(round(cfg.max_sec * cfg.sr)))
+    frames = -(-(len(y) // HOP_LENGTH) // 2)
+    if frames < cfg.segment_frames:
+        raise ClipTooShortError(f"{source}: {frames} Whisper encoder frames (20 ms) is shorter than one segment "
+                                f"({cfg.segment_frames} frames); lower segment_frames")
+    model = whisper_encoder(cfg.whisper_encoder())
+    window = int(MAX_SECONDS * SR)
+    parts = []
+    for start in range(0, len(y), window):
+        piece = y[start:start + window]
+        if len(piece) < 2 * HOP_LENGTH:       # under one frame pair at the very end of a long clip: dropped
+            break
+        outs = model(whisper_log_mel(piece)[None], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]      # Keras gives one output bare
+        parts.append(np.stack([np.asarray(o)[0] for o in outs], axis=-1))   # (frames, width, n_blocks)
+    return np.ascontiguousarray(np.concatenate(parts).transpose(1, 0, 2), dtype=np.float32)
 
 
 def audio_features(path: str | Path, cfg: FeatureConfig) -> np.ndarray:
@@ -110,24 +200,25 @@ def normalize_features(features: np.ndarray, cfg: FeatureConfig, speaker: str | 
     ``none`` returns them unchanged; otherwise every mel band of every channel is standardised
     (:func:`cnnrnn.normalize.apply`: over this utterance, with the run's global statistics, or with its
     speaker's). Kind ``deltas``: z-scores in ``[-norm_range, norm_range]`` are mapped linearly to [0, 1],
-    clipped. Kind ``yamnet``: the z-scores are mapped back to the global (training data) mean and standard
-    deviation of each band, ``z * std + mean``, so the pretrained YAMNet sees log-mels in their usual range
-    with each speaker's (or utterance's) own offset and spread per band removed; ``global`` is then the
-    identity.
+    clipped. Kinds ``yamnet`` and ``whisper`` (for Whisper per encoder dimension and cached block): the z-scores
+    are mapped back to the global (training data) mean and standard deviation of each band, ``z * std + mean``,
+    so the pretrained network sees values in their usual range with each speaker's (or utterance's) own offset
+    and spread removed; ``global`` is then the identity.
 
     Args:
         features: from :func:`waveform_features`.
         speaker, stats: the utterance's speaker and the run's :class:`cnnrnn.normalize.NormStats` (``global``
-            and ``speaker`` modes, and every mode but ``none`` for ``yamnet``; a speaker the statistics lack uses
-            the global ones).
+            and ``speaker`` modes, and every mode but ``none`` for ``yamnet`` / ``whisper``; a speaker the
+            statistics lack uses the global ones).
         mode: overrides ``cfg.normalization`` (e.g. ``utterance`` for a file whose speaker is unknown).
 
     Returns:
-        ``(n_mels, frames, C) float32``: in [0, 1] for ``deltas``; log-mel values for ``yamnet``.
+        ``(n_mels, frames, C) float32``: in [0, 1] for ``deltas``; log-mel values for ``yamnet``; encoder outputs
+        (``(width, frames, n_blocks)``) for ``whisper``.
 
     Raises:
-        NormalizationError: ``global``/``speaker`` (any mode for ``yamnet``) without statistics, or statistics
-            of another shape.
+        NormalizationError: ``global``/``speaker`` (any mode for ``yamnet`` / ``whisper``) without statistics, or
+            statistics of another shape.
     """
     from ..normalize import apply, to_global_range
 
@@ -136,10 +227,11 @@ def normalize_features(features: np.ndarray, cfg: FeatureConfig, speaker: str | 
         return features
     n_mels, frames, channels = features.shape
     z = apply(feature_rows(features), speaker, stats, mode)
-    if cfg.kind == "yamnet":
-        z = to_global_range(z, stats, f"YAMNet features ({mode})")
+    pretrained = cfg.kind in PRETRAINED_KINDS
+    if pretrained:
+        z = to_global_range(z, stats, f"{'YAMNet' if cfg.kind == 'yamnet' else 'Whisper'} features ({mode})")
     z = z.reshape(frames, n_mels, channels).transpose(1, 0, 2)
-    if cfg.kind == "yamnet":
+    if pretrained:
         return z.astype(np.float32)
     return np.clip(z / (2 * cfg.norm_range) + 0.5, 0.0, 1.0).astype(np.float32)
 
@@ -151,13 +243,15 @@ def cut(features: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     Returns:
         ``(n_segments, n_mels, segment_frames, 3)`` (kind ``deltas``, :func:`cnnrnn.features.segment`) or
         ``(n_segments, segment_frames, n_mels, 1)`` (kind ``yamnet``, :func:`cnnrnn.features.yamnet_patches`),
-        ``float32``.
+        or ``(n_segments, segment_frames, width, n_blocks)`` (kind ``whisper``: encoder frames), ``float32``.
 
     Raises:
         ClipTooShortError: fewer frames than one segment.
     """
     if cfg.kind == "yamnet":
         return yamnet_patches(features[..., 0].T, patch_frames=cfg.segment_frames, patch_hop=cfg.segment_hop)
+    if cfg.kind == "whisper":
+        return np.ascontiguousarray(segment(features, cfg.segment_frames, cfg.segment_hop).transpose(0, 2, 1, 3))
     return segment(features, cfg.segment_frames, cfg.segment_hop)
 
 
@@ -181,9 +275,9 @@ def waveform_segments(y: np.ndarray, cfg: FeatureConfig, source: str | Path = "<
 
 
 def normalization_stats(train: "FeatureSet", others: Sequence["FeatureSet"], cfg: FeatureConfig):
-    """The statistics of ``cfg.normalization`` ``global`` / ``speaker`` (and ``utterance`` for kind ``yamnet``,
-    whose z-scores are mapped back to the global ones): global ones from the ``train`` utterances only, one set
-    per speaker from all of that speaker's utterances in ``train`` and ``others`` (their unlabelled audio: for a
+    """The statistics of ``cfg.normalization`` ``global`` / ``speaker`` (and ``utterance`` for kinds ``yamnet`` and
+    ``whisper``, whose z-scores are mapped back to the global ones): global ones from the ``train`` utterances only,
+    one set per speaker from all of that speaker's utterances in ``train`` and ``others`` (their unlabelled audio: for a
     test speaker a transductive choice) (:func:`cnnrnn.normalize.fit`).
 
     Returns:
@@ -191,7 +285,7 @@ def normalization_stats(train: "FeatureSet", others: Sequence["FeatureSet"], cfg
     """
     from ..normalize import fit
 
-    if cfg.normalization == "none" or (cfg.normalization == "utterance" and cfg.kind != "yamnet"):
+    if cfg.normalization == "none" or (cfg.normalization == "utterance" and cfg.kind not in PRETRAINED_KINDS):
         return None
     sets = [train, *others]
     return fit([feature_rows(f) for s in sets for f in s.features], [sp or None for s in sets for sp in s.speakers],
@@ -204,7 +298,8 @@ def files_features(paths: Sequence[str | Path], cfg: FeatureConfig, progress: bo
 
     Returns:
         ``(kept, features, skipped)``: indices into ``paths`` of the usable files, their features
-        (``(n_mels, frames_i, C) float32`` each, C = 3, or 1 for ``yamnet``) and ``{reason: [path, ...]}``.
+        (``(n_mels, frames_i, C) float32`` each, C = 3, 1 for ``yamnet``; ``(width, frames_i, n_blocks)`` for
+        ``whisper``) and ``{reason: [path, ...]}``.
     """
     return load_each(paths, lambda p: audio_features(p, cfg), desc=desc, progress=progress)
 

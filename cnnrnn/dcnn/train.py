@@ -17,8 +17,10 @@
 Recipe options (not in the paper; see :mod:`cnnrnn.dcnn.config`): ``data.normalization`` (``global`` /
 ``speaker`` statistics are fitted in step 1, global ones on the train filelist only, per speaker on each
 speaker's own audio of both filelists, written to ``normalization.json`` and reused by step 2 and prediction),
-``model.backbone: compact`` or ``yamnet`` (with ``data.kind: yamnet``: YAMNet's log-mel patches, see
-:mod:`cnnrnn.dcnn.data`), SpecAugment on the step-1 segments, and ``train.selection: inner`` (each step keeps
+``model.backbone: compact``, ``yamnet`` (with ``data.kind: yamnet``: YAMNet's log-mel patches, see
+:mod:`cnnrnn.dcnn.data`) or ``whisper`` (with ``data.kind: whisper``: the frozen Whisper encoder's frames, computed
+once per clip; step 1 trains a small head on each segment's frames, optionally fine-tuning the encoder's top
+blocks), SpecAugment on the step-1 segments, and ``train.selection: inner`` (each step keeps
 the epoch of best accuracy on one held-out *training* speaker, :func:`cnnrnn.splits.inner_split`, instead of the
 last epoch; the test filelist is then only scored).
 
@@ -285,7 +287,9 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
         _seed(cfg.train.seed)
         m = cfg.model
         model = build_dcnn(features.input_shape, len(labels), m.backbone, m.weights, m.width, m.fc_units,
-                           m.dropout, m.bn_momentum, m.filters, m.spec_augment(cfg.train.seed), m.freeze_blocks)
+                           m.dropout, m.bn_momentum, m.filters, m.spec_augment(cfg.train.seed), m.freeze_blocks,
+                           whisper={"block": m.whisper_block, "mix": m.whisper_mix,
+                                    "trainable_blocks": m.trainable_blocks} if m.backbone == "whisper" else None)
         _compile(model, cfg.train.learning_rate)
         size, bs = features.resize, cfg.train.batch_size
         best, precise = _best_epoch(cfg), _precise_bn(cfg, x_train, x_val, y_val, size)

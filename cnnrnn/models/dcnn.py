@@ -1,6 +1,6 @@
 """Step 1 of DCNN-BLSTMwA: the deep CNN that classifies log-mel segments.
 
-Three backbones:
+The backbones:
 
 * ``alexnet``: AlexNet (Krizhevsky et al. 2012) written in Keras, 5 convolutions (96 11×11/4, 256 5×5,
   384 3×3, 384 3×3, 256 3×3; max-pool 3×3/2 after the 1st, 2nd and 5th) and 3 fully-connected layers
@@ -19,6 +19,13 @@ Three backbones:
   ``cnnrnn yamnet-convert`` (:func:`cnnrnn.yamnet_convert.convert`; nothing is downloaded) or ``none``
   (random, for tests); ``freeze_blocks`` keeps the first N of its 14 blocks fixed.
 
+* ``whisper``: a head over the frozen Whisper encoder's frames of one segment (:mod:`cnnrnn.models.whisper`; the
+  encoder itself runs once per clip, in :func:`cnnrnn.dcnn.data.whisper_features`): the input ``(frames, width,
+  n_blocks)`` holds the cached blocks' outputs; optionally the top ``trainable_blocks`` transformer blocks (from
+  ``weights``) run on the segment and are fine-tuned, optionally a learned softmax-weighted sum of the blocks
+  (:class:`~cnnrnn.models.whisper.WeightedBlockSum`); then mean + std over the frames
+  (:class:`~cnnrnn.models.whisper.MeanStdPooling`), batch norm, dropout and the FC layer.
+
 An optional :class:`~cnnrnn.models.augment.SpecAugment` layer in front (``spec_augment``) masks frequency and
 time bands of the segments in training only.
 
@@ -33,11 +40,25 @@ from pathlib import Path
 
 from typing import Sequence
 
+import keras
+
 from .blocks import WeightsError, conv_blocks, with_spec_augment
 from .cnnrnn import resolve_backbone_weights, set_bn_momentum
 
 PENULTIMATE = "penultimate"
-BACKBONES = ("alexnet", "resnet50", "compact", "yamnet")
+BACKBONES = ("alexnet", "resnet50", "compact", "yamnet", "whisper")
+
+
+@keras.saving.register_keras_serializable(package="cnnrnn")
+class SplitBlocks(keras.layers.Layer):
+    """``(batch, frames, width, n)`` → a list of ``n`` tensors ``(batch, frames, width)``: the cached Whisper blocks
+    of a segment, one per channel (``n == 1`` gives a list of one)."""
+
+    def call(self, x):
+        return [x[..., i] for i in range(x.shape[-1])]
+
+    def compute_output_shape(self, input_shape):
+        return [tuple(input_shape[:-1])] * int(input_shape[-1])
 
 
 def _alexnet(x, width: float, fc_units: int, dropout: float):
@@ -87,10 +108,36 @@ def _yamnet(x, frames: int, weights: str | None, freeze_blocks: int, fc_units: i
     return layers.Dense(fc_units, activation="relu", name=PENULTIMATE)(x)
 
 
+def _whisper(x, weights: str | None, whisper: dict, fc_units: int, dropout: float, bn_momentum: float | None):
+    """The Whisper head of :func:`build_dcnn` over ``(batch, frames, width, n_blocks)`` cached encoder frames."""
+    from keras import layers
+
+    from .whisper import KNOWN_SIZES, MeanStdPooling, WeightedBlockSum, pretrained_whisper, read_sizes
+
+    block, mix = whisper.get("block", 2), whisper.get("mix", "block")
+    trainable = int(whisper.get("trainable_blocks", 0))
+    parts = SplitBlocks(name="cached_blocks")(x)
+    top = parts[-1]
+    if trainable:
+        sizes = read_sizes(weights) if weights else KNOWN_SIZES["tiny"]
+        encoder = pretrained_whisper(weights, block=block, trainable_blocks=trainable, sizes=sizes)
+        if int(x.shape[2]) != sizes.width:
+            raise ValueError(f"the cached Whisper frames are {x.shape[2]} wide, the encoder of {weights} {sizes.width}")
+        for k in range(int(block) - trainable + 1, int(block) + 1):
+            top = encoder.get_layer(f"block{k}")(top)       # pretrained, trained from here on
+            parts.append(top)
+    if mix == "weighted":
+        top = WeightedBlockSum(name="block_mix")(parts)
+    x = MeanStdPooling(name="mean_std")(top)
+    x = layers.BatchNormalization(momentum=bn_momentum or 0.99, name="pooled_bn")(x)
+    x = layers.Dropout(dropout, name="dropout1")(x)
+    return layers.Dense(fc_units, activation="relu", name=PENULTIMATE)(x)
+
+
 def build_dcnn(input_shape: tuple[int, int, int], n_classes: int, backbone: str = "alexnet",
                weights: str | None = "none", width: float = 1.0, fc_units: int = 4096, dropout: float = 0.5,
                bn_momentum: float | None = None, filters: Sequence[int] = (32, 64, 128, 128),
-               spec_augment: dict | None = None, freeze_blocks: int = 0):
+               spec_augment: dict | None = None, freeze_blocks: int = 0, whisper: dict | None = None):
     """Build the segment classifier (uncompiled).
 
     Args:
@@ -111,6 +158,11 @@ def build_dcnn(input_shape: tuple[int, int, int], n_classes: int, backbone: str 
             masks on the segment images), or ``None`` for none. For ``yamnet`` (time along H, mel bands along
             W) the frequency masks still cover mel bands and the time masks frames.
         freeze_blocks: ``yamnet`` only: the first N of its 14 blocks are not trained (0..14).
+        whisper: ``whisper`` only: ``{"block": whisper_block, "mix": "block" | "weighted", "trainable_blocks": N}``
+            (:class:`cnnrnn.dcnn.config.ModelSection`); the input's channels are the cached blocks
+            (:func:`cnnrnn.dcnn.config.whisper_cached_blocks`): block ``block - N`` alone, or blocks 0..``block - N``
+            for ``weighted``. ``weights``: the converted encoder (``cnnrnn whisper-convert``), read only for the
+            trainable blocks. ``bn_momentum`` is the pooled vector's batch norm's (``None``: 0.99).
 
     Returns:
         ``keras.Model`` mapping ``(batch, H, W, C) float32`` to ``(batch, n_classes)`` probabilities.
@@ -132,6 +184,19 @@ def build_dcnn(input_shape: tuple[int, int, int], n_classes: int, backbone: str 
         if h < 32 or (w, c) != (64, 1) or n_classes < 2:
             raise ValueError(f"the yamnet backbone takes (frames >= 32, 64, 1) log-mel patches and >= 2 classes, "
                              f"got {input_shape}, {n_classes}")
+    elif backbone == "whisper":
+        if h < 2 or n_classes < 2:
+            raise ValueError(f"the whisper backbone takes (frames >= 2, width, n_blocks) encoder frames and >= 2 "
+                             f"classes, got {input_shape}, {n_classes}")
+        if spec_augment:
+            raise ValueError("SpecAugment masks log-mel images; the whisper backbone takes encoder frames: use no "
+                             "freq_masks / time_masks")
+        whisper = dict(whisper or {})
+        expected = (int(whisper.get("block", 2)) - int(whisper.get("trainable_blocks", 0)) + 1
+                    if whisper.get("mix") == "weighted" else 1)
+        if c != expected:
+            raise ValueError(f"the whisper head with {whisper} takes {expected} cached block(s) as channels, got "
+                             f"{input_shape}")
     elif min(h, w) < smallest or c != 3 or n_classes < 2:
         raise ValueError(f"need (H, W, 3) input with H, W >= {smallest} and >= 2 classes, got {input_shape}, "
                          f"{n_classes}")
@@ -149,6 +214,8 @@ def build_dcnn(input_shape: tuple[int, int, int], n_classes: int, backbone: str 
     x = with_spec_augment(inputs, spec_augment)
     if backbone == "yamnet":
         x = _yamnet(x, h, weights, freeze_blocks, fc_units, dropout)
+    elif backbone == "whisper":
+        x = _whisper(x, weights, whisper, fc_units, dropout, bn_momentum)
     elif backbone == "alexnet":
         x = _alexnet(x, width, fc_units, dropout)
     elif backbone == "compact":
