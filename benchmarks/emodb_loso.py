@@ -27,7 +27,14 @@ Run from the repository root, niced (the CPU is shared)::
     nice -n 10 python benchmarks/emodb_loso.py ablation            # development speakers only
     nice -n 10 python benchmarks/emodb_loso.py run --models compare_linear compare_linear_nonorm \\
         egemaps_rbf egemaps_rbf_nonorm
+    nice -n 10 python benchmarks/emodb_loso.py run --models whisper_lr whisper_lr_nonorm whisper_lr_pad30 \
+        whisper_lr_b0 whisper_lr_b1 whisper_lr_b2 whisper_lr_b3 whisper_lr_b4 fusion_whisper_compare
     python benchmarks/emodb_loso.py summary
+
+The ``whisper_lr*`` entries (frozen Whisper tiny.en, the functionals family's ``whisper`` feature set) convert
+``../shared/data/pretrained/whisper-tiny.en/model.bin`` once into ``benchmarks/work/whisper-tiny.en.weights.h5``;
+each fold records the block and C it used and, chosen by nested leave-one-speaker-out on its nine training
+speakers, every candidate's inner UA (``inner_ua``).
 
 Working files (run folders, feature cache) go to ``benchmarks/work/emodb_loso/`` (git-ignored).
 """
@@ -162,6 +169,49 @@ def _functionals(name: str, preset: str, speaker_norm: bool, pair: str, descript
                  {"preset": preset, "changes": changes})
 
 
+# ----- Whisper encoder block features + logistic regression (the functionals family's ``whisper`` feature set)
+WHISPER_CT2 = REPO.parent / "shared" / "data" / "pretrained" / "whisper-tiny.en" / "model.bin"
+WHISPER_WEIGHTS = REPO / "benchmarks" / "work" / "whisper-tiny.en.weights.h5"
+
+
+def whisper_weights() -> Path:
+    """Whisper tiny.en's encoder converted once from ``../shared/data``'s CTranslate2 ``model.bin`` into
+    ``benchmarks/work/whisper-tiny.en.weights.h5`` (git-ignored; :func:`cnnrnn.models.whisper_convert.convert`)."""
+    if not WHISPER_WEIGHTS.is_file():
+        from cnnrnn.models.whisper_convert import convert
+
+        convert(ct2=WHISPER_CT2, out=WHISPER_WEIGHTS)
+    return WHISPER_WEIGHTS
+
+
+def whisper_prepare(entry: Entry, ctx: dict) -> dict:
+    """:func:`whisper_weights`, then :func:`functionals_prepare` (every block of every clip, cached once per
+    weights file and padding)."""
+    whisper_weights()
+    return functionals_prepare(entry, ctx)
+
+
+def whisper_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
+    """:func:`functionals_fold`, plus the block and C the fold used and, when chosen by nested leave-one-speaker-out
+    on its nine training speakers, the inner UA of every candidate (``inner_ua``: ``b<block>_C<C>``)."""
+    from cnnrnn.artifacts import load_json
+
+    fold = functionals_fold(entry, speaker, ctx)
+    metrics = load_json(ctx["work"] / entry.name / speaker / "metrics.json")
+    selection = metrics.get("selection") or {}
+    fold.update(whisper_block=metrics["whisper_block"], C=metrics["C"], chosen=selection.get("chosen"),
+                inner_ua={f"b{c['whisper_block']}_C{c['C']:g}": c["ua"] for c in selection.get("candidates", [])},
+                selection_seconds=selection.get("seconds"))
+    return fold
+
+
+def _whisper(name: str, changes: dict, speaker_norm: bool, pair: str | None, description: str) -> Entry:
+    changes = {"whisper_weights": str(WHISPER_WEIGHTS), **changes,
+               **({} if speaker_norm else {"normalization": "none"})}
+    return Entry(name, "functionals", description, speaker_norm, whisper_fold, whisper_prepare, pair,
+                 {"preset": "whisper", "changes": changes})
+
+
 # ----- CNNRNN family (spectrogram images, compact backbone)
 def _cnnrnn_config(entry: Entry, ctx: dict):
     """The entry's preset with its overrides; a YAMNet-backed preset without ``train.weights`` among them gets
@@ -170,8 +220,11 @@ def _cnnrnn_config(entry: Entry, ctx: dict):
     from cnnrnn.config import override
 
     changes = dict(entry.options.get("overrides", {}))
-    if load_config(entry.options["preset"]).train.backbone == "yamnet" and "train.weights" not in changes:
+    backbone = load_config(entry.options["preset"]).train.backbone
+    if backbone == "yamnet" and "train.weights" not in changes:
         changes["train.weights"] = str(yamnet_weights(ctx["data"]))
+    if backbone == "whisper" and "train.weights" not in changes:
+        changes["train.weights"] = str(whisper_weights())
     return override(load_config(entry.options["preset"]), changes)
 
 
@@ -228,12 +281,23 @@ def cnnrnn_fold(entry: Entry, speaker: str, ctx: dict) -> dict:
     cross_validate(images, d["y"], d["labels"], out, cfg.train, groups=list(speakers), verbose=0,
                    folds=[(train_idx, test_idx)], train_copies=copies)
     fold = load_json(out / "folds" / "fold1.json")
-    proba = predict_proba(load_model(fold["checkpoint"]), images[test_idx], cfg.train.batch_size, cfg.train.crop_hop)
+    model = load_model(fold["checkpoint"])
+    proba = predict_proba(model, images[test_idx], cfg.train.batch_size, cfg.train.crop_hop)
+    unknown = None
+    if cfg.spectrogram.normalization == "speaker":  # the same model on the held-out speaker as an unknown speaker
+        from cnnrnn.evaluation import classification_metrics
+        from cnnrnn.normalize import unknown_speaker_mode
+
+        mode = unknown_speaker_mode(stats)
+        plain = np.stack([image_of_log_mel(d["mels"][i], cfg.spectrogram, None, stats, mode) for i in test_idx])
+        guess = predict_proba(model, plain, cfg.train.batch_size, cfg.train.crop_hop).argmax(axis=1)
+        unknown = {"mode": mode, **{k: round(float(v), 4) for k, v in classification_metrics(
+            d["y"][test_idx], guess, len(d["labels"])).items() if k in ("ua", "wa", "f1_macro")}}
     if not ctx.get("keep_models"):
         shutil.rmtree(out / "models", ignore_errors=True)
     return {"ids": [d["ids"][i] for i in test_idx], "y_true": d["y"][test_idx].tolist(),
             "y_pred": fold["val_predictions"], "labels": d["labels"], "proba": _rounded(proba),
-            "best_epoch": fold["best_epoch"],
+            "best_epoch": fold["best_epoch"], "unknown_speaker": unknown,
             "n_fit": fold["n_fit"], "n_fit_copies": fold.get("n_fit_copies", 0), "n_select": fold["n_select"]}
 
 
@@ -349,6 +413,29 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
             "per-speaker norm mapped back to the global range, SpecAugment, inner epoch selection"),
     _cnnrnn("cnnrnn_yamnet_nonorm", "yamnet", {"spectrogram.normalization": "none"}, False, "cnnrnn_yamnet",
             "CNNRNN preset yamnet on YAMNet's raw log-mel (no speaker norm)"),
+    _cnnrnn("cnnrnn_whisper", "whisper", {}, True, "cnnrnn_whisper_nonorm",
+            "CNNRNN preset whisper: Whisper tiny.en's encoder (frozen, cut after block 2, outputs cached) over "
+            "Whisper's log-mel of 2 s clips + LSTM head, per-speaker norm mapped back to the global range, inner "
+            "epoch selection"),
+    _cnnrnn("cnnrnn_whisper_nonorm", "whisper", {"spectrogram.normalization": "none"}, False, "cnnrnn_whisper",
+            "CNNRNN preset whisper on Whisper's raw log-mel (no speaker norm)"),
+    _cnnrnn("cnnrnn_whisper_ms", "whisper", {"train.head": "mean_std", "train.learning_rate": 0.003,
+                                             "train.epochs": 60, "train.mixup": 0.0}, True, None,
+            "CNNRNN whisper with the mean + std pooling head (batch norm, softmax), lr 3e-3, 60 epochs, no mixup"),
+    _cnnrnn("cnnrnn_whisper_ms_last", "whisper", {"train.head": "mean_std", "train.learning_rate": 0.003,
+                                                  "train.epochs": 60, "train.mixup": 0.0, "train.selection": "fold",
+                                                  "train.monitor": "last", "train.dropout": 0.0}, True,
+            "cnnrnn_whisper_ms_last_nonorm",
+            "CNNRNN whisper, mean + std pooling head standardised with the training statistics (the linear probe as a "
+            "Keras head), lr 3e-3, the last of 60 epochs (no epoch chosen), no dropout"),
+    _cnnrnn("cnnrnn_whisper_ms_last_nonorm", "whisper", {"train.head": "mean_std", "train.learning_rate": 0.003,
+                                                         "train.epochs": 60, "train.mixup": 0.0,
+                                                         "train.selection": "fold", "train.monitor": "last",
+                                                         "train.dropout": 0.0,
+                                                         "spectrogram.normalization": "none"}, False,
+            "cnnrnn_whisper_ms_last", "cnnrnn_whisper_ms_last on Whisper's raw log-mel (no speaker norm)"),
+    _cnnrnn("cnnrnn_whisper_attn", "whisper", {"train.head": "attention", "train.epochs": 40}, True, None,
+            "CNNRNN whisper with the self-attention pooling head, 40 epochs"),
     _cnnrnn("cnnrnn_yamnet_whole", "yamnet", {"train.crop_width": 0, "train.mixup": 0.0, "train.epochs": 20},
             True, None, "CNNRNN YAMNet on whole 2 s clips (no crops, no mixup), 20 epochs (not chosen on dev)"),
     _dcnn("dcnn_compact", "compact", {}, True, "dcnn_compact_nonorm",
@@ -361,6 +448,11 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
           "per-speaker norm mapped back to the global range, SpecAugment, inner epoch selection"),
     _dcnn("dcnn_yamnet_nonorm", "yamnet", {"data.normalization": "none"}, False, "dcnn_yamnet",
           "DCNN-BLSTMwA with YAMNet, as dcnn_yamnet on YAMNet's raw log-mel (no speaker norm)"),
+    _dcnn("dcnn_whisper", "whisper", {}, True, "dcnn_whisper_nonorm",
+          "DCNN-BLSTMwA with Whisper tiny.en (frozen encoder, block 2, run once per clip): a head on 0.64 s segments of "
+          "encoder frames + BiLSTM-attention, per-speaker norm of the encoder outputs, inner epoch selection"),
+    _dcnn("dcnn_whisper_nonorm", "whisper", {"data.normalization": "none"}, False, "dcnn_whisper",
+          "DCNN-BLSTMwA with Whisper, as dcnn_whisper on the encoder's raw outputs (no speaker norm)"),
     _baseline("baseline_best", "best", {}, True, "baseline_best_nonorm",
               "spectrogram CNN baseline, preset best (= cnn_recipe: the tutorial CNN + per-speaker norm + "
               "SpecAugment), 22.05 kHz 128-mel, 5 epochs, last epoch"),
@@ -396,6 +488,19 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
                  "openSMILE eGeMAPSv02 (88) + RBF SVM, per-speaker z-norm"),
     _functionals("egemaps_rbf_nonorm", "egemaps_rbf", False, "egemaps_rbf",
                  "openSMILE eGeMAPSv02 (88) + RBF SVM, no speaker norm"),
+    *[_whisper(f"whisper_lr_b{b}", {"whisper_block": b}, True, None,
+               f"Whisper tiny.en frozen, block {b} of 4 ({'the convolutional stem' if b == 0 else 'transformer block'}"
+               f"{'' if b == 0 else f' {b}'}), mean+std over frames, per-speaker z-norm, logistic regression, C by "
+               "nested LOSO on the training speakers") for b in range(5)],
+    _whisper("whisper_lr", {}, True, "whisper_lr_nonorm",
+             "Whisper tiny.en frozen (preset whisper): mean+std over frames, per-speaker z-norm, logistic regression; "
+             "block (0-4) and C (0.01, 0.1, 1) chosen by nested LOSO on the training speakers"),
+    _whisper("whisper_lr_nonorm", {}, False, "whisper_lr",
+             "Whisper tiny.en frozen, block and C by nested LOSO, no speaker norm (standardised with the training "
+             "speakers' statistics)"),
+    _whisper("whisper_lr_pad30", {"whisper_pad_seconds": 30.0}, True, None,
+             "Whisper tiny.en frozen as whisper_lr, each clip zero-padded to 30 s (as Whisper itself) before the "
+             "encoder, pooled over all 1500 frames"),
     _fusion("fusion_cnnrnn_compare", ["cnnrnn_crops_pbn", "compare_linear"], True, "fusion_cnnrnn_compare_nonorm",
             "late fusion (mean probabilities): CNNRNN best + ComParE linear SVM"),
     _fusion("fusion_cnnrnn_compare_nonorm", ["cnnrnn_crops_pbn_nonorm", "compare_linear_nonorm"], False,
@@ -410,6 +515,19 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
             "fusion_cnnrnn_dcnn", "late fusion: CNNRNN best + DCNN-BLSTMwA compact, no speaker norm"),
     _fusion("fusion_yamnet_compare", ["cnnrnn_yamnet", "compare_linear"], True, None,
             "late fusion (mean probabilities): CNNRNN YAMNet + ComParE linear SVM"),
+    _fusion("fusion_whisper_compare", ["whisper_lr", "compare_linear"], True, None,
+            "late fusion (mean probabilities): Whisper tiny.en + logistic regression (whisper_lr) + ComParE linear "
+            "SVM"),
+    _fusion("fusion_whisper3", ["whisper_lr", "dcnn_whisper", "cnnrnn_whisper_ms_last"], True, "fusion_whisper3_nonorm",
+            "late fusion of the three Whisper models: functionals whisper_lr + DCNN-BLSTMwA Whisper + CNNRNN Whisper"),
+    _fusion("fusion_whisper3_nonorm", ["whisper_lr_nonorm", "dcnn_whisper_nonorm", "cnnrnn_whisper_ms_last_nonorm"],
+            False, "fusion_whisper3", "late fusion of the three Whisper models, none with speaker normalisation"),
+    _fusion("fusion_whisper_dcnn", ["whisper_lr", "dcnn_whisper"], True, None,
+            "late fusion: functionals whisper_lr + DCNN-BLSTMwA Whisper"),
+    _fusion("fusion_whisper_cnnrnn", ["whisper_lr", "cnnrnn_whisper_ms_last"], True, None,
+            "late fusion: functionals whisper_lr + CNNRNN Whisper"),
+    _fusion("fusion_whisper4", ["whisper_lr", "dcnn_whisper", "cnnrnn_whisper_ms_last", "compare_linear"], True, None,
+            "late fusion of the three Whisper models and ComParE"),
     _fusion("fusion_spectrogram3", ["cnnrnn_crops_pbn", "dcnn_compact", "cnnrnn_yamnet"], True, None,
             "late fusion of three spectrogram models: CNNRNN best + DCNN-BLSTMwA compact + CNNRNN YAMNet"),
     _fusion("fusion_all4", ["cnnrnn_crops_pbn", "dcnn_compact", "cnnrnn_yamnet", "compare_linear"], True, None,
