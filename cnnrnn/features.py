@@ -438,8 +438,6 @@ def log_mels(ys: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
         float32`` natural-log mel magnitudes (:func:`yamnet_log_mel` of each clip, transposed).
     """
     if getattr(cfg, "kind", "log_mel") == "whisper":
-        from .whisper_features import whisper_log_mel
-
         ys = np.atleast_2d(np.asarray(ys, np.float32))
         return np.stack([whisper_log_mel(y).T for y in ys]) if len(ys) else \
             np.zeros((0, WHISPER_N_MELS, ys.shape[1] // WHISPER_HOP_LENGTH), np.float32)
@@ -981,10 +979,13 @@ def yamnet_patches(log_mel: np.ndarray, *, patch_frames: int = YAMNET_PATCH_FRAM
     return segment(np.asarray(log_mel).T[..., None], patch_frames, patch_hop).transpose(0, 2, 1, 3)
 
 
-# --------------------------------------------------------------------------- Whisper's log-mel as an image
-# The front end itself is cnnrnn.whisper_features.whisper_log_mel (openai/whisper whisper/audio.py, with librosa).
+# --------------------------------------------------------------------------- Whisper's front end
+WHISPER_SR = 16000
+WHISPER_N_FFT = 400
 WHISPER_N_MELS = 80
 WHISPER_HOP_LENGTH = 160
+WHISPER_MIN_SAMPLES = 2 * WHISPER_HOP_LENGTH   # one frame pair: the stride-2 stem's smallest input (20 ms)
+WHISPER_MAX_SECONDS = 30.0                      # the encoder's position table
 #: The spectrogram settings of ``spectrogram.kind: whisper`` (CNNRNN): Whisper's front end (16 kHz, 400-sample Hann
 #: window, hop 160, 80 Slaney bands from 0 Hz to sr/2).
 WHISPER_SPECTROGRAM = {"sr": 16000, "n_mels": WHISPER_N_MELS, "fmin": 0.0, "fmax": None, "n_fft": 400,
@@ -992,3 +993,52 @@ WHISPER_SPECTROGRAM = {"sr": 16000, "n_mels": WHISPER_N_MELS, "fmin": 0.0, "fmax
 #: The values (Whisper's ``(log10(mel) + 4) / 4``) of pixels 0 and 255 of a kind ``whisper`` image: -1.5 is 10⁻¹⁰
 #: power, 2.5 is 10⁶ (above any 16-bit clip's mel power: 20 EmoDB clips peak at 1.0–1.7); 0.0157 a level.
 WHISPER_IMAGE_RANGE = (-1.5, 2.5)
+
+
+def whisper_frames(n_samples: int) -> int:
+    """Log-mel frames of a clip of ``n_samples`` at 16 kHz (``n_samples // 160``: 100 per second)."""
+    return int(n_samples) // WHISPER_HOP_LENGTH
+
+
+def whisper_log_mel(y: np.ndarray, *, sr: int = WHISPER_SR, n_mels: int = WHISPER_N_MELS,
+                    pad_to_seconds: float | None = None) -> np.ndarray:
+    """Whisper's log-mel of one clip (``openai/whisper`` ``whisper/audio.py`` ``log_mel_spectrogram``), in numpy.
+
+    The STFT of a periodic 400-sample Hann window every 160 samples, centred with reflect padding (``torch.stft``'s
+    and ``librosa.stft(pad_mode="reflect")``'s), the last frame dropped, power through the Slaney mel filters of
+    :func:`mel_filters` (80 bands 0–8 kHz: Whisper's own ``mel_filters.npz`` was made by ``librosa.filters.mel``),
+    ``log10(max(mel, 1e-10))``, floored at the clip's maximum − 8, then ``(x + 4) / 4``. Equal to the same steps
+    through ``librosa.stft`` and ``librosa.filters.mel`` within float32 round-off (tested); without librosa, whose
+    import costs a second or two of a one-clip prediction.
+
+    Args:
+        y: ``(samples,)`` mono waveform at 16 kHz, float.
+        sr: must be 16000 (Hz).
+        n_mels: 80 (128 for large-v3).
+        pad_to_seconds: zero-pad the waveform to this length first (Whisper pads to 30 s); ``None`` keeps the
+            clip's length.
+
+    Returns:
+        ``(frames, n_mels) float32``, frames = ``samples // 160`` (10 ms each); values ``(log10 + 4) / 4``, within
+        2 of the clip's maximum.
+
+    Raises:
+        ValueError: ``sr`` is not 16000, or the clip is shorter than one frame pair (320 samples, 20 ms).
+    """
+    if int(sr) != WHISPER_SR:
+        raise ValueError(f"Whisper's front end takes 16 kHz audio, got sr={sr}")
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    if pad_to_seconds is not None:
+        y = np.pad(y, (0, max(0, int(round(pad_to_seconds * WHISPER_SR)) - len(y))))
+    if len(y) < WHISPER_MIN_SAMPLES:
+        raise ValueError(f"a clip of {len(y)} samples ({len(y) / WHISPER_SR * 1000:.1f} ms) is shorter than one "
+                         f"Whisper frame pair ({WHISPER_MIN_SAMPLES} samples, 20 ms)")
+    half = WHISPER_N_FFT // 2
+    padded = np.pad(y, half, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, WHISPER_N_FFT)[::WHISPER_HOP_LENGTH]
+    frames = frames[: len(y) // WHISPER_HOP_LENGTH]                 # the STFT's last frame dropped
+    power = np.abs(np.fft.rfft(frames * _hann(WHISPER_N_FFT), axis=1)) ** 2
+    mel = power.astype(np.float32) @ mel_filters(sr=WHISPER_SR, n_fft=WHISPER_N_FFT, n_mels=n_mels).T
+    log = np.log10(np.maximum(mel, 1e-10))
+    log = np.maximum(log, log.max() - 8.0)
+    return ((log + 4.0) / 4.0).astype(np.float32)

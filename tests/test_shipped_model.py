@@ -48,28 +48,27 @@ def test_predict_by_name_writes_beside_the_user_not_into_the_package(tmp_path, m
 
 
 def test_the_shipped_model_recognises_emotion_in_the_bundled_sample(tmp_path):
-    """Real EmoDB speech of the bundled sample (16 kHz, KEMDy20 layout), one speaker at a time with ``--speaker``;
-    the model's classes are matched to the sample's by meaning (angry = anger); chance is 1/6 here. The sample
-    overlaps the training data: this checks that the shipped model and its speaker normalisation work end to end
-    (0.83 when built), not how it generalises (see its model card for that)."""
+    """Real EmoDB speech of the bundled sample (16 kHz, KEMDy20 layout), a folder per speaker with ``--speaker-from
+    folder``, then the same files as unknown speakers (the training data's global statistics); the model's classes are
+    matched to the sample's by meaning (angry = anger); chance is 1/6 here. The sample overlaps the training data: this
+    checks that the shipped model and its speaker normalisation work end to end, and that an unknown speaker does not
+    collapse (the old per-utterance fallback scored 0.35 here), not how it generalises (see its model card)."""
     utterances, _ = load_corpus("kemdy20", SAMPLE_DIR)
-    by_speaker = defaultdict(list)
     for u in utterances:
-        by_speaker[u.speaker].append(u)
-    hits = []
-    for speaker, utts in sorted(by_speaker.items()):
-        folder = tmp_path / speaker
-        folder.mkdir()
-        for u in utts:
-            os.symlink(u.audio_path, folder / Path(u.audio_path).name)
-        assert main(["-q", "predict", "--model", "emodb", "--input", str(folder), "--speaker", speaker,
-                     "--out", str(tmp_path / f"out_{speaker}")]) == 0
-        table = pd.read_csv(tmp_path / f"out_{speaker}" / "predictions.csv").set_index("id")
-        assert set(table["normalization"]) == {"speaker"}
-        hits += [canonical_emotion(table.loc[u.id, "predicted"]) == canonical_emotion(u.emotion) for u in utts]
-    assert len(hits) == len(utterances)
-    assert np.mean(hits) >= MIN_SAMPLE_ACCURACY, np.mean(hits)
+        folder = tmp_path / "in" / u.speaker
+        folder.mkdir(parents=True, exist_ok=True)
+        os.symlink(u.audio_path, folder / Path(u.audio_path).name)
+    accuracy = {}
+    for how, extra in (("known", ["--speaker-from", "folder"]), ("unknown", [])):
+        assert main(["-q", "predict", "--model", "emodb", "--input", str(tmp_path / "in"), "--out",
+                     str(tmp_path / how)] + extra) == 0
+        table = pd.read_csv(tmp_path / how / "predictions.csv").set_index("id")
+        assert len(table) == len(utterances)
+        assert set(table["normalization"]) == ({"speaker"} if how == "known" else {"global"})
+        accuracy[how] = np.mean([canonical_emotion(table.loc[u.id, "predicted"]) == canonical_emotion(u.emotion)
+                                 for u in utterances])
+    assert accuracy["known"] >= MIN_SAMPLE_ACCURACY and accuracy["unknown"] >= MIN_SAMPLE_ACCURACY, accuracy
 
 
 #: Accuracy of the shipped model on the bundled sample, measured when it was built, less a margin.
-MIN_SAMPLE_ACCURACY = 0.6
+MIN_SAMPLE_ACCURACY = 0.8  # the Whisper model when built (2026-12-07): 0.99 with and without the speaker

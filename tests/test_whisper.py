@@ -26,6 +26,12 @@ def test_log_mel_shape_range_and_short_clip(real_waveform):
     padded = whisper_log_mel(y, pad_to_seconds=30)
     assert padded.shape == (3000, 80)
     np.testing.assert_allclose(padded[: len(mel) - 2], mel[:-2], atol=1e-5)   # same frames away from the end
+    import librosa   # the reference: the same steps through librosa (Whisper's own filters were made by it)
+
+    spec = librosa.stft(y, n_fft=400, hop_length=160, window="hann", center=True, pad_mode="reflect")
+    mel_ref = librosa.filters.mel(sr=16000, n_fft=400, n_mels=80) @ (np.abs(spec[:, :-1]) ** 2)
+    log = np.log10(np.maximum(mel_ref, 1e-10))
+    np.testing.assert_allclose(mel, ((np.maximum(log, log.max() - 8.0) + 4.0) / 4.0).T, atol=1e-5)
     with pytest.raises(ValueError, match="frame pair"):
         whisper_log_mel(np.zeros(200, np.float32))
     with pytest.raises(ValueError, match="16 kHz"):
