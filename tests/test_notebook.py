@@ -35,7 +35,7 @@ def test_pipeline_notebook_runs_on_tiny_config(tmp_path):
     recipe = out / "recipe_best"
     summary = json.loads((recipe / "run_summary.json").read_text(encoding="utf-8"))
     assert summary["split_scheme"] == "speaker" and summary["speakers_in_both"] == []
-    assert json.loads((recipe / "config.json").read_text())["train"]["backbone"] == "compact"
+    assert json.loads((recipe / "config.json").read_text())["train"]["backbone"] == "whisper"   # best: Whisper inside
     assert (recipe / "test" / "confusion_matrix.png").is_file()
     shipped = (out / "shipped_predictions" / "predictions.csv").read_text(encoding="utf-8")
     assert "speaker" in shipped and "p_anger" in shipped
