@@ -172,7 +172,8 @@ def test_contiguous_and_stratified_folds_come_from_the_core_splitters():
 
 def test_config_presets_aliases_and_bad_values():
     assert load_config() == HFConfig() == load_config("default")  # the preset restates the dataclass defaults
-    assert C.list_presets("hf") == ["default", "etri_multimodal", "etri_recognition_multimodal", "tiny"]
+    assert C.list_presets("hf") == ["default", "etri_multimodal", "etri_recognition_multimodal", "multimodal_whisper", "tiny",
+                                    "whisper"]
     tiny = load_config("tiny")
     assert tiny.train.epochs == 1 and tiny.train.eager and tiny.model.max_len == 32
     old = load_config({"train": {"lr": 5e-4, "n_folds": 4, "fold": 3}})

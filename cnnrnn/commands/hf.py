@@ -24,6 +24,8 @@ TRAIN_KEYS = {
     "task": "model.task", "modality": "model.modality", "fusion": "model.fusion", "max_len": "model.max_len",
     "max_seconds": "model.max_seconds", "speech_pooling": "model.speech_pooling", "proj_dim": "model.proj_dim",
     "text_model": "model.text_model", "speech_model": "model.speech_model",
+    "speech_backbone": "model.speech_backbone", "whisper_block": "model.whisper_block",
+    "whisper_finetune_blocks": "model.whisper_finetune_blocks",
     "loss": "train.loss", "label_mode": "train.label_mode", "hierarchical": "train.hierarchical",
     "learning_rate": "train.learning_rate", "batch_size": "train.batch_size",
     "valid_batch_size": "train.valid_batch_size", "epochs": "train.epochs", "seed": "train.seed",
@@ -98,7 +100,7 @@ def _add_data(p: argparse.ArgumentParser, predicting: bool) -> None:
 
 def add_commands(sub) -> None:
     """Add ``hf train`` and ``hf predict`` to the ``cnnrnn`` parser's subparsers ``sub``."""
-    from ..hf.config import LABEL_MODES, LOSSES, MODALITIES, POOLINGS, TASKS, FUSIONS
+    from ..hf.config import LABEL_MODES, LOSSES, MODALITIES, POOLINGS, SPEECH_BACKBONES, TASKS, FUSIONS
 
     hf = sub.add_parser("hf", help="Hugging Face TF text / speech / multimodal emotion models (KEMDy)",
                         description="Transformer emotion models on tf_keras: RoBERTa/BERT text, wav2vec2 speech, "
@@ -113,7 +115,8 @@ def add_commands(sub) -> None:
                                       "config (--config; default: the hf preset 'default'). " + _DATA_HELP)
     p.add_argument("--config", default=None, metavar="JSON",
                    help="hf preset (default, tiny; etri_multimodal: batch 32, lr 1e-5, klue/bert-base, 256 tokens, "
-                        "5 s; etri_recognition_multimodal: RoBERTa + wav2vec2, MAX_LEN 196, 4 s of audio) or JSON "
+                        "5 s; etri_recognition_multimodal: RoBERTa + wav2vec2, MAX_LEN 196, 4 s of audio; whisper, "
+                        "multimodal_whisper: the local Whisper encoder as the speech side) or JSON "
                         "file with sections model, data, train (see cnnrnn/configs/hf/default.json)")
     p.add_argument("--modality", default=None, choices=MODALITIES, help="config model.modality")
     p.add_argument("--task", default=None, choices=TASKS,
@@ -122,7 +125,16 @@ def add_commands(sub) -> None:
     p.add_argument("--text-model", "--model", dest="text_model", default=None,
                    help="text backbone: local folder or cached hub name (config model.text_model)")
     p.add_argument("--speech-model", default=None,
-                   help="wav2vec2 backbone: local folder or cached hub name (config model.speech_model)")
+                   help="speech backbone: local folder or cached hub name; with --speech-backbone whisper a Whisper "
+                        "folder from `cnnrnn whisper-convert --ct2 model.bin --hf-out DIR` (config model.speech_model)")
+    p.add_argument("--speech-backbone", default=None, choices=SPEECH_BACKBONES,
+                   help="wav2vec2-style model, or only the encoder of a Whisper folder (log-mel input, padded to "
+                        "--max-seconds, mean over the clip's frames)")
+    p.add_argument("--whisper-block", "--whisper_block", dest="whisper_block", type=int, default=None,
+                   help="Whisper: hidden state after this block (0 = conv stem; the blocks above are not run)")
+    p.add_argument("--whisper-finetune-blocks", "--whisper_finetune_blocks", dest="whisper_finetune_blocks",
+                   type=int, default=None,
+                   help="Whisper: train this many blocks, counted down from --whisper-block (0 = frozen encoder)")
     p.add_argument("--speech-pooling", default=None, choices=POOLINGS,
                    help="last frame of the CNN features (the original) or mean of the hidden states")
     p.add_argument("--loss", default=None, choices=LOSSES,

@@ -7,8 +7,9 @@ on ``tf_keras``. Offline only: backbones come from a local folder or the local H
 
 Modules, in the shape of every family: ``config`` (:class:`~cnnrnn.hf.config.HFConfig`, presets under
 ``cnnrnn/configs/hf/``), ``data`` (records, folds on :mod:`cnnrnn.splits`, inputs), ``backbones`` (offline
-loading, tiny random models), ``models`` (tf_keras head, losses, the model wrapper and its checkpoint),
-``metrics`` (multi-label and valence/arousal scores), ``train`` (one fold: fit, checkpoint, ``run.json``) and
-``predict`` (load, evaluate, ``hf predict`` from the run manifest, ``predict_run`` for ``cnnrnn predict``).
+loading, tiny random models, the encoder of a local Whisper folder as a speech backbone), ``models``
+(tf_keras head, losses, the model wrapper and its checkpoint), ``metrics`` (multi-label and valence/arousal
+scores), ``train`` (one fold: fit, checkpoint, ``run.json``) and ``predict`` (load, evaluate, ``hf predict``
+from the run manifest, ``predict_run`` for ``cnnrnn predict``).
 Import the submodules directly; this package imports nothing heavy.
 """

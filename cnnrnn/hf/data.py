@@ -15,7 +15,10 @@ Conventions from the original KEMDy code (``etri_multimodal``, ``-ETRI-Emotion-R
 * speech: 16 kHz, at most 5 s (longer audio is cut), dynamic padding per batch with an attention mask.
   Audio shorter than the wav2vec2 receptive field (400 samples = 25 ms for wav2vec2-base) yields no output
   frame at all, so such clips are skipped and counted (``too_short``), never padded: a 25 ms clip carries
-  no emotion, and padding it would only train the model on silence.
+  no emotion, and padding it would only train the model on silence;
+* Whisper speech (``model.speech_backbone`` ``whisper``): Whisper's log-mel of the clip cut and zero-padded to
+  ``max_seconds`` (:func:`load_whisper_speech`), so every clip has the same number of frames; clips under 20 ms
+  are skipped (``too_short``).
 """
 from __future__ import annotations
 
@@ -214,3 +217,28 @@ def load_speech(path: str | Path, feature_extractor, min_samples: int, max_secon
         raise AudioError(f"{path}: {y.shape[0]} samples is shorter than the wav2vec2 receptive field "
                          f"({min_samples} samples at {sr} Hz)", "too_short")
     return np.asarray(feature_extractor(y, sampling_rate=sr)["input_values"][0], dtype=np.float32)
+
+
+def load_whisper_speech(path: str | Path, max_seconds: float, n_mels: int = 80) -> tuple[np.ndarray, int]:
+    """Load a clip as Whisper encoder input: mono 16 kHz, cut to ``max_seconds``, zero-padded to ``max_seconds``
+    (Whisper's own padding, there to 30 s) and turned into Whisper's log-mel
+    (:func:`cnnrnn.whisper_features.whisper_log_mel`).
+
+    Returns:
+        ``(features, n_frames)``: ``(round(16000 · max_seconds) // 160, n_mels) float32`` log-mel frames (10 ms
+        each, the same count for every clip) and how many of them hold the clip (the rest is padding).
+
+    Raises:
+        AudioError: unreadable/empty/silent audio (:func:`cnnrnn.audio.load_audio`), or reason ``too_short``
+            when the clip is shorter than one Whisper frame pair (320 samples, 20 ms).
+    """
+    from ..audio import AudioError, load_audio
+    from ..whisper_features import MIN_SAMPLES, SR, whisper_frames, whisper_log_mel
+
+    y, _ = load_audio(path, SR)
+    y = y[: int(round(SR * max_seconds))]
+    if y.shape[0] < MIN_SAMPLES:
+        raise AudioError(f"{path}: {y.shape[0]} samples is shorter than one Whisper frame pair ({MIN_SAMPLES} "
+                         f"samples at {SR} Hz)", "too_short")
+    features = whisper_log_mel(y, n_mels=n_mels, pad_to_seconds=max_seconds)
+    return features, whisper_frames(y.shape[0])

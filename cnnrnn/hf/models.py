@@ -12,8 +12,12 @@ The model is ``backbone(s) → pooled vector(s) → head``. The head is a separa
 * speech vector: ``last_cnn``, the last valid frame of the CNN feature encoder's output (``extract_features``,
   what the original ``etri_multimodal`` code used; here the last *unpadded* frame of each clip; the transformer
   layers are then not run, and stay as loaded), or ``mean``,
-  the hidden states averaged over the unpadded frames;
-* each modality is projected to ``proj_dim`` (ReLU); with both, fusion is ``concat`` or element-wise ``add``;
+  the hidden states averaged over the unpadded frames; with ``speech_backbone`` ``whisper``, the hidden state of
+  the Whisper encoder after block ``whisper_block`` averaged over the clip's own frames (the zero padding up to
+  ``max_seconds`` left out), frozen unless ``whisper_finetune_blocks`` > 0
+  (:func:`~cnnrnn.hf.backbones.whisper_hidden`, :func:`~cnnrnn.hf.backbones.set_whisper_trainable`);
+* each modality is projected to ``proj_dim`` (ReLU; a Whisper vector is batch-normalised first); with both,
+  fusion is ``concat`` or element-wise ``add``;
 * outputs: ``emotion`` logits ``(B, n_labels)`` (no activation: the loss applies the matching sigmoid or
   softmax with ``from_logits=True``; the original applied softmax and then a loss with another sigmoid) and
   ``va`` ``(B, 2)`` valence/arousal, bias initialised to 3, the middle of the 1–5 scale.
@@ -23,7 +27,8 @@ checkpoint is a folder:
 
 * ``hf_model.json``: :data:`FORMAT`, ``kind`` and the :class:`ModelSpec` (task, modality, fusion, labels, …);
 * ``text/``: the fine-tuned text backbone and its tokenizer (``save_pretrained``);
-* ``speech/``: the fine-tuned wav2vec2 and its feature extractor (``save_pretrained``);
+* ``speech/``: the fine-tuned wav2vec2 and its feature extractor (``save_pretrained``), or the Whisper encoder
+  as a Whisper folder (``config.json`` + ``model.safetensors``, :func:`~cnnrnn.hf.backbones.save_whisper_encoder`);
 * ``head.h5``: the head's weights (tf_keras ``save_weights``).
 
 The 2-stage hierarchical classifier (:class:`HierarchicalModel`, ``-ETRI-Emotion-Recognition``'s "2-fold"
@@ -43,9 +48,11 @@ import tf_keras as keras
 
 from ..artifacts import load_json, save_json
 from ..corpora import CorpusReport
-from .backbones import HFModelError, load_speech_backbone, load_text_backbone
+from .backbones import (HFModelError, load_speech_backbone, load_text_backbone, load_whisper_encoder,
+                        save_whisper_encoder, set_whisper_trainable, whisper_hidden)
 from .config import LOSSES, ModelConfig
-from .data import HFRecord, encode_texts, label_targets, load_speech, receptive_field, va_targets
+from .data import (HFRecord, encode_texts, label_targets, load_speech, load_whisper_speech, receptive_field,
+                   va_targets)
 
 SPEC_FILE = "hf_model.json"
 HEAD_FILE = "head.h5"
@@ -94,13 +101,19 @@ class ModelSpec(ModelConfig):
 
 def build_head(spec: ModelSpec, text_dim: int | None, speech_dim: int | None) -> keras.Model:
     """The trainable head: pooled vectors ``{'text': (B, text_dim), 'speech': (B, speech_dim)}`` → outputs
-    ``{'emotion': (B, n_labels) logits, 'va': (B, 2)}`` (only those of ``spec.task``)."""
+    ``{'emotion': (B, n_labels) logits, 'va': (B, 2)}`` (only those of ``spec.task``). A Whisper speech vector is
+    standardised first (``BatchNormalization``, momentum 0.9: its moving statistics are in ``head.h5``)."""
     inputs, projected = {}, []
     for name, dim in (("text", text_dim), ("speech", speech_dim)):
         if dim is None:
             continue
         inputs[name] = keras.Input((dim,), name=name)
-        projected.append(keras.layers.Dense(spec.proj_dim, activation="relu", name=f"{name}_proj")(inputs[name]))
+        x = inputs[name]
+        if name == "speech" and spec.speech_backbone == "whisper":
+            # Whisper's pooled hidden states share a large constant part (per-dimension std across clips ~0.03
+            # against values ~0.5 for tiny.en block 2): standardise them, or the head learns only the prior.
+            x = keras.layers.BatchNormalization(momentum=0.9, name="speech_norm")(x)
+        projected.append(keras.layers.Dense(spec.proj_dim, activation="relu", name=f"{name}_proj")(x))
     if len(projected) == 1:
         x = projected[0]
     elif spec.fusion == "concat":
@@ -118,15 +131,22 @@ def build_head(spec: ModelSpec, text_dim: int | None, speech_dim: int | None) ->
 
 class HFEmotionModel(keras.Model):
     """Backbone(s) + head. Inputs: a dict with ``input_ids``/``attention_mask`` ``(B, max_len) int32`` (text)
-    and/or ``input_values`` ``(B, samples) float32`` with ``speech_mask`` ``(B, samples) int32`` (speech);
-    outputs as :func:`build_head`."""
+    and/or ``input_values`` ``(B, samples) float32`` with ``speech_mask`` ``(B, samples) int32`` (wav2vec2), or
+    ``input_features`` ``(B, frames, n_mels) float32`` Whisper log-mels with ``speech_mask`` ``(B, frames) int32``
+    (1 on the clip's frames, 0 on padding; Whisper); outputs as :func:`build_head`."""
 
     def __init__(self, spec: ModelSpec, text_backbone=None, speech_backbone=None, **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
         self.text_backbone = text_backbone
         self.speech_backbone = speech_backbone
-        if speech_backbone is not None and spec.speech_pooling == "last_cnn":
+        self.whisper = spec.speech_backbone == "whisper"
+        #: Names of the trained Whisper parts (``stem``, ``block1`` …); empty when frozen or not Whisper.
+        self.whisper_trained: list[str] = []
+        if speech_backbone is not None and self.whisper:
+            self.whisper_trained = set_whisper_trainable(speech_backbone, spec.whisper_block,
+                                                         spec.whisper_finetune_blocks)
+        elif speech_backbone is not None and spec.speech_pooling == "last_cnn":
             main = speech_backbone.wav2vec2  # the transformer part is not used: keep it out of training
             main.encoder.trainable = main.feature_projection.projection.trainable = False
         self.head = build_head(spec, text_backbone.config.hidden_size if text_backbone is not None else None,
@@ -134,9 +154,24 @@ class HFEmotionModel(keras.Model):
 
     def _speech_dim(self) -> int:
         cfg = self.speech_backbone.config
+        if self.whisper:
+            return cfg.d_model
         return cfg.conv_dim[-1] if self.spec.speech_pooling == "last_cnn" else cfg.hidden_size
 
+    def _whisper_vector(self, features, mask, training):
+        """Mean over the clip's encoder frames (``ceil(mel frames / 2)``) of the hidden state after
+        ``whisper_block``: ``(B, d_model)``; no gradient flows into a frozen encoder."""
+        hidden = whisper_hidden(self.speech_backbone, features, self.spec.whisper_block, training)
+        if not self.whisper_trained:
+            hidden = tf.stop_gradient(hidden)
+        lengths = (tf.reduce_sum(mask, axis=-1) + 1) // 2
+        frames = tf.sequence_mask(lengths, tf.shape(hidden)[1], dtype=hidden.dtype)
+        total = tf.reduce_sum(hidden * frames[..., None], axis=1)
+        return total / tf.maximum(tf.reduce_sum(frames, axis=1, keepdims=True), 1.0)
+
     def _speech_vector(self, values, mask, training):
+        if self.whisper:
+            return self._whisper_vector(values, mask, training)
         main = self.speech_backbone.wav2vec2
         lengths = tf.cast(main._get_feat_extract_output_lengths(tf.reduce_sum(mask, axis=-1)), tf.int32)
         if self.spec.speech_pooling == "last_cnn":
@@ -157,7 +192,8 @@ class HFEmotionModel(keras.Model):
             pooler = getattr(out, "pooler_output", None)
             pooled["text"] = out.last_hidden_state[:, 0] if pooler is None else pooler
         if self.speech_backbone is not None:
-            pooled["speech"] = self._speech_vector(inputs["input_values"], inputs["speech_mask"], training)
+            key = "input_features" if self.whisper else "input_values"
+            pooled["speech"] = self._speech_vector(inputs[key], inputs["speech_mask"], training)
         return self.head(pooled, training=training)
 
 
@@ -212,8 +248,12 @@ class HFModel:
     """A model with its tokenizer / feature extractor: its inputs (``prepare``, ``dataset``, ``targets``),
     ``predict``, ``save`` and ``load``. Fitting is :func:`cnnrnn.hf.train.fit`.
 
+    With the Whisper speech backbone there is no feature extractor (``extractor`` is ``None``): the input is
+    :func:`~cnnrnn.hf.data.load_whisper_speech`'s log-mel.
+
     Raises (on construction):
-        HFModelError: a backbone cannot be loaded offline, or ``spec.max_len`` exceeds the text model's positions.
+        HFModelError: a backbone cannot be loaded offline, or ``spec.max_len`` exceeds the text model's positions;
+            Whisper: not a Whisper folder, ``whisper_block`` beyond its blocks, ``max_seconds`` beyond its positions.
     """
 
     def __init__(self, spec: ModelSpec, text_model: str | Path | None, speech_model: str | Path | None):
@@ -225,7 +265,16 @@ class HFModel:
             limit = text.config.max_position_embeddings - (2 if "roberta" in text.config.model_type else 0)
             if spec.max_len > limit:
                 raise HFModelError(f"--max_len {spec.max_len} exceeds what {text_model} supports ({limit} tokens)")
-        if spec.uses_speech:
+        if spec.uses_speech and spec.speech_backbone == "whisper":
+            speech = load_whisper_encoder(speech_model, "--speech-model")
+            cfg = speech.config
+            if spec.whisper_block > cfg.encoder_layers:
+                raise HFModelError(f"--whisper-block {spec.whisper_block}: {speech_model} has {cfg.encoder_layers} "
+                                   f"blocks (0 = the conv stem … {cfg.encoder_layers} = the last)")
+            if int(round(spec.max_seconds * 16000)) // 160 > 2 * cfg.max_source_positions:
+                raise HFModelError(f"--max-seconds {spec.max_seconds}: {speech_model} has positions for "
+                                   f"{cfg.max_source_positions * 0.02:g} s")
+        elif spec.uses_speech:
             speech, self.extractor = load_speech_backbone(speech_model, "--speech-model")
         self.spec = spec
         self.model = HFEmotionModel(spec, text, speech)
@@ -236,7 +285,8 @@ class HFModel:
         from ..audio import AudioError
 
         kept = []
-        min_samples = receptive_field(self.model.speech_backbone.config) if self.spec.uses_speech else 0
+        whisper = self.spec.uses_speech and self.model.whisper
+        min_samples = receptive_field(self.model.speech_backbone.config) if self.spec.uses_speech and not whisper else 0
         for rec in records:
             if self.spec.uses_text and not rec.text:
                 report.skip("no_text", rec.id)
@@ -246,7 +296,10 @@ class HFModel:
                 continue
             if self.spec.uses_speech:
                 try:
-                    self.load_speech(rec.audio_path, min_samples)
+                    if whisper:
+                        self.speech_inputs(rec.audio_path)
+                    else:
+                        self.load_speech(rec.audio_path, min_samples)
                 except AudioError as exc:
                     report.skip(f"audio_{exc.reason}", rec.id)
                     continue
@@ -260,15 +313,37 @@ class HFModel:
         """One clip as model input ``(samples,) float32`` (see :func:`cnnrnn.hf.data.load_speech`)."""
         return load_speech(path, self.extractor, min_samples, self.spec.max_seconds)
 
+    def speech_inputs(self, path: str) -> dict[str, np.ndarray]:
+        """One clip's speech inputs: ``input_values`` ``(samples,) float32`` and ``speech_mask`` ``(samples,) int32``
+        (wav2vec2), or ``input_features`` ``(frames, n_mels) float32`` (log-mel padded to ``max_seconds``) and
+        ``speech_mask`` ``(frames,) int32``, 1 on the clip's frames (Whisper).
+
+        Raises:
+            AudioError: see :func:`~cnnrnn.hf.data.load_speech` / :func:`~cnnrnn.hf.data.load_whisper_speech`.
+        """
+        if self.model.whisper:
+            features, n = load_whisper_speech(path, self.spec.max_seconds,
+                                              self.model.speech_backbone.config.num_mel_bins)
+            mask = np.zeros(len(features), np.int32)
+            mask[:n] = 1
+            return {"input_features": features, "speech_mask": mask}
+        values = self.load_speech(path)
+        return {"input_values": values, "speech_mask": np.ones(len(values), np.int32)}
+
     def dataset(self, prepared: Prepared, targets: dict | None, batch_size: int, shuffle: bool, seed: int = 0):
         """A ``tf.data`` pipeline: text padded statically (already ``max_len``), speech loaded clip by clip and
-        padded per batch to its longest clip, with ``speech_mask`` 1 on real samples (dynamic padding)."""
+        padded per batch to its longest clip, with ``speech_mask`` 1 on real samples (dynamic padding); Whisper
+        log-mels all have the length of ``max_seconds`` already (:meth:`speech_inputs`)."""
         feats, n = prepared.features, len(prepared.records)
         signature = {}
         if self.spec.uses_text:
             spec = tf.TensorSpec((self.spec.max_len,), tf.int32)
             signature.update(input_ids=spec, attention_mask=spec)
-        if self.spec.uses_speech:
+        if self.spec.uses_speech and self.model.whisper:
+            signature.update(input_features=tf.TensorSpec(
+                (None, self.model.speech_backbone.config.num_mel_bins), tf.float32),
+                speech_mask=tf.TensorSpec((None,), tf.int32))
+        elif self.spec.uses_speech:
             signature.update(input_values=tf.TensorSpec((None,), tf.float32),
                              speech_mask=tf.TensorSpec((None,), tf.int32))
         rng = np.random.default_rng(seed)
@@ -276,8 +351,7 @@ class HFModel:
         def example(i):
             x = {k: feats[k][i] for k in ("input_ids", "attention_mask") if k in feats}
             if self.spec.uses_speech:
-                x["input_values"] = self.load_speech(prepared.records[i].audio_path)
-                x["speech_mask"] = np.ones(len(x["input_values"]), np.int32)
+                x.update(self.speech_inputs(prepared.records[i].audio_path))
             return x if targets is None else (x, {k: v[i] for k, v in targets.items()})
 
         def generate():
@@ -312,12 +386,15 @@ class HFModel:
         return out
 
     def save(self, folder: Path) -> None:
-        """Write the checkpoint folder (see the module docstring)."""
+        """Write the checkpoint folder (see the module docstring); a frozen Whisper encoder is written too, so the
+        checkpoint stands alone."""
         folder.mkdir(parents=True, exist_ok=True)
         if self.spec.uses_text:
             self.model.text_backbone.save_pretrained(str(folder / "text"))
             self.tokenizer.save_pretrained(str(folder / "text"))
-        if self.spec.uses_speech:
+        if self.spec.uses_speech and self.model.whisper:
+            save_whisper_encoder(self.model.speech_backbone, folder / "speech")
+        elif self.spec.uses_speech:
             self.model.speech_backbone.save_pretrained(str(folder / "speech"))
             self.extractor.save_pretrained(str(folder / "speech"))
         self.model.head.save_weights(str(folder / HEAD_FILE))

@@ -10,7 +10,8 @@
 * :func:`predict_run`: the family predict contract of ``cnnrnn predict --model``: every record of a
   ``new_data.csv`` or a KEMDy corpus folder.
 
-Metrics (``metrics.json``): ``family``, ``task``, ``modality``, ``fusion``, ``speech_pooling``, ``labels``,
+Metrics (``metrics.json``): ``family``, ``task``, ``modality``, ``fusion``, ``speech_pooling`` (``mean`` for
+Whisper), ``speech_backbone`` (``wav2vec2`` | ``whisper``; ``None`` for text models), ``labels``,
 ``multilabel``, ``n``, ``skipped``; for an emotion head with known labels the shared classification keys
 (``accuracy``, ``wa``, ``ua``, ``balanced_accuracy``, ``f1_micro``, ``f1_macro``, ``f1_weighted``,
 ``confusion_matrix``; a tie ``a;b`` counts a top-1 prediction of either label as correct) at the top level and,
@@ -79,7 +80,9 @@ def _score(model, records: Sequence[HFRecord], out: Path, batch_size: int, thres
     metrics: dict[str, Any] = {
         "family": "hf", "task": spec.task, "modality": spec.modality,
         "fusion": spec.fusion if spec.modality == "multimodal" else None,
-        "speech_pooling": spec.speech_pooling if spec.uses_speech else None,
+        "speech_pooling": ("mean" if spec.speech_backbone == "whisper" else spec.speech_pooling)
+        if spec.uses_speech else None,
+        "speech_backbone": spec.speech_backbone if spec.uses_speech else None,
         "labels": spec.labels, "multilabel": spec.multilabel, "n": len(kept),
         "skipped": report.to_dict()["skipped"], **(extra or {})}
     columns: dict[str, Any] = {"labels": [";".join(r.labels) for r in kept]}
