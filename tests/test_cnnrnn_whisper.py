@@ -147,8 +147,10 @@ def test_each_option_changes_what_is_trained(option, whisper_random_weights, tmp
     if "trainable_blocks" in option:
         enc = {w.path.split("/")[0] for w in model.get_layer("whisper").trainable_weights}
         assert enc == {"block2"} and not cfg.train.cached_encoder
-    elif option.get("head") == "mean_std":
-        assert any("feature_norm" in p for p in head) and not any("lstm" in p for p in head)
+    elif option.get("head") == "mean_std":   # fixed statistics (not trained) before a softmax: the linear probe
+        layers = {layer.name for layer in model.get_layer("whisper_head").layers}
+        assert {"mean_std", "feature_norm", "emotion"} <= layers and "lstm" not in layers
+        assert all(p.startswith("emotion") for p in head)
     elif option.get("head") == "attention":
         assert any("attention" in p for p in head)
     else:
