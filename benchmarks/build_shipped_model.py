@@ -11,7 +11,7 @@ The folder is a minimal CNNRNN run: ``run.json``, ``config.json``, ``labels.json
 ``spectrograms/normalization.json``, ``MODEL_CARD.md``. It is written to a temporary folder, then moved into
 place. Run from the repository root (about 2 CPU minutes for the Whisper recipe)::
 
-    nice -n 10 python benchmarks/build_shipped_model.py            # --entry cnnrnn_whisper_ms_last --epochs N
+    nice -n 10 python benchmarks/build_shipped_model.py            # --entry cnnrnn_whisper_ms_l2 --epochs N
 
 A Whisper-backed model holds the frozen encoder blocks it reads: they are stored as float16 (lossless, see
 :func:`cnnrnn.artifacts.h5_float16`) so that the model stays under the 10 MB limit, with OpenAI's MIT notice
@@ -212,7 +212,7 @@ def build(entry_name: str, data: Path, epochs: int | None, name: str = "emodb") 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--entry", default="cnnrnn_whisper_ms_last", choices=[n for n, e in REGISTRY.items()
+    ap.add_argument("--entry", default="cnnrnn_whisper_ms_l2", choices=[n for n, e in REGISTRY.items()
                                                                   if e.family == "cnnrnn"],
                     help="the emodb_loso entry whose recipe is shipped (default: %(default)s)")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="emodb-535 folder (default: %(default)s)")

@@ -1,7 +1,7 @@
 """The ``best`` CNNRNN recipe trained on 8 EmoDB speakers, predicting the full-length original recordings of the two
 others (``../shared/data/emodb-original``: speakers 03 and 09, 92 files of 1.4–5.3 s) as a user would.
 
-Training: the recipe of a benchmark entry (default ``cnnrnn_whisper_ms_last``, the ``best`` preset) on every
+Training: the recipe of a benchmark entry (default ``cnnrnn_whisper_ms_l2``, the ``best`` preset) on every
 ``emodb-535`` utterance of speakers 08 10 11 12 13 14 15 16 (:func:`build_shipped_model.build` on that subset:
 the entry's fixed epochs, no choice made on 03 or 09). Prediction: ``cnnrnn predict`` on the original files, in
 windows of the model's 2 s clip where longer (the default), once per speaker folder with ``--speaker`` and once on
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from cnnrnn.evaluation import classification_metrics
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--entry", default="cnnrnn_whisper_ms_last")
+    ap.add_argument("--entry", default="cnnrnn_whisper_ms_l2")
     args = ap.parse_args(argv)
     started, wall, load_before = _cpu(), time.perf_counter(), os.getloadavg()[0]
     model = train_model(args.entry)

@@ -131,7 +131,7 @@ RANGES: dict[str, str] = {
     "epochs": "[1, inf)", "batch_size": "[1, inf)", "valid_batch_size": "[1, inf)", "folds": "[2, inf)",
     "fold": "[0, inf)", "calibration_folds": "[2, inf)", "seed": "[0, 4294967295]",  # numpy's seed range
     "test_size": "(0, 1)", "val_size": "(0, 1)", "threshold": "(0, 1)", "mixup": "[0, inf)",
-    "C": "(0, inf)", "gamma": "(0, inf)",
+    "C": "(0, inf)", "gamma": "(0, inf)", "l2": "[0, inf)",
     # models
     "dropout": "[0, 1)", "head_dropout": "[0, 1)", "bn_momentum": "(0, 1)", "width": "(0, inf)",
     "lstm_units": "[1, inf)", "lstm_layers": "[1, inf)", "attention_units": "[1, inf)", "fc_units": "[1, inf)",

@@ -134,7 +134,7 @@ def test_tiny_run_trains_the_head_on_cached_features_and_predicts(tiny_run, whis
 
 
 @pytest.mark.parametrize("option", [{"trainable_blocks": 1}, {"head": "mean_std"}, {"head": "attention"},
-                                    {"whisper_block": "weighted"}])
+                                    {"whisper_block": "weighted"}, {"head": "mean_std", "l2": 0.01}])
 def test_each_option_changes_what_is_trained(option, whisper_random_weights, tmp_path):
     """Built models (no training): the trainable weights say what each option trains."""
     from cnnrnn.cnnrnn.config import load_config
@@ -147,6 +147,12 @@ def test_each_option_changes_what_is_trained(option, whisper_random_weights, tmp
     if "trainable_blocks" in option:
         enc = {w.path.split("/")[0] for w in model.get_layer("whisper").trainable_weights}
         assert enc == {"block2"} and not cfg.train.cached_encoder
+    elif "l2" in option:   # the penalty enters the loss: one regularisation term, on the softmax kernel only
+        emotion = model.get_layer("whisper_head").get_layer("emotion")
+        assert emotion.kernel_regularizer is not None and emotion.kernel_regularizer.l2 == pytest.approx(0.01)
+        x = np.zeros((1, 80, 100, 3), np.float32)
+        model(x, training=True)
+        assert len(model.losses) == 1 and float(model.losses[0]) > 0
     elif option.get("head") == "mean_std":   # fixed statistics (not trained) before a softmax: the linear probe
         layers = {layer.name for layer in model.get_layer("whisper_head").layers}
         assert {"mean_std", "feature_norm", "emotion"} <= layers and "lstm" not in layers

@@ -108,14 +108,15 @@ def test_extends_cycles_and_bad_parents_are_clear_errors(tmp_path):
 
 def test_the_best_preset_is_the_recipe_the_benchmark_chose():
     """``best`` must be exactly the configuration of the emodb LOSO entry that the development speakers chose
-    (``cnnrnn_whisper_ms_last``: preset ``whisper`` with the mean + std head), so its benchmark figures describe it;
+    (``cnnrnn_whisper_ms_l2``: preset ``whisper`` with the mean + std head and an L2 penalty), so its benchmark
+    figures describe it;
     the compact recipe it replaced stays as ``compact_best`` (entry ``cnnrnn_crops_pbn``)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from emodb_loso import REGISTRY
 
-    for preset, entry in (("best", "cnnrnn_whisper_ms_last"), ("compact_best", "cnnrnn_crops_pbn")):
+    for preset, entry in (("best", "cnnrnn_whisper_ms_l2"), ("compact_best", "cnnrnn_crops_pbn")):
         options = REGISTRY[entry].options
         chosen = override(load_config(options["preset"]), options["overrides"])
         assert load_config(preset).to_dict() == chosen.to_dict(), preset

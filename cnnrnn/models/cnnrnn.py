@@ -107,6 +107,7 @@ def build_cnnrnn(
     whisper_block=2,
     trainable_blocks: int = 0,
     head: str = "lstm",
+    l2: float = 0.0,
 ):
     """Build the CNN+LSTM classifier (uncompiled).
 
@@ -133,6 +134,7 @@ def build_cnnrnn(
             k = transformer block k) or ``"weighted"`` (a learned softmax-weighted sum of the stem and every block).
         trainable_blocks: ``whisper`` only: the top N blocks up to ``whisper_block`` are fine-tuned (0: frozen).
         head: ``whisper`` only: :data:`WHISPER_HEADS`.
+        l2: ``whisper`` only: L2 penalty on the softmax layer's kernel (``l2 · Σ w²`` added to the mean loss).
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, 3) float32`` (0–255, BGR) to
@@ -172,7 +174,7 @@ def build_cnnrnn(
                                      frames=w, trainable_blocks=trainable_blocks, name=WHISPER_ENCODER_LAYER)
         features = encoder(x)
         shapes = [tuple(t.shape[1:]) for t in (features if isinstance(features, list) else [features])]
-        outputs = whisper_head(shapes, n_classes, head=head, units=lstm_units, dropout=dropout)(features)
+        outputs = whisper_head(shapes, n_classes, head=head, units=lstm_units, dropout=dropout, l2=l2)(features)
         return keras.Model(inputs, outputs, name="cnnrnn_whisper")
     if backbone == "resnet50":
         weights_path = resolve_backbone_weights(weights)
@@ -199,7 +201,8 @@ def build_cnnrnn(
     return keras.Model(inputs, outputs, name=f"cnnrnn_{backbone}_lstm")
 
 
-def whisper_head(shapes, n_classes: int, *, head: str = "lstm", units: int = 128, dropout: float = 0.3):
+def whisper_head(shapes, n_classes: int, *, head: str = "lstm", units: int = 128, dropout: float = 0.3,
+                 l2: float = 0.0):
     """The classifier over a Whisper encoder's frames (the ``whisper`` backbone's head, a model of its own, so that
     training on cached encoder outputs fits it alone). For the ``lstm`` and ``attention`` heads each frame is first
     layer-normalised (a middle block's outputs are not, and reach hundreds: an LSTM saturates on them).
@@ -214,6 +217,8 @@ def whisper_head(shapes, n_classes: int, *, head: str = "lstm", units: int = 128
             data's statistics, :class:`~cnnrnn.models.whisper.Standardize`, set by the training loop: the linear
             probe of the frozen-feature benchmark).
         units, dropout: the head's width and the dropout rate before the softmax.
+        l2: L2 penalty on the softmax layer's kernel (0: none). A linear probe needs it: scikit-learn's
+            ``LogisticRegression(C)`` on N examples is ``l2 = 1 / (2 · C · N)`` here (C 0.1 on 480 clips: 0.01).
 
     Returns:
         ``keras.Model`` named ``whisper_head``: ``(batch, frames, width) float32`` (or a list of them) →
@@ -241,5 +246,6 @@ def whisper_head(shapes, n_classes: int, *, head: str = "lstm", units: int = 128
     else:
         x = Standardize(name="feature_norm")(MeanStdPooling(name="mean_std")(x))
     x = layers.Dropout(dropout, name="dropout")(x)
-    out = layers.Dense(n_classes, activation="softmax", name="emotion")(x)
+    regularizer = keras.regularizers.L2(float(l2)) if l2 else None
+    out = layers.Dense(n_classes, activation="softmax", kernel_regularizer=regularizer, name="emotion")(x)
     return keras.Model(ins if len(ins) > 1 else ins[0], out, name=WHISPER_HEAD_LAYER)
