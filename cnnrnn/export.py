@@ -67,7 +67,7 @@ import numpy as np
 
 from .artifacts import CONFIG_FILE, LABELS_FILE, SPECTROGRAM_DIR, CheckpointError, is_temporary, load_json
 from .artifacts import load_labels, save_json
-from .features import YAMNET_HOP_SECONDS, YAMNET_WINDOW_SECONDS, image_range, yamnet_frames
+from .features import PRETRAINED_KINDS, YAMNET_HOP_SECONDS, YAMNET_WINDOW_SECONDS, image_range, yamnet_frames
 from .runs import package_versions
 
 log = logging.getLogger("cnnrnn.export")
@@ -444,9 +444,10 @@ def _normalization(mode: str, norm_range: float, stats, to: str, kind: str = "lo
     }
     if mode == "speaker":
         out["speaker"] = ("the mean and std of the speaker's own audio (several clips, no labels); a speaker in "
-                          "stats.speakers may use those; unknown speaker: utterance normalisation (what cnnrnn "
-                          "predict does without --speaker)")
-    if mode in ("speaker", "global") or kind in ("yamnet", "whisper"):
+                          "stats.speakers may use those; unknown speaker: CNNRNN runs use the global statistics "
+                          "(stats.global), the other families utterance normalisation (what cnnrnn predict does "
+                          "without --speaker)")
+    if mode in ("speaker", "global") or kind in PRETRAINED_KINDS:
         out["stats"] = stats.to_dict() if stats is not None else None
         if stats is None:
             out["note"] = "the run stored no statistics: files fall back to utterance normalisation"
@@ -501,21 +502,13 @@ def preprocessing_of(family: str, cfg, *, stats=None, image: tuple[int, int] | N
         h, w = image
         out["audio"] = _audio(cfg.sr, cfg.duration, "zeros appended at the end / cut at the end to n_samples")
         if cfg.kind == "yamnet":
-            lo, hi = image_range(cfg)
             out["features"] = {"kind": "yamnet_log_mel", "function": "cnnrnn.features.yamnet_log_mel",
                                "win_ms": YAMNET_WINDOW_SECONDS * 1000, "hop_ms": YAMNET_HOP_SECONDS * 1000,
                                "n_fft": int(cfg.n_fft), "n_mels": int(cfg.n_mels),
                                "fmin": float(cfg.fmin), "fmax": float(cfg.fmax), "log": "log(mel magnitude + 0.001)",
                                "frames": yamnet_frames(cfg.n_samples)}
-            lo_hi = f"[{lo:.6f}, {hi:.6f}] (natural-log mel)"
-            out["normalization"] = _normalization(cfg.normalization, cfg.norm_range, stats, "0-255 (the image)",
-                                                  "yamnet")
-            if cfg.normalization != "none":
-                out["normalization"]["maps"] = ("z * global std + global mean per band (stats.global), then drawn "
-                                                "as un-normalised values")
         elif cfg.kind == "whisper":
-            lo, hi = image_range(cfg)
-            out["features"] = {"kind": "whisper_log_mel", "function": "cnnrnn.whisper_features.whisper_log_mel",
+            out["features"] = {"kind": "whisper_log_mel", "function": "cnnrnn.features.whisper_log_mel",
                                "n_fft": int(cfg.n_fft), "hop_length": int(cfg.hop_length), "n_mels": int(cfg.n_mels),
                                "window": "hann (periodic)", "center": True, "pad_mode": "reflect",
                                "mel_filters": "librosa.filters.mel(sr=16000, n_fft=400, n_mels=80): Slaney",
@@ -523,9 +516,12 @@ def preprocessing_of(family: str, cfg, *, stats=None, image: tuple[int, int] | N
                                "frames": int(cfg.n_samples) // int(cfg.hop_length),
                                "same_as": "openai/whisper whisper/audio.py log_mel_spectrogram, without its 30 s "
                                           "padding, the last STFT frame dropped"}
-            lo_hi = f"[{lo:.6f}, {hi:.6f}] (Whisper's log-mel units)"
+        if cfg.kind in PRETRAINED_KINDS:  # a pretrained network's own log-mel: values, not dB, in the image
+            lo, hi = image_range(cfg)
+            units = "natural-log mel" if cfg.kind == "yamnet" else "Whisper's log-mel units"
+            lo_hi = f"[{lo:.6f}, {hi:.6f}] ({units})"
             out["normalization"] = _normalization(cfg.normalization, cfg.norm_range, stats, "0-255 (the image)",
-                                                  "whisper")
+                                                  cfg.kind)
             if cfg.normalization != "none":
                 out["normalization"]["maps"] = ("z * global std + global mean per band (stats.global), then drawn "
                                                 "as un-normalised values")

@@ -136,7 +136,7 @@ class SpectrogramConfig(LogMelConfig):
             normalisation the z-scores are mapped back to the training data's global mean and deviation per band
             (:func:`cnnrnn.normalize.to_global_range`), so the pretrained network sees log-mels in their usual
             range; ``top_db`` and ``norm_range`` are unused. ``whisper`` (for ``train.backbone: whisper``) is the
-            same for Whisper's front end (:func:`cnnrnn.whisper_features.whisper_log_mel`: 80 Slaney bands 0–8 kHz,
+            same for Whisper's front end (:func:`whisper_log_mel`: 80 Slaney bands 0–8 kHz,
             25 ms / 10 ms, ``(log10 + 4) / 4``): :data:`WHISPER_SPECTROGRAM`, ``image_size`` ``[80, 100 ·
             duration]``, pixels over :data:`WHISPER_IMAGE_RANGE` (0.0157 a level).
     """
@@ -152,30 +152,20 @@ class SpectrogramConfig(LogMelConfig):
     def validate(self) -> None:
         if self.kind not in SPECTROGRAM_KINDS:
             raise ConfigError(f"spectrogram.kind must be one of {SPECTROGRAM_KINDS}, got {self.kind!r}")
-        if self.kind == "whisper":
-            wrong = {k: getattr(self, k) for k, v in WHISPER_SPECTROGRAM.items() if getattr(self, k) != v}
+        if self.kind in PRETRAINED_KINDS:
+            if self.kind == "yamnet":  # YAMNet's own mel filters (yamnet_mel_matrix), not check_mel_bands' Slaney ones
+                MelBands.validate(self)
+            name, settings, windows, bands, frames = _pretrained_front_end(self.kind)
+            wrong = {k: getattr(self, k) for k, v in settings.items() if getattr(self, k) != v}
             if wrong:
-                raise ConfigError(f"spectrogram.kind whisper needs Whisper's front end {WHISPER_SPECTROGRAM} (25 ms "
-                                  f"windows, hop 10 ms, 80 Slaney mel bands); got {wrong}")
+                raise ConfigError(f"spectrogram.kind {self.kind} needs {name}'s front end {settings} ({windows}); "
+                                  f"got {wrong}")
             if self.colormap.lower() not in ("gray", "grey") or self.render != "fast":
-                raise ConfigError("spectrogram.kind whisper needs colormap gray and render fast (the model decodes "
-                                  f"the pixels back to log-mel values), got {self.colormap!r}, {self.render!r}")
-            want = [WHISPER_N_MELS, self.n_samples // WHISPER_HOP_LENGTH]
+                raise ConfigError(f"spectrogram.kind {self.kind} needs colormap gray and render fast (the model "
+                                  f"decodes the pixels back to log-mel values), got {self.colormap!r}, {self.render!r}")
+            want = [bands, frames(self.n_samples)]
             if list(self.image_size) != want:
-                raise ConfigError(f"spectrogram.kind whisper draws one pixel per mel band and 10 ms frame: "
-                                  f"image_size must be {want} for duration {self.duration} s, got {self.image_size}")
-        elif self.kind == "yamnet":
-            MelBands.validate(self)  # YAMNet's own mel filters (yamnet_mel_matrix), not check_mel_bands' Slaney ones
-            wrong = {k: getattr(self, k) for k, v in YAMNET_SPECTROGRAM.items() if getattr(self, k) != v}
-            if wrong:
-                raise ConfigError(f"spectrogram.kind yamnet needs YAMNet's front end {YAMNET_SPECTROGRAM} (25 ms "
-                                  f"windows zero-padded to n_fft 512, hop 10 ms); got {wrong}")
-            if self.colormap.lower() not in ("gray", "grey") or self.render != "fast":
-                raise ConfigError("spectrogram.kind yamnet needs colormap gray and render fast (the model decodes "
-                                  f"the pixels back to log-mel values), got {self.colormap!r}, {self.render!r}")
-            want = [YAMNET_N_MELS, yamnet_frames(self.n_samples)]
-            if list(self.image_size) != want:
-                raise ConfigError(f"spectrogram.kind yamnet draws one pixel per mel band and 10 ms frame: "
+                raise ConfigError(f"spectrogram.kind {self.kind} draws one pixel per mel band and 10 ms frame: "
                                   f"image_size must be {want} for duration {self.duration} s, got {self.image_size}")
         else:
             super().validate()
@@ -435,12 +425,13 @@ def log_mels(ys: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
         ``(batch, n_mels, 1 + samples // hop_length) float32`` in ``[-cfg.top_db, 0]`` dB: for each clip
         ``librosa.power_to_db(librosa.feature.melspectrogram(...), ref=np.max, top_db=cfg.top_db)`` within 1e-3 dB
         (:func:`mel_powers`, :func:`power_to_db`). Kind ``yamnet``: ``(batch, 64, yamnet_frames(samples))
-        float32`` natural-log mel magnitudes (:func:`yamnet_log_mel` of each clip, transposed).
+        float32`` natural-log mel magnitudes (:func:`yamnet_log_mel` of each clip, transposed); kind ``whisper``:
+        ``(batch, 80, samples // 160) float32`` (:func:`whisper_log_mel` of each clip, transposed).
     """
     if getattr(cfg, "kind", "log_mel") == "whisper":
         ys = np.atleast_2d(np.asarray(ys, np.float32))
         return np.stack([whisper_log_mel(y).T for y in ys]) if len(ys) else \
-            np.zeros((0, WHISPER_N_MELS, ys.shape[1] // WHISPER_HOP_LENGTH), np.float32)
+            np.zeros((0, WHISPER_N_MELS, whisper_frames(ys.shape[1])), np.float32)
     if getattr(cfg, "kind", "log_mel") == "yamnet":
         ys = np.atleast_2d(np.asarray(ys, np.float32))
         return np.stack([yamnet_log_mel(y).T for y in ys]) if len(ys) else \
@@ -979,6 +970,15 @@ def yamnet_patches(log_mel: np.ndarray, *, patch_frames: int = YAMNET_PATCH_FRAM
     return segment(np.asarray(log_mel).T[..., None], patch_frames, patch_hop).transpose(0, 2, 1, 3)
 
 
+def _pretrained_front_end(kind: str):
+    """``(name, settings, windows, n_mels, frames(n_samples))`` of a :data:`PRETRAINED_KINDS` kind's front end."""
+    if kind == "yamnet":
+        return "YAMNet", YAMNET_SPECTROGRAM, "25 ms windows zero-padded to n_fft 512, hop 10 ms", YAMNET_N_MELS, \
+            yamnet_frames
+    return "Whisper", WHISPER_SPECTROGRAM, "25 ms windows, hop 10 ms, 80 Slaney mel bands", WHISPER_N_MELS, \
+        whisper_frames
+
+
 # --------------------------------------------------------------------------- Whisper's front end
 WHISPER_SR = 16000
 WHISPER_N_FFT = 400
@@ -988,7 +988,7 @@ WHISPER_MIN_SAMPLES = 2 * WHISPER_HOP_LENGTH   # one frame pair: the stride-2 st
 WHISPER_MAX_SECONDS = 30.0                      # the encoder's position table
 #: The spectrogram settings of ``spectrogram.kind: whisper`` (CNNRNN): Whisper's front end (16 kHz, 400-sample Hann
 #: window, hop 160, 80 Slaney bands from 0 Hz to sr/2).
-WHISPER_SPECTROGRAM = {"sr": 16000, "n_mels": WHISPER_N_MELS, "fmin": 0.0, "fmax": None, "n_fft": 400,
+WHISPER_SPECTROGRAM = {"sr": WHISPER_SR, "n_mels": WHISPER_N_MELS, "fmin": 0.0, "fmax": None, "n_fft": WHISPER_N_FFT,
                        "hop_length": WHISPER_HOP_LENGTH}
 #: The values (Whisper's ``(log10(mel) + 4) / 4``) of pixels 0 and 255 of a kind ``whisper`` image: -1.5 is 10⁻¹⁰
 #: power, 2.5 is 10⁶ (above any 16-bit clip's mel power: 20 EmoDB clips peak at 1.0–1.7); 0.0157 a level.

@@ -306,17 +306,22 @@ def checkpoint_path(out_dir: str | Path, cfg: TrainConfig, fold: int) -> Path:
     return Path(out_dir) / "models" / cfg.checkpoint_name.format(fold=fold, epochs=cfg.epochs)
 
 
-def _encode_once(model, images, pool, batch_size: int):
-    """The frozen Whisper encoder's outputs of every image (and of the pool's speed copies): ``(N, frames / 2,
-    width) float32``, computed once so that each epoch fits the head only (``TrainConfig.cached_encoder``)."""
+def _encoder_part(model):
+    """The layers of a Whisper CNNRNN model before its head (image → encoder frames), as a model sharing them."""
     import keras
 
     from ..models.cnnrnn import WHISPER_ENCODER_LAYER
 
     x = inputs = keras.Input(model.input_shape[1:])
-    for name in ("log_mel", "whisper_log_mel", WHISPER_ENCODER_LAYER):  # the layers before the head, shared
+    for name in ("log_mel", "whisper_log_mel", WHISPER_ENCODER_LAYER):
         x = model.get_layer(name)(x)
-    encoder = keras.Model(inputs, x, name="whisper_features")
+    return keras.Model(inputs, x, name="whisper_features")
+
+
+def _encode_once(model, images, pool, batch_size: int):
+    """The frozen Whisper encoder's outputs of every image (and of the pool's speed copies): ``(N, frames / 2,
+    width) float32``, computed once so that each epoch fits the head only (``TrainConfig.cached_encoder``)."""
+    encoder = _encoder_part(model)
     run = batch_predictor(encoder, 10 ** 6)  # traced once
 
     def encode(source):
@@ -362,10 +367,8 @@ def _standardize_head(full_model, fit_model, source, rows, batch_size: int) -> N
         return
     pooled = keras.Model(head.input, head.get_layer("feature_norm").input)
     if fit_model is not head:  # images: through the model's layers before the head
-        x = inputs = keras.Input(full_model.input_shape[1:])
-        for name in ("log_mel", "whisper_log_mel", "whisper"):
-            x = full_model.get_layer(name)(x)
-        pooled = keras.Model(inputs, pooled(x))
+        encoder = _encoder_part(full_model)
+        pooled = keras.Model(encoder.input, pooled(encoder.output))
     rows = np.asarray(rows, np.int64)
     values = [np.asarray(pooled(take_rows(source, rows[i:i + batch_size]).astype(np.float32), training=False))
               for i in range(0, len(rows), batch_size)]
@@ -567,10 +570,10 @@ def cross_validate(
             loss = "categorical_crossentropy" if cfg.mixup > 0 else "sparse_categorical_crossentropy"
             model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
             optimizer.build(model.trainable_variables)
-        # built without loading weights again, but a Whisper encoder's sizes come from its weights file
+        # built without the backbone's weights, which the best epoch's overwrite; but a Whisper encoder's sizes come
+        # from its weights file, and a frozen one (the head alone is fitted) keeps them
         export_model = build_cnnrnn(input_shape, n_classes, cfg.weights if cfg.backbone == "whisper" else "none",
                                     **cfg.model_options())
-        export_model.set_weights(model.get_weights())  # the pretrained encoder's weights, which training keeps
         full_model, fit_pool, fit_images = model, pool, images
         if cfg.cached_encoder:  # frozen Whisper: its outputs once for every epoch and fold, the head fitted alone
             fit_images, fit_pool = _encode_once(model, images, pool, cfg.batch_size)
