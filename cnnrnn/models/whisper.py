@@ -273,19 +273,6 @@ def read_meta(weights: str | Path) -> dict:
     Raises:
         WeightsError: the file or its JSON is missing or unreadable.
     """
-    sizes = read_sizes(weights)
-    meta = json.loads(sizes_path(resolve_weights(weights)).read_text())
-    meta.setdefault("blocks", sizes.n_layers)
-    meta.setdefault("final_ln", meta["blocks"] == sizes.n_layers)
-    return meta
-
-
-def read_sizes(weights: str | Path) -> WhisperSizes:
-    """The :class:`WhisperSizes` stored beside a converted weights file (``<weights>.json``).
-
-    Raises:
-        WeightsError: the file or its sizes JSON is missing or unreadable.
-    """
     path = resolve_weights(weights)
     if not path.is_file():
         raise WeightsError(f"Whisper weights file {path} does not exist: convert a local Whisper model with "
@@ -293,10 +280,23 @@ def read_sizes(weights: str | Path) -> WhisperSizes:
                            "nothing is downloaded")
     sidecar = sizes_path(path)
     try:
-        return WhisperSizes.from_json(json.loads(sidecar.read_text())["sizes"])
+        meta = json.loads(sidecar.read_text())
+        sizes = WhisperSizes.from_json(meta["sizes"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise WeightsError(f"{sidecar} (the sizes of {path.name}, written by `cnnrnn whisper-convert`) is missing "
                            f"or unreadable ({exc}); convert the model again") from exc
+    meta.setdefault("blocks", sizes.n_layers)
+    meta.setdefault("final_ln", meta["blocks"] == sizes.n_layers)
+    return meta
+
+
+def read_sizes(weights: str | Path) -> WhisperSizes:
+    """The :class:`WhisperSizes` stored beside a converted weights file (``<weights>.json``, :func:`read_meta`).
+
+    Raises:
+        WeightsError: the file or its sizes JSON is missing or unreadable.
+    """
+    return WhisperSizes.from_json(read_meta(weights)["sizes"])
 
 
 def sizes_path(weights: str | Path) -> Path:
@@ -330,20 +330,19 @@ def pretrained_whisper(weights: str | Path | None, *, block=2, frames: int | Non
         ValueError: a bad ``block`` or ``trainable_blocks``.
     """
     real = weights is not None and str(weights).lower() != "none"
-    file_sizes = read_sizes(weights) if real else None
     meta = read_meta(weights) if real else None
+    file_sizes = WhisperSizes.from_json(meta["sizes"]) if real else None
     if real and sizes is not None and sizes != file_sizes:
         raise WeightsError(f"{weights} holds Whisper {file_sizes.name} ({file_sizes.n_layers} blocks, width "
                            f"{file_sizes.width}), but the config names {sizes.name} ({sizes.n_layers} blocks, "
                            f"width {sizes.width})")
     sizes = file_sizes or sizes or KNOWN_SIZES["tiny"]
     present = sizes.n_layers if meta is None else int(meta["blocks"])
-    top = present if block == "all" else check_block(block, sizes)
-    top = min(top, sizes.n_layers)
+    b = None if block == "all" else check_block(block, sizes)        # "final" is n_layers + 1
+    top = present if b is None else min(b, sizes.n_layers)           # the deepest transformer block used
     if not 0 <= int(trainable_blocks) <= top:
         raise ValueError(f"trainable_blocks must be 0..{top} (the blocks up to whisper_block), got {trainable_blocks}")
-    wanted = sizes.n_layers if block == "final" else (present if block == "all" else check_block(block, sizes))
-    if wanted > present or (block == "final" and meta is not None and not meta["final_ln"]):
+    if top > present or (block == "final" and meta is not None and not meta["final_ln"]):
         raise WeightsError(f"{weights} holds Whisper {sizes.name}'s encoder up to block {present} only; "
                            f"whisper_block {block} needs a file converted with more blocks (cnnrnn whisper-convert)")
     complete = meta is None or (present == sizes.n_layers and meta["final_ln"])
@@ -356,10 +355,9 @@ def pretrained_whisper(weights: str | Path | None, *, block=2, frames: int | Non
             raise WeightsError(f"{weights} is not a Whisper {sizes.name} weights file written by "
                                f"`cnnrnn whisper-convert` ({str(exc).splitlines()[0]})") from exc
     names = block_names(sizes)[: present + 1]
-    if block == "all":
+    if b is None:
         out = [full.get_layer(n).output for n in names]
     else:
-        b = check_block(block, sizes)
         out = full.get_layer("final_ln" if b == sizes.n_layers + 1 else names[b]).output
     model = keras.Model(full.input, out, name=name)
     first_trained = top - int(trainable_blocks) + 1
