@@ -7,13 +7,19 @@ values, e.g. a baseline config). Either way:
 * each default is declared once, in the dataclass; a JSON file (or a shipped preset) gives only what
   differs, and ``argparse`` options default to ``None`` and only override (:func:`override`);
 * unknown sections and keys are refused, and so are values of the wrong type (read from the type hints:
-  ``int``, ``float`` (an int is taken), ``bool``, ``str``, ``list``, ``X | None``);
+  ``int``, ``float`` (an int is taken), ``bool``, ``str``, ``list[X]``, ``tuple[X, Y]``, ``dict``, ``X | None``),
+  down to every element of a list (:func:`fit_value`): a bool is never a number, and where an int is meant a
+  float is taken only when it is whole (``64.0`` is read as ``64``; ``64.7`` is refused, never truncated);
+* a config file nests objects and arrays at most :data:`MAX_JSON_DEPTH` deep, and a chain of ``"extends"`` is at
+  most :data:`MAX_EXTENDS` files long;
 * old key names are still read: a section class may declare ``ALIASES = {"lr": "learning_rate"}``;
   the config is always written back with the current names (:func:`to_dict`);
 * after loading, every number is checked against its key's range, declared once for every family in
   :data:`RANGES` (a float must also be finite: JSON's ``NaN`` and ``Infinity`` are refused), and then every
   section's ``validate()`` (when it has one) checks what is particular to it; both raise :class:`ConfigError`
-  naming ``section.key``, the value and the allowed range.
+  naming ``section.key``, the value and the allowed range. The keys that size memory (widths, image sizes, clip
+  lengths, batch sizes, list lengths) also have an upper bound, :data:`LIMITS` and :data:`MAX_LENGTHS`, far above
+  any real recipe, so a typo such as ``"lstm_units": 1e9`` is one error line, not an out-of-memory crash.
 
 Presets ship under ``cnnrnn/configs/<family>/`` and are named instead of a path (``--config tiny``).
 Field names follow the field and are the same in every family: ``sr``, ``n_fft``, ``hop_length``,
@@ -21,10 +27,12 @@ Field names follow the field and are the same in every family: ``sr``, ``n_fft``
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import functools
 import json
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -32,6 +40,10 @@ from typing import Any, Mapping
 
 #: Root of the shipped presets: ``configs/<family>/<name>.json``.
 PRESET_ROOT = Path(__file__).parent / "configs"
+#: The deepest nesting of objects and arrays in a config (real ones nest 4 at most: file, section, object, list).
+MAX_JSON_DEPTH = 32
+#: The most files in one chain of ``"extends"`` (the file itself included; the presets use 3 at most).
+MAX_EXTENDS = 32
 
 
 class ConfigError(ValueError):
@@ -39,6 +51,7 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- types
+@functools.lru_cache(maxsize=None)
 def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -55,7 +68,7 @@ def is_sectioned(cls) -> bool:
 
 
 def _allowed(hint: Any) -> tuple[tuple[type, ...], bool]:
-    """``(python types accepted, null accepted)`` for a field's type hint."""
+    """``(python types accepted, null accepted)`` for a field's type hint (the outer type only)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
@@ -74,18 +87,132 @@ def _allowed(hint: Any) -> tuple[tuple[type, ...], bool]:
     return (hint,), False
 
 
-def check_value(hint: Any, value: Any) -> bool:
-    """Whether ``value`` (parsed JSON) fits the type hint (bools are never numbers)."""
-    accepted, nullable = _allowed(hint)
-    if value is None:
-        return nullable
-    if isinstance(value, bool):
-        return bool in accepted or object in accepted
-    return isinstance(value, accepted)
-
-
 def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    if typing.get_origin(hint) is None and isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace("NoneType", "None")
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (an error message stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class _Misfit(Exception):
+    """Why a value does not fit its type hint (the message of the :class:`ConfigError` it becomes)."""
+
+
+def _fit(hint: Any, value: Any, key: str) -> Any:
+    """``value`` fitted to ``hint`` (a whole float where an int is meant becomes that int, a list where a tuple is
+    meant a tuple), or :class:`_Misfit` naming ``key`` (``key[i]`` for an element)."""
+    def wrong() -> _Misfit:
+        return _Misfit(f"{key} should be {_type_name(hint)}, got {_show(value)}")
+
+    if hint is Any or hint is object:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise wrong()
+        arms = [a for a in args if a is not type(None)]
+        problems = []
+        for arm in arms:
+            try:
+                return _fit(arm, value, key)
+            except _Misfit as exc:
+                problems.append(exc)
+        raise problems[0] if len(arms) == 1 else wrong()
+    if value is None:
+        raise wrong()
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise wrong()
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong()
+        if isinstance(value, float):
+            if not value.is_integer():  # never truncated: 64.7 is not 64
+                raise _Misfit(f"{key}: {_show(value)} is not an integer")
+            value = int(value)
+        if not -2 ** 63 <= value < 2 ** 63:  # what numpy, TensorFlow and the OS take
+            raise _Misfit(f"{key}: {_show(value)} is too large for an integer (64 bits)")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong()
+        if isinstance(value, int):
+            try:
+                float(value)
+            except OverflowError:
+                raise _Misfit(f"{key}: {_show(value)} is too large for a number") from None
+        return value
+    container = origin or hint
+    if container in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise wrong()
+        if container is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise _Misfit(f"{key} should be {_type_name(hint)} ({len(args)} values), got {_show(value)}")
+            return tuple(_fit(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        return container(_fit(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if container is dict or container is collections.abc.Mapping:
+        if not isinstance(value, Mapping):
+            raise wrong()
+        k_hint, v_hint = args if len(args) == 2 else (Any, Any)
+        return {_fit(k_hint, k, key): _fit(v_hint, v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(container, type):
+        if isinstance(value, container):
+            return value
+        raise wrong()
+    return value  # a hint this checker does not read
+
+
+def fit_value(hint: Any, value: Any, key: str) -> Any:
+    """Check ``value`` (parsed JSON, or a value given in Python) against the type hint of ``key`` and return it
+    as the field keeps it.
+
+    Checked from the hint: ``bool``; ``int`` (a bool is not one; a float is taken only when whole, ``64.0`` → ``64``:
+    ``64.7`` is refused, never truncated); ``float`` (an int is taken); ``str``; ``list[X]`` and ``tuple[X, ...]``
+    element by element, ``tuple[X, Y]`` with its length; ``dict[K, V]``; ``X | Y`` (the first that fits) and
+    ``X | None``.
+
+    Raises:
+        ConfigError: one line naming ``key`` (``key[i]`` for a list element), the value and what was expected,
+            e.g. ``train.image_size[1]: 64.7 is not an integer``.
+    """
+    try:
+        return _fit(hint, value, key)
+    except _Misfit as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def check_value(hint: Any, value: Any) -> bool:
+    """Whether ``value`` (parsed JSON) fits the type hint, elements included (:func:`fit_value`)."""
+    try:
+        _fit(hint, value, "value")
+    except _Misfit:
+        return False
+    return True
+
+
+def check_types(section: Any, name: str) -> None:
+    """Check every field of a section dataclass against its type hint (:func:`fit_value`), as the loader does for
+    JSON, for a section built in Python; a whole float where an int is meant is stored as that int.
+
+    Raises:
+        ConfigError: naming ``section.key`` (``section.key[i]``), the value and the expected type.
+    """
+    hints = _hints(type(section))
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        fitted = fit_value(hints[f.name], value, f"{name}.{f.name}")
+        if type(fitted) is not type(value) or fitted != value:
+            setattr(section, f.name, fitted)
 
 
 # --------------------------------------------------------------------------- reading
@@ -93,11 +220,12 @@ def section_from_dict(cls, values: Any, name: str):
     """Build one section dataclass from a (partial) dict.
 
     Old names listed in ``cls.ALIASES`` are renamed first; giving both an old and a new name is an
-    error. Missing keys keep the dataclass defaults.
+    error. Missing keys keep the dataclass defaults. Every value is checked against its type hint, list elements
+    included (:func:`fit_value`).
 
     Raises:
-        ConfigError: not an object, unknown key, or a value of the wrong type; the message names
-            ``section.key``, the value and the expected type.
+        ConfigError: not an object, unknown key, or a value of the wrong type (or a fractional number where an
+            integer is meant); the message names ``section.key``, the value and the expected type.
     """
     if not isinstance(values, Mapping):
         raise ConfigError(f"config section {name!r} must be a JSON object, got {type(values).__name__}")
@@ -115,9 +243,7 @@ def section_from_dict(cls, values: Any, name: str):
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in section {name!r}; known: {sorted(known)}")
-    for key, value in data.items():
-        if not check_value(hints[key], value):
-            raise ConfigError(f"{name}.{key} should be {_type_name(hints[key])}, got {value!r}")
+    data = {key: fit_value(hints[key], value, f"{name}.{key}") for key, value in data.items()}
     return cls(**data)
 
 
@@ -146,7 +272,49 @@ RANGES: dict[str, str] = {
     "max_audio_seconds": "(0, inf)", "preemphasis": "[0, 1)",
     "norm_range": "(0, inf)", "delta_width": "[3, inf)", "segment_frames": "[1, inf)", "segment_hop": "[1, inf)",
     "workers": "[0, inf)",
+    # list values: every element
+    "filters": "[1, inf)", "hidden_units": "[1, inf)", "nested_C": "(0, inf)",
 }
+
+#: Upper bounds of the keys that size memory (a number, or every element of a list), by key as :data:`RANGES`:
+#: far above any shipped recipe (in the comments: the largest preset value), below what exhausts 24 GiB with the other
+#: keys at recipe values. A section class may declare its own ``LIMITS``. ``n_mels``, ``n_fft`` and ``hop_length``
+#: are bounded in :data:`RANGES`; image sizes by the sections' ``validate()`` (``spectrogram.image_size`` at most
+#: 4096 pixels a side, ``data.image_size`` likewise).
+LIMITS: dict[str, float] = {
+    # model widths: units and channels (a 4096-unit LSTM over ResNet50's 2048 features is 100 M weights)
+    "lstm_units": 4096,         # (128)
+    "lstm_layers": 16,          # (1)
+    "attention_units": 4096,    # (256)
+    "fc_units": 8192,           # (4096, the paper's AlexNet)
+    "dense_units": 8192,        # (128)
+    "dense1_units": 8192,       # (512)
+    "dense2_units": 8192,       # (256)
+    "hidden_units": 8192,       # (256; the ANN's first layer is also bounded with its input, baselines.config)
+    "proj_dim": 8192,           # (256)
+    "filters": 1024,            # (128)
+    "kernel_size": 15,          # (3)
+    "width": 4,                 # (1.0, AlexNet's width multiplier: weights grow with its square)
+    "max_len": 1024,            # (256 tokens; text attention grows with its square)
+    # input sizes
+    "sr": 384000,               # (44100 Hz)
+    "duration": 600,            # (4 s)
+    "max_sec": 600,             # (4 s)
+    "max_seconds": 600,         # (5 s; the Whisper encoder takes at most 30)
+    "max_audio_seconds": 14400,  # (3600 s, the default guard)
+    "win_ms": 1000, "hop_ms": 1000,  # (25, 10 ms)
+    "segment_frames": 8192, "segment_hop": 8192,  # (96, 48)
+    "crop_width": 4096, "crop_hop": 4096,  # (96, 24 pixels; an image is at most 4096 wide)
+    "freq_masks": 64, "time_masks": 64,  # (2)
+    "freq_mask_width": 4096, "time_mask_width": 4096,  # (8, 24 pixels)
+    # batches and processes
+    "batch_size": 4096,         # (128)
+    "valid_batch_size": 4096,   # (8)
+    "workers": 1024,            # (0 = one per core)
+}
+
+#: The most entries a list value may have, by key.
+MAX_LENGTHS: dict[str, int] = {"filters": 10, "hidden_units": 10, "nested_C": 64, "speed_perturb": 16}
 
 
 @functools.lru_cache(maxsize=None)
@@ -159,36 +327,56 @@ def _interval(text: str) -> tuple[float, float, bool, bool]:
 def in_range(value: float, interval: str) -> bool:
     """Whether a finite ``value`` lies in ``interval`` (``"[1, inf)"``, ``"(0, 1)"``, ...)."""
     low, high, low_closed, high_closed = _interval(interval)
-    return math.isfinite(value) and (low <= value if low_closed else low < value) \
-        and (value <= high if high_closed else value < high)
+    if isinstance(value, float) and not math.isfinite(value):
+        return False  # an int is compared exactly, however large (no float conversion that could overflow)
+    return (low <= value if low_closed else low < value) and (value <= high if high_closed else value < high)
+
+
+def _check_number(value: Any, key: str, interval: str | None, limit: float | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number{f' in {interval}' if interval else ''}, got {value!r}")
+    if interval is not None and not in_range(value, interval):
+        raise ConfigError(f"{key} must be in {interval}, got {_show(value)}")
+    if limit is not None and value > limit:
+        raise ConfigError(f"{key} must be at most {limit:g} (a bound that keeps memory use sane), got {_show(value)}")
 
 
 def check_ranges(section: Any, name: str) -> None:
-    """Check every number of a section dataclass: finite, and inside its key's range (the section class'
-    ``RANGES``, else :data:`RANGES`). ``None`` and booleans are not checked.
+    """Check every number of a section dataclass, and every number in its list values: finite, inside its key's
+    range (the section class' ``RANGES``, else :data:`RANGES`) and at most its key's upper bound (the class'
+    ``LIMITS``, else :data:`LIMITS`); and the length of every list value (:data:`MAX_LENGTHS`). ``None`` and
+    booleans are not checked.
 
     Raises:
-        ConfigError: e.g. ``train.learning_rate must be a finite number in (0, inf), got nan``.
+        ConfigError: one line naming the key, e.g. ``train.learning_rate must be a finite number in (0, inf), got
+            nan``, ``train.filters[1] must be in [1, inf), got 0``, ``train.lstm_units must be at most 4096 (...),
+            got 1000000000``.
     """
-    own = getattr(type(section), "RANGES", {})
+    cls = type(section)
+    ranges, limits = {**RANGES, **getattr(cls, "RANGES", {})}, {**LIMITS, **getattr(cls, "LIMITS", {})}
     for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        interval = own.get(f.name, RANGES.get(f.name))
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{name}.{f.name} must be a finite number{f' in {interval}' if interval else ''}, "
-                              f"got {value!r}")
-        if interval is not None and not in_range(value, interval):
-            raise ConfigError(f"{name}.{f.name} must be in {interval}, got {value!r}")
+        value, key = getattr(section, f.name), f"{name}.{f.name}"
+        interval, limit = ranges.get(f.name), limits.get(f.name)
+        if isinstance(value, (list, tuple)):
+            most = MAX_LENGTHS.get(f.name)
+            if most is not None and len(value) > most:
+                raise ConfigError(f"{key} must have at most {most} entries, got {len(value)}")
+            for i, item in enumerate(value):
+                _check_number(item, f"{key}[{i}]", interval, limit)
+        else:
+            _check_number(value, key, interval, limit)
 
 
 def validate_section(section: Any, name: str) -> None:
-    """Check one section: :func:`check_ranges`, then its own ``validate()`` when it has one.
+    """Check one section: :func:`check_types`, :func:`check_ranges`, then its own ``validate()`` when it has one.
 
     Raises:
-        ConfigError: a number out of range or not finite, or what the section's ``validate()`` refuses.
+        ConfigError: a value of the wrong type, a number out of range, above its bound or not finite, or what the
+            section's ``validate()`` refuses.
     """
+    check_types(section, name)
     check_ranges(section, name)
     check = getattr(section, "validate", None)
     if callable(check):
@@ -259,10 +447,14 @@ def from_dict(cls, data: Any):
     """Build and validate a config of class ``cls`` from a (partial) dict.
 
     Raises:
-        ConfigError: unknown sections or keys, wrong types, values out of range.
+        ConfigError: not a mapping, nested deeper than :data:`MAX_JSON_DEPTH`, unknown sections or keys, wrong
+            types, values out of range or above their bounds.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"a config must be a JSON object, got {type(data).__name__}")
+    if _too_deep(data, MAX_JSON_DEPTH):
+        raise ConfigError(f"a config nests objects and arrays more than {MAX_JSON_DEPTH} levels deep (at most "
+                          f"{MAX_JSON_DEPTH}; real configs nest 4 at most)")
     if is_sectioned(cls):
         hints = _hints(cls)
         names = [f.name for f in dataclasses.fields(cls)]
@@ -286,6 +478,34 @@ def list_presets(family: str) -> list[str]:
     return sorted(p.stem for p in (PRESET_ROOT / family).glob("*.json"))
 
 
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _text_too_deep(text: str, limit: int) -> bool:
+    """Whether JSON text nests arrays and objects more than ``limit`` deep (brackets inside strings skipped),
+    counted without parsing it: Python's own parser recurses, and fails with a RecursionError near 1,000."""
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def _too_deep(data: Any, limit: int) -> bool:
+    """Whether parsed JSON (or a dict given in Python) nests mappings and lists more than ``limit`` deep, walked
+    without recursion."""
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (Mapping, list, tuple)):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, Mapping) else item))
+    return False
+
+
 def read_json_config(source: str | Path, family: str, _seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], Path]:
     """The JSON object of a config file or of a shipped preset of ``family``: ``(data, path)``.
 
@@ -293,8 +513,13 @@ def read_json_config(source: str | Path, family: str, _seen: tuple[Path, ...] = 
     section, and the file's own values replace them; ``"description"`` is free text. Both keys are read here.
 
     Raises:
-        ConfigError: neither a file nor a preset; invalid JSON.
+        ConfigError: neither a file nor a preset; invalid JSON; objects and arrays nested more than
+            :data:`MAX_JSON_DEPTH` deep; an ``extends`` cycle or a chain of more than :data:`MAX_EXTENDS` files
+            (each message names the file).
     """
+    if len(_seen) >= MAX_EXTENDS:
+        raise ConfigError(f"{_seen[0]}: the 'extends' chain is longer than {MAX_EXTENDS} files (stopped after "
+                          f"{_seen[-1]})")
     path = Path(source)
     if not path.is_file() and preset_path(family, str(source)).is_file():
         path = preset_path(family, str(source))
@@ -302,8 +527,17 @@ def read_json_config(source: str | Path, family: str, _seen: tuple[Path, ...] = 
         raise ConfigError(f"config {str(source)!r} is neither a file nor a {family} preset "
                           f"(presets: {', '.join(list_presets(family)) or 'none'})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from exc
+    deep = f"{path}: objects and arrays nested more than {MAX_JSON_DEPTH} levels deep (real configs nest 4 at most)"
+    if _text_too_deep(text, MAX_JSON_DEPTH):
+        raise ConfigError(deep)
+    try:
+        data = json.loads(text)
+    except RecursionError:  # not reached after the check above; kept so a deep file can never give a traceback
+        raise ConfigError(deep) from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4,300 digits
         raise ConfigError(f"{path}: invalid JSON: {exc}") from exc
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: 'extends' makes a cycle")

@@ -28,6 +28,9 @@ MODEL_FILE = "model.h5"
 NORM_FILE = "normalization.json"
 MODELS = ("ann", "cnn")
 SPLITS = ("random", "speaker")
+#: The most weights of the ANN's first layer (input samples x ``hidden_units[0]``): 2**28, 1 GiB of float32 (4 GiB
+#: with its gradient and Adam's two moments); the tutorial's 176,400 x 256 is 45 million.
+MAX_ANN_INPUT_WEIGHTS = 2 ** 28
 
 
 class BaselineConfigError(ConfigError):
@@ -83,7 +86,8 @@ class BaselineConfig(LogMelConfig):
 
     def validate(self) -> None:
         """Raise :class:`BaselineConfigError` on impossible values (the feature settings first; each number's
-        range is :data:`cnnrnn.config.RANGES`', checked by the loader before)."""
+        range and bound are :data:`cnnrnn.config.RANGES`' and :data:`~cnnrnn.config.LIMITS`', checked by the loader
+        before), and on an ann whose first layer would hold more than :data:`MAX_ANN_INPUT_WEIGHTS` weights."""
         try:
             super().validate()
         except ConfigError as exc:
@@ -100,6 +104,12 @@ class BaselineConfig(LogMelConfig):
 
         if self.normalization not in MODES:
             raise BaselineConfigError(f"normalization must be one of {MODES}, got {self.normalization!r}")
+        if self.model == "ann" and self.n_samples * self.hidden_units[0] > MAX_ANN_INPUT_WEIGHTS:
+            raise BaselineConfigError(
+                f"baseline.hidden_units[0] {self.hidden_units[0]} x {self.n_samples} input samples (duration "
+                f"{self.duration:g} s x sr {self.sr}) is {self.n_samples * self.hidden_units[0]:,} weights in the "
+                f"ann's first layer, above {MAX_ANN_INPUT_WEIGHTS:,} (1 GiB): use fewer hidden units, a lower sr or "
+                f"a shorter duration")
         if self.model == "ann" and (self.normalization != "none" or self.freq_masks or self.time_masks):
             raise BaselineConfigError("normalization and SpecAugment masks apply to the cnn's spectrogram, not "
                                       "to the ann's waveform")

@@ -211,8 +211,8 @@ class FeatureConfig(MelBands):
         if not 1 <= self.segment_hop <= self.segment_frames:
             raise ConfigError(f"need 1 <= segment_hop <= segment_frames, got {self.segment_hop}, "
                               f"{self.segment_frames}")
-        if len(self.image_size) != 2 or min(self.image_size) < 32:
-            raise ConfigError(f"image_size must be [H, W] with H, W >= 32, got {self.image_size}")
+        if len(self.image_size) != 2 or not 32 <= min(self.image_size) <= max(self.image_size) <= 4096:
+            raise ConfigError(f"image_size must be [H, W] with H, W in [32, 4096], got {self.image_size}")
         from ..normalize import MODES
 
         if self.normalization not in MODES:
