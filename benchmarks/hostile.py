@@ -9,9 +9,11 @@ import (about 4-8 s).
 
 A case that fails falls in one category, the first that applies:
 
+* ``data_loss``: a file the case wrote as the user's was changed or deleted (the case lists it in ``data_loss``);
 * ``hang``: it ran past ``--timeout`` (its whole process group is killed);
 * ``traceback``: an exception escaped ``cnnrnn.cli.main`` or the case, or its process died;
-* ``outside_write``: a file appeared in its folder outside the commands' ``--out`` and the inputs it wrote;
+* ``outside_write``: a file appeared in its folder outside the commands' ``--out`` and the inputs it wrote, or
+  was left in its system temporary folder (``TMPDIR``, one per case) when it ended;
 * ``silent``: any other wrong outcome (exit code, message, output files or their content).
 
 Results go to ``benchmarks/results/hostile.json`` (paths relative to the case's temporary folder or the
@@ -43,7 +45,7 @@ from hostile_cases import CASES, Case  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "hostile.json"
 DEFAULT_TIMEOUT = 120.0
-CATEGORIES = ("silent", "traceback", "hang", "outside_write")
+CATEGORIES = ("data_loss", "silent", "traceback", "hang", "outside_write")
 OBSERVED_WIDTH = 240  # characters of a case's observed outcome in the table (the JSON holds all of it)
 
 
@@ -61,6 +63,7 @@ def run_child(number: int, folder: Path, result_file: Path) -> None:
     except BaseException as exc:  # noqa: BLE001 - a case's own exception is a traceback to count
         result = {"observed": f"traceback: {type(exc).__name__}: {exc}", "passed": False, "outside_writes": []}
     result = {"observed": one_line(str(result["observed"]), folder), "passed": bool(result["passed"]),
+              "data_loss": sorted(os.path.relpath(p, folder) for p in result.get("data_loss", [])),
               "outside_writes": sorted(os.path.relpath(p, folder) for p in result["outside_writes"]),
               "case_seconds": round(time.perf_counter() - started, 1)}
     result_file.write_text(json.dumps(result), encoding="utf-8")
@@ -68,6 +71,8 @@ def run_child(number: int, folder: Path, result_file: Path) -> None:
 
 def category(result: dict) -> str | None:
     """The failure category of a case's result (module docstring); None if it passed."""
+    if result.get("data_loss"):
+        return "data_loss"
     if result.get("hang"):
         return "hang"
     if "traceback:" in result["observed"] or result.get("crashed"):
@@ -80,9 +85,10 @@ def category(result: dict) -> str | None:
 def run_case(case: Case, timeout: float) -> dict:
     """Run ``case`` in a child process in a fresh temporary folder, within ``timeout`` seconds."""
     root = Path(tempfile.mkdtemp(prefix=f"hostile_case{case.number}_"))
-    folder, result_file = root / "case", root / "result.json"
+    folder, result_file, system_tmp = root / "case", root / "result.json", root / "system_tmp"
     folder.mkdir()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    system_tmp.mkdir()  # the case's system temporary folder (TMPDIR): it must be empty once the case ends
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TMPDIR=str(system_tmp))
     started = time.perf_counter()
     with open(root / "output.log", "w+", encoding="utf-8") as log:
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", str(case.number),
@@ -111,11 +117,14 @@ def run_case(case: Case, timeout: float) -> dict:
         last = [line for line in output.splitlines() if line.strip()][-1:] or [f"exit {proc.returncode}"]
         result = {"observed": f"case process died (exit {proc.returncode}): {one_line(last[0], folder)}",
                   "passed": False, "outside_writes": [], "crashed": True}
+    left_in_tmp = sorted(f"$TMPDIR/{p.relative_to(system_tmp)}" for p in system_tmp.rglob("*") if p.is_file())
+    result["outside_writes"] = list(result["outside_writes"]) + left_in_tmp
     shutil.rmtree(root, ignore_errors=True)
     failure = category(result)
     return {"number": case.number, "title": case.title, "input": case.input, "expected": case.expected,
             "observed": result["observed"], "pass": failure is None, "seconds": seconds,
             "case_seconds": result.get("case_seconds"), "outside_writes": result["outside_writes"],
+            "data_loss": result.get("data_loss", []),
             "failure": failure}
 
 
@@ -141,7 +150,8 @@ def table(result: dict) -> str:
                     f"{cell(c['observed'], OBSERVED_WIDTH)} | {verdict} |")
     t = result["totals"]
     rows.append("")
-    rows.append(f"{t['passed']}/{t['cases']} pass: {t['silent']} silent, {t['traceback']} tracebacks, "
+    rows.append(f"{t['passed']}/{t['cases']} pass: {t.get('data_loss', 0)} data loss, {t['silent']} silent, "
+                f"{t['traceback']} tracebacks, "
                 f"{t['hang']} hangs, {t['outside_write']} with writes outside --out "
                 f"({t['files_written_outside_out']} files).")
     return "\n".join(rows)

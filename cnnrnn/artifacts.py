@@ -10,6 +10,7 @@ when loaded, and these files are often passed around between labs.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -221,7 +222,8 @@ def save_model_h5(model, path: str | Path) -> Path:
     """Save a Keras model as ``.h5`` atomically (temp file beside ``path``, then rename).
 
     The ``.h5`` format is deliberate (the original code and its users load ``.h5``), so Keras'
-    "legacy format" notice from absl is silenced for the call. Returns ``path``.
+    "legacy format" notice from absl is silenced for the call. A save that fails (a full disk) or is interrupted
+    removes its temporary file. Returns ``path``.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.h5")
@@ -230,9 +232,15 @@ def save_model_h5(model, path: str | Path) -> Path:
     absl.setLevel(logging.ERROR)
     try:
         model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on the device to save {path} (its temporary file was "
+                                        "removed): free some space and rerun the same command to resume") from exc
+        raise
     finally:
         absl.setLevel(level)
-    os.replace(tmp, path)
     return path
 
 

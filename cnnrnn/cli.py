@@ -49,8 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What an interrupted command says (one line, on stderr).
+INTERRUPTED = "interrupted; rerun the same command to resume"
+#: Exit codes of a command stopped by Ctrl-C (SIGINT) and by SIGTERM: 128 + the signal's number, as shells do.
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM (:func:`main` installs the handler), so that a terminated command ends
+    as an interrupted one: workers stopped, temporaries removed, one line, exit 143."""
+
+
+def _raise_terminated(signum, frame) -> None:  # noqa: ARG001 - a signal handler's signature
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cnnrnn`` console script. Returns the exit code."""
+    """Entry point of the ``cnnrnn`` console script. Returns the exit code: 0, 2 for a clear error (one line),
+    130 after Ctrl-C and 143 after SIGTERM (one line, :data:`INTERRUPTED`, no traceback)."""
+    import signal
+    import threading
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     if not args.verbose:
@@ -60,11 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     progress = not args.quiet
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None
     try:
         return int(args.handler(args, progress) or 0)
     except (ValueError, FileNotFoundError, OSError) as exc:
         logging.getLogger("cnnrnn").error("%s", exc)
         return 2
+    except KeyboardInterrupt as exc:
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        return EXIT_SIGTERM if isinstance(exc, Terminated) else EXIT_SIGINT
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":  # pragma: no cover

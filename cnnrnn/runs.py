@@ -9,6 +9,8 @@ A manifest records, for one trained run (a CNNRNN run folder, a DCNN step, a bas
   ``None`` for a run that trains every fold) and the seed, so that prediction can rebuild the test part;
 * ``input``: what the model takes (``sr`` in Hz, ``duration`` in seconds, image size, feature settings);
 * ``checkpoints``: model files relative to the manifest's folder;
+* ``inputs``: the content fingerprint of each stage's inputs (:func:`cnnrnn.outputs.record_inputs`), so that a
+  rerun never reuses files made from other audio or labels;
 * ``versions``: of cnnrnn, TensorFlow, Keras and librosa that wrote it (read from the installed
   distributions, nothing is imported);
 * ``created``: UTC time (ISO 8601).
@@ -63,6 +65,7 @@ class RunManifest:
     input: dict[str, Any] = field(default_factory=dict)
     checkpoints: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -86,7 +89,8 @@ class RunManifest:
 
 def write_manifest(folder: str | Path, family: str, config: dict[str, Any], labels: Sequence[str], *,
                    split: dict[str, Any] | None = None, input_spec: dict[str, Any] | None = None,
-                   checkpoints: Sequence[str | Path] = (), extra: dict[str, Any] | None = None) -> Path:
+                   checkpoints: Sequence[str | Path] = (), extra: dict[str, Any] | None = None,
+                   inputs: dict[str, Any] | None = None) -> Path:
     """Write ``<folder>/run.json`` atomically. Checkpoint paths are stored relative to ``folder`` when
     they lie inside it.
 
@@ -99,6 +103,7 @@ def write_manifest(folder: str | Path, family: str, config: dict[str, Any], labe
         input_spec: ``{"sr", "duration", "image_size", ...}``.
         checkpoints: model files of the run.
         extra: anything else the family wants to keep.
+        inputs: ``{stage: {"sha1", ...}}``, the fingerprints of the stages' inputs.
 
     Returns:
         The manifest path.
@@ -117,7 +122,7 @@ def write_manifest(folder: str | Path, family: str, config: dict[str, Any], labe
         except ValueError:
             rel.append(str(c.resolve()))
     manifest = RunManifest(family=family, config=dict(config), labels=list(labels), split=dict(split or {}),
-                           input=dict(input_spec or {}), checkpoints=rel, extra=dict(extra or {}),
+                           input=dict(input_spec or {}), checkpoints=rel, extra=dict(extra or {}), inputs=dict(inputs or {}),
                            versions=package_versions(),
                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     return save_json(manifest.to_dict(), folder / MANIFEST_FILE)

@@ -17,7 +17,8 @@ N_UTTERANCES = 14  # a manifest this small has ~11 training items: --folds 20 ca
 
 
 def files_under(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
+    """Every path under ``root`` but cnnrnn's own bookkeeping of a run (``.cnnrnn/``: marker, locks)."""
+    return {str(p.relative_to(root)) for p in root.rglob("*") if ".cnnrnn" not in p.parts}
 
 
 def run_cli(argv, caplog) -> tuple[int, str]:

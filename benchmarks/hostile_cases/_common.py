@@ -5,7 +5,8 @@ registered with :func:`case` (its number, a short title, the hostile input and t
 each). It prepares its inputs in the empty folder ``tmp``, runs the CLI through :func:`cli` (in-process,
 ``cnnrnn.cli.main``), checks the exit code, the message and the files, and lists in ``outside_writes`` every file
 that appeared under ``tmp`` outside the commands' output folders and the inputs it wrote itself
-(:func:`outside`).
+(:func:`outside`). A case that gives a command a folder of the user's files lists in ``data_loss`` every one of
+them that was changed or deleted (:func:`snapshot`, :func:`lost`).
 """
 from __future__ import annotations
 
@@ -83,6 +84,16 @@ def files(root: Path) -> set[Path]:
 def outside(before: set[Path], root: Path, *allowed: Path) -> list[str]:
     """The files under ``root`` that are not in ``before`` and not under any of the ``allowed`` folders."""
     return sorted(str(p) for p in files(root) - before if not any(p.is_relative_to(a) for a in allowed))
+
+
+def snapshot(root: Path) -> dict[Path, bytes]:
+    """Every file under ``root`` with its bytes (a folder of the user's files, before a command)."""
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def lost(before: dict[Path, bytes]) -> list[str]:
+    """The files of a :func:`snapshot` that were since deleted or changed."""
+    return sorted(str(p) for p, data in before.items() if not p.is_file() or p.read_bytes() != data)
 
 
 def read_json(path: Path, key: str | None = None) -> dict:

@@ -12,7 +12,12 @@ stage                 reads                                         writes
 
 The file names are the original CNNRNN code's. Every stage writes the config it ran with to ``config.json``
 when it differs from the one there, so a later stage (or ``cnnrnn predict``) renders audio the same way.
-Reruns resume: existing PNGs are kept, and ``pack`` is skipped when its pickles are newer than their inputs.
+Reruns resume: existing PNGs are kept when the audio they were made from is unchanged (its content fingerprint,
+``spectrograms/sources.json``), and ``pack`` is skipped when its pickles are newer than their inputs.
+
+Every stage claims the run folder first (:func:`claim_run`: a new or empty folder, or a CNNRNN run) and holds its
+own lock while it writes (:func:`cnnrnn.outputs.stage_lock`); temporaries a killed run of the stage left are removed
+when it starts again.
 """
 from __future__ import annotations
 
@@ -35,6 +40,31 @@ from .speed import COPIES_KEY, FACTORS_KEY, METHOD_KEY, copy_items, copy_stats
 log = logging.getLogger("cnnrnn.cnnrnn.data")
 
 NO_SESSION = "all"
+#: The kind of folder a CNNRNN run is (:func:`cnnrnn.outputs.claim_folder`).
+RUN_KIND = "cnnrnn run"
+#: The audio fingerprint of every PNG in ``spectrograms/`` (``{id: sha1}``, :func:`cnnrnn.outputs.file_digest`).
+SOURCES_FILE = "sources.json"
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a CNNRNN run written before folder markers existed: its ``labels.json`` with the
+    split's files or a trained run's."""
+    return (folder / A.LABELS_FILE).is_file() and any(
+        (folder / n).exists() for n in ("split_report.json", A.SPLIT_FILES["train"], A.FINAL_FILES["train"],
+                                        "cv_report.json", "run.json"))
+
+
+def claim_run(out: str | Path, create: bool = True, write: bool = True) -> Path:
+    """Claim ``out`` as a CNNRNN run folder (:func:`cnnrnn.outputs.claim_folder`): new, empty, or a run already.
+    ``write=False`` only checks (nothing is created).
+
+    Raises:
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files, or is another command's output folder.
+        cnnrnn.artifacts.NotWritableError: ``out`` cannot be written.
+    """
+    from ..outputs import claim_folder
+
+    return claim_folder(out, RUN_KIND, recognise=is_run_folder, create=create, write=write)
 
 
 def record_config(out: Path, cfg: CnnrnnConfig) -> None:
@@ -174,11 +204,28 @@ def split(corpus: str, root: str | Path, out: str | Path, config=None) -> dict[s
         CorpusError: the corpus cannot be read or has no usable utterance.
     """
     from ..corpora import load_corpus
+    from ..outputs import writing_stage
+
+    from ..outputs import audio_digests, digest
 
     cfg, out = load_config(config), Path(out)
+    claim_run(out, write=False)  # refused before the corpus is read; nothing is written until it is
     utterances, corpus_report = load_corpus(corpus, root)
     result = split_per_session(utterances, cfg.split.test_size, cfg.split.seed, cfg.split.keep_ties,
                                cfg.split.labels, corpus=corpus, scheme=cfg.split.scheme)
+    kept = result.flat("train") + result.flat("test")
+    sources = audio_digests([u.audio_path for u in kept])
+    fingerprint = {"sha1": digest([[u.id, d, u.emotion, u.speaker, u.session] for u, d in zip(kept, sources)]
+                                  + [cfg.split.__dict__]), "n": len(kept), "corpus": corpus}
+    claim_run(out)
+    outputs = [*A.SPLIT_FILES.values(), *A.AUDIO_FILES.values(), A.LABELS_FILE, "split_report.json"]
+    with writing_stage(out, "split", [(out, outputs)]):
+        return _write_split(out, cfg, result, corpus_report, fingerprint)
+
+
+def _write_split(out: Path, cfg: CnnrnnConfig, result: SplitResult, corpus_report, fingerprint: dict) -> dict[str, Any]:
+    from ..outputs import record_inputs
+
     code = {lab: i for i, lab in enumerate(result.labels)}
     for part in ("train", "test"):
         grouped = {s: [u.to_dict() for u in utts] for s, utts in getattr(result, part).items()}
@@ -190,6 +237,7 @@ def split(corpus: str, root: str | Path, out: str | Path, config=None) -> dict[s
     report = {"corpus": corpus_report.to_dict(), "split": result.report, "labels": result.labels}
     A.save_json(report, out / "split_report.json")
     record_config(out, cfg)
+    record_inputs(out, "split", fingerprint)
     log.info("split: %d train / %d test; %d tie(s) %s", result.report["n_train"],  # the corpus said its skips
              result.report["n_test"], result.report["n_ties"], result.report["ties"])
     return report
@@ -521,7 +569,21 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
         DiskSpaceError: not enough free disk space for the packed arrays (checked before anything is written).
     """
 
+    from ..outputs import writing_stage
+
     cfg, out = load_config(config), Path(out)
+    claim_run(out, create=False)
+    png_dir = out / A.SPECTROGRAM_DIR
+    with writing_stage(out, "spectrograms", [(out, _SPECTROGRAM_OUTPUTS), (png_dir, None)]) as n_leftovers:
+        return _spectrograms(out, cfg, progress) | {"leftovers_removed": n_leftovers}
+
+
+#: The files the spectrograms stage writes in the run folder (their temporaries are its own).
+_SPECTROGRAM_OUTPUTS = ("train_images.npy", "test_images.npy", "train_speed_copies.npy", "data_train.pickle",
+                        "data_test.pickle", "packed.json", "spectrogram_report.json")
+
+
+def _spectrograms(out: Path, cfg: CnnrnnConfig, progress: bool) -> dict[str, Any]:
     png_dir = out / A.SPECTROGRAM_DIR
     stamp = png_dir / "spectrogram_config.json"
     # what the PNGs depend on: not workers, nor max_audio_seconds (a memory guard: changing it re-renders nothing)
@@ -535,13 +597,16 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
     all_items = [(r["id"], r["audio_path"], r.get("speaker")) for part in records.values() for r in part]
     reference = [part == "train" for part, recs in records.items() for _ in recs]
     copies = copy_items(records["train"], cfg.train)  # speed-perturbed copies of the train split only
+    sources = _audio_sources(all_items + copies)
     layout = _PackLayout(records, [c[0] for c in copies], cfg.spectrogram.image_size,
                          {"spectrogram": spec, "speed_perturb": [list(cfg.train.speed_perturb),
-                                                                cfg.train.speed_perturb_method]})
+                                                                cfg.train.speed_perturb_method],
+                          "sources": [sources.get(r["id"]) for recs in records.values() for r in recs]})
     packed = read_packed_manifest(out)
     current = not overwrite and layout.made(out, packed)
     if not current:
         check_disk_space(out, layout.nbytes, "the packed image arrays (train_images.npy, test_images.npy)")
+    _forget_stale_images(png_dir, sources)
     stats = None
     if cfg.spectrogram.uses_stats:
         if (png_dir / NORM_FILE).is_file() and not overwrite and (
@@ -617,6 +682,46 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
             + f"; see {out / 'spectrogram_report.json'}")
     record_config(out, cfg)
     return summary
+
+
+def _audio_sources(items: Sequence[tuple]) -> dict[str, str | None]:
+    """``{id: content fingerprint}`` of the audio of every ``(id, audio_path, ...)`` item
+    (:func:`cnnrnn.outputs.file_digest`; ``None``: unreadable)."""
+    from ..outputs import audio_digests
+
+    return dict(zip([item[0] for item in items], audio_digests([item[1] for item in items])))
+
+
+def _forget_stale_images(png_dir: Path, current: dict[str, str | None]) -> None:
+    """Remove the PNGs not made from the audio their id names now, and record ``current``.
+
+    A PNG is kept only when ``spectrograms/sources.json`` (:data:`SOURCES_FILE`) records the same content
+    fingerprint for its id as its audio has now (``current``, :func:`_audio_sources`); any other PNG (other audio
+    under the same id, or one made before fingerprints were recorded) is removed, so it is rendered again. The new
+    fingerprints are recorded before anything is rendered."""
+    path = png_dir / SOURCES_FILE
+    try:
+        known = A.load_json(path) if path.is_file() else {}
+    except ValueError:
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    stale = []
+    for uid, sha in current.items():
+        if known.get(uid) == sha and sha is not None:
+            continue
+        try:
+            png = id_path(png_dir, uid, ".png")
+        except CorpusError:
+            continue
+        if png.is_file():
+            png.unlink()
+            stale.append(uid)
+    if stale:
+        log.warning("spectrograms: %d image(s) in %s were not made from the audio their id names now (other audio, "
+                    "or made before audio fingerprints were recorded): rendering them again, e.g. %s", len(stale),
+                    png_dir, stale[0])
+    png_dir.mkdir(parents=True, exist_ok=True)
+    A.save_json({**known, **current}, path)
 
 
 # --------------------------------------------------------------------------- packed arrays
@@ -994,7 +1099,17 @@ def pack(out: str | Path, config=None, progress: bool = True, force: bool = Fals
             as an image of the run's ``image_size``.
         DiskSpaceError: not enough free disk space for the arrays or a final pickle (nothing was written).
     """
+    from ..outputs import stage_lock, writing_stage
+
     cfg, out = load_config(config), Path(out)
+    claim_run(out, create=False)
+    # pack also holds the spectrograms lock: both stages write the packed arrays
+    with stage_lock(out, "spectrograms"), \
+            writing_stage(out, "pack", [(out, [*_SPECTROGRAM_OUTPUTS, *A.FINAL_FILES.values()])]) as n_leftovers:
+        return _pack(out, cfg, progress, force, pickle) | {"leftovers_removed": n_leftovers}
+
+
+def _pack(out: Path, cfg: CnnrnnConfig, progress: bool, force: bool, pickle: bool | None) -> dict[str, Any]:
     packed = read_packed_manifest(out)
     write_pickle = packed.get("pickle", True) if pickle is None else bool(pickle)
     summary: dict[str, Any] = {}

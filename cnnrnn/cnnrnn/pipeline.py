@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import artifacts as A
 from .config import STAGES, StageConfigError, check_earlier_stages, earlier_stage_changes, load_config
-from .data import pack, spectrograms, split
+from .data import claim_run, pack, spectrograms, split
 from .predict import test
 from .train import check_backbone_weights, train
 
@@ -33,13 +33,14 @@ def run(corpus: str, root: str | Path, out: str | Path, config=None, progress: b
     """
     cfg, out = load_config(config), Path(out)
     check_backbone_weights(cfg.train)
+    claim_run(out, write=False)  # a folder of someone's files is refused before anything is written
     timings, results = {}, {}
     for name, call in (
         ("split", lambda: split(corpus, root, out, cfg)),
         ("spectrograms", lambda: spectrograms(out, cfg, progress)),
         ("pack", lambda: pack(out, cfg, progress)),
         ("train", lambda: train(out, cfg, verbose)),
-        ("test", lambda: test(out, cfg, progress)),
+        ("test", lambda: test_stage(out, cfg, progress)),
     ):
         start = time.perf_counter()
         log.info("stage %s ...", name)
@@ -60,6 +61,17 @@ def run(corpus: str, root: str | Path, out: str | Path, config=None, progress: b
     }
     A.save_json(summary, out / "run_summary.json")
     return summary
+
+
+def test_stage(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:
+    """Stage 5: :func:`cnnrnn.cnnrnn.predict.test` under the run's ``test`` lock, refused while another process
+    trains the run (:class:`cnnrnn.outputs.FolderInUseError`)."""
+    from ..outputs import check_not_locked, stage_lock
+
+    out = claim_run(out, create=False)
+    check_not_locked(out, "train", "test the run")
+    with stage_lock(out, "test"):
+        return test(out, config, progress)
 
 
 def rerun_earlier_stages(out: str | Path, config, stage: str, force: bool = False, progress: bool = True) -> list[str]:

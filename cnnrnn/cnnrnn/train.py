@@ -480,6 +480,7 @@ def cross_validate(
     folds: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
     train_copies: np.ndarray | None = None,
     on_start: Callable[[], None] | None = None,
+    inputs_sha1: str | None = None,
 ) -> dict[str, Any]:
     """Train CNNRNN with k-fold cross-validation over a training set.
 
@@ -506,6 +507,8 @@ def cross_validate(
             utterance's fold and speaker. Required when ``cfg.speed_perturb`` is set, refused otherwise.
         on_start: called once the inputs are checked and the folds made, before anything is written (``train``
             records the run's ``config.json`` there, so a refused run leaves it as it was).
+        inputs_sha1: a content fingerprint of the training data (images and labels, :func:`train` makes it);
+            recorded with each fold, and a finished fold of other data is trained again, never resumed.
 
     Returns:
         The CV report (also written to ``cv_report.json``): per-fold validation
@@ -558,7 +561,7 @@ def cross_validate(
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     A.remove_temporary_files(out_dir / "models")  # left by a save that was killed (artifacts.save_model_h5)
 
-    settings = _fold_settings(cfg)
+    settings = _fold_settings(cfg) | ({"inputs_sha1": inputs_sha1} if inputs_sha1 else {})
     pending = [k for k in range(1, n_folds + 1) if not _fold_current(out_dir, cfg, k, settings, folds[k - 1][1])]
     started = time.perf_counter()
     if pending:
@@ -737,23 +740,57 @@ def train(out: str | Path, config=None, verbose: int | str = "auto") -> dict[str
             ``packed.json`` records.
         cnnrnn.models.blocks.WeightsError: see :func:`check_backbone_weights`.
     """
+    from ..outputs import writing_stage
+    from .data import claim_run
+
+    cfg, out = load_config(config), Path(out)
+    check_backbone_weights(cfg.train)
+    claim_run(out, create=False)
+    with writing_stage(out, "train", [(out / "models", None), (out / "folds", None), (out / "history", None),
+                                      (out, ["cv_report.json", "run.json", A.CONFIG_FILE])]):
+        return _train(out, cfg, verbose)
+
+
+def _train(out: Path, cfg: CnnrnnConfig, verbose: int | str) -> dict[str, Any]:
+    from ..outputs import read_inputs, record_inputs
     from ..runs import write_manifest
     from .config import check_earlier_stages
     from .data import load_packed, record_config
     from .speed import packed_copies
 
-    cfg, out = load_config(config), Path(out)
-    check_backbone_weights(cfg.train)
     check_earlier_stages(out, cfg, "train")  # the images must be those of the recorded spectrogram settings
     table = load_packed(out, "train", cfg.spectrogram.image_size)  # memory-mapped: read a batch at a time
     labels = A.load_labels(out / A.LABELS_FILE)
+    fingerprint = training_inputs(out, table, labels, cfg)
     report = cross_validate(table["path"], np.asarray(table["emotion"]), labels, out, cfg.train,
                             groups=table.get("speaker"), verbose=verbose, train_copies=packed_copies(table, cfg.train),
-                            on_start=lambda: record_config(out, cfg))
+                            on_start=lambda: record_config(out, cfg), inputs_sha1=fingerprint["sha1"])
+    record_inputs(out, "train", fingerprint)
     write_manifest(out, "cnnrnn", cfg.to_dict(), labels, split={**fold_splitter(cfg.train).spec(), "fold": None,
                                                                  "test_split": _test_split_spec(cfg)},
-                   input_spec=input_spec(cfg), checkpoints=report["checkpoints"])
+                   input_spec=input_spec(cfg), checkpoints=report["checkpoints"], inputs=read_inputs(out))
     return report
+
+
+def training_inputs(out: Path, table: dict, labels: Sequence[str], cfg: CnnrnnConfig) -> dict[str, Any]:
+    """The content fingerprint of what ``train`` fits on: each row's id, audio fingerprint
+    (``spectrograms/sources.json``), label and speaker, the spectrogram settings the images were made with, and the
+    labels' names. ``{"sha1", "n", "sources"}``; ``sources`` is ``False`` for a run made before audio fingerprints
+    were recorded (its ids and labels alone then decide)."""
+    from ..outputs import digest
+    from .data import SOURCES_FILE
+
+    path = out / A.SPECTROGRAM_DIR / SOURCES_FILE
+    try:
+        sources = A.load_json(path) if path.is_file() else None
+    except ValueError:
+        sources = None
+    ids = [str(i) for i in table["id"]]
+    rows = [[uid, (sources or {}).get(uid), int(code), spk] for uid, code, spk in
+            zip(ids, table["emotion"], table.get("speaker") or [None] * len(ids))]
+    spec = {k: v for k, v in cfg.spectrogram.__dict__.items() if k not in ("workers", "max_audio_seconds")}
+    return {"sha1": digest([rows, list(labels), spec, list(cfg.train.speed_perturb)]), "n": len(ids),
+            "sources": sources is not None}
 
 
 def input_spec(cfg: CnnrnnConfig) -> dict[str, Any]:

@@ -164,11 +164,11 @@ def _print(obj) -> None:
 
 
 def _split(args, progress: bool) -> int:
-    from ..cnnrnn.data import split
+    from ..cnnrnn.data import claim_run, split
 
-    out = ensure_writable_dir(args.out)
-    report = split(args.corpus, args.root, out, _config_for(args, **{"split.keep_ties": args.keep_ties,
-                                                                      "split.scheme": args.split_scheme}))
+    cfg = _config_for(args, **{"split.keep_ties": args.keep_ties, "split.scheme": args.split_scheme})
+    out = claim_run(args.out, write=False)  # after the config; split claims it once the corpus is read
+    report = split(args.corpus, args.root, out, cfg)
     _print({"labels": report["labels"], "train": report["split"]["n_train"], "test": report["split"]["n_test"],
             "ties": report["split"]["n_ties"], "skipped": report["corpus"]["skipped"], "out": str(out),
             "speakers_in_train_and_test": report["split"]["speakers_in_both"]})
@@ -177,9 +177,9 @@ def _split(args, progress: bool) -> int:
 
 
 def _spectrograms(args, progress: bool) -> int:
-    from ..cnnrnn.data import spectrograms
+    from ..cnnrnn.data import claim_run, spectrograms
 
-    out = ensure_writable_dir(args.out, create=False)
+    out = claim_run(args.out, create=False)
     cfg = _config_for(args, out, **{"spectrogram.workers": args.workers})
     _earlier_stages(out, cfg, "spectrograms", args, progress)
     _print(spectrograms(out, cfg, progress))
@@ -187,9 +187,9 @@ def _spectrograms(args, progress: bool) -> int:
 
 
 def _pack(args, progress: bool) -> int:
-    from ..cnnrnn.data import pack
+    from ..cnnrnn.data import claim_run, pack
 
-    out = ensure_writable_dir(args.out, create=False)
+    out = claim_run(args.out, create=False)
     cfg = _config_for(args, out)
     _earlier_stages(out, cfg, "pack", args, progress)
     _print(pack(out, cfg, progress, force=args.force, pickle=args.pickle))
@@ -197,9 +197,10 @@ def _pack(args, progress: bool) -> int:
 
 
 def _train(args, progress: bool) -> int:
+    from ..cnnrnn.data import claim_run
     from ..cnnrnn.train import train
 
-    out = ensure_writable_dir(args.out, create=False)
+    out = claim_run(args.out, create=False)
     cfg = _config_for(args, out, **{"train.epochs": args.epochs, "train.folds": args.folds,
                                     "train.learning_rate": args.learning_rate, "train.batch_size": args.batch_size,
                                     "train.weights": args.weights, "train.group_by_speaker": args.by_speaker})
@@ -226,9 +227,10 @@ def _split_note(split: dict) -> None:
 
 def _run(args, progress: bool) -> int:
     from ..cnnrnn import pipeline
+    from ..cnnrnn.data import claim_run
 
-    ensure_writable_dir(args.out)
     cfg = _config_for(args, **{"split.scheme": getattr(args, "split_scheme", None)})
+    claim_run(args.out, write=False)
     verbose = 2 if progress else 0
     if args.command == "run":
         summary = pipeline.run(args.corpus, args.root, Path(args.out), cfg, progress, verbose=verbose)
