@@ -40,8 +40,8 @@ class AudioError(ValueError):
 
     Attributes:
         reason: a short machine-readable reason (``missing``, ``unreadable``, ``empty``, ``silent``,
-            ``not_finite``, ``too_short``, ``too_long``, ``bad_sample_rate``, ``worker_died``, ...) used to
-            count skips.
+            ``channels_cancel``, ``not_finite``, ``too_short``, ``too_long``, ``bad_sample_rate``,
+            ``worker_died``, ...) used to count skips.
     """
 
     def __init__(self, message: str, reason: str):
@@ -121,9 +121,13 @@ def load_audio(path: str | Path | Clip, sr: int | None = None, *, check: bool = 
     Returns:
         ``(y, sr)``: ``y`` is ``(samples,) float32``; ``sr`` in Hz.
 
+    A truncated file (its header promises more audio than it holds: :func:`missing_seconds`) is decoded as far as it
+    goes, with one warning (logger ``cnnrnn.audio``) naming the file and the seconds missing.
+
     Raises:
         AudioError: the file is missing (``missing``), unreadable (``unreadable``), empty, silent or holds
-            NaN/inf (``empty``, ``silent``, ``not_finite``; with ``check``), states an absurd sample rate
+            NaN/inf (``empty``, ``silent``, ``not_finite``; with ``check``), has channels that cancel in the mono
+            mix (``channels_cancel``, :func:`check_channels`; with ``check``), states an absurd sample rate
             (``bad_sample_rate``) or is longer than ``max_seconds`` (``too_long``);
             :class:`ClipTooShortError` (``too_short``): fewer than ``min_samples`` samples at ``sr``.
     """
@@ -149,8 +153,90 @@ def load_audio(path: str | Path | Clip, sr: int | None = None, *, check: bool = 
     except Exception as exc:  # libsndfile raises LibsndfileError/RuntimeError/TypeError
         raise AudioError(f"{path}: cannot decode audio ({exc})", "unreadable") from exc
     check_header(path, int(file_sr), data.shape[0], max_seconds)  # what was decoded, if the header understated it
+    missing = missing_seconds(info, data.shape[0])
+    if missing is not None:
+        import logging
+
+        logging.getLogger("cnnrnn.audio").warning(
+            "%s is truncated: its header promises %.2f s of audio but the file holds %.2f s (%.2f s missing: an "
+            "interrupted copy, download or recording?); using the %.2f s it holds", path,
+            data.shape[0] / file_sr + missing, data.shape[0] / file_sr, missing, data.shape[0] / file_sr)
     y = np.mean(np.ascontiguousarray(data.T), axis=0) if data.shape[1] > 1 else data[:, 0]  # librosa.to_mono
+    if check and data.shape[1] > 1:
+        check_channels(data, y, path)
     return _shaped(y, int(file_sr), sr, check, min_samples, path)
+
+
+#: Data sizes that streaming writers put in a WAV header when the length is not known yet (``ffmpeg`` to a pipe,
+#: ``arecord``): at or above this many bytes, a data size larger than the file is a placeholder, not truncation.
+STREAMING_DATA_SIZE = 0x7F000000
+#: Audio missing at the end of a file, in seconds, below which :func:`missing_seconds` says nothing (a codec's
+#: rounding of its frame count).
+TRUNCATION_TOLERANCE_S = 0.01
+
+
+def missing_seconds(info, decoded_frames: int) -> float | None:
+    """How much audio a file's header promises that the file does not hold (a truncated file: an interrupted copy,
+    download or recording), in seconds, or ``None`` when nothing is missing. Costs nothing beyond the
+    ``soundfile.info`` already read.
+
+    Two signs, from libsndfile: for WAV (and other chunked formats) the log it keeps of the header
+    (``info.extra_info``: ``data : 96000 (should be 32000)``, a data chunk larger than what follows it; libsndfile
+    then reads only what is there), sizes at or above :data:`STREAMING_DATA_SIZE` aside; for other formats (MP3,
+    ...) fewer frames decoded than the header's ``info.frames``. Less than :data:`TRUNCATION_TOLERANCE_S` is
+    ignored.
+
+    Args:
+        info: ``soundfile.info(path)``. decoded_frames: the frames ``soundfile.read`` gave.
+    """
+    import re
+
+    sr = int(info.samplerate)
+    missing = max(0, int(info.frames) - int(decoded_frames)) / sr
+    match = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "", re.MULTILINE)
+    if match:
+        claimed, held = int(match.group(1)), int(match.group(2))
+        if held < claimed < STREAMING_DATA_SIZE:
+            rate = re.search(r"Bytes/sec\s*:\s*(\d+)", info.extra_info)
+            align = re.search(r"Block Align\s*:\s*(\d+)", info.extra_info)
+            per_second = (int(rate.group(1)) if rate else 0) or (int(align.group(1)) * sr if align else 0)
+            if per_second > 0:
+                missing = max(missing, (claimed - held) / per_second)
+    return missing if missing >= TRUNCATION_TOLERANCE_S else None
+
+
+#: A multichannel file whose mono mix (the mean of its channels) is this many dB quieter than its channels (RMS)
+#: has channels that cancel: one is the other inverted (a miswired microphone or a phase-inverted cable).
+CANCEL_DB = 40.0
+
+
+def check_channels(data: np.ndarray, mix: np.ndarray, source: str | Path = "<array>",
+                   silence_peak: float = 1e-6) -> None:
+    """Refuse a multichannel recording whose channels cancel in the mono mix (channels in antiphase): the channels
+    hold sound but their mean is silent, or :data:`CANCEL_DB` dB quieter than they are.
+
+    Args:
+        data: ``(frames, channels)`` float waveform. mix: its mono mix ``(frames,)`` (the mean of the channels).
+        source: the file, for the message. silence_peak: the peak below which audio is silent.
+
+    Raises:
+        AudioError: reason ``channels_cancel``, with what to do (use one channel).
+    """
+    if data.size == 0:
+        return  # check_waveform says what is wrong (NaN or inf fail every comparison below: the same)
+    flat = np.ravel(data)  # no copy: sums of squares and peaks without temporary arrays of the file's size
+    peak = float(max(flat.max(), -flat.min()))
+    if not peak >= silence_peak:
+        return  # silent channels: check_waveform's "audio is silent"
+    channel_rms = float(np.sqrt(np.dot(flat, flat) / flat.size))
+    mix_rms = float(np.sqrt(np.dot(mix, mix) / max(mix.size, 1)))
+    silent_mix = float(max(mix.max(), -mix.min())) < silence_peak
+    if silent_mix or mix_rms < channel_rms * 10 ** (-CANCEL_DB / 20):
+        drop = "silent" if silent_mix else f"{20 * np.log10(channel_rms / max(mix_rms, 1e-30)):.0f} dB quieter"
+        raise AudioError(f"{source}: its {data.shape[1]} channels cancel out in the mono mix (channels in antiphase: "
+                         f"one is the other inverted, e.g. a miswired microphone); the channels hold sound (peak "
+                         f"{peak:.3g}) but their mean is {drop}. Use one channel: e.g. sox in.wav out.wav remix 1, or "
+                         "ffmpeg -i in.wav -af 'pan=mono|c0=c0' out.wav", "channels_cancel")
 
 
 def _shaped(y: np.ndarray, file_sr: int, sr: int | None, check: bool, min_samples: int,
@@ -470,10 +556,33 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="cnnrnn-parent-watch", daemon=True).start()
 
 
+def _stop_workers(pool) -> None:
+    """Kill a :class:`~concurrent.futures.ProcessPoolExecutor`'s workers and wait for them, so that nothing writes
+    after an interrupted stage cleans up (their temporaries are the stage's to remove)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in processes:
+        try:
+            proc.kill()
+        except (OSError, ValueError):
+            pass
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        try:
+            proc.join(5)
+        except (OSError, ValueError, AssertionError):
+            pass
+
+
 def pool_worker_init(parent: int) -> None:
     """Initializer of every pool worker (:func:`map_chunks`): exit when the parent process ``parent`` dies, one
-    BLAS/FFT thread (the workers already fill the cores), and read :data:`FAULT_KILL_WORKER_ENV`."""
+    BLAS/FFT thread (the workers already fill the cores), and read :data:`FAULT_KILL_WORKER_ENV`. Ctrl-C (SIGINT,
+    sent to the whole process group) is the parent's to handle: a worker ignores it, and is stopped by the parent
+    (:func:`map_chunks`), so an interrupt prints no worker tracebacks."""
+    import signal
+
     global _fault_kill_name
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _exit_with_parent(parent)
     _fault_kill_name = os.environ.get(FAULT_KILL_WORKER_ENV) or None
     from threadpoolctl import threadpool_limits
@@ -549,20 +658,24 @@ def map_chunks(fn: Callable[..., list[R]], chunks: Sequence[Sequence[T]], *, wor
             with ProcessPoolExecutor(max_workers=min(width, len(todo)), mp_context=context,
                                      initializer=pool_worker_init, initargs=(os.getpid(),)) as pool:
                 running: dict[Any, list[T]] = {}
-                while (todo or running) and not broken:
-                    while todo and len(running) < width:
-                        chunk = todo.pop(0)
-                        running[pool.submit(fn, chunk, *args)] = chunk
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        try:
-                            results = fut.result()
-                        except BrokenProcessPool:
-                            broken = True
-                            continue
-                        on_result(results)
-                        del running[fut]
-                        deaths = 0
+                try:
+                    while (todo or running) and not broken:
+                        while todo and len(running) < width:
+                            chunk = todo.pop(0)
+                            running[pool.submit(fn, chunk, *args)] = chunk
+                        done, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            try:
+                                results = fut.result()
+                            except BrokenProcessPool:
+                                broken = True
+                                continue
+                            on_result(results)
+                            del running[fut]
+                            deaths = 0
+                except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed: stop the workers now
+                    _stop_workers(pool)
+                    raise
                 if broken:
                     suspects.extend(running.values())  # the in-flight chunks: one of them killed its worker
                     deaths += 1

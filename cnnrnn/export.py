@@ -47,6 +47,15 @@ dtypes as the runtime sees them), ``preprocessing`` (sr, clip length, features, 
 statistics, image size, colormap, input scaling, segments), ``parity`` and provenance (run, checkpoints,
 versions). HF and openSMILE-functionals runs are not exportable (:class:`ExportError` says why).
 
+**Where it writes.** The model is written beside ``--out`` under a temporary name of its own and moved into place;
+an existing ``--out`` is replaced only when it is a previous export of ours: a file whose sidecar beside it reads
+as a ``cnnrnn export`` sidecar of that format and name, or a SavedModel folder whose ``export.json`` does and that
+holds nothing a SavedModel export does not write (:func:`check_out`). Anything else (a user's file or folder, a
+folder with other files, a JSON of another program at the sidecar's path, a symbolic link) is refused before any
+work with one line (:class:`NotOurOutputError`) and left untouched; an empty folder is used. No flag changes that.
+The labels must be distinct, one per output column (:func:`check_labels`): export never writes a sidecar whose
+labels repeat, and :func:`read_sidecar` refuses one.
+
 **Without this package's TensorFlow side** (what ``cnnrnn predict`` on an exported model needs):
 ``read_sidecar(path)``, ``model_inputs(sidecar["preprocessing"], audio)`` and ``load_exported(path).predict(x)``
 import no TensorFlow for an ONNX file (librosa, OpenCV, onnxruntime).
@@ -66,7 +75,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .artifacts import CONFIG_FILE, LABELS_FILE, SPECTROGRAM_DIR, CheckpointError, is_temporary, load_json
-from .artifacts import load_labels, save_json
+from .artifacts import _UMASK, load_labels, save_json
 from .features import PRETRAINED_KINDS, YAMNET_HOP_SECONDS, YAMNET_WINDOW_SECONDS, image_range, yamnet_frames
 from .runs import package_versions
 
@@ -111,6 +120,16 @@ class MissingExtraError(ExportError):
 
 class ParityError(ExportError):
     """The exported model's probabilities differ from the Keras model's by more than the format's tolerance."""
+
+
+class NotOurOutputError(ExportError):
+    """``--out`` (or its sidecar's path) exists and is not a previous export of ``cnnrnn export``: a user's file or
+    folder, which export never replaces or deletes (:func:`check_out`). Nothing was written."""
+
+
+class LabelsError(ExportError):
+    """An export's labels are unusable: a label repeats, or their count differs from the model's output width
+    (one probability column per label)."""
 
 
 # --------------------------------------------------------------------------- what a run gives
@@ -760,11 +779,48 @@ def sidecar_path(out: str | Path, fmt: str | None = None) -> Path:
     return out.with_name(out.name + ".json")
 
 
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The sidecar of an exported model (give the model or the sidecar).
+def check_labels(labels: Sequence[Any], where: str | Path, width: int | None = None,
+                 fix: str = "fix the run's labels (labels.json, run.json) and export it again") -> list[str]:
+    """Check an export's labels: one distinct name per output column.
+
+    Args:
+        labels: the class names, in output column order.
+        where: what they come from (a sidecar, a run), for the message.
+        width: the model's output width (classes), when known.
+        fix: what to do, for the message.
+
+    Returns:
+        ``labels`` as a list of strings.
+
+    Raises:
+        LabelsError: not a non-empty list of strings, a name that repeats (the message names each repeated name
+            and its columns), or a count other than ``width``.
+    """
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence) or not labels \
+            or not all(isinstance(x, str) for x in labels):
+        raise LabelsError(f"{where}: labels must be a non-empty list of class names, got {labels!r}")
+    labels = list(labels)
+    columns: dict[str, list[int]] = {}
+    for i, name in enumerate(labels):
+        columns.setdefault(name, []).append(i)
+    repeated = {name: cols for name, cols in columns.items() if len(cols) > 1}
+    if repeated:
+        said = "; ".join(f"{name!r} at columns {', '.join(map(str, cols))}" for name, cols in repeated.items())
+        raise LabelsError(f"{where}: the labels repeat ({said}); each output column needs its own class name, so "
+                          f"the {len(labels)} columns of probabilities cannot be told apart: {fix}")
+    if width is not None and len(labels) != int(width):
+        raise LabelsError(f"{where}: {len(labels)} label(s) ({', '.join(labels)}) for a model with {int(width)} "
+                          f"output column(s); each column needs one class name: {fix}")
+    return labels
+
+
+def read_sidecar(path: str | Path, *, labels: bool = True) -> dict[str, Any]:
+    """The sidecar of an exported model (give the model or the sidecar), its labels checked
+    (:func:`check_labels` against ``model_output.shape``) unless ``labels`` is false (the caller brings its own).
 
     Raises:
         FileNotFoundError: no sidecar. ExportError: not a cnnrnn export sidecar, or a newer schema.
+        LabelsError: its labels repeat or do not match its output width (with ``labels``).
     """
     path = Path(path)
     if path.suffix != ".json" or path.is_dir():
@@ -775,24 +831,137 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     if int(data.get("schema_version", 0)) > SIDECAR_SCHEMA:
         raise ExportError(f"{path}: schema_version {data['schema_version']} is newer than this cnnrnn reads "
                           f"({SIDECAR_SCHEMA}); upgrade cnnrnn")
+    shape = (data.get("model_output") or {}).get("shape")
+    width = shape[-1] if isinstance(shape, list) and shape and isinstance(shape[-1], int) else None
+    if labels:
+        data["labels"] = check_labels(data.get("labels"), path, width, fix="export the model again from its run, "
+                                      "with one distinct label per class, or give the labels with --labels")
     return data
 
 
+#: What a SavedModel folder written by export holds at its top level (Keras 3's and ``tf_keras``' exporters, and
+#: the sidecar); its ``variables/`` holds ``variables.*`` files only. :func:`check_out` replaces a SavedModel
+#: folder only when it holds nothing else.
+SAVEDMODEL_ENTRIES = frozenset({"saved_model.pb", "saved_model.pbtxt", "fingerprint.pb", "keras_metadata.pb",
+                                "variables", "assets", SAVEDMODEL_SIDECAR})
+_CHOOSE = "cnnrnn export replaces only its own exports: choose another --out, or remove it yourself"
+
+
+def is_own_sidecar(path: str | Path, fmt: str, model_name: str | None = None) -> bool:
+    """Whether ``path`` is a sidecar that ``cnnrnn export`` wrote for a ``fmt`` model (named ``model_name``:
+    ``model.onnx``, or ``.`` for a SavedModel folder): a JSON object with our ``kind`` and that ``format`` (and
+    ``model``, when it records one). Any other file, an unreadable one or a folder is not."""
+    import json
+
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+    return (isinstance(data, dict) and data.get("kind") == SIDECAR_KIND and data.get("format") == fmt
+            and (model_name is None or data.get("model", model_name) == model_name))
+
+
+def foreign_entries(folder: str | Path) -> list[str]:
+    """What ``folder`` holds that a SavedModel export does not write (:data:`SAVEDMODEL_ENTRIES`): names relative
+    to ``folder``, sorted; a symbolic link is always foreign."""
+    foreign = []
+    for entry in sorted(Path(folder).iterdir()):
+        name = entry.name
+        if entry.is_symlink() or name not in SAVEDMODEL_ENTRIES:
+            foreign.append(name + ("/" if entry.is_dir() and not entry.is_symlink() else ""))
+        elif name in ("variables", "assets"):
+            if not entry.is_dir():
+                foreign.append(name)
+            elif name == "variables":
+                foreign += [f"variables/{e.name}" for e in sorted(entry.iterdir())
+                            if e.is_symlink() or not e.is_file() or not e.name.startswith("variables.")]
+        elif not entry.is_file():
+            foreign.append(name + "/")
+    return foreign
+
+
+def _listing(names: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_out(out: str | Path, fmt: str) -> None:
+    """Check, before any work, that export may write ``out`` and its sidecar: it never replaces or deletes what it
+    did not write, whatever the flags.
+
+    Allowed: a path that does not exist; an empty folder (a SavedModel); a previous export of ours in ``fmt``,
+    which is replaced (a file whose sidecar beside it is ours, :func:`is_own_sidecar`; a SavedModel folder whose
+    ``export.json`` is ours and that holds only what a SavedModel export writes, :func:`foreign_entries`). A
+    sidecar path (``model.onnx.json``) that exists must be ours too.
+
+    Raises:
+        NotOurOutputError: anything else (a user's file or folder, a folder with other files, a symbolic link);
+            one line naming the path and saying to choose another ``--out`` or remove it. Nothing is touched.
+        ExportError: a folder given for a one-file format, or a file for a SavedModel.
+    """
+    out = Path(out)
+    side = sidecar_path(out, fmt)
+    if out.is_symlink():
+        raise NotOurOutputError(f"--out {out} is a symbolic link; export does not write through links, nor "
+                                f"replace them. {_CHOOSE}")
+    if fmt == "savedmodel":
+        if not out.exists():
+            return
+        if not out.is_dir():
+            raise ExportError(f"--out {out} is a file; a SavedModel is a folder")
+        entries = sorted(e.name for e in out.iterdir())
+        if not entries:
+            return
+        if not is_own_sidecar(side, fmt, "."):
+            raise NotOurOutputError(f"--out {out} is a folder that is not a SavedModel export of cnnrnn (no "
+                                    f"{SAVEDMODEL_SIDECAR} of one in it); it holds {_listing(entries)}. {_CHOOSE}")
+        foreign = foreign_entries(out)
+        if foreign:
+            raise NotOurOutputError(f"--out {out} is a SavedModel export of cnnrnn but also holds what export did "
+                                    f"not write ({_listing(foreign)}), which replacing it would delete. {_CHOOSE}")
+        return
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a folder; {fmt} export writes one file, e.g. "
+                          f"{out / ('model' + SUFFIXES[fmt])}")
+    if out.exists() and not is_own_sidecar(side, fmt, out.name):
+        raise NotOurOutputError(f"--out {out} exists and is not a previous cnnrnn export (no {fmt} export sidecar "
+                                f"{side.name} beside it). {_CHOOSE}")
+    if (side.exists() or side.is_symlink()) and not is_own_sidecar(side, fmt, out.name):
+        raise NotOurOutputError(f"{side} exists and is not the sidecar of a cnnrnn {fmt} export of {out.name}; "
+                                f"export writes its sidecar there and overwrites only its own. {_CHOOSE}")
+
+
 def _temporary(out: Path, fmt: str) -> Path:
-    """A temporary path beside ``out`` that :func:`cnnrnn.artifacts.is_temporary` recognises."""
+    """A new temporary path beside ``out`` that :func:`cnnrnn.artifacts.is_temporary` recognises
+    (``.<stem>.XXXX.tmp.onnx``; a folder ``.<name>.XXXX.tmp`` for a SavedModel), created empty: a name of its own,
+    so that no file already there is overwritten or removed."""
+    import tempfile
+
     suffix = SUFFIXES[fmt]
     stem = out.name[:-len(suffix)] if suffix and out.name.lower().endswith(suffix) else out.name
-    return out.with_name(f".{stem}.tmp{suffix}")
+    if fmt == "savedmodel":
+        path = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out.parent))
+        os.chmod(path, 0o777 & ~_UMASK)  # mkdtemp makes 0700: the usual permissions once it is moved into place
+        return path
+    fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=out.parent)
+    os.close(fd)
+    os.chmod(name, 0o666 & ~_UMASK)  # mkstemp makes 0600
+    return Path(name)
 
 
 def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished export into place; a folder replaces an old folder of that name."""
+    """Move the finished export into place; a SavedModel folder replaces a previous export of ours (checked by
+    :func:`check_out` just before), moved aside first under a temporary name of its own, then removed."""
     if tmp.is_dir():
         old = None
         if out.exists():
-            old = out.with_name(f".{out.name}.old.tmp")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
+            import tempfile
+
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", suffix=".tmp", dir=out.parent))
+            os.replace(out, old)  # onto the empty folder just made
         os.replace(tmp, out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -875,17 +1044,19 @@ def _write_onnx(graph, path: Path) -> None:
 
 
 def write_model(graph, out: str | Path, fmt: str) -> Path:
-    """Export a Keras graph to ``out`` in ``fmt`` (written beside it under a temporary name, then moved).
+    """Export a Keras graph to ``out`` in ``fmt`` (written beside it under a temporary name of its own, then
+    moved into place). An existing ``out`` is replaced only when it is a previous export of ours
+    (:func:`check_out`, checked before converting and again before the move).
 
     Raises:
         MissingExtraError: ``onnx`` without the ``export`` extra. ExportError: the converter failed.
+        NotOurOutputError: ``out`` (or its sidecar path) is not ours; nothing was written.
     """
     out = Path(out)
     require_extra(fmt)
+    check_out(out, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(out, fmt)
-    if tmp.is_dir():
-        shutil.rmtree(tmp)
     keras_format = {"onnx": "onnx", "tflite": "litert", "savedmodel": "tf_saved_model"}[fmt]
     try:
         with _quiet_converters():
@@ -903,6 +1074,11 @@ def write_model(graph, out: str | Path, fmt: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise ExportError(f"the {fmt} converter failed on {graph.name} ({type(exc).__name__}: "
                           f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc!r})") from exc
+    try:
+        check_out(out, fmt)  # again: the conversion took a while
+    except ExportError:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
     _replace(tmp, out)
     return out
 
@@ -918,6 +1094,7 @@ class ExportedModel:
     Attributes:
         format: one of :data:`FORMATS`. path: the file or folder. runtime: the runtime and its version.
         input_name, input_shape, output_name: as the runtime reports them (``None`` for a free axis).
+        output_width: the number of output columns (classes) the runtime reports, ``None`` when it does not say.
     """
 
     def __init__(self, path: str | Path, fmt: str | None = None):
@@ -925,19 +1102,23 @@ class ExportedModel:
         self.format = fmt or guess_format(self.path)
         if self.format == "onnx":
             require_extra("onnx")
-            import onnxruntime as ort
+            ort = _onnxruntime()
 
             self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
             i, o = self._session.get_inputs()[0], self._session.get_outputs()[0]
             self.input_name, self.output_name = i.name, o.name
             self.input_shape = [d if isinstance(d, int) else None for d in i.shape]
+            self.output_width = o.shape[-1] if o.shape and isinstance(o.shape[-1], int) else None
             self.runtime = f"onnxruntime {ort.__version__}"
         elif self.format == "tflite":
             self._interpreter, self.runtime = _tflite_interpreter(self.path)
             detail = self._interpreter.get_input_details()[0]
             self.input_name = detail["name"]
-            self.output_name = self._interpreter.get_output_details()[0]["name"]
+            output = self._interpreter.get_output_details()[0]
+            self.output_name = output["name"]
             self.input_shape = [None if int(d) < 0 else int(d) for d in detail["shape_signature"]]
+            width = int(output["shape_signature"][-1]) if len(output["shape_signature"]) else -1
+            self.output_width = width if width > 0 else None
         elif self.format == "savedmodel":
             import tensorflow as tf
 
@@ -947,6 +1128,8 @@ class ExportedModel:
             self.input_name = spec.name
             self.input_shape = [None if d is None else int(d) for d in spec.shape]
             self.output_name = list(self._fn.structured_outputs)[0]
+            width = self._fn.structured_outputs[self.output_name].shape[-1]
+            self.output_width = None if width is None else int(width)
             self.runtime = f"tensorflow {tf.__version__} (saved_model.load)"
         else:
             raise ExportError(f"unknown export format {self.format!r}; choose one of {FORMATS}")
@@ -974,6 +1157,17 @@ class ExportedModel:
         import tensorflow as tf
 
         return self._fn(tf.constant(x))[self.output_name].numpy()
+
+
+def _onnxruntime():
+    """``onnxruntime``, imported with its telemetry off unless the user chose otherwise
+    (``ORT_DISABLE_TELEMETRY``, default ``1`` here): onnxruntime 1.2x's POSIX telemetry otherwise writes a session
+    file (``.ses``) into the system temporary folder and a device id under ``~/.cache``, and uploads events. The
+    setting must come before onnxruntime's first import in the process."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
 
 
 def _tflite_interpreter(path: Path):
@@ -1102,7 +1296,8 @@ def export(model: str | Path, fmt: str | None = None, out: str | Path | None = N
         model: run folder, checkpoint or shipped model name (as ``cnnrnn predict --model``).
         fmt: ``onnx``, ``tflite`` or ``savedmodel``; ``None``: from ``out``'s suffix (``.onnx``, ``.tflite``), else
             ``onnx``.
-        out: the file (``.onnx``, ``.tflite``) or folder (SavedModel) to write; default :func:`default_out`.
+        out: the file (``.onnx``, ``.tflite``) or folder (SavedModel) to write; default :func:`default_out`. An
+            existing one is replaced only when it is a previous export of ours (:func:`check_out`).
         config, labels, family: for a run that does not record them (:func:`plan_export`).
         audio: audio file(s) or a folder for the parity check (default: the bundled sample, :func:`parity_audio`).
         batch_size: batch size of both predictions of the parity check.
@@ -1114,6 +1309,9 @@ def export(model: str | Path, fmt: str | None = None, out: str | Path | None = N
 
     Raises:
         ExportError: see :func:`plan_export`; an unknown format or an ``out`` whose suffix names another format.
+        NotOurOutputError: ``out`` exists and is not a previous export of ours, or its sidecar path holds a file
+            that is not our sidecar (:func:`check_out`; checked before any work, nothing is touched).
+        LabelsError: the run's labels repeat (:func:`check_labels`); no sidecar with such labels is written.
         MissingExtraError: ``onnx`` without the ``export`` extra (checked before any work).
         ParityError: the exported model's probabilities differ by more than :data:`TOLERANCES` (the model and its
             sidecar, with ``parity.passed`` false, are kept).
@@ -1129,14 +1327,12 @@ def export(model: str | Path, fmt: str | None = None, out: str | Path | None = N
     named = next((f for f, s in SUFFIXES.items() if s and suffix == s), None)
     if named is not None and named != fmt:
         raise ExportError(f"--out {out} ends in {suffix}, which is the {named} format, not {fmt}")
-    if fmt != "savedmodel" and out.is_dir():
-        raise ExportError(f"--out {out} is a folder; {fmt} export writes one file, e.g. "
-                          f"{out / ('model' + SUFFIXES[fmt])}")
-    if fmt == "savedmodel" and out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} is a file; a SavedModel is a folder")
+    check_out(out, fmt)
     files = parity_audio(audio)
     plan = plan_export(model, config=config, labels=labels, family=family, batch_size=batch_size,
                        trust_code=trust_code)
+    check_labels(plan.labels, plan.run.get("folder") or model,
+                 fix="fix the run's labels (labels.json, run.json) or give --labels")
     graph = plan.build(fmt == "tflite")
     write_model(graph, out, fmt)
     runner = load_exported(out, fmt)
@@ -1182,7 +1378,7 @@ def clip_spec(models: Sequence[str | Path], manifest=None, **_: Any) -> dict[str
     """``{"sr": Hz, "duration": seconds or None, ...}``: the clips an exported model takes, read from its sidecar
     (``preprocessing.audio``), with the feature settings (``n_mels``, ``n_fft``, ``hop_length``, ...) for
     long-recording prediction (:func:`cnnrnn.predict.predict`). Raises what :func:`read_sidecar` raises."""
-    pre = read_sidecar(Path(models[0]))["preprocessing"]
+    pre = read_sidecar(Path(models[0]), labels=False)["preprocessing"]
     audio = pre.get("audio") or {}
     return {**(pre.get("settings") or {}), "sr": audio.get("sr"), "duration": audio.get("duration")}
 
@@ -1232,6 +1428,8 @@ def predict_run(models: Sequence[str | Path], source, out_dir: str | Path | None
     Raises:
         FileNotFoundError: no sidecar beside a model, or a missing input. ValueError: inputs that are not audio,
             no usable audio, models whose preprocessing or labels differ. ExportError: an unreadable sidecar.
+        LabelsError: labels (the sidecar's or ``labels``) that repeat or whose count differs from the model's
+            output width (checked before any audio is read).
         MissingExtraError: an ONNX model without onnxruntime.
         cnnrnn.artifacts.NotWritableError: ``out_dir`` cannot be written (checked before any work).
     """
@@ -1244,7 +1442,7 @@ def predict_run(models: Sequence[str | Path], source, out_dir: str | Path | None
     sidecars = []
     for path in paths:
         try:
-            sidecars.append(read_sidecar(path))
+            sidecars.append(read_sidecar(path, labels=not options.get("labels")))
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{path}: no sidecar {sidecar_path(path).name} beside it; cnnrnn predict takes "
                                     "models written by cnnrnn export (the sidecar describes their "
@@ -1259,6 +1457,13 @@ def predict_run(models: Sequence[str | Path], source, out_dir: str | Path | None
     _check_audio_source(source)
     out = ensure_writable_dir(out_dir or paths[0].resolve().parent / "predictions")
     runners = [load_exported(path, side.get("format")) for path, side in zip(paths, sidecars)]
+    given = options.get("labels")
+    for path, runner in zip(paths, runners):  # one column per distinct label, before any audio is read
+        where = sidecar_path(path) if not given else given if isinstance(given, (str, Path)) else "labels given"
+        check_labels(labels, where, runner.output_width,
+                     fix="give one distinct label per class, in the model's output order" if given else
+                     "export the model again from its run, with one distinct label per class, or give the labels "
+                     "with --labels")
     inputs = model_inputs(pre, source, speaker=options.get("speaker"), progress=progress)
     batch_size = int(options.get("batch_size") or 16)
     proba = np.mean([as_probabilities(r.predict(inputs.x, batch_size), path) for r, path in zip(runners, paths)],

@@ -53,6 +53,15 @@ class Keras2Error(ValueError):
     """A Keras 2 model file that neither Keras 3 nor ``tf_keras`` can load (the message gives both reasons)."""
 
 
+class EmptyModelFileError(Keras2Error):
+    """A model file of 0 bytes (an interrupted copy or download): nothing to load."""
+
+
+class ForeignBytecodeError(Keras2Error):
+    """A trusted ``Lambda`` layer whose function is Python bytecode marshalled by another Python version, which
+    this Python cannot read (and so cannot run): the layer cannot be built here. Nothing ran."""
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -163,6 +172,108 @@ def keras3_refuses(config: dict | None) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def saved_backend(path: str | Path) -> str | None:
+    """The backend a Keras 2 ``.h5`` file was saved with (its ``backend`` attribute: ``tensorflow``, ``theano``),
+    or ``None`` when the file does not say."""
+    try:
+        import h5py
+
+        with h5py.File(Path(path), "r") as h5:
+            raw = h5.attrs.get("backend")
+            return None if raw is None else _text(raw)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _marshalled_code(node: dict) -> list[str]:
+    """The marshalled functions (base64 text) that a ``Lambda`` or ``__lambda__`` config node carries: Keras 2
+    stores a lambda's function (and a lambda ``output_shape``) as ``[code, defaults, closure]`` or as the code
+    alone, Keras 3 a ``__lambda__`` object's as its ``value``."""
+    config = node.get("config") if isinstance(node.get("config"), dict) else {}
+    found = []
+    if node.get("class_name") == "Lambda":
+        pairs = (("function", "function_type"), ("output_shape", "output_shape_type"))
+        values = [config.get(key) for key, kind in pairs if config.get(kind) == "lambda"]
+    else:  # __lambda__
+        values = [config.get("value"), config.get("code")]
+    for value in values:
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+            found.append(value[0])
+        elif isinstance(value, str):
+            found.append(value)
+    return found
+
+
+def _raw_bytes(code: str) -> bytes:
+    """The bytes of a marshalled function's text, as Keras' ``func_load`` reads them: base64, else raw."""
+    import binascii
+    import codecs
+
+    try:
+        return codecs.decode(code.encode("ascii"), "base64")
+    except (UnicodeEncodeError, binascii.Error):
+        return code.encode("raw_unicode_escape")
+
+
+def bytecode_python(raw: bytes) -> str | None:
+    """The Python versions whose ``marshal`` layout a code object's bytes have, from the number of 32-bit
+    integers before its bytecode (Python 2: 4; Python 3.0–3.7: 5; 3.8–3.10: 6; 3.11 and later: 5 again, told
+    apart from 3.0–3.7 by what the integers hold), or ``None`` when the bytes are not a code object. A guess, for
+    the message about bytes that this Python failed to read."""
+    import struct
+
+    if not raw or raw[0] & 0x7F != ord("c"):
+        return None
+    for ints in (4, 5, 6):
+        at = 1 + 4 * ints
+        if len(raw) > at + 4 and raw[at] & 0x7F == ord("s") and struct.unpack("<I", raw[at + 1:at + 5])[0] < len(raw):
+            if ints == 4:
+                return "Python 2"
+            if ints == 6:
+                return "Python 3.8-3.10"
+            first = struct.unpack("<5I", raw[1:21])
+            # Python 3.0-3.7: argcount, kwonlyargcount, nlocals (>= the arguments), stacksize, flags (CO_NOFREE,
+            # 0x40, until 3.9); 3.11+: argcount, posonlyargcount, kwonlyargcount, stacksize, flags
+            old = bool(first[4] & 0x40) or (first[2] >= first[0] + first[1] and first[2] > 0)
+            return "Python 3.0-3.7" if old else "Python 3.11 or later"
+    return None
+
+
+def check_bytecode(path: str | Path, config: dict | None) -> None:
+    """Check that every marshalled function of the ``Lambda`` layers of ``config`` (a file's saved config) can be
+    read by this Python, before a trusted model is built: Keras would fail inside ``marshal.loads`` with a bare
+    ``EOFError`` or ``ValueError`` on bytecode that another Python version wrote (a Keras 2.2 file of Python 3.6).
+    Reading the bytes runs nothing.
+
+    Raises:
+        ForeignBytecodeError: one line naming the file, the layer, what the file says of its origin (Keras
+            version, backend, the Python the bytecode's layout points to) and what to do.
+    """
+    import marshal
+    import platform
+
+    for node, layer in _walk(config):
+        if not (isinstance(node, dict) and node.get("class_name") in ("Lambda", "__lambda__")):
+            continue
+        for code in _marshalled_code(node):
+            raw = _raw_bytes(code)
+            try:
+                marshal.loads(raw)
+            except Exception as exc:  # EOFError, ValueError ("bad marshal data"), TypeError ...
+                python = bytecode_python(raw)
+                origin = [f"saved by Keras {v}" for v in [saved_keras_version(path)] if v]
+                origin += [f"backend {b}" for b in [saved_backend(path)] if b]
+                origin += [f"its code object laid out as {python}'s" if python else
+                           "a marshal layout this Python does not know"]
+                raise ForeignBytecodeError(
+                    f"{path}: Lambda layer {layer or '(unnamed)'!r} holds Python bytecode written by another Python "
+                    f"version ({', '.join(origin)}; marshal.loads: {_first_line(exc)}), which this Python "
+                    f"{platform.python_version()} cannot read or run, so the model cannot be built here even with "
+                    "--trust-code. Rebuild that layer in code and load the file's weights into it "
+                    "(model.load_weights), or load the file in the Python version that saved it and re-save the "
+                    "model without the Lambda layer") from exc
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
@@ -185,6 +296,9 @@ def load_keras_model(path: str | Path, *, trust_code: bool = False):
     Raises:
         UnsafeModelError: the file has a ``Lambda`` layer and ``trust_code`` is off (nothing was built, no code
             ran); the message names the layers and the flag.
+        EmptyModelFileError: the file is empty (0 bytes).
+        ForeignBytecodeError: with ``trust_code``, a ``Lambda`` layer's bytecode was written by another Python
+            version and cannot be read here (:func:`check_bytecode`; nothing ran).
         Keras2Error: a Keras 2 file that Keras 3 cannot load and ``tf_keras`` is not installed (the message gives
             the requirement) or cannot load either.
         Exception: what Keras 3 raises for a file that is not a Keras 2 model file.
@@ -192,6 +306,9 @@ def load_keras_model(path: str | Path, *, trust_code: bool = False):
     import keras
 
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise EmptyModelFileError(f"{path} is empty (0 bytes), probably an interrupted copy or download; copy or "
+                                  "download the model file again")
     config = saved_config(path)
     risky = code_layers(config)
     if risky and not trust_code:
@@ -199,6 +316,8 @@ def load_keras_model(path: str | Path, *, trust_code: bool = False):
             f"{path}: refusing to load: layer(s) {', '.join(risky)} hold Python code (a Lambda layer's function is "
             "stored as marshalled bytecode), which building the model would run. Nothing was run. If you trust the "
             "file's source, pass --trust-code (Python: trust_code=True)")
+    if risky:
+        check_bytecode(path, config)
     version = saved_keras_version(path)
     differs = keras3_differences(config) if is_keras2(path) else []
     refused = keras3_refuses(config) if is_keras2(path) else []

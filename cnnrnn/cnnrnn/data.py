@@ -46,12 +46,20 @@ RUN_KIND = "cnnrnn run"
 SOURCES_FILE = "sources.json"
 
 
+#: Files only a CNNRNN run holds (not ``train.json`` or ``labels.json``, names a user's folder may hold too).
+RUN_FILES = ("split_report.json", A.AUDIO_FILES["train"], A.DATA_FILES["train"], A.DATA_FILES["test"],
+             A.FINAL_FILES["train"], "packed.json", "cv_report.json")
+
+
 def is_run_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a CNNRNN run written before folder markers existed: its ``labels.json`` with the
-    split's files or a trained run's."""
-    return (folder / A.LABELS_FILE).is_file() and any(
-        (folder / n).exists() for n in ("split_report.json", A.SPLIT_FILES["train"], A.FINAL_FILES["train"],
-                                        "cv_report.json", "run.json"))
+    """Whether ``folder`` holds a CNNRNN run written before folder markers existed: one of :data:`RUN_FILES`, or a
+    ``run.json`` of the cnnrnn family."""
+    if any((folder / n).is_file() for n in RUN_FILES):
+        return True
+    try:
+        return A.load_json(folder / "run.json").get("family") == "cnnrnn"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def claim_run(out: str | Path, create: bool = True, write: bool = True) -> Path:

@@ -20,6 +20,9 @@ After writing, the file is run by its own runtime on real audio (default: the fi
 bundled sample) and compared with the Keras model: max abs difference of probabilities <= 1e-4 (ONNX,
 SavedModel) or <= 1e-2 (TFLite), printed and stored in the sidecar; a larger one fails (exit 2).
 ONNX needs the export extra: pip install 'cnnrnn[export]' (tf2onnx, onnx, onnxruntime).
+An existing --out is replaced only when it is a previous export of cnnrnn (its sidecar beside it, reading as
+ours; a SavedModel folder holding nothing else); a user's file or folder is refused before any work (exit 2)
+and nothing is touched. The labels must be distinct, one per output column.
 
 examples:
   cnnrnn export --model emodb --format onnx --out emodb.onnx
@@ -38,7 +41,9 @@ def add_commands(sub) -> None:
                    help="export format (default: from --out's suffix, .onnx or .tflite; else onnx)")
     p.add_argument("--out", default=None, metavar="PATH",
                    help="the .onnx / .tflite file or SavedModel folder to write (default: ./<run name>.onnx, "
-                        ".tflite or _savedmodel)")
+                        ".tflite or _savedmodel); an existing one is replaced only if it is a previous cnnrnn "
+                        "export (its sidecar beside it, nothing else in the folder): any other file or non-empty "
+                        "folder is refused (exit 2) and left untouched")
     p.add_argument("--config", default=None, metavar="PRESET_OR_JSON",
                    help="the config the model was trained with, for a checkpoint without run.json or config file "
                         "(it overrides the run's own for CNNRNN and baseline runs)")
