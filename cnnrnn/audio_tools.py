@@ -6,11 +6,19 @@ and write a mono 16-bit PCM ``.wav`` at the same relative path under the destina
 folder tree (speaker/emotion folders) is kept and its readers work on the copy.
 
 * Outputs are written atomically (a temporary file beside the target, then a rename).
-* A rerun resumes: an output newer than its source (and, for resampling, already at the target rate) is
-  left alone and counted as ``up_to_date``.
+* A rerun resumes: an output made from its source's current content (the content fingerprint of each source,
+  :func:`cnnrnn.outputs.file_digest`, is recorded in the destination's ``.cnnrnn/inputs.json``) and, for
+  resampling, already at the target rate is left alone and counted as ``up_to_date``; other audio under the same
+  name is converted again, whatever its modification time (a corpus restored from an archive keeps old times). An
+  output with no recorded fingerprint (written before they were recorded) is kept when it is newer than its source.
 * Unreadable, empty or non-finite files are skipped and counted by reason; nothing else is lost.
 * The destination may not be the source folder, nor inside it (nor the source inside it): the tool would
   read its own outputs or overwrite the corpus.
+* The destination is claimed first (:func:`cnnrnn.outputs.claim_folder`, kinds :data:`RESAMPLED_KIND` and
+  :data:`NORMALISED_KIND`): a new or empty folder, or this tool's own output (one written before folder markers
+  existed counts when every file in it is a mono 16-bit wav named after a source file); anything else is refused
+  before a file is written. Each tool writes under its own lock (a second run into the same destination is
+  refused while the first runs) and removes the temporaries a killed run left there (counted in ``leftovers_removed``).
 """
 from __future__ import annotations
 
@@ -20,27 +28,71 @@ from typing import Callable
 
 import numpy as np
 
-from .artifacts import atomic_write, atomic_write_bytes, ensure_writable_dir
-from .audio import AudioError, check_waveform, list_audio, load_audio
+from .artifacts import atomic_write, atomic_write_bytes, is_temporary
+from .audio import AUDIO_EXTENSIONS, AudioError, check_waveform, list_audio, load_audio
 
 log = logging.getLogger("cnnrnn.audio_tools")
 
 #: Output encoding (the original tools wrote 16-bit PCM wav files).
 SUBTYPE = "PCM_16"
+#: The kinds of destination folder of :func:`resample_tree` and :func:`amp_normalize_tree`
+#: (:func:`cnnrnn.outputs.claim_folder`); the stage (lock) names are ``resample`` and ``amp-normalize``.
+RESAMPLED_KIND = "resampled audio"
+NORMALISED_KIND = "peak-normalised audio"
 
 
 class SameFolderError(ValueError):
     """The destination folder is the source folder, or one of them lies inside the other."""
 
 
-def _check_folders(src_dir: str | Path, dst_dir: str | Path) -> tuple[Path, Path]:
+def _made_from(src: Path):
+    """The ``recognise`` of a destination written before folder markers existed: it holds at least one file, and
+    every file in it is a mono 16-bit PCM wav (or a byte copy of a silent source) at the relative path of a source
+    audio file under ``src`` (a folder of someone's audio under other names is not one)."""
+    from .outputs import OS_LITTER, STATE_DIR
+
+    def recognise(dst: Path) -> bool:
+        import soundfile as sf
+
+        found = False
+        for path in dst.rglob("*"):
+            rel = path.relative_to(dst)
+            if STATE_DIR in rel.parts or not path.is_file() or is_temporary(path) or path.name in OS_LITTER:
+                continue
+            if not any((src / rel).with_suffix(ext).is_file() for ext in AUDIO_EXTENSIONS):
+                return False
+            copy = src / rel
+            if not (copy.is_file() and copy.stat().st_size == path.stat().st_size):
+                try:
+                    info = sf.info(str(path))
+                except Exception:  # noqa: BLE001 - not audio this tool wrote
+                    return False
+                if info.channels != 1 or info.subtype != SUBTYPE:
+                    return False
+            found = True
+        return found
+
+    return recognise
+
+
+def _check_folders(src_dir: str | Path, dst_dir: str | Path, kind: str) -> tuple[Path, Path]:
+    """Resolve and check the two folders, then claim the destination (:func:`cnnrnn.outputs.claim_folder`).
+
+    Raises:
+        FileNotFoundError: no source folder.
+        SameFolderError: the destination is the source, or one lies inside the other.
+        cnnrnn.outputs.OutputFolderError: the destination holds other files, or is another command's folder.
+        cnnrnn.artifacts.NotWritableError: the destination cannot be written.
+    """
+    from .outputs import claim_folder
+
     src, dst = Path(src_dir).resolve(), Path(dst_dir).resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"source folder {src} does not exist")
     if src == dst or src in dst.parents or dst in src.parents:
         raise SameFolderError(f"destination {dst} must be a separate folder: it is the source folder {src}, "
                               "or one lies inside the other (outputs would mix with, or overwrite, the sources)")
-    ensure_writable_dir(dst)  # before any work: a read-only destination fails at once
+    claim_folder(dst, kind, recognise=_made_from(src))  # before any work: a refused or read-only one fails at once
     return src, dst
 
 
@@ -50,11 +102,19 @@ def _write_wav(path: Path, y: np.ndarray, sr: int) -> None:
     atomic_write(path, lambda fh: sf.write(fh, y, sr, format="WAV", subtype=SUBTYPE))
 
 
-def _is_current(src: Path, out: Path, sr: int | None) -> bool:
-    """True when ``out`` exists, is newer than ``src`` and (if ``sr`` is given) has that sample rate."""
+def _is_current(src: Path, out: Path, sr: int | None, made_from: str | None = None,
+                source: str | None = None) -> bool:
+    """True when ``out`` exists, was made from ``src``'s current content (``made_from``, the fingerprint recorded
+    when it was written, equals ``source``, the fingerprint now) and (if ``sr`` is given) has that sample rate.
+    An output without a recorded fingerprint counts as made from ``src`` when it is newer than ``src``."""
     import soundfile as sf
 
-    if not out.is_file() or out.stat().st_mtime < src.stat().st_mtime:
+    if not out.is_file():
+        return False
+    if made_from is not None:
+        if made_from != source:
+            return False
+    elif out.stat().st_mtime < src.stat().st_mtime:
         return False
     if sr is None:
         return True
@@ -65,40 +125,72 @@ def _is_current(src: Path, out: Path, sr: int | None) -> bool:
 
 
 def _process_tree(src_dir: str | Path, dst_dir: str | Path, convert: Callable[[Path, Path], str | None],
-                  sr: int | None, desc: str, progress: bool) -> dict:
+                  sr: int | None, desc: str, progress: bool, kind: str, stage: str) -> dict:
     """Run ``convert(src_file, out_file)`` on every audio file under ``src_dir`` and count what happened.
 
     ``convert`` writes ``out_file`` (returning ``None``), or returns a note such as ``"copied_silent"`` for a
-    file it handled specially; it raises :class:`AudioError` for a file to skip.
+    file it handled specially; it raises :class:`AudioError` for a file to skip. The destination is claimed as
+    ``kind`` and written under the lock of ``stage``; each output's source fingerprint is recorded (also when the
+    run is interrupted) so that a rerun knows what every output was made from.
     """
+    from .outputs import writing_stage
+
+    src, dst = _check_folders(src_dir, dst_dir, kind)
+    files = list_audio(src)
+    outputs: dict[Path, list[str]] = {}  # per destination folder, the names this run may write (their temporaries)
+    for path in files:
+        rel = path.relative_to(src)
+        outputs.setdefault(dst / rel.parent, []).extend({rel.with_suffix(".wav").name, rel.name})
+    with writing_stage(dst, stage, sorted(outputs.items())) as n_leftovers:
+        return _convert_all(src, dst, files, convert, sr, desc, progress, stage) | {"leftovers_removed": n_leftovers}
+
+
+def _convert_all(src: Path, dst: Path, files: list[Path], convert: Callable[[Path, Path], str | None],
+                 sr: int | None, desc: str, progress: bool, stage: str) -> dict:
     from tqdm.auto import tqdm
 
-    src, dst = _check_folders(src_dir, dst_dir)
-    files = list_audio(src)
+    from .outputs import digest, read_inputs, record_inputs
+
     summary = {"src": str(src), "dst": str(dst), "n_files": len(files), "written": 0, "up_to_date": 0,
                "notes": {}, "skipped": {}}
+    made_from = dict((read_inputs(dst).get(stage) or {}).get("files") or {})  # {output: source sha1}
     seen: set[Path] = set()
-    for path in tqdm(files, desc=desc, unit="file", disable=not progress):
-        rel = path.relative_to(src)
-        out = dst / rel.with_suffix(".wav")
-        if out in seen:  # a.wav and a.flac in one folder would write the same output
-            summary["skipped"].setdefault("name_clash", []).append(str(rel))
-            continue
-        seen.add(out)
-        if _is_current(path, out, sr):
-            summary["up_to_date"] += 1
-            continue
-        try:
-            note = convert(path, out)
-        except AudioError as exc:
-            summary["skipped"].setdefault(exc.reason, []).append(str(rel))
-            log.warning("skipped %s", exc)
-            continue
-        if note:
-            summary["notes"].setdefault(note, []).append(str(rel))
-        summary["written"] += 1
+    try:
+        for path, source in zip(tqdm(files, desc=desc, unit="file", disable=not progress), _digests(files)):
+            rel = path.relative_to(src)
+            out = dst / rel.with_suffix(".wav")
+            key = out.relative_to(dst).as_posix()
+            if out in seen:  # a.wav and a.flac in one folder would write the same output
+                summary["skipped"].setdefault("name_clash", []).append(str(rel))
+                continue
+            seen.add(out)
+            if _is_current(path, out, sr, made_from.get(key), source):
+                summary["up_to_date"] += 1
+                made_from[key] = source
+                continue
+            made_from[key] = ""  # replaced or skipped from here on: not made from the recorded source (nor any)
+            try:
+                note = convert(path, out)
+            except AudioError as exc:
+                summary["skipped"].setdefault(exc.reason, []).append(str(rel))
+                log.warning("skipped %s", exc)
+                continue
+            made_from[key] = source or ""
+            if note:
+                summary["notes"].setdefault(note, []).append(str(rel))
+            summary["written"] += 1
+    finally:
+        record_inputs(dst, stage, {"sha1": digest([sr, sorted(made_from.items())]), "sr": sr, "files": made_from})
     summary["n_skipped"] = sum(len(v) for v in summary["skipped"].values())
     return summary
+
+
+def _digests(files: list[Path]):
+    """Each file's content fingerprint (:func:`cnnrnn.outputs.file_digest`; ``None``: unreadable), as needed."""
+    from .outputs import audio_digests
+
+    for path in files:
+        yield audio_digests([path])[0]
 
 
 def _load_checked(path: Path) -> tuple[np.ndarray, int]:
@@ -131,12 +223,16 @@ def resample_tree(src_dir: str | Path, dst_dir: str | Path, sr: int, progress: b
     Returns:
         Summary dict: ``n_files``, ``written``, ``up_to_date`` (kept from an earlier run), ``notes``
         (``{note: [relative paths]}``), ``skipped`` (``{reason: [relative paths]}``, reasons ``unreadable``,
-        ``empty``, ``not_finite``, ``name_clash``) and ``n_skipped``.
+        ``empty``, ``not_finite``, ``name_clash``), ``n_skipped`` and ``leftovers_removed`` (temporaries of a
+        killed run).
 
     Raises:
         SameFolderError: ``dst_dir`` is ``src_dir``, or one contains the other.
         FileNotFoundError: ``src_dir`` does not exist.
         ValueError: ``sr`` is not a positive integer.
+        cnnrnn.outputs.OutputFolderError: ``dst_dir`` holds other files, or is another command's output folder
+            (nothing was written).
+        cnnrnn.outputs.FolderInUseError: another process writes ``dst_dir`` with this tool.
     """
     import librosa
 
@@ -152,7 +248,7 @@ def resample_tree(src_dir: str | Path, dst_dir: str | Path, sr: int, progress: b
         _write_wav(out, y, sr)
         return "clipped" if clipped else None
 
-    return _process_tree(src_dir, dst_dir, convert, sr, f"resample to {sr} Hz", progress)
+    return _process_tree(src_dir, dst_dir, convert, sr, f"resample to {sr} Hz", progress, RESAMPLED_KIND, "resample")
 
 
 def amp_normalize_tree(src_dir: str | Path, dst_dir: str | Path, progress: bool = True) -> dict:
@@ -169,6 +265,8 @@ def amp_normalize_tree(src_dir: str | Path, dst_dir: str | Path, progress: bool 
     Raises:
         SameFolderError: ``dst_dir`` is ``src_dir``, or one contains the other.
         FileNotFoundError: ``src_dir`` does not exist.
+        cnnrnn.outputs.OutputFolderError: ``dst_dir`` holds other files, or is another command's output folder.
+        cnnrnn.outputs.FolderInUseError: another process writes ``dst_dir`` with this tool.
     """
     import librosa
 
@@ -180,7 +278,8 @@ def amp_normalize_tree(src_dir: str | Path, dst_dir: str | Path, progress: bool 
         _write_wav(out, librosa.util.normalize(y), sr)
         return None
 
-    return _process_tree(src_dir, dst_dir, convert, None, "amp-normalize", progress)
+    return _process_tree(src_dir, dst_dir, convert, None, "amp-normalize", progress, NORMALISED_KIND,
+                         "amp-normalize")
 
 
 def format_summary(summary: dict) -> str:

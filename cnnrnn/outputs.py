@@ -69,6 +69,11 @@ def folder_kind(folder: str | Path) -> str | None:
     return data.get("kind") if isinstance(data, dict) else None
 
 
+def _a(kind: str) -> str:
+    """``kind`` with its article: "a cnnrnn run", "an hf run"."""
+    return ("an " if kind[:1] in "aeiou" or kind.startswith(("hf", "onnx")) else "a ") + kind
+
+
 def _entries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name not in OS_LITTER and p.name != STATE_DIR)
 
@@ -108,8 +113,8 @@ def claim_folder(folder: str | Path, kind: str, *, recognise: Callable[[Path], b
     if folder.is_dir():
         marked = folder_kind(folder)
         if marked is not None and marked != kind:
-            raise OutputFolderError(f"{folder} is the output folder of a {marked}, not of a {kind}: choose another "
-                                    "folder for this command")
+            raise OutputFolderError(f"{folder} is the output folder of {_a(marked)}, not of {_a(kind)}: choose "
+                                    "another folder for this command")
         if marked is None:
             try:
                 entries = _entries(folder)
@@ -117,7 +122,7 @@ def claim_folder(folder: str | Path, kind: str, *, recognise: Callable[[Path], b
                 raise NotWritableError(f"cannot read the output folder {folder}: {exc.strerror or exc}") from exc
             if entries and not (recognise is not None and recognise(folder)):
                 shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
-                raise OutputFolderError(f"{folder} is not empty and is not a {kind} folder (it holds {shown}): "
+                raise OutputFolderError(f"{folder} is not empty and is not {_a(kind)} folder (it holds {shown}): "
                                         "nothing was written; give a new or empty folder")
     if not write:
         return folder

@@ -8,8 +8,8 @@
   tutorial) the cache holds the plain dB log-mel and :func:`normalized_image` makes the input as batches are
   read (:func:`normalizer`), so that ``global`` / ``speaker`` statistics can depend on the split;
 * :class:`FeatureCache` / :func:`build_cache` / :func:`cache_dataset`: every clip is decoded and resampled
-  **once** into one ``.npy`` file per corpus and feature setting (written atomically, reused by a rerun or
-  another fold) and training streams batches from it through ``tf.data``; rows are read with ``os.pread``,
+  **once** into one ``.npy`` file per corpus content and feature setting (written atomically, reused by a rerun
+  or another fold of the same audio) and training streams batches from it through ``tf.data``; rows are read with ``os.pread``,
   not a memory map, so the process never holds more than a few batches (the 5,435 × 176,400 float32
   waveforms of the tutorial would be 3.8 GB);
 * :func:`split_rows`: the seeded train/validation split, made by the core splitters of :mod:`cnnrnn.splits`.
@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,9 +39,9 @@ log = logging.getLogger("cnnrnn.baselines")
 #: int16 full scale: the ANN cache stores waveforms as 16-bit PCM (the corpora are 16-bit PCM too).
 PCM_SCALE = 32767.0
 
-__all__ = ["PCM_SCALE", "FeatureCache", "SplitError", "build_cache", "cache_dataset", "clip_features",
-           "corpus_arrays", "normalization_stats", "normalized_image", "normalizer", "spectrogram_image",
-           "split_rows", "waveform"]
+__all__ = ["CACHE_KIND", "PCM_SCALE", "FeatureCache", "SplitError", "build_cache", "cache_dataset", "claim_cache",
+           "clip_features", "corpus_arrays", "is_feature_cache", "normalization_stats", "normalized_image", "normalizer",
+           "spectrogram_image", "split_rows", "waveform"]
 
 
 # --------------------------------------------------------------------------- features
@@ -202,6 +203,12 @@ class FeatureCache:
 
 
 def _cache_key(utterances: Sequence[Utterance], cfg: BaselineConfig) -> str:
+    """The cache file's key: the feature settings and every clip's content fingerprint
+    (:func:`cnnrnn.outputs.file_digest`; ``None`` for a missing or unreadable file), in row order. Paths and
+    modification times play no part: other audio under the same names (a corpus replaced in place, its times kept)
+    gets a new cache file, never the features of the old one."""
+    from ..outputs import audio_digests
+
     params: dict[str, Any] = {"model": cfg.model, "sr": cfg.sr, "duration": cfg.duration}
     if cfg.model == "cnn":
         params.update(n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels, top_db=cfg.top_db)
@@ -209,22 +216,48 @@ def _cache_key(utterances: Sequence[Utterance], cfg: BaselineConfig) -> str:
             params.update(fmin=cfg.fmin, fmax=cfg.fmax)
         if cfg.normalization != "none":  # the plain log-mel, normalised when read
             params.update(plain_log_mel=True)
-    files = []
-    for u in utterances:
-        st = Path(u.audio_path).stat() if Path(u.audio_path).is_file() else None
-        files.append([u.audio_path, st.st_size if st else -1, st.st_mtime_ns if st else -1])
-    blob = json.dumps([params, files], sort_keys=True).encode("utf-8")
+    files = audio_digests([u.audio_path for u in utterances])
+    blob = json.dumps([params, files, "content"], sort_keys=True).encode("utf-8")
     return hashlib.sha1(blob).hexdigest()[:12]
+
+
+#: The kind of a baseline feature cache folder (:func:`cnnrnn.outputs.claim_folder`): ``<out>/cache`` or
+#: ``--cache-dir``.
+CACHE_KIND = "baselines feature cache"
+_CACHE_FILE = re.compile(r"(ann|cnn)_[0-9a-f]{12}\.(npy|json)")
+
+
+def is_feature_cache(folder: Path) -> bool:
+    """Whether ``folder`` holds a baseline feature cache written before folder markers existed: an
+    ``ann_<key>.npy`` / ``cnn_<key>.npy`` (or its ``.json`` index)."""
+    try:
+        return folder.is_dir() and any(_CACHE_FILE.fullmatch(p.name) for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def claim_cache(cache_dir: str | Path) -> Path:
+    """Claim ``cache_dir`` as a baseline feature cache (:func:`cnnrnn.outputs.claim_folder`, kind
+    :data:`CACHE_KIND`): new, empty, or a baseline feature cache already.
+
+    Raises:
+        cnnrnn.outputs.OutputFolderError: ``cache_dir`` holds other files, or is another command's folder.
+        cnnrnn.artifacts.NotWritableError: ``cache_dir`` cannot be written.
+    """
+    from ..outputs import claim_folder
+
+    return claim_folder(cache_dir, CACHE_KIND, recognise=is_feature_cache)
 
 
 def build_cache(utterances: Sequence[Utterance], cfg: BaselineConfig, cache_dir: str | Path,
                 progress: bool = True) -> tuple[FeatureCache, dict[str, Any]]:
     """Decode and resample every clip once into ``<cache_dir>/<model>_<key>.npy`` (+ ``.json`` index).
 
-    The key hashes the feature settings and every file's path, size and modification time, so a rerun (or
-    another fold) with the same clips reuses the file and a change rebuilds it. The ``.npy`` is streamed to
-    disk row by row and renamed into place when complete (:func:`cnnrnn.artifacts.atomic_write`), then the
-    index is written.
+    The key hashes the feature settings and every file's content (:func:`_cache_key`), so a rerun (or another
+    fold) with the same clips reuses the file and other audio rebuilds it. ``cache_dir`` is claimed first
+    (:func:`cnnrnn.outputs.claim_folder`, kind :data:`CACHE_KIND`): a new or empty folder, or a baseline feature
+    cache. The ``.npy`` is streamed to disk row by row and renamed into place when complete
+    (:func:`cnnrnn.artifacts.atomic_write`), then the index is written.
 
     Args:
         utterances: row ``i`` of the cache is ``utterances[i]``.
@@ -235,9 +268,13 @@ def build_cache(utterances: Sequence[Utterance], cfg: BaselineConfig, cache_dir:
         ``(cache, index)``; ``index`` has ``ids``, ``ok`` (one bool per row: unusable clips are zero rows with
         ``ok`` false), ``skipped`` (``{reason: [id, ...]}``, e.g. ``empty``), ``file``, ``reused`` and
         ``seconds``.
+
+    Raises:
+        cnnrnn.outputs.OutputFolderError: ``cache_dir`` holds other files, or is another command's folder.
     """
     from tqdm import tqdm
 
+    claim_cache(cache_dir)
     key = _cache_key(utterances, cfg)
     path = Path(cache_dir) / f"{cfg.model}_{key}.npy"
     index_path = path.with_suffix(".json")

@@ -18,6 +18,11 @@ A run folder (:func:`train`) holds:
 * ``model.h5`` (last epoch, no optimizer state), ``history.csv``, ``curves.png``;
 * ``metrics.json`` (validation ``accuracy``, ``ua``, ``f1_macro``, ..., ``labels``, ``family`` and every
   skip or drop), ``confusion_matrix.png``, ``predictions.csv`` (:func:`cnnrnn.reports.write_report`).
+
+The run folder is claimed first (:func:`claim_run`: a new or empty folder, or a baselines run, kind
+:data:`RUN_KIND`) and trained under its ``train`` lock (:func:`cnnrnn.outputs.writing_stage`): a second train of
+the same run is refused while the first runs, and the temporaries a killed save left are removed (and counted)
+when the next train starts. :func:`evaluate` writes a predictions folder (kind :data:`PREDICTIONS_KIND`).
 """
 from __future__ import annotations
 
@@ -28,17 +33,71 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifacts import (LABELS_FILE, load_json, load_labels, load_model, remove_temporary_files, save_json,
-                         save_model_h5)
+from ..artifacts import LABELS_FILE, load_json, load_labels, load_model, save_json, save_model_h5
 from ..corpora import Utterance, label_order, load_corpus, match_labels, relabel_by_meaning
-from ..reports import write_report
+from ..reports import REPORT_FILES, write_report
 from ..runs import MANIFEST_FILE, read_manifest, write_manifest
 from .config import (BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, NORM_FILE, BaselineConfig, load_baseline_config,
                      read_norm_stats)
-from .data import FeatureCache, build_cache, cache_dataset, corpus_arrays, normalization_stats, normalizer, split_rows
+from .data import (FeatureCache, build_cache, cache_dataset, claim_cache, corpus_arrays, is_feature_cache,
+                   normalization_stats, normalizer, split_rows)
 from .predict import predict_proba
 
 log = logging.getLogger("cnnrnn.baselines")
+
+#: The kind of folder a baselines run is (:func:`cnnrnn.outputs.claim_folder`).
+RUN_KIND = "baselines run"
+#: The kind of folder :func:`evaluate` writes (``metrics.json``, ``predictions.csv``, ``confusion_matrix.png``).
+PREDICTIONS_KIND = "predictions"
+#: What a run folder holds besides ``cache/`` (a killed write of one of them leaves ``.name.XXXX.tmp``).
+RUN_FILES = (MODEL_FILE, BASELINE_CONFIG_FILE, NORM_FILE, LABELS_FILE, MANIFEST_FILE, "corpus_report.json",
+             "split.json", "history.csv", "curves.png", *REPORT_FILES.values())
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a baselines run written before folder markers existed: its
+    ``baseline_config.json`` (what :func:`cnnrnn.baselines.predict.find_run_dir` looks for), or the feature cache
+    ``cache/`` of a run that stopped before it."""
+    return (folder / BASELINE_CONFIG_FILE).is_file() or is_feature_cache(folder / "cache")
+
+
+def claim_run(out: str | Path) -> Path:
+    """Claim ``out`` as a baselines run folder (:func:`cnnrnn.outputs.claim_folder`): new, empty, or a run already.
+
+    Raises:
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files, or is another command's output folder.
+        cnnrnn.artifacts.NotWritableError: ``out`` cannot be written.
+    """
+    from ..outputs import claim_folder
+
+    return claim_folder(out, RUN_KIND, recognise=is_run_folder)
+
+
+def is_predictions_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds this family's predictions written before folder markers existed: the
+    ``metrics.json`` of :func:`cnnrnn.reports.write_report` (``family`` ``baselines``), in a folder that is no run."""
+    return _report_family(folder) == FAMILY and not (folder / MANIFEST_FILE).exists() and not is_run_folder(folder)
+
+
+def _report_family(folder: Path) -> str | None:
+    try:
+        metrics = load_json(folder / REPORT_FILES["metrics"])
+    except (OSError, ValueError):
+        return None
+    return metrics.get("family") if isinstance(metrics, dict) else None
+
+
+def claim_predictions(out: str | Path) -> Path:
+    """Claim ``out`` as a predictions folder (kind :data:`PREDICTIONS_KIND`): new, empty, or predictions already.
+
+    Raises:
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files (a run's, a corpus'), or is another command's
+            output folder.
+        cnnrnn.artifacts.NotWritableError: ``out`` cannot be written.
+    """
+    from ..outputs import claim_folder
+
+    return claim_folder(out, PREDICTIONS_KIND, recognise=is_predictions_folder)
 
 
 def build_model(cfg: BaselineConfig, n_classes: int):
@@ -84,20 +143,36 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, mo
 
     Raises:
         BaselineConfigError, SplitError, CorpusError: bad config, split or corpus.
+        cnnrnn.outputs.OutputFolderError: ``out`` (or ``cache_dir``) holds other files or is another command's
+            folder (nothing was written).
+        cnnrnn.outputs.FolderInUseError: another process trains this run.
     """
+    from ..outputs import writing_stage
+
+    cfg = load_baseline_config(config, model, **overrides)
+    out = claim_run(out)  # after the config: a refused config leaves the folder untouched
+    if cache_dir is not None:  # refused before the corpus is read
+        claim_cache(cache_dir)
+    own_cache = [(out / "cache", None)] if cache_dir is None else []  # a shared cache may be written by others
+    with writing_stage(out, "train", [(out, RUN_FILES), *own_cache]):
+        return _train(corpus, root, out, cfg, cache_dir, progress, verbose)
+
+
+def _train(corpus: str, root: str | Path, out: Path, cfg: BaselineConfig, cache_dir: str | Path | None,
+           progress: bool, verbose: int | str) -> dict[str, Any]:
     import keras
     import pandas as pd
 
+    from ..outputs import digest, read_inputs, record_inputs
     from ..plots import plot_history
 
-    cfg = load_baseline_config(config, model, **overrides)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_temporary_files(out)  # left by a save that was killed (artifacts.save_model_h5)
     utterances, corpus_report = load_corpus(corpus, root)
     labels = label_order(corpus, {u.emotion for u in utterances})
     y, groups, ids = corpus_arrays(utterances, labels)
     cache, index = build_cache(utterances, cfg, cache_dir or out / "cache", progress)
+    # what the run fits on: the cache's content key (every clip's audio fingerprint) and each clip's label
+    fingerprint = {"sha1": digest([Path(index["file"]).name, [[u.id, u.emotion, u.speaker] for u in utterances]]),
+                   "n": len(utterances)}
     split = split_rows(y, groups, np.flatnonzero(index["ok"]), labels, cfg)
     usable = np.flatnonzero(index["ok"])
     stats = normalization_stats(cache, usable, [groups[r] for r in usable], np.isin(usable, split["train"]), cfg)
@@ -125,8 +200,9 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, mo
     train_seconds = time.perf_counter() - started
     save_model_h5(net, out / MODEL_FILE)
     plot_history({cfg.model: pd.read_csv(out / "history.csv")}, out / "curves.png")
+    record_inputs(out, "train", fingerprint)
     write_manifest(out, FAMILY, cfg.to_dict(), labels, split=split["spec"], input_spec=cfg.input_spec(),
-                   checkpoints=[out / MODEL_FILE],
+                   checkpoints=[out / MODEL_FILE], inputs=read_inputs(out),
                    extra={"model": cfg.model, "corpus": corpus, "root": str(root), "cache": index["file"]})
 
     extra = {
@@ -166,16 +242,21 @@ def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None
         FileNotFoundError: the run lacks one of its files.
         ManifestError: the run's ``run.json`` is of another family or a newer schema.
         ValueError: only one of ``corpus`` / ``root``, two run labels of one meaning, or nothing to score.
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files (a run's, a corpus') or is another command's
+            folder (nothing was written).
+        cnnrnn.outputs.FolderInUseError: another process trains the run, or writes ``out``.
     """
+    from ..outputs import check_not_locked, writing_stage
+
     if (corpus is None) != (root is None):
         raise ValueError("give both corpus and root to evaluate on another corpus, or neither")
     run = Path(run)
+    check_not_locked(run, "train", "evaluate this run")
     if (run / MANIFEST_FILE).is_file():
         manifest = read_manifest(run, families=[FAMILY])
         cfg, labels = load_baseline_config(manifest.config), list(manifest.labels)
     else:  # a run written before run manifests
         cfg, labels = load_baseline_config(run / BASELINE_CONFIG_FILE), load_labels(run / LABELS_FILE)
-    net = load_model(run / MODEL_FILE)
     if corpus is None:
         run_report = load_json(run / "metrics.json")
         corpus, root = run_report["corpus"], run_report["root"]
@@ -186,6 +267,15 @@ def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None
         wanted = None
         out = Path(out) if out else run / f"evaluation_{corpus}"
         cache_dir = out / "cache"
+    out = claim_predictions(out)
+    own_cache = [(cache_dir, None)] if cache_dir == out / "cache" else []
+    with writing_stage(out, "predict", [(out, list(REPORT_FILES.values())), *own_cache]):
+        net = load_model(run / MODEL_FILE)
+        return _evaluate(run, net, cfg, labels, corpus, root, wanted, out, cache_dir, progress)
+
+
+def _evaluate(run: Path, net, cfg: BaselineConfig, labels: list[str], corpus: str, root, wanted: set | None,
+              out: Path, cache_dir: Path, progress: bool) -> dict[str, Any]:
     utterances, corpus_report = load_corpus(corpus, root)
     match = match_labels(sorted({u.emotion for u in utterances}), labels)
     utterances, skipped_labels = relabel_by_meaning(utterances, labels)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..artifacts import ensure_writable_dir
-
 DESCRIPTION = """\
 Plain ANN and CNN baselines, ported to Keras from the Korean PyTorch tutorial "디지털사운드 ANN과 CNN을
 활용하여 음성 분류 인공지능 제작" (UrbanSound8K practice problem, 10 classes: ANN 18.86%, CNN 91.21%
@@ -45,7 +43,8 @@ def add_commands(sub) -> None:
                    help="corpus layout (fsdd: {digit}_{speaker}_{take}.wav; urbansound8k: train.csv ID,Class "
                         "+ Train/<ID>.wav)")
     p.add_argument("--root", required=True, help="corpus folder (for manifest: the CSV file)")
-    p.add_argument("--out", required=True, metavar="DIR", help="run folder")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="run folder: new, empty, or a baselines run (a folder of other files is refused)")
     p.add_argument("--config", metavar="JSON",
                    help="baseline preset (ann, cnn, cnn_recipe, tiny_ann, tiny_cnn) or JSON file (keys: see "
                         "cnnrnn/configs/baselines/cnn.json); default: the preset named by --model")
@@ -58,8 +57,9 @@ def add_commands(sub) -> None:
                         "speaker: speaker-independent")
     p.add_argument("--holdout-speaker", metavar="NAME",
                    help="with --split speaker: this speaker's clips are the validation set (one LOSO fold)")
-    p.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default DIR/cache); share it "
-                                                       "between runs on the same corpus")
+    p.add_argument("--cache-dir", metavar="DIR", help="feature cache folder (default DIR/cache; new, empty or a "
+                                                       "baselines feature cache); share it between runs on the same "
+                                                       "corpus")
     p.add_argument("--seed", type=int, help="override the config's seed")
     p.set_defaults(handler=_train)
 
@@ -72,7 +72,8 @@ def add_commands(sub) -> None:
     p.add_argument("--run", required=True, metavar="RUN", help="run folder written by 'cnnrnn baseline train'")
     p.add_argument("--corpus", choices=sorted(READERS), help="another corpus layout to score")
     p.add_argument("--root", help="that corpus's folder")
-    p.add_argument("--out", metavar="DIR", help="output folder")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder: new, empty, or a predictions folder (a folder of other files is refused)")
     p.set_defaults(handler=_evaluate)
 
 
@@ -83,9 +84,10 @@ def _summary(report: dict) -> dict:
 
 
 def _train(args, progress: bool) -> int:
+    """``baseline train``: the run folder is claimed by :func:`cnnrnn.baselines.train.train` once the config is
+    read (a folder of other files, or another command's, is refused: exit 2, nothing written)."""
     from ..baselines.train import train
 
-    ensure_writable_dir(args.out)
     report = train(args.corpus, args.root, args.out, config=args.config, model=args.model, cache_dir=args.cache_dir,
                    progress=progress, verbose=2 if progress else 0, epochs=args.epochs, batch_size=args.batch_size,
                    learning_rate=args.learning_rate, split=args.split, holdout_speaker=args.holdout_speaker,
@@ -95,9 +97,10 @@ def _train(args, progress: bool) -> int:
 
 
 def _evaluate(args, progress: bool) -> int:
+    """``baseline evaluate``: ``--out`` is claimed as a predictions folder by
+    :func:`cnnrnn.baselines.train.evaluate` (refused: a folder of other files, a run, another command's)."""
     from ..baselines.train import evaluate
 
-    ensure_writable_dir(args.out or args.run, create=bool(args.out))
     report = evaluate(args.run, corpus=args.corpus, root=args.root, out=args.out, progress=progress)
     print(json.dumps(_summary(report), indent=2, default=str))
     return 0

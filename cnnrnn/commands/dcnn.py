@@ -58,7 +58,9 @@ def _add_step(sub, name: str, help_text: str, description: str, handler) -> argp
     p.add_argument("--batch-size", type=int, help="override train.batch_size")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--name", help="override train.name (the run folder <out>/<name>)")
-    p.add_argument("--out", metavar="DIR", help="override train.log_root (default in the configs: logs)")
+    p.add_argument("--out", metavar="DIR",
+                   help="override train.log_root (default in the configs: logs); the run folder <out>/<name> must be "
+                        "new, empty or a DCNN run (a folder of other files is refused)")
     p.set_defaults(handler=handler)
     return p
 
@@ -104,7 +106,9 @@ def add_commands(sub) -> None:
                    help="a preset pair: NAME_finetune and NAME_train (emodb, esd, jtes, compact, best, tiny, "
                         "tiny_compact, yamnet, ...), or a step-1 JSON file (then give --config-train too)")
     r.add_argument("--config-train", metavar="JSON", help="step-2 config (default: NAME_train)")
-    r.add_argument("--out", required=True, metavar="DIR", help="output folder (a rerun resumes in it)")
+    r.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: new, empty, or a run-folds output, where a rerun resumes (a folder of other "
+                        "files is refused)")
     r.add_argument("--fold", dest="folds", action="append", metavar="NAME",
                    help="run only this fold (fold1, ..., or a LOSO speaker); repeatable")
     r.add_argument("--epochs", type=int, help="override train.epochs of both steps")
@@ -162,7 +166,7 @@ def _run_folds(args, progress: bool) -> int:
                          "config with --config-train")
     changes = {"train.epochs": args.epochs, "train.seed": args.seed}
     cfg1, cfg2 = (override(load_dcnn_config(c), changes) for c in (step1, step2))
-    ensure_writable_dir(args.out)
+    # run_folds claims --out: new, empty or a run-folds output (anything else: exit 2, nothing written)
     result = run_folds(args.filelists, args.out, cfg1, cfg2, scheme=args.scheme, folds=args.folds,
                        progress=progress, verbose=2 if progress else 0)
     print(Path(result["files"]["summary.md"]).read_text(encoding="utf-8"), end="")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..artifacts import ensure_writable_dir
-
 DESCRIPTION = """\
 The classical reference of speech emotion recognition: openSMILE functionals (one vector per utterance) and
 a support vector machine.
@@ -54,7 +52,8 @@ def add_commands(sub) -> None:
     p.add_argument("--corpus", required=True, choices=sorted(READERS),
                    help="corpus layout (manifest: a CSV with path,label[,speaker])")
     p.add_argument("--root", required=True, help="corpus folder (for manifest: the CSV file)")
-    p.add_argument("--out", required=True, metavar="DIR", help="run folder")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="run folder: new, empty, or a functionals run (a folder of other files is refused)")
     p.add_argument("--config", metavar="JSON",
                    help="preset (compare_linear, egemaps_rbf, whisper, tiny) or JSON file (keys: see "
                         "cnnrnn/configs/functionals/compare_linear.json); default compare_linear")
@@ -97,7 +96,8 @@ def add_commands(sub) -> None:
     p.add_argument("--run", required=True, metavar="RUN", help="run folder written by 'cnnrnn functionals train'")
     p.add_argument("--corpus", choices=sorted(READERS), help="another corpus layout to score")
     p.add_argument("--root", help="that corpus's folder")
-    p.add_argument("--out", metavar="DIR", help="output folder")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder: new, empty, or a predictions folder (a folder of other files is refused)")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache root (default: the run's)")
     p.set_defaults(handler=_evaluate)
 
@@ -144,12 +144,13 @@ def _summary(report: dict) -> dict:
 
 
 def _train(args, progress: bool) -> int:
+    """``functionals train``: the run folder is claimed by :func:`cnnrnn.functionals.train.train` once the config is
+    read (a folder of other files, or another command's, is refused: exit 2, nothing written)."""
     import dataclasses
 
     from ..functionals.config import load_functionals_config
     from ..functionals.train import train
 
-    ensure_writable_dir(args.out)
     config, sr = args.config, args.sr
     if sr == "native":  # a null cannot be an override (None means "not given"): set it on the loaded config
         config, sr = dataclasses.replace(load_functionals_config(args.config), sr=None), None
@@ -163,9 +164,10 @@ def _train(args, progress: bool) -> int:
 
 
 def _evaluate(args, progress: bool) -> int:
+    """``functionals evaluate``: ``--out`` is claimed as a predictions folder by
+    :func:`cnnrnn.functionals.train.evaluate` (refused: a folder of other files, a run, another command's)."""
     from ..functionals.train import evaluate
 
-    ensure_writable_dir(args.out or args.run, create=bool(args.out))
     report = evaluate(args.run, corpus=args.corpus, root=args.root, out=args.out, cache_dir=args.cache_dir,
                       progress=progress)
     print(json.dumps(_summary(report), indent=2, default=str))

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..artifacts import ensure_writable_dir
-
 _DATA_HELP = ("input: --input new_data.csv (from `cnnrnn kemdy-labels`), or a corpus folder with --corpus/--root. "
               "Models load offline only, from a local folder or the local Hugging Face cache.")
 
@@ -95,7 +93,9 @@ def _add_data(p: argparse.ArgumentParser, predicting: bool) -> None:
                         f"(default: {given}{TrainConfig.fold_scheme})")
     p.add_argument("--threshold", type=float, default=None,
                    help=f"probability threshold of multi-label predictions (default: {given}{TrainConfig.threshold})")
-    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--out", "-o", required=True,
+                   help="output folder: for train, new, empty or an HF run; for predict, new, empty or a predictions "
+                        "folder (a folder of other files is refused)")
 
 
 def add_commands(sub) -> None:
@@ -214,14 +214,16 @@ def _train(args, progress: bool) -> int:
     from ..config import override
     from ..hf.config import load_config
     from ..hf.data import read_records
-    from ..hf.train import train_fold
+    from ..hf.train import claim_run, train_fold
+    from ..outputs import check_not_locked
 
     base, values = load_config(args.config), _overrides(args, TRAIN_KEYS)
     folds = values.get("train.folds") or base.train.folds
     if args.num_fold is not None and args.num_fold > folds:
         raise ValueError(f"--num_fold {args.num_fold} is beyond the {folds} folds (counted from 1: 1..{folds})")
     cfg = override(base, values)
-    ensure_writable_dir(args.out)
+    # before the records are read: a folder of other files is refused (nothing written), a run in training too
+    check_not_locked(claim_run(args.out), "train", "train this run")
     records = read_records(args.input, args.root, cfg.data)[0]
     metrics = train_fold(records, cfg, args.out, progress=progress,
                          source={"input": args.input, "root": args.root})
@@ -230,11 +232,25 @@ def _train(args, progress: bool) -> int:
 
 
 def _predict(args, progress: bool) -> int:
-    from ..hf.predict import predict_fold
+    """``hf predict``: refused while the run is being trained; ``--out`` is claimed as a predictions folder (a
+    folder of other files, a run or another command's folder is refused: exit 2, nothing written) and written
+    under its ``predict`` lock."""
+    from pathlib import Path
 
-    ensure_writable_dir(args.out)
-    metrics = predict_fold(args.checkpoint, args.out, input_csv=args.input, root=args.root, task=args.task,
-                           modality=args.modality, all_records=args.all, overrides=_overrides(args, PREDICT_KEYS))
+    from ..hf.models import CHECKPOINT_DIR
+    from ..hf.predict import predict_fold
+    from ..hf.train import claim_predictions
+    from ..outputs import check_not_locked, writing_stage
+    from ..reports import REPORT_FILES
+
+    checkpoint = Path(args.checkpoint)
+    check_not_locked(checkpoint.parent if checkpoint.name == CHECKPOINT_DIR else checkpoint, "train",
+                     "predict with this run")
+    out = claim_predictions(args.out)
+    with writing_stage(out, "predict", [(out, list(REPORT_FILES.values()))]):
+        metrics = predict_fold(checkpoint, out, input_csv=args.input, root=args.root, task=args.task,
+                               modality=args.modality, all_records=args.all,
+                               overrides=_overrides(args, PREDICT_KEYS))
     print(json.dumps(_summary(metrics), indent=2))
     return 0
 

@@ -10,6 +10,17 @@ import json
 
 from ..artifacts import ensure_writable_dir
 
+#: The kind of the HF-format folder ``whisper-convert --hf-out`` writes (:func:`cnnrnn.outputs.claim_folder`).
+HF_WHISPER_KIND = "whisper hf folder"
+#: What it holds (:func:`cnnrnn.models.whisper_convert.write_hf_folder`).
+HF_WHISPER_FILES = frozenset({"config.json", "model.safetensors"})
+
+
+def _is_hf_whisper_folder(folder) -> bool:
+    """A ``--hf-out`` folder written before folder markers existed holds exactly its two files (a downloaded model
+    folder, with a tokenizer and the rest, is not one)."""
+    return {p.name for p in folder.iterdir() if not p.name.startswith(".")} == HF_WHISPER_FILES
+
 
 def add_commands(sub) -> None:
     """Add this module's subcommands to the ``cnnrnn`` parser's subparsers ``sub``."""
@@ -64,7 +75,8 @@ def add_commands(sub) -> None:
                                    "example: cnnrnn filelists --corpus esd --root dataset/esd --out filelists/esd")
     p.add_argument("--corpus", required=True, choices=sorted(READERS), help="corpus layout")
     p.add_argument("--root", required=True, help="corpus folder")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: new, empty, or filelists already (a folder of other files is refused)")
     p.add_argument("--folds", "--n-folds", dest="folds", type=int,
                    help=f"number of k-fold folds (default {default['folds']})")
     p.add_argument("--folds-by", choices=FOLDS_BY,
@@ -133,7 +145,8 @@ def _tree_parser(sub, name: str, handler, help_text: str, description: str) -> a
     p = sub.add_parser(name, help=help_text, description=description,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src_dir", help="source folder (searched recursively)")
-    p.add_argument("dst_dir", help="output folder (created; not SRC_DIR nor inside it)")
+    p.add_argument("dst_dir", help="output folder (created; not SRC_DIR nor inside it): new, empty, or this tool's "
+                                   "output, where a rerun resumes (a folder of other files is refused)")
     p.add_argument("-s", "--silent", action="store_true", help="no progress bar (as cnnrnn -q)")
     p.set_defaults(handler=handler)
     return p
@@ -172,9 +185,10 @@ def _hparams(args, progress: bool) -> int:
 
 
 def _filelists(args, progress: bool) -> int:
+    """``filelists``: ``--out`` is claimed by :func:`cnnrnn.dcnn.filelists.prepare_filelists` (new, empty or
+    filelists already; a folder of other files is refused: exit 2, nothing written)."""
     from ..dcnn.filelists import prepare_filelists
 
-    ensure_writable_dir(args.out)
     labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
     given = {"folds": args.folds, "seed": args.seed, "lang_id": args.lang_id, "folds_by": args.folds_by}
     report = prepare_filelists(args.corpus, args.root, args.out, loso=not args.no_loso, labels=labels,
@@ -200,6 +214,10 @@ def _whisper_convert(args, progress: bool) -> int:
     for target in (args.out, args.hf_out):
         if target is not None:
             ensure_writable_dir(Path(target).parent)
+    if args.hf_out is not None:  # its two files are rewritten: only in a new or empty folder, or one it wrote
+        from ..outputs import claim_folder
+
+        claim_folder(args.hf_out, HF_WHISPER_KIND, recognise=_is_hf_whisper_folder)
     result = whisper_convert.convert(ct2=args.ct2, hf=args.hf, out=args.out, hf_out=args.hf_out,
                                      blocks=args.blocks, float16=args.float16)
     s = result["sizes"]

@@ -23,6 +23,16 @@ from ..corpora.base import CorpusReport
 from ..splits import LeaveOneSpeakerOut, make_splitter
 
 N_FIELDS = 5
+#: The kind of folder ``cnnrnn filelists`` writes (:func:`cnnrnn.outputs.claim_folder`), and its lock's stage.
+FILELISTS_KIND, FILELISTS_STAGE = "filelists", "filelists"
+REPORT_FILE = "prepare_report.json"
+
+
+def is_filelists_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds filelists written before folder markers existed: its ``prepare_report.json``, or its
+    ``labels.json`` with a ``kfold/`` or ``loso/`` folder."""
+    return (folder / REPORT_FILE).is_file() or (
+        (folder / LABELS_FILE).is_file() and ((folder / "kfold").is_dir() or (folder / "loso").is_dir()))
 
 
 class FilelistError(ValueError):
@@ -147,8 +157,10 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, folds:
       speakers);
     * ``prepare_report.json``: the label counts, the folds' sizes and speakers, and every skip.
 
-    A rerun rewrites the lists; fold or speaker lists left from an earlier run with other settings are
-    removed (listed in the report's ``removed_stale``).
+    ``out_dir`` is claimed first (kind :data:`FILELISTS_KIND`: a new or empty folder, or filelists already; anything
+    else is refused before the corpus is read) and written under its ``filelists`` lock. A rerun rewrites the
+    lists; the fold or speaker lists an earlier run wrote (its report's ``files``) that this one does not are
+    removed (listed in the report's ``removed_stale``); no other file is removed.
 
     Lines are ``wavpath|speaker_id|text|emotion_id|lang_id`` with absolute wav paths; a missing transcript is
     an empty text, and ``|`` or line breaks inside a transcript become spaces (counted in the report).
@@ -174,10 +186,36 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, folds:
         cnnrnn.corpora.CorpusError: the corpus cannot be read or has no usable utterance.
         ValueError: unknown ``folds_by``; speaker folds with fewer speakers than folds, or with a label
             that has fewer utterances than folds; fewer utterances than folds; no utterance left.
+        cnnrnn.outputs.OutputFolderError: ``out_dir`` holds other files or is another command's (nothing written).
+        cnnrnn.outputs.FolderInUseError: another process writes these filelists.
     """
+    from ..outputs import claim_folder, writing_stage
+
     folds = folds if n_folds is None else n_folds
     if folds_by not in FOLDS_BY:
         raise ValueError(f"folds_by must be one of {FOLDS_BY}, got {folds_by!r}")
+    out = claim_folder(out_dir, FILELISTS_KIND, recognise=is_filelists_folder)
+    parts = [(out, [LABELS_FILE, REPORT_FILE]), (out / "kfold", None), (out / "loso", None)]
+    with writing_stage(out, FILELISTS_STAGE, parts):
+        return _prepare(corpus, root, out, folds, seed, loso, labels, lang_id, folds_by)
+
+
+def _written_before(out: Path) -> set[Path]:
+    """The fold and speaker lists the earlier run's report says it wrote (``files``: ``kfold/<name>_<part>``)."""
+    from ..artifacts import load_json
+
+    try:
+        report = load_json(out / REPORT_FILE)
+    except (OSError, ValueError):
+        return set()
+    files = report.get("files") if isinstance(report, dict) else None
+    return {out / f"{key}.txt" for key in (files or {})
+            if isinstance(key, str) and key.split("/")[0] in ("kfold", "loso") and "/" in key and ".." not in key}
+
+
+def _prepare(corpus: str, root: str | Path, out: Path, folds: int, seed: int, loso: bool,
+             labels: Sequence[str] | None, lang_id: int, folds_by: str) -> dict:
+    earlier = _written_before(out)
     utterances, corpus_report = load_corpus(corpus, root)
     label_list = list(labels) if labels else label_order(corpus, {u.emotion for u in utterances if not u.is_tied})
     code = {lab: i for i, lab in enumerate(label_list)}
@@ -199,7 +237,6 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, folds:
         raise ValueError(f"{corpus}: no utterance left for labels {label_list} (skipped: "
                          f"{ {k: len(v) for k, v in skipped.items()} })")
 
-    out = Path(out_dir)
     speakers = [e.speaker_id for e in entries]
     n_speakers = len(set(speakers))
     by_speaker = folds_by == "speaker" or (folds_by == "auto" and n_speakers >= folds)
@@ -229,10 +266,10 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, folds:
         pairs = by_speaker_out.split(len(entries), None, speakers)
         loso_info = [write_pair("loso", spk, tr, te)
                      for spk, (tr, te) in zip(by_speaker_out.speakers(speakers), pairs)]
-    written = set(files.values())
-    stale = [str(f) for folder in ("kfold", "loso") for pattern in ("*_train.txt", "*_test.txt")
-             for f in sorted((out / folder).glob(pattern)) if str(f) not in written]
-    for f in stale:  # lists of an earlier run (more folds, other speakers) would be mistaken for this one's
+    written = {Path(f) for f in files.values()}
+    # lists of an earlier run (more folds, other speakers) would be mistaken for this one's; only those it wrote go
+    stale = [str(f) for f in sorted(earlier - written) if f.is_file()]
+    for f in stale:
         Path(f).unlink()
     report = {
         "corpus": corpus_report.to_dict(), "labels": label_list, "label_counts": counts,
@@ -242,5 +279,5 @@ def prepare_filelists(corpus: str, root: str | Path, out_dir: str | Path, folds:
         "loso": loso_info, "loso_note": "left out: fewer than 2 speakers" if loso and not do_loso else None,
         "lang_id": lang_id, "files": files, "removed_stale": stale,
     }
-    save_json(report, out / "prepare_report.json")
+    save_json(report, out / REPORT_FILE)
     return report

@@ -13,9 +13,14 @@ two training scripts once per list by hand. :func:`run_folds` runs both steps (:
   and the pooled scores of every fold's predictions together;
 * ``summary.md`` and ``summary.csv``: the same as a table, one row per fold, then the mean and std rows.
 
-A rerun resumes: a step whose run folder holds a ``run.json`` with the same config and its metrics file is not
-trained again (a fold cut short restarts at the step it lost). Each file's features are computed once for all
-folds (the ``cache`` of :func:`cnnrnn.dcnn.data.load_features`), and only when some fold still has to train.
+A rerun resumes: a step whose run folder holds a ``run.json`` with the same config, the same input fingerprint
+(:func:`cnnrnn.dcnn.train.step_inputs`: the filelists' rows, every wav's content, the labels and, for step 2, the
+DCNN) and its metrics file is not trained again (a fold cut short restarts at the step it lost; a fold whose audio,
+filelists or labels changed is trained again). Each file's features are computed once for all folds (the ``cache``
+of :func:`cnnrnn.dcnn.data.load_features`), and only when some fold still has to train.
+
+``out_dir`` is claimed first (kind :data:`FOLDS_KIND`: a new or empty folder, or a ``run-folds`` output) and
+written under its ``run-folds`` lock: a second ``run-folds`` into it is refused while the first runs.
 """
 from __future__ import annotations
 
@@ -41,6 +46,21 @@ STEPS = ("finetune", "train")
 #: The metrics summarised per fold.
 KEYS = ("ua", "wa", "f1_macro")
 SUMMARY_JSON, SUMMARY_MD, SUMMARY_CSV = "summary.json", "summary.md", "summary.csv"
+#: The kind of folder ``run-folds`` writes (:func:`cnnrnn.outputs.claim_folder`).
+FOLDS_KIND = "dcnn folds"
+
+
+def is_folds_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``run-folds`` output written before folder markers existed: its ``summary.json``,
+    or a fold folder with a step's run folder (``<fold>/finetune/``, ``<fold>/train/``)."""
+    from .train import is_run_folder
+
+    if (folder / SUMMARY_JSON).is_file():
+        return True
+    try:
+        return any(is_run_folder(fold / step) for fold in folder.iterdir() if fold.is_dir() for step in STEPS)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -97,9 +117,10 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def finished_step(cfg: DcnnConfig, step: str) -> dict | None:
+def finished_step(cfg: DcnnConfig, step: str, inputs: dict | None = None) -> dict | None:
     """The metrics of a step already run with exactly ``cfg`` (its run folder holds a ``run.json`` of this step
-    whose config equals ``cfg`` and its ``metrics_<step>.json``), else ``None``."""
+    whose config equals ``cfg`` and its ``metrics_<step>.json``) and, when ``inputs`` is given
+    (:func:`cnnrnn.dcnn.train.step_inputs`), on inputs of that fingerprint; else ``None``."""
     run_dir = cfg.run_dir
     metrics = run_dir / f"metrics_{step}.json"
     if not (run_dir / MANIFEST_FILE).is_file() or not metrics.is_file():
@@ -111,6 +132,10 @@ def finished_step(cfg: DcnnConfig, step: str) -> dict | None:
         return None
     if manifest.extra.get("step") != step or _plain(manifest.config) != _plain(cfg.to_dict()):
         log.info("%s: another config than this one: the step runs again", run_dir)
+        return None
+    if inputs is not None and (manifest.inputs.get(step) or {}).get("sha1") != inputs["sha1"]:
+        log.warning("%s: made from other audio, filelists, labels or DCNN than these (or before input fingerprints "
+                    "were recorded): the step runs again", run_dir)
         return None
     return load_json(metrics)
 
@@ -183,13 +208,28 @@ def run_folds(filelists: str | Path, out_dir: str | Path, finetune_cfg: DcnnConf
         FileNotFoundError: no filelists or no ``labels.json``.
         ValueError: unknown scheme or fold names; the steps' feature settings differ; bad filelists (as
             :func:`cnnrnn.dcnn.train.finetune`).
+        cnnrnn.outputs.OutputFolderError: ``out_dir`` holds other files or is another command's (nothing was
+            written).
+        cnnrnn.outputs.FolderInUseError: another ``run-folds`` writes ``out_dir``, or ``cnnrnn filelists`` writes
+            ``filelists``.
     """
+    from ..outputs import check_not_locked, claim_folder, writing_stage
+    from .filelists import FILELISTS_STAGE
+
+    filelists = Path(filelists)
+    check_not_locked(filelists, FILELISTS_STAGE, f"run the folds of {filelists}")
+    out = claim_folder(out_dir, FOLDS_KIND, recognise=is_folds_folder)
+    with writing_stage(out, "run-folds", [(out, [SUMMARY_JSON, SUMMARY_MD, SUMMARY_CSV])]):
+        return _run_folds(filelists, out, finetune_cfg, train_cfg, scheme, folds, progress, verbose)
+
+
+def _run_folds(filelists: Path, out: Path, finetune_cfg: DcnnConfig, train_cfg: DcnnConfig, scheme: str,
+               folds: Sequence[str] | None, progress: bool, verbose: int) -> dict:
     from tqdm import tqdm
 
     from .data import load_features, normalization_stats
-    from .train import finetune, train
+    from .train import finetune, step_inputs, train
 
-    filelists, out = Path(filelists), Path(out_dir)
     labels_file = filelists / LABELS_FILE
     if not labels_file.is_file():
         raise FileNotFoundError(f"{labels_file} does not exist: the filelist folder of `cnnrnn filelists` has one")
@@ -207,12 +247,16 @@ def run_folds(filelists: str | Path, out_dir: str | Path, finetune_cfg: DcnnConf
         raise ValueError("the two steps' configs have different feature settings (data section); step 2 reads "
                          "the fine-tuned DCNN's features")
     cache: dict = {}
+    digests: dict = {}  # each wav's content fingerprint, hashed once for all folds
     rows = []
     bar = tqdm(chosen, desc=f"{scheme} folds", unit="fold", disable=not progress)
     for lists in bar:
         bar.set_postfix_str(lists.name)
         cfg1, cfg2 = fold_configs(finetune_cfg, train_cfg, lists, labels_file, out)
-        step1, step2 = finished_step(cfg1, STEPS[0]), finished_step(cfg2, STEPS[1])
+        dcnn = cfg1.run_dir / DCNN_FILE
+        inputs1 = step_inputs(cfg1, labels, digests=digests)
+        step1 = finished_step(cfg1, STEPS[0], inputs1)
+        step2 = None if step1 is None else finished_step(cfg2, STEPS[1], step_inputs(cfg2, labels, dcnn, digests))
         if step1 is not None and step2 is not None:
             log.info("%s: done before, not retrained", lists.name)
             rows.append(_fold_row(lists.name, lists, step1, step2, "resumed"))
@@ -222,13 +266,15 @@ def run_folds(filelists: str | Path, out_dir: str | Path, finetune_cfg: DcnnConf
         if step1 is None:
             stats = normalization_stats(sets["train"], [sets["test"]], features)
             segmented = {part: s.segmented(features, stats) for part, s in sets.items()}
-            step1 = finetune(cfg1, progress=progress, verbose=verbose, sets=segmented, stats=stats)["metrics"]
+            step1 = finetune(cfg1, progress=progress, verbose=verbose, sets=segmented, stats=stats,
+                             inputs=inputs1)["metrics"]
             status = "trained"
         else:
-            stats = read_norm_stats(cfg1.run_dir / DCNN_FILE)
+            stats = read_norm_stats(dcnn)
             segmented = {part: s.segmented(features, stats) for part, s in sets.items()}
             status = "step 2 trained"
-        step2 = train(cfg2, progress=progress, verbose=verbose, sets=segmented)["metrics"]
+        step2 = train(cfg2, progress=progress, verbose=verbose, sets=segmented,
+                      inputs=step_inputs(cfg2, labels, dcnn, digests))["metrics"]
         _release_models()
         row = _fold_row(lists.name, lists, step1, step2, status)
         log.info("%s: UA %.4f WA %.4f F1-macro %.4f (n %d)", lists.name, row["ua"], row["wa"], row["f1_macro"],

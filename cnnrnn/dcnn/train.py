@@ -29,6 +29,14 @@ Scores go through :func:`cnnrnn.reports.write_report`; each step's ``run.json``
 ``cnnrnn predict --model <run folder>`` use it. Unusable audio (missing, unreadable, silent, shorter than
 one segment) is skipped, counted and reported; an emotion id outside the label set is an error. A rerun
 retrains and overwrites the run's files (logs are appended to).
+
+Each step claims its run folder first (:func:`claim_run`: a new or empty folder, or a DCNN run, kind
+:data:`RUN_KIND`) and writes it under the lock of its step (:func:`cnnrnn.outputs.writing_stage`): a second
+``finetune`` (or ``train``) of the same run is refused while the first runs, and temporaries a killed save left are
+removed (and counted) when the step starts again. Each step records the content fingerprint of its inputs
+(:func:`step_inputs`: the filelists' rows, every wav's content, the labels, the feature settings and, for step 2,
+the DCNN checkpoint) in ``run.json`` (``inputs``), so that ``run-folds`` never resumes a step made from other audio
+or labels; step 2 refuses a DCNN fine-tuned on other label names than its filelists'.
 """
 from __future__ import annotations
 
@@ -42,7 +50,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifacts import load_json, remove_temporary_files, save_json, save_model_h5
+from ..artifacts import load_json, save_json, save_model_h5
 from ..config import ConfigError
 from ..normalize import count_sources, norm_source
 from ..reports import write_report
@@ -50,10 +58,91 @@ from ..runs import write_manifest
 from ..splits import inner_split
 from .config import (DCNN_FILE, DCNN_META, FAMILY, MODEL_FILE, MODEL_META, NORM_FILE, DcnnConfig, FeatureConfig,
                      read_norm_stats, read_sidecar)
-from .data import (SegmentSet, load_features, merged_skips, normalization_stats, resolve_labels, segment_dataset,
-                   utterance_features, utterance_mean)
+from .data import (SegmentSet, labels_beside, load_features, merged_skips, normalization_stats, resolve_labels,
+                   segment_dataset, utterance_features, utterance_mean)
 
 log = logging.getLogger("cnnrnn.dcnn")
+
+#: The kind of folder a DCNN step's run (``<log_root>/<name>``) is (:func:`cnnrnn.outputs.claim_folder`).
+RUN_KIND = "dcnn run"
+#: The two steps, each the name of its lock; the files that tell a run written before folder markers existed.
+STEP_NAMES = ("finetune", "train")
+RUN_FILES = (DCNN_FILE, DCNN_META, MODEL_FILE, MODEL_META, "log_finetune.out", "log_train.out",
+             "metrics_finetune.json", "metrics_train.json")
+#: Every file the two steps write in a run folder (a killed write of one of them leaves ``.name.XXXX.tmp``).
+WRITTEN_FILES = (*RUN_FILES, NORM_FILE, "run.json", "history_finetune.csv", "history_train.csv",
+                 "predictions_finetune.csv", "predictions_train.csv", "confusion_finetune_segments.png",
+                 "confusion_finetune_utterances.png", "confusion_train.png")
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a DCNN run written before folder markers existed: a checkpoint, its sidecar, a
+    step's log or metrics (:data:`RUN_FILES`; a step that failed has at least its log)."""
+    return any((folder / n).is_file() for n in RUN_FILES)
+
+
+def claim_run(run_dir: str | Path) -> Path:
+    """Claim ``run_dir`` as a DCNN run folder (:func:`cnnrnn.outputs.claim_folder`): new, empty, or a run already.
+
+    Raises:
+        cnnrnn.outputs.OutputFolderError: ``run_dir`` holds other files, or is another command's output folder.
+        cnnrnn.artifacts.NotWritableError: ``run_dir`` cannot be written.
+    """
+    from ..outputs import claim_folder
+
+    return claim_folder(run_dir, RUN_KIND, recognise=is_run_folder)
+
+
+def step_inputs(cfg: DcnnConfig, labels: Sequence[str], dcnn_path: str | Path | None = None,
+                digests: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """The content fingerprint of what a step fits on: each row of both filelists (its wav's stem, speaker, emotion
+    id and the wav's content fingerprint, :func:`cnnrnn.outputs.file_digest`), the label names, the feature
+    settings and, for step 2, the DCNN checkpoint's fingerprint. Paths and times play no part.
+
+    Args:
+        cfg: the step's config (its filelists). labels: the label names the ids index.
+        dcnn_path: step 2's DCNN checkpoint.
+        digests: ``{wav path: sha1}`` shared between calls (the folds of one corpus hash each wav once).
+
+    Returns:
+        ``{"sha1", "n"}`` (and ``"dcnn"``: the checkpoint's fingerprint).
+
+    Raises:
+        FileNotFoundError, FilelistError: a filelist is missing or malformed (as
+            :func:`cnnrnn.dcnn.data.load_features`).
+    """
+    from ..outputs import digest, file_digest
+    from .filelists import read_filelist
+
+    memo: dict[str, str | None] = {} if digests is None else digests
+
+    def audio(path: str) -> str | None:
+        if path not in memo:
+            try:
+                memo[path] = file_digest(path)
+            except OSError:
+                memo[path] = None
+        return memo[path]
+
+    rows = {}
+    for split in ("train", "test"):
+        entries, _ = read_filelist(getattr(cfg.data, f"filelist_{split}"), labels, root=cfg.data.root,
+                                   check_audio=False)
+        rows[split] = [[Path(e.wavpath).stem, e.speaker_id, e.emotion_id, audio(e.wavpath)] for e in entries]
+    parts: list[Any] = [rows, list(labels), cfg.data.features().settings()]
+    out: dict[str, Any] = {"n": sum(len(r) for r in rows.values())}
+    if dcnn_path is not None:
+        out["dcnn"] = file_digest(dcnn_path)
+        parts.append(out["dcnn"])
+    return {"sha1": digest(parts), **out}
+
+
+def _other_step_not_running(run_dir: Path, step: str) -> None:
+    """Refuse to write ``step`` while the other step writes the same folder (both write its ``run.json``)."""
+    from ..outputs import check_not_locked
+
+    other = STEP_NAMES[1 - STEP_NAMES.index(step)]
+    check_not_locked(run_dir, other, f"run step {step} in {run_dir}")
 
 
 @contextmanager
@@ -152,9 +241,13 @@ def split_spec(cfg: DcnnConfig) -> dict[str, Any]:
 
 
 def _manifest(cfg: DcnnConfig, step: str, labels: Sequence[str], features: FeatureConfig, checkpoint: Path,
-              **extra) -> Path:
+              inputs: dict[str, Any], **extra) -> Path:
+    from ..outputs import read_inputs, record_inputs
+
+    record_inputs(cfg.run_dir, step, inputs)
     return write_manifest(cfg.run_dir, FAMILY, cfg.to_dict(), labels, split=split_spec(cfg),
-                          input_spec=features.input_spec(), checkpoints=[checkpoint], extra={"step": step, **extra})
+                          input_spec=features.input_spec(), checkpoints=[checkpoint], extra={"step": step, **extra},
+                          inputs=read_inputs(cfg.run_dir))
 
 
 def _load_sets(cfg: DcnnConfig, labels: Sequence[str], features: FeatureConfig, progress: bool,
@@ -240,7 +333,7 @@ def _ids(paths: Sequence[str]) -> list[str]:
 
 
 def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
-             sets: dict[str, SegmentSet] | None = None, stats=None) -> dict:
+             sets: dict[str, SegmentSet] | None = None, stats=None, inputs: dict[str, Any] | None = None) -> dict:
     """Step 1: fine-tune the DCNN on segments; see the module docstring for the files written.
 
     Args:
@@ -251,6 +344,8 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
             here (``data.normalization`` ``global`` / ``speaker``).
         stats: with ``sets`` and ``global`` / ``speaker`` normalisation: the :class:`cnnrnn.normalize.NormStats`
             the sets were normalised with (stored in the run for prediction).
+        inputs: the fingerprint of the step's inputs (:func:`step_inputs`), recorded in ``run.json``; default:
+            computed here.
 
     Returns:
         ``{'run_dir', 'checkpoint', 'metrics': {'segments': {...}, 'utterances': {...}}, 'skipped',
@@ -259,11 +354,22 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
 
     Raises:
         FileNotFoundError, FilelistError, ConfigError, WeightsError: bad inputs (see the helpers).
+        cnnrnn.outputs.OutputFolderError: the run folder holds other files or is another command's (nothing was
+            written).
+        cnnrnn.outputs.FolderInUseError: another process runs a step in this run folder.
     """
+    from ..outputs import writing_stage
+
+    run_dir = claim_run(cfg.run_dir)
+    _other_step_not_running(run_dir, "finetune")
+    with writing_stage(run_dir, "finetune", [(run_dir, WRITTEN_FILES)]):
+        return _finetune(cfg, run_dir, progress, verbose, sets, stats, inputs)
+
+
+def _finetune(cfg: DcnnConfig, run_dir: Path, progress: bool, verbose: int, sets: dict[str, SegmentSet] | None,
+              stats, inputs: dict[str, Any] | None) -> dict:
     from ..models.dcnn import build_dcnn
 
-    run_dir = cfg.run_dir
-    remove_temporary_files(run_dir)  # left by a save that was killed (artifacts.save_model_h5)
     features = cfg.data.features()
     labels = resolve_labels(cfg)
     with _run_log(run_dir / "log_finetune.out") as say:
@@ -308,8 +414,8 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
         metrics = _report(run_dir, "finetune", labels, {
             "segments": (proba, y_test, seg_ids, None),
             "utterances": (utterance_mean(proba, test.counts), test.labels, _ids(test.paths), test.paths)}, say)
-        _manifest(cfg, "finetune", labels, features, checkpoint, sidecar=DCNN_META, selection=selection,
-                  normalization=normalization)
+        _manifest(cfg, "finetune", labels, features, checkpoint, inputs or step_inputs(cfg, labels),
+                  sidecar=DCNN_META, selection=selection, normalization=normalization)
         say("saved %s", checkpoint)
     return {"run_dir": str(run_dir), "checkpoint": str(checkpoint), "metrics": metrics,
             "skipped": skipped, "n_segments": {"train": len(x_train), "test": len(x_test)},
@@ -328,7 +434,7 @@ def dcnn_checkpoint(cfg: DcnnConfig) -> Path:
 
 
 def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool = True, verbose: int = 2,
-          sets: dict[str, SegmentSet] | None = None) -> dict:
+          sets: dict[str, SegmentSet] | None = None, inputs: dict[str, Any] | None = None) -> dict:
     """Step 2: BiLSTM-attention on the fine-tuned DCNN's segment features; see the module docstring.
 
     Args:
@@ -337,28 +443,56 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
             labels and the feature settings, which must match ``cfg.data``.
         sets: precomputed segments, as for :func:`finetune`, normalised with the DCNN run's statistics
             (its ``normalization.json``, which this step copies into its run for prediction).
+        inputs: the fingerprint of the step's inputs (:func:`step_inputs` with the DCNN), recorded in
+            ``run.json``; default: computed here.
 
     Returns:
         ``{'run_dir', 'checkpoint', 'metrics': {'utterances': {...}}, 'skipped', 'max_segments',
         'normalization', 'selection'}``.
 
     Raises:
-        ConfigError: the feature settings differ from the DCNN's.
+        ConfigError: the feature settings differ from the DCNN's, or the filelists' label names differ from
+            those the DCNN was fine-tuned on.
         FileNotFoundError, FilelistError, CheckpointError: bad inputs.
+        cnnrnn.outputs.OutputFolderError: the run folder holds other files or is another command's (nothing was
+            written).
+        cnnrnn.outputs.FolderInUseError: another process runs a step in this run folder, or fine-tunes the DCNN.
     """
-    from ..artifacts import load_model
-    from ..models.blstm_attention import build_blstm_attention
-    from ..models.dcnn import feature_extractor
+    from ..outputs import check_not_locked, writing_stage
 
     dcnn_path = Path(dcnn_path) if dcnn_path else dcnn_checkpoint(cfg)
+    check_not_locked(dcnn_path.parent, "finetune", f"train on the DCNN {dcnn_path}")
     labels, features, _ = read_sidecar(dcnn_path, DCNN_META)
     mine = cfg.data.features().settings()
     differ = {k: (mine[k], v) for k, v in features.settings().items() if mine[k] != v}
     if differ:
         raise ConfigError(f"feature settings differ from the fine-tuned DCNN {dcnn_path} "
                           f"(key: (this config, DCNN)): {differ}")
-    run_dir = cfg.run_dir
-    remove_temporary_files(run_dir)  # left by a save that was killed (artifacts.save_model_h5)
+    _check_labels(cfg, labels, dcnn_path)
+    run_dir = claim_run(cfg.run_dir)
+    _other_step_not_running(run_dir, "train")
+    with writing_stage(run_dir, "train", [(run_dir, WRITTEN_FILES)]):
+        return _train(cfg, run_dir, dcnn_path, labels, features, progress, verbose, sets, inputs)
+
+
+def _check_labels(cfg: DcnnConfig, labels: Sequence[str], dcnn_path: Path) -> None:
+    """Refuse step 2 when the labels file of its filelists (``data.labels_file``, or the ``labels.json`` beside the
+    train filelist) names other labels than the DCNN was fine-tuned on: its emotion ids would mean other classes."""
+    source = cfg.data.labels_file or labels_beside(cfg.data.filelist_train)
+    if not source:
+        return
+    mine = resolve_labels(cfg)
+    if list(mine) != list(labels):
+        raise ConfigError(f"the labels of {source} {list(mine)} differ from those the DCNN {dcnn_path} was fine-tuned "
+                          f"on {list(labels)}: fine-tune it again on these filelists")
+
+
+def _train(cfg: DcnnConfig, run_dir: Path, dcnn_path: Path, labels: list[str], features: FeatureConfig,
+           progress: bool, verbose: int, sets: dict[str, SegmentSet] | None, inputs: dict[str, Any] | None) -> dict:
+    from ..artifacts import load_model
+    from ..models.blstm_attention import build_blstm_attention
+    from ..models.dcnn import feature_extractor
+
     with _run_log(run_dir / "log_train.out") as say:
         say("step 2 (BLSTM + attention) %s on %s: config %s", cfg.train.name, dcnn_path, json.dumps(cfg.to_dict()))
         extractor = feature_extractor(load_model(dcnn_path))
@@ -395,8 +529,8 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
         proba = model.predict(x["test"], batch_size=cfg.train.batch_size, verbose=0)
         metrics = _report(run_dir, "train", labels, {"utterances": (proba, test.labels, _ids(test.paths),
                                                                     test.paths)}, say)
-        _manifest(cfg, "train", labels, features, checkpoint, sidecar=MODEL_META, dcnn_checkpoint=dcnn_rel,
-                  selection=selection, normalization=normalization)
+        _manifest(cfg, "train", labels, features, checkpoint, inputs or step_inputs(cfg, labels, dcnn_path),
+                  sidecar=MODEL_META, dcnn_checkpoint=dcnn_rel, selection=selection, normalization=normalization)
         say("saved %s", checkpoint)
     return {"run_dir": str(run_dir), "checkpoint": str(checkpoint), "metrics": metrics,
             "skipped": skipped, "max_segments": int(max(v.shape[1] for v in x.values())),

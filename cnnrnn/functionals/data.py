@@ -14,7 +14,7 @@
 * :func:`cached_features` / :func:`extract_all`: one ``.npy`` per file and feature setting under
   ``<cache_dir>/<feature_set>_<sr>/`` (Whisper: ``whisper_<model>_<weights sha1>_<pad>/``, every block of the
   clip in one file, so the block and the weights file's content are part of the key), keyed by the file's
-  resolved path, size and modification time, written
+  content (:func:`cnnrnn.outputs.file_digest`, never its path or time), written
   atomically (:func:`cnnrnn.artifacts.atomic_write_bytes`); a rerun or another fold reads them back;
 * :func:`split_items`: the seeded train/test split, made by the core splitters of :mod:`cnnrnn.splits`;
 * :func:`normalised`: the feature matrix normalised by :mod:`cnnrnn.normalize`.
@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import logging
 import time
@@ -42,9 +41,9 @@ from .whisper import (WHISPER_MAX_SECONDS, WHISPER_SR, check_whisper_block, enco
 
 log = logging.getLogger("cnnrnn.functionals")
 
-__all__ = ["SplitError", "cached_features", "cache_folder", "check_whisper_block", "common_rate", "extract",
-           "extract_all", "feature_shape", "normalised", "smile", "split_items", "whisper_blocks", "whisper_identity",
-           "whisper_sizes", "whisper_weights_path"]
+__all__ = ["CACHE_KIND", "SplitError", "cached_features", "cache_folder", "check_whisper_block", "claim_cache",
+           "common_rate", "extract", "extract_all", "feature_shape", "is_feature_cache", "normalised", "smile",
+           "split_items", "whisper_blocks", "whisper_identity", "whisper_sizes", "whisper_weights_path"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -183,9 +182,42 @@ def cache_folder(cache_dir: str | Path, cfg: FunctionalsConfig) -> Path:
 
 
 def _cache_path(path: Path, folder: Path) -> Path:
-    st = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode("utf-8")).hexdigest()[:20]
-    return folder / f"{path.stem[:40]}_{key}.npy"
+    """The cache file of ``path``: its stem and its content fingerprint (:func:`cnnrnn.outputs.file_digest`), so
+    other audio under the same name (a corpus replaced in place, its times kept) never reads another clip's
+    features, and a moved corpus reads its own."""
+    from ..outputs import file_digest
+
+    return folder / f"{path.stem[:40]}_{file_digest(path)[:20]}.npy"
+
+
+#: The kind of a functionals feature cache folder (:func:`cnnrnn.outputs.claim_folder`): ``<out>/cache`` or
+#: ``--cache-dir``.
+CACHE_KIND = "functionals feature cache"
+
+
+def is_feature_cache(folder: Path) -> bool:
+    """Whether ``folder`` holds a functionals feature cache written before folder markers existed: a folder of one
+    feature setting (``<feature_set>_<sr>``, ``whisper_<model>_<sha1>_<pad>``, :func:`cache_folder`)."""
+    from .config import FEATURE_SETS
+
+    try:
+        return folder.is_dir() and any(p.is_dir() and any(p.name.startswith(f"{s}_") for s in FEATURE_SETS)
+                                       for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def claim_cache(cache_dir: str | Path) -> Path:
+    """Claim ``cache_dir`` as a functionals feature cache root (:func:`cnnrnn.outputs.claim_folder`, kind
+    :data:`CACHE_KIND`): new, empty, or a functionals feature cache already.
+
+    Raises:
+        cnnrnn.outputs.OutputFolderError: ``cache_dir`` holds other files, or is another command's folder.
+        cnnrnn.artifacts.NotWritableError: ``cache_dir`` cannot be written.
+    """
+    from ..outputs import claim_folder
+
+    return claim_folder(cache_dir, CACHE_KIND, recognise=is_feature_cache)
 
 
 def cached_features(path: str | Path, cfg: FunctionalsConfig, cache_dir: str | Path | None) -> tuple[np.ndarray, bool]:
@@ -249,7 +281,11 @@ def extract_all(paths: Sequence[str | Path], cfg: FunctionalsConfig, cache_dir: 
 
     Raises:
         cnnrnn.models.blocks.WeightsError: Whisper weights missing or broken (checked before any file).
+        cnnrnn.outputs.OutputFolderError: ``cache_dir`` holds other files or is another command's folder (it is
+            claimed first, kind :data:`CACHE_KIND`).
     """
+    if cache_dir is not None:
+        claim_cache(cache_dir)
     if cfg.is_whisper:
         whisper_identity(cfg)  # a missing weights file is one clear error, not a skip per file
     elif opensmile_unsafe_here():

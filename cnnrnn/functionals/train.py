@@ -23,6 +23,11 @@ A run folder (:func:`train`) holds:
 With a ``nested`` key, ``run.json``'s config holds the chosen values (what prediction uses), and ``run.json``
 (``selection``) and ``metrics.json`` (``selection``) record the choice, the configured values and every
 candidate's inner UA. A Whisper run records its weights file resolved, with its sha1 (``input.whisper_weights``).
+
+The run folder is claimed first (:func:`claim_run`: a new or empty folder, or a functionals run, kind
+:data:`RUN_KIND`) and trained under its ``train`` lock (:func:`cnnrnn.outputs.writing_stage`): a second train of
+the same run is refused while the first runs, and the temporaries a killed write left are removed (and counted)
+when the next train starts. :func:`evaluate` writes a predictions folder (kind :data:`PREDICTIONS_KIND`).
 """
 from __future__ import annotations
 
@@ -35,17 +40,68 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import normalize
-from ..artifacts import LABELS_FILE, load_json, remove_temporary_files, save_json
+from ..artifacts import LABELS_FILE, load_json, save_json
 from ..corpora import Utterance, label_order, load_corpus, match_labels, relabel_by_meaning
-from ..reports import write_report
+from ..reports import REPORT_FILES, write_report
 from ..runs import MANIFEST_FILE, read_manifest, write_manifest
 from .config import FAMILY, MODEL_FILE, NORMALIZATION_FILE, FunctionalsConfig, load_functionals_config
-from .data import common_rate, extract_all, normalised, split_items
+from .data import cache_folder, claim_cache, common_rate, extract_all, is_feature_cache, normalised, split_items
 from .whisper import check_whisper_block, whisper_weights_path
 from .predict import FunctionalsRun, predict_proba, save_model
 from .select import block_matrix, choose
 
 log = logging.getLogger("cnnrnn.functionals")
+
+#: The kind of folder a functionals run is (:func:`cnnrnn.outputs.claim_folder`).
+RUN_KIND = "functionals run"
+#: The kind of folder :func:`evaluate` writes (``metrics.json``, ``predictions.csv``, ``confusion_matrix.png``).
+PREDICTIONS_KIND = "predictions"
+#: What a run folder holds besides ``cache/`` (a killed write of one of them leaves ``.name.XXXX.tmp``).
+RUN_FILES = (MODEL_FILE, NORMALIZATION_FILE, LABELS_FILE, MANIFEST_FILE, "corpus_report.json", "split.json",
+             *REPORT_FILES.values())
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a functionals run written before folder markers existed: its ``model.skops``, or
+    the feature cache ``cache/`` of a run that stopped before it."""
+    return (folder / MODEL_FILE).is_file() or is_feature_cache(folder / "cache")
+
+
+def claim_run(out: str | Path) -> Path:
+    """Claim ``out`` as a functionals run folder (:func:`cnnrnn.outputs.claim_folder`): new, empty, or a run already.
+
+    Raises:
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files, or is another command's output folder.
+        cnnrnn.artifacts.NotWritableError: ``out`` cannot be written.
+    """
+    from ..outputs import claim_folder
+
+    return claim_folder(out, RUN_KIND, recognise=is_run_folder)
+
+
+def is_predictions_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds this family's predictions written before folder markers existed: the
+    ``metrics.json`` of :func:`cnnrnn.reports.write_report` (``family`` ``functionals``), in a folder that is no
+    run."""
+    try:
+        metrics = load_json(folder / REPORT_FILES["metrics"])
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and metrics.get("family") == FAMILY and not (folder / MANIFEST_FILE).exists() \
+        and not is_run_folder(folder)
+
+
+def claim_predictions(out: str | Path) -> Path:
+    """Claim ``out`` as a predictions folder (kind :data:`PREDICTIONS_KIND`): new, empty, or predictions already.
+
+    Raises:
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files (a run's, a corpus') or is another command's
+            output folder.
+        cnnrnn.artifacts.NotWritableError: ``out`` cannot be written.
+    """
+    from ..outputs import claim_folder
+
+    return claim_folder(out, PREDICTIONS_KIND, recognise=is_predictions_folder)
 
 
 def build_pipeline(cfg: FunctionalsConfig, y_train: Sequence[int]):
@@ -114,15 +170,30 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, ca
         cnnrnn.models.blocks.WeightsError: Whisper weights missing or broken (before anything else is done).
         ValueError: no usable audio, a training class of one clip, a Whisper block the encoder lacks, or a
             nested choice without 2 training speakers.
+        cnnrnn.outputs.OutputFolderError: ``out`` (or ``cache_dir``) holds other files or is another command's
+            folder (nothing was written).
+        cnnrnn.outputs.FolderInUseError: another process trains this run.
     """
+    from ..outputs import writing_stage
+
     cfg = load_functionals_config(config, **overrides)
     if cfg.is_whisper:  # fail before reading the corpus; the run records the weights resolved
         cfg = dataclasses.replace(cfg, whisper_weights=str(whisper_weights_path(cfg)))
         check_whisper_block(cfg)
+    out = claim_run(out)  # after the config: a refused config leaves the folder untouched
+    if cache_dir is not None:  # refused before the corpus is read
+        claim_cache(cache_dir)
+    # the run's own cache is written by this run only; a shared --cache-dir may be written by another run now
+    own_cache = [(cache_folder(out / "cache", cfg), None)] if cache_dir is None else []
+    with writing_stage(out, "train", [(out, RUN_FILES), *own_cache]):
+        return _train(corpus, root, out, cfg, cache_dir, progress)
+
+
+def _train(corpus: str, root: str | Path, out: Path, cfg: FunctionalsConfig, cache_dir: str | Path | None,
+           progress: bool) -> dict[str, Any]:
+    from ..outputs import audio_digests, digest, read_inputs, record_inputs
+
     configured = {k: getattr(cfg, k) for k in cfg.nested}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_temporary_files(out)  # left by a write that was killed (artifacts.atomic_write)
     utterances, corpus_report = load_corpus(corpus, root)
     labels = label_order(corpus, {u.emotion for u in utterances})
     kept, X, skipped_audio, feat_info = extract_all([u.audio_path for u in utterances], cfg,
@@ -133,6 +204,10 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, ca
     utts = [utterances[i] for i in kept]
     y = _corpus_arrays(utts, labels)
     speakers = [u.speaker for u in utts]
+    # what the run fits on: each clip's audio fingerprint, label and speaker (the features are keyed by content too)
+    sources = audio_digests([u.audio_path for u in utts])
+    fingerprint = {"sha1": digest([[u.id, d, u.emotion, u.speaker] for u, d in zip(utts, sources)]),
+                   "n": len(utts)}
     split = split_items(y, speakers, cfg)
     tr, te = split["train"], split["test"]
     selection = None
@@ -168,8 +243,9 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, ca
     if cfg.sr is None and corpus_sr is None:
         log.warning("the training files have different sample rates: openSMILE sees each at its own rate, and so "
                     "will new files at prediction (set sr in the config to resample them all)")
+    record_inputs(out, "train", fingerprint)
     write_manifest(out, FAMILY, cfg.to_dict(), labels, split=split["spec"], input_spec=cfg.input_spec(corpus_sr),
-                   checkpoints=[out / MODEL_FILE],
+                   checkpoints=[out / MODEL_FILE], inputs=read_inputs(out),
                    extra={"corpus": corpus, "root": str(Path(root).resolve()), "cache": feat_info["cache"],
                           "normalization_file": NORMALIZATION_FILE if stats is not None else None,
                           "selection": selection})
@@ -218,21 +294,36 @@ def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None
         FileNotFoundError: the run lacks one of its files.
         ManifestError: the run's ``run.json`` is of another family or a newer schema.
         ValueError: only one of ``corpus`` / ``root``, or nothing to score.
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files (a run's, a corpus') or is another command's
+            folder (nothing was written).
+        cnnrnn.outputs.FolderInUseError: another process trains the run, or writes ``out``.
     """
+    from ..outputs import check_not_locked, writing_stage
+
     if (corpus is None) != (root is None):
         raise ValueError("give both corpus and root to evaluate on another corpus, or neither")
     run = Path(run)
+    check_not_locked(run, "train", "evaluate this run")
     manifest = read_manifest(run / MANIFEST_FILE, families=[FAMILY])
+    own = corpus is None
+    if own:
+        out = Path(out) if out else run / "evaluation"
+    else:
+        out = Path(out) if out else run / f"evaluation_{corpus}"
+    out = claim_predictions(out)
+    with writing_stage(out, "predict", [(out, list(REPORT_FILES.values()))]):
+        return _evaluate(run, manifest, corpus, root, out, cache_dir, progress)
+
+
+def _evaluate(run: Path, manifest, corpus: str | None, root, out: Path, cache_dir, progress: bool) -> dict[str, Any]:
     fitted = FunctionalsRun.load(run, manifest)
     cfg, labels = fitted.config, fitted.labels
     own = corpus is None
     if own:
         corpus, root = manifest.extra["corpus"], manifest.extra["root"]
         wanted = set(load_json(run / "split.json")["test"])
-        out = Path(out) if out else run / "evaluation"
     else:
         wanted = None
-        out = Path(out) if out else run / f"evaluation_{corpus}"
     if cache_dir is None and manifest.extra.get("cache"):  # <cache root>/<feature setting> of the training run
         cache_dir = Path(manifest.extra["cache"]).parent
     utterances, corpus_report = load_corpus(corpus, root)

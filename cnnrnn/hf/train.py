@@ -5,6 +5,12 @@ hierarchical classifier of ``-ETRI-Emotion-Recognition``: neutral versus the res
 emotions), saves the checkpoint (see :mod:`cnnrnn.hf.models`), writes the run manifest ``run.json`` (family
 ``hf``, config, labels, split, input spec) and scores the fold's test part with
 :func:`cnnrnn.hf.predict.evaluate`.
+
+The run folder is claimed first (:func:`claim_run`: a new or empty folder, or an HF run, kind :data:`RUN_KIND`)
+and written under its ``train`` lock (:func:`cnnrnn.outputs.writing_stage`): a second train of the same run is
+refused while the first runs; the temporaries and the ``checkpoint.partial/`` folder a killed run left are
+removed (and counted) when the next train starts. ``run.json`` records the content fingerprint of the records the
+run was trained and scored on (``inputs``: ids, texts, labels, ratings, speakers and each wav's content).
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from ..artifacts import atomic_write_bytes
 from ..config import to_dict
 from ..corpora import CorpusReport
 from ..corpora.kemdy import KEMDY_LABELS
+from ..reports import REPORT_FILES
 from ..runs import write_manifest
 from .config import HFConfig, TrainConfig
 from .data import HFRecord, fold_split, split_spec
@@ -24,6 +31,68 @@ from .models import CHECKPOINT_DIR, NEUTRAL, HFModel, HierarchicalModel, ModelSp
 from .predict import evaluate
 
 log = logging.getLogger("cnnrnn.hf")
+#: The kind of folder an HF run is (:func:`cnnrnn.outputs.claim_folder`).
+RUN_KIND = "hf run"
+#: The kind of folder ``cnnrnn hf predict --out`` writes (``metrics.json``, ``predictions.csv``, ...).
+PREDICTIONS_KIND = "predictions"
+PARTIAL_DIR = f"{CHECKPOINT_DIR}.partial"
+#: What a run folder holds besides ``checkpoint/`` (a killed write of one of them leaves ``.name.XXXX.tmp``).
+RUN_FILES = ("run.json", "history.csv", *REPORT_FILES.values())
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an HF run written before folder markers existed: its ``checkpoint/`` (or the
+    ``checkpoint.partial/`` of a save that was killed)."""
+    return (folder / CHECKPOINT_DIR).is_dir() or (folder / PARTIAL_DIR).is_dir()
+
+
+def claim_run(out: str | Path) -> Path:
+    """Claim ``out`` as an HF run folder (:func:`cnnrnn.outputs.claim_folder`): new, empty, or a run already.
+
+    Raises:
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files, or is another command's output folder.
+        cnnrnn.artifacts.NotWritableError: ``out`` cannot be written.
+    """
+    from ..outputs import claim_folder
+
+    return claim_folder(out, RUN_KIND, recognise=is_run_folder)
+
+
+def is_predictions_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds this family's predictions written before folder markers existed: the
+    ``metrics.json`` of :func:`cnnrnn.hf.predict.evaluate` (``family`` ``hf``), in a folder that is no run."""
+    from ..artifacts import load_json
+
+    try:
+        metrics = load_json(folder / REPORT_FILES["metrics"])
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and metrics.get("family") == "hf" and not (folder / "run.json").exists() \
+        and not is_run_folder(folder)
+
+
+def claim_predictions(out: str | Path) -> Path:
+    """Claim ``out`` as a predictions folder (kind :data:`PREDICTIONS_KIND`): new, empty, or predictions already.
+
+    Raises:
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files (a run's, a corpus') or is another command's
+            output folder.
+        cnnrnn.artifacts.NotWritableError: ``out`` cannot be written.
+    """
+    from ..outputs import claim_folder
+
+    return claim_folder(out, PREDICTIONS_KIND, recognise=is_predictions_folder)
+
+
+def records_inputs(records: Sequence[HFRecord]) -> dict[str, Any]:
+    """The content fingerprint of ``records``: every field (id, text, labels, ratings, speaker, session) but the
+    audio path, and the content of each wav (:func:`cnnrnn.outputs.file_digest`, ``None`` when unreadable).
+    ``{"sha1", "n"}``."""
+    from ..outputs import audio_digests, digest
+
+    audio = audio_digests([r.audio_path for r in records])
+    rows = [[{k: v for k, v in r.__dict__.items() if k != "audio_path"}, d] for r, d in zip(records, audio)]
+    return {"sha1": digest(rows), "n": len(records)}
 #: Sample rate of the wav2vec2 feature extractors (16 kHz), recorded in ``run.json`` for text-only runs too.
 SPEECH_SR = 16000
 
@@ -99,11 +168,29 @@ def train_fold(records: Sequence[HFRecord], cfg: HFConfig, out: str | Path, *, l
         ValueError: hierarchical with a task other than classification; no usable record.
         SplitError: the fold does not exist, too few records.
         HFModelError: a backbone cannot be loaded offline.
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files or is another command's folder (nothing was
+            written).
+        cnnrnn.outputs.FolderInUseError: another process trains this run.
     """
+    from ..outputs import writing_stage
+
+    out = claim_run(out)
+    with writing_stage(out, "train", [(out, RUN_FILES)]):
+        partial = out / PARTIAL_DIR
+        if partial.is_dir():  # a save that was killed
+            n_files = sum(1 for p in partial.rglob("*") if p.is_file())
+            shutil.rmtree(partial)
+            log.info("train: removed %s (%d file(s)) left by an interrupted save", partial, n_files)
+        return _train_fold(records, cfg, out, labels, progress, callbacks, source)
+
+
+def _train_fold(records: Sequence[HFRecord], cfg: HFConfig, out: Path, labels: Sequence[str] | None, progress: bool,
+                callbacks: Sequence, source: dict[str, Any] | None) -> dict:
     import pandas as pd
     import tf_keras as keras
 
-    out = Path(out)
+    from ..outputs import read_inputs, record_inputs
+
     train_cfg = cfg.train
     report = CorpusReport("hf-train", "")
     keras.utils.set_random_seed(train_cfg.seed)
@@ -129,17 +216,18 @@ def train_fold(records: Sequence[HFRecord], cfg: HFConfig, out: str | Path, *, l
         history = pd.concat([hist1.assign(stage="neutral"), hist2.assign(stage="rest")])
     else:
         model, history = _train_one(spec, train, train_cfg, report, progress, callbacks)
-    partial = out / f"{CHECKPOINT_DIR}.partial"
+    partial = out / PARTIAL_DIR
     shutil.rmtree(partial, ignore_errors=True)
     model.save(partial)
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     partial.rename(out / CHECKPOINT_DIR)
     io = model.neutral if isinstance(model, HierarchicalModel) else model
     sr = int(io.extractor.sampling_rate) if io.extractor is not None else SPEECH_SR
+    record_inputs(out, "train", records_inputs(records))
     write_manifest(out, "hf", to_dict(cfg), spec.labels, split=split,
                    input_spec={"sr": sr, "max_len": spec.max_len, "max_seconds": spec.max_seconds,
                                "modality": spec.modality},
-                   checkpoints=[out / CHECKPOINT_DIR],
+                   checkpoints=[out / CHECKPOINT_DIR], inputs=read_inputs(out),
                    extra={"source": dict(source or {}), "multilabel": spec.multilabel})
     history.index.name = "epoch"
     atomic_write_bytes(out / "history.csv", history.to_csv().encode("utf-8"))
