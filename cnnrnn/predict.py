@@ -13,6 +13,12 @@ longer than the model's clip becomes windows in memory (:class:`cnnrnn.audio.Cli
 silent windows are marked and left out (:func:`cnnrnn.audio.silence_mask`), the family predicts the others as it
 predicts files, and the window probabilities become ``timeline.csv``, one timeline figure per file and one row per
 file in ``predictions.csv``.
+
+Speech check (:mod:`cnnrnn.speech`, Silero VAD): an audio file or window that holds no speech (white noise, a
+constant, a tone, music) gets the label ``no_speech`` (:data:`cnnrnn.speech.NO_SPEECH`) and NaN probabilities instead
+of an emotion, here, once for every audio family (Hugging Face runs, which predict transcripts, aside);
+``classify_anyway`` (``--classify-anyway``) turns it off. In a labelled evaluation such a file is an error for its
+true class (:func:`cnnrnn.evaluation.classification_metrics`), counted in ``metrics.json`` (``no_speech``).
 """
 from __future__ import annotations
 
@@ -102,7 +108,7 @@ def resolve_family(model: str | Path):
 
 def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_dir: str | Path | None = None, *,
             progress: bool = True, fuse: bool = False, window: float | None = None, hop: float | None = None,
-            silence_db: float | None = SILENCE_TOP_DB, **options: Any) -> dict:
+            silence_db: float | None = SILENCE_TOP_DB, classify_anyway: bool = False, **options: Any) -> dict:
     """Predict ``source`` with a trained run of any family, or fuse several runs.
 
     **Long recordings.** A model with a fixed clip length (its run's ``input.duration``: CNNRNN, the baselines,
@@ -111,6 +117,16 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
     in one clip is predicted as before. ``window`` cuts every audio file, whatever its length, and works with
     every family but Hugging Face (the functionals family and DCNN without ``max_sec`` take whole files of any
     length, so they are windowed only when asked). See :func:`predict_windows`.
+
+    **Speech check.** Before an audio file gets an emotion, :func:`cnnrnn.speech.is_speech` (Silero VAD) says
+    whether it holds speech; one that does not (noise, a constant, a tone, music) gets the label ``no_speech``,
+    ``predicted_index`` -1 and NaN probabilities in ``predictions.csv``, is listed in the result's ``no_speech``
+    and logged. Of a folder or list of audio files, only the speech is given to the family (so noise never enters
+    a speaker's normalisation statistics); the files of a CSV or filelist, or a single file, are
+    predicted and then marked. In a labelled evaluation (a CSV with labels, a DCNN filelist) a ``no_speech`` file
+    counts as an error for its true class, never dropped; ``metrics.json`` says how many (``no_speech``).
+    Windows of long recordings are checked the same way (:func:`predict_windows`). Images and pickles are not
+    audio and are not checked; nor are Hugging Face runs (they predict transcripts).
 
     Args:
         models: a checkpoint, a run folder, a shipped model's name (:func:`shipped_models`: ``emodb``), an
@@ -129,6 +145,8 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
         silence_db: a window is silence, marked and not classified, when under
             :data:`cnnrnn.audio.SILENCE_MIN_VOICED` of it is within this many dB of the recording's loudest
             frame (:func:`cnnrnn.audio.silence_mask`); ``None``: classify every window.
+        classify_anyway: skip the speech check: every audio file and window that is not silence gets an emotion
+            (``--classify-anyway``).
         options: ``labels``, ``config``, ``resize``, ``batch_size``, ``speaker``: passed to the families, which
             ignore what does not apply; ``images`` (a folder of audio and images gives its images, not its
             audio): CNNRNN runs only; ``render`` (``fast``/``specshow``), ``pixel_range`` (``0-255``/``0-1``),
@@ -138,7 +156,8 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
     Returns:
         ``{"predictions": DataFrame, "metrics": dict | None, "files": {...}, "skipped": {...}, "family": str}``
         (``family`` is ``fusion`` for a fusion, with ``"runs"``: each run's own result); with windows also
-        ``"timeline"`` (the DataFrame of ``timeline.csv``) and ``"windows"`` (the settings used).
+        ``"timeline"`` (the DataFrame of ``timeline.csv``) and ``"windows"`` (the settings used); when the speech
+        check ran, ``"no_speech"``: the files labelled ``no_speech`` (sources as in ``predictions.csv``).
 
     Raises:
         ValueError: models of different families without ``fuse``; runs whose classes cannot be matched;
@@ -147,6 +166,7 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
             raises for bad input.
         cnnrnn.artifacts.NotWritableError: ``out_dir`` cannot be written (checked before any work; a family
             checks its default output folder the same way).
+        cnnrnn.speech.SpeechCheckError: the speech check cannot run (onnxruntime or its model file missing).
     """
     for name, value in (("window", window), ("hop", hop)):
         if value is not None and not value > 0:
@@ -176,23 +196,38 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
                          "or average their probabilities with --fuse")
     plan = window_plan(source, paths, resolved, window, hop, images=bool(options.get("images")),
                        config=options.get("config"))
+    check = not classify_anyway and "hf" not in families  # Hugging Face runs predict transcripts
     if plan is not None:
         return predict_windows(plan, paths, resolved, out_dir, progress=progress, fuse=fuse, silence_db=silence_db,
-                               options=options)
-    return _dispatch(paths, resolved, source, out_dir, progress, fuse, options)
+                               speech_check=check, options=options)
+    if not check:
+        return _dispatch(paths, resolved, source, out_dir, progress, fuse, options)
+    speech = SpeechCheck(progress)
+    files = None if options.get("images") else audio_inputs(source)
+    left_out: list[str] = []
+    if files:
+        quiet = [f for f, verdict in zip(files, speech.check(files)) if verdict is False]
+        if quiet and len(quiet) < len(files):  # the family never sees them (all of them: predicted, then marked)
+            left_out = [str(f) for f in quiet]
+            source = [f for f in files if str(f) not in left_out]
+    return _dispatch(paths, resolved, source, out_dir, progress, fuse, options, speech, left_out, files)
 
 
-def _dispatch(paths, resolved, source, out_dir, progress: bool, fuse: bool, options: dict) -> dict:
-    """One family's ``predict_run``, or the fusion of several runs."""
+def _dispatch(paths, resolved, source, out_dir, progress: bool, fuse: bool, options: dict,
+              speech: SpeechCheck | None = None, left_out: Sequence[str] = (), order: Sequence | None = None) -> dict:
+    """One family's ``predict_run``, or the fusion of several runs; with ``speech``, its rows of audio that is not
+    speech marked ``no_speech`` and rows added for the files ``left_out`` (:func:`mark_no_speech`)."""
     if fuse:
-        return _fuse(paths, resolved, source, out_dir, progress, options)
+        return _fuse(paths, resolved, source, out_dir, progress, options, speech, left_out, order)
     family, manifest = resolved[0]
     module = importlib.import_module(FAMILY_MODULES[family])
     result = module.predict_run(paths, source, out_dir, manifest=manifest, progress=progress, **options)
-    return {**result, "family": family}
+    result = {**result, "family": family}
+    return mark_no_speech(result, speech, left_out, order) if speech is not None else result
 
 
-def _fuse(paths, resolved, source, out_dir, progress: bool, options: dict) -> dict:
+def _fuse(paths, resolved, source, out_dir, progress: bool, options: dict, speech: SpeechCheck | None = None,
+          left_out: Sequence[str] = (), order: Sequence | None = None) -> dict:
     groups: dict[tuple, list[Path]] = {}
     for path, (family, manifest) in zip(paths, resolved):
         key = (family, str(manifest.folder) if manifest is not None else str(path.resolve()))
@@ -204,12 +239,13 @@ def _fuse(paths, resolved, source, out_dir, progress: bool, options: dict) -> di
     for k, ((family, _), members) in enumerate(groups.items(), start=1):
         manifest = next(m for p, (f, m) in zip(paths, resolved) if p in members)
         module = importlib.import_module(FAMILY_MODULES[family])
-        result = module.predict_run(members, source, out / f"{family}_{k}", manifest=manifest, progress=progress,
-                                    **options)
-        runs.append({**result, "family": family})
-    return {**fuse_predictions([r["predictions"] for r in runs], out), "family": "fusion", "runs": runs,
-            "notes": [n for r in runs for n in r.get("notes") or ()],
-            "skipped": {f"{r['family']}:{reason}": items for r in runs for reason, items in r["skipped"].items()}}
+        result = {**module.predict_run(members, source, out / f"{family}_{k}", manifest=manifest, progress=progress,
+                                       **options), "family": family}
+        runs.append(mark_no_speech(result, speech, left_out, order, announce=False) if speech is not None else result)
+    fused = {**fuse_predictions([r["predictions"] for r in runs], out), "family": "fusion", "runs": runs,
+             "notes": [n for r in runs for n in r.get("notes") or ()],
+             "skipped": {f"{r['family']}:{reason}": items for r in runs for reason, items in r["skipped"].items()}}
+    return mark_no_speech(fused, speech, (), order) if speech is not None else fused
 
 
 def fuse_predictions(tables: Sequence, out_dir: str | Path) -> dict:
@@ -267,6 +303,141 @@ def fuse_predictions(tables: Sequence, out_dir: str | Path) -> dict:
     sources = first["source"].tolist() if "source" in first else None
     return write_report(out_dir, proba.astype(np.float32), base, ids, y_true, family="fusion", sources=sources,
                         extra={"runs": len(tables)})
+
+
+# --------------------------------------------------------------------------- speech check
+class SpeechCheck:
+    """The speech check's verdicts on audio files (:func:`cnnrnn.speech.is_speech`), each file read once at
+    :data:`cnnrnn.speech.VAD_SR` and its verdict kept by path (``verdicts``: ``True`` speech, ``False`` not,
+    ``None`` not an audio file or one that does not load: its family then says why)."""
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+        self.verdicts: dict[str, bool | None] = {}
+
+    def check(self, paths: Sequence[str | Path]) -> list[bool | None]:
+        """The verdict on each of ``paths`` (a progress bar for two new files or more).
+
+        Raises:
+            cnnrnn.speech.SpeechCheckError: onnxruntime or the detector's model file is missing.
+        """
+        new = list(dict.fromkeys(str(p) for p in paths if str(p) not in self.verdicts))
+        if new:
+            from tqdm import tqdm
+
+            for key in tqdm(new, desc="speech check", unit="file", disable=not self.progress or len(new) < 2):
+                self.verdicts[key] = self._verdict(Path(key))
+        return [self.verdicts[str(p)] for p in paths]
+
+    def verdict(self, path: str | Path) -> bool | None:
+        """The verdict on one file (see the class)."""
+        return self.check([path])[0]
+
+    @staticmethod
+    def _verdict(path: Path) -> bool | None:
+        from .audio import AUDIO_EXTENSIONS, AudioError, load_audio
+        from .speech import VAD_SR, is_speech
+
+        if path.suffix.lower() not in AUDIO_EXTENSIONS or not path.is_file():
+            return None
+        audio_log = logging.getLogger("cnnrnn.audio")  # its warnings (a truncated file) come when the family reads it
+        level = audio_log.level
+        audio_log.setLevel(logging.ERROR)
+        try:
+            y, sr = load_audio(path, VAD_SR)
+        except AudioError:
+            return None
+        finally:
+            audio_log.setLevel(level)
+        return is_speech(y, sr)
+
+
+def no_speech_rows(table, mask) -> None:
+    """Mark the rows ``mask`` (``(N,) bool``) of a ``predictions.csv`` / ``timeline.csv`` DataFrame as
+    ``no_speech`` in place: label :data:`cnnrnn.speech.NO_SPEECH`, NaN probabilities and confidence, and
+    ``predicted_index`` :data:`cnnrnn.speech.NO_SPEECH_INDEX` where the table has that column."""
+    import numpy as np
+
+    from .speech import NO_SPEECH, NO_SPEECH_INDEX
+
+    mask = np.asarray(mask, bool)
+    pcols = [c for c in table.columns if str(c).startswith("p_")]
+    table.loc[mask, pcols + ["confidence"]] = np.nan
+    table.loc[mask, "predicted" if "predicted" in table.columns else "label"] = NO_SPEECH
+    if "predicted_index" in table.columns:
+        table.loc[mask, "predicted_index"] = NO_SPEECH_INDEX
+        table["predicted_index"] = table["predicted_index"].astype(int)
+
+
+def mark_no_speech(result: dict, speech: SpeechCheck, left_out: Sequence[str] = (),
+                   order: Sequence | None = None, announce: bool = True) -> dict:
+    """A family's prediction result with its audio that is not speech marked ``no_speech`` (the speech check of
+    :func:`predict`), its files rewritten.
+
+    The rows of ``predictions.csv`` whose ``source`` is an audio file that :class:`SpeechCheck` finds no speech in
+    are marked (:func:`no_speech_rows`), and a row is added for each file of ``left_out`` (files not given to the
+    family), in the order of ``order`` (the input files) when given; ``announce`` logs one warning that lists them.
+    When the true labels are known, the scores are computed again with every ``no_speech`` row an error for its
+    true class (:func:`cnnrnn.evaluation.classification_metrics`, scikit-learn), and ``metrics.json`` (and the
+    confusion matrix's title) says how many: ``no_speech``, ``no_speech_by_class``, ``speech_check`` (the
+    detector).
+
+    Returns:
+        ``result`` with ``predictions`` and ``metrics`` updated and ``"no_speech"``: the sources marked.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .artifacts import atomic_write_bytes, save_json
+    from .audio import input_id
+    from .speech import DETECTOR, NO_SPEECH
+
+    table = result["predictions"]
+    if "source" not in table.columns:
+        return {**result, "no_speech": []}
+    speech.check(table["source"].astype(str).tolist())
+    present = set(table["source"].astype(str))
+    extra = [f for f in left_out if f not in present]
+    if extra:
+        table = pd.concat([table, pd.DataFrame({"id": [input_id(Path(f)) for f in extra], "source": extra,
+                                                "predicted_index": 0})], ignore_index=True)
+        if order is not None:
+            rank = {str(f): i for i, f in enumerate(order)}
+            table = table.iloc[np.argsort([rank.get(s, len(rank)) for s in table["source"].astype(str)],
+                                          kind="stable")].reset_index(drop=True)
+    quiet = table["source"].astype(str).map(lambda s: speech.verdicts.get(s) is False).to_numpy(bool)
+    metrics = result.get("metrics")
+    files = dict(result.get("files") or {})
+    if not quiet.any() and metrics is None:
+        return {**result, "no_speech": []}
+    table = table.copy()
+    no_speech_rows(table, quiet)
+    if quiet.any() and files.get("predictions"):
+        atomic_write_bytes(Path(files["predictions"]), table.to_csv(index=False).encode("utf-8"))
+    labels = [str(c)[2:] for c in table.columns if str(c).startswith("p_")]
+    code = {name: i for i, name in enumerate(labels)}
+    if metrics is not None and "true" in table.columns and table["true"].astype(str).isin(code).all():
+        from .evaluation import classification_metrics
+
+        scores = classification_metrics(table["true"].astype(str).map(code).to_numpy(int),
+                                        table["predicted_index"].to_numpy(int), len(labels))
+        metrics = {**metrics, **scores, "no_speech": int(quiet.sum()),
+                   "no_speech_by_class": scores.get("no_speech_by_class", [0] * len(labels)), "speech_check": DETECTOR}
+        if files.get("metrics"):
+            save_json(metrics, files["metrics"])
+        if quiet.any() and files.get("confusion_matrix"):
+            from .plots import plot_confusion_matrix
+
+            plot_confusion_matrix(metrics["confusion_matrix"], labels, files["confusion_matrix"],
+                                  title=f"UA {metrics['ua']:.1%}  WA {metrics['wa']:.1%}  (n={metrics['n']}; "
+                                        f"{int(quiet.sum())} {NO_SPEECH}, counted as errors)")
+    marked = table.loc[quiet, "source"].astype(str).tolist()
+    if marked and announce:
+        log.warning("%d of %d file(s) hold no speech (speech check, Silero VAD): labelled %s, no emotion given%s; "
+                    "--classify-anyway classifies them: %s", len(marked), len(table), NO_SPEECH,
+                    " (errors in the scores)" if metrics is not None else "",
+                    ", ".join(Path(m).name for m in marked[:5]) + (", ..." if len(marked) > 5 else ""))
+    return {**result, "predictions": table, "metrics": metrics, "no_speech": marked}
 
 
 # --------------------------------------------------------------------------- long recordings
@@ -429,33 +600,43 @@ def _merged(values: Sequence) -> Any:
 
 def predict_windows(plan: WindowPlan, paths: Sequence[Path], resolved: Sequence[tuple],
                     out_dir: str | Path | None, *, progress: bool = True, fuse: bool = False,
-                    silence_db: float | None = SILENCE_TOP_DB, options: dict | None = None) -> dict:
+                    silence_db: float | None = SILENCE_TOP_DB, speech_check: bool = True,
+                    options: dict | None = None) -> dict:
     """Predict audio files window by window (long-recording prediction, the work of :func:`predict`).
 
     Each file is read once at the model's rate (:func:`cnnrnn.audio.load_audio`) and, when ``plan.explicit`` or
     it is longer than the model's clip, cut into windows of ``plan.window_s`` every ``plan.hop_s`` seconds
     (:func:`cnnrnn.audio.windows`; the last window reaches the file's end). Windows that are silence
     (:func:`cnnrnn.audio.voiced_fraction` below :data:`cnnrnn.audio.SILENCE_MIN_VOICED`, at ``silence_db``) are
-    marked and not classified; the others go to the family's ``predict_run`` as :class:`cnnrnn.audio.Clip`
-    waveforms in memory (ids ``<stem>@<start s>``), which reads each as it reads a file (padding a short last
-    window as the model's training did). A file that fits in one clip is one clip, predicted as before.
+    marked and not classified; so are, with ``speech_check``, the others that hold no speech
+    (:func:`cnnrnn.speech.window_speech` and :func:`cnnrnn.speech.enough_speech`: label ``no_speech``). The rest
+    go to the family's ``predict_run`` as :class:`cnnrnn.audio.Clip` waveforms in memory (ids
+    ``<stem>@<start s>``), which reads each as it reads a file (padding a short last window as the model's
+    training did). A file that fits in one clip is one clip, predicted as before (``no_speech`` when
+    :func:`cnnrnn.speech.is_speech` says so).
 
     Writes, in the family's output folder:
 
-    * ``timeline.csv`` (:data:`TIMELINE_FILE`): one row per window (label ``silence`` and NaN probabilities for
-      silence, ``skipped`` for a window the family could not use);
+    * ``timeline.csv`` (:data:`TIMELINE_FILE`): one row per window (label ``silence``, or ``no_speech``, and NaN
+      probabilities for a window not classified, ``skipped`` for a window the family could not use; ``voiced``
+      and ``speech``: the fractions of the window that are not silence and that are speech, NaN without the
+      speech check);
     * ``timeline_<stem>.png`` per cut file (:func:`cnnrnn.plots.plot_timeline`: its log-mel spectrogram above
-      the label of each window and the probabilities as stacked areas, on one time axis);
+      the label of each window, ``silence`` and ``no_speech`` grey, and the probabilities as stacked areas, on one
+      time axis);
     * ``predictions.csv``: one row per file: for a cut file the mean of its classified windows' probabilities
-      (``windows``: how many; ``silent_windows``), the family's other columns merged (one value when the
-      windows agree).
+      (``windows``: how many; ``silent_windows``, ``no_speech_windows``), the family's other columns merged (one
+      value when the windows agree); a file none of whose windows holds speech (but not all silence): label
+      ``no_speech``, NaN probabilities.
 
     Returns:
-        as :func:`predict`, with ``"timeline"`` (the ``timeline.csv`` DataFrame) and ``"windows"`` (the
-        settings: ``window_s``, ``hop_s``, ``clip_s``, ``silence_db``, ``min_voiced``).
+        as :func:`predict`, with ``"timeline"`` (the ``timeline.csv`` DataFrame), ``"windows"`` (the settings:
+        ``window_s``, ``hop_s``, ``clip_s``, ``silence_db``, ``min_voiced``, ``speech_check``, ``min_speech_s``)
+        and, with ``speech_check``, ``"no_speech"`` (the files labelled ``no_speech``).
 
     Raises:
         ValueError: nothing to classify (every file unusable, or every window silence).
+        cnnrnn.speech.SpeechCheckError: the speech check cannot run (onnxruntime or its model file missing).
     """
     import numpy as np
     import pandas as pd
@@ -465,10 +646,12 @@ def predict_windows(plan: WindowPlan, paths: Sequence[Path], resolved: Sequence[
     from .audio import SILENCE_MIN_VOICED, AudioError, Clip, load_audio, voiced_fraction, windows
     from .plots import plot_timeline
     from .reports import write_report
+    from .speech import MIN_SPEECH_S, NO_SPEECH, enough_speech, is_speech, window_speech
 
     options = dict(options or {})
     records: list[dict] = []
     clips: list[Clip] = []
+    spare: list[Clip] = []  # what holds no speech: classified only when nothing else is (to learn the table)
     skipped: dict[str, list[str]] = {}
     keys: set[str] = set()
     for path in tqdm(plan.files, desc="windows", unit="file", disable=not progress or len(plan.files) < 2):
@@ -485,53 +668,69 @@ def predict_windows(plan: WindowPlan, paths: Sequence[Path], resolved: Sequence[
         keys.add(key)
         duration = len(y) / sr
         if not plan.explicit and duration <= plan.clip_s + CLIP_TOLERANCE_S:
-            clips.append(Clip(key, path, y, sr))
-            records.append({"path": path, "key": key, "cut": False})
+            quiet = speech_check and not is_speech(y, sr)
+            (spare if quiet else clips).append(Clip(key, path, y, sr))
+            records.append({"path": path, "key": key, "cut": False, "no_speech": quiet})
             continue
         starts, frames = windows(y, sr, plan.window_s, plan.hop_s)
         voiced = (voiced_fraction(y, sr, starts, plan.window_s, silence_db) if silence_db is not None
                   else np.ones(len(starts)))
         silent = voiced < SILENCE_MIN_VOICED
+        ends = np.minimum(starts + plan.window_s, duration)
+        speech_s = window_speech(y, sr, starts, plan.window_s) if speech_check else np.full(len(starts), np.nan)
+        quiet = ~silent & ~enough_speech(speech_s, ends - starts) if speech_check else np.zeros(len(starts), bool)
         ids = [f"{key}@{s:.3f}" for s in starts]
         for i in np.flatnonzero(~silent):
-            clips.append(Clip(ids[i], path, frames[i][: len(y) - int(round(starts[i] * sr))], sr, starts[i]))
+            clip = Clip(ids[i], path, frames[i][: len(y) - int(round(starts[i] * sr))], sr, starts[i])
+            (spare if quiet[i] else clips).append(clip)
         records.append({"path": path, "key": key, "cut": True, "ids": ids, "starts": starts, "silent": silent,
-                        "ends": np.minimum(starts + plan.window_s, duration), "voiced": voiced,
+                        "quiet": quiet, "ends": ends, "voiced": voiced,
+                        "speech": np.minimum(speech_s / np.maximum(ends - starts, 1e-9), 1.0),
                         "duration": duration, "mel": _display_mel(y, sr, plan.spec), "sr": sr})
-    if not clips:
+    if not clips and not spare:
         raise ValueError(f"nothing to classify in {len(plan.files)} file(s): "
                          + (f"skipped: {skipped}" if skipped else "") + (
                              ("; " if skipped else "") + "every window is silence" if records else ""))
 
-    result = _dispatch(paths, resolved, clips, out_dir, progress, fuse, options)
+    result = _dispatch(paths, resolved, clips or spare, out_dir, progress, fuse, options)
     table = result["predictions"].drop_duplicates("id").set_index("id")
     labels = [str(c)[2:] for c in table.columns if str(c).startswith("p_")]
     pcols = [f"p_{lab}" for lab in labels]
     carried = [c for c in table.columns if c not in ("source", "true", "predicted", "predicted_index", "confidence")
                and not str(c).startswith("p_")]
     single = {r["key"]: str(r["path"]) for r in records if not r["cut"]}
+    unheard = {c.id for c in spare}
     for reason, items in result["skipped"].items():
-        skipped.setdefault(reason, []).extend(single.get(str(item), str(item)) for item in items)
+        skipped.setdefault(reason, []).extend(single.get(str(item), str(item)) for item in items
+                                              if str(item) not in unheard)
 
-    timeline, ids, sources, proba = [], [], [], []
-    columns: dict[str, list] = {c: [] for c in carried + ["windows", "silent_windows"]}
+    timeline, ids, sources, proba, no_speech = [], [], [], [], []
+    columns: dict[str, list] = {c: [] for c in carried + ["windows", "silent_windows", "no_speech_windows"]}
+
+    def add_row(rec: dict, p, rows: list, classified: int, silent: int, quiet: int) -> None:
+        ids.append(rec["key"])
+        sources.append(str(rec["path"]))
+        proba.append(p)
+        for c in carried:
+            columns[c].append(_merged([r[c] for r in rows]) if rows else np.nan)
+        columns["windows"].append(classified)
+        columns["silent_windows"].append(silent)
+        columns["no_speech_windows"].append(quiet)
+
     for rec in records:
         if not rec["cut"]:
-            if rec["key"] in table.index:
+            if rec["no_speech"]:
+                no_speech.append(rec["key"])
+                add_row(rec, np.full(len(labels), np.nan), [], 0, 0, 1)
+            elif rec["key"] in table.index:
                 row = table.loc[rec["key"]]
-                ids.append(rec["key"])
-                sources.append(str(rec["path"]))
-                proba.append(row[pcols].to_numpy(float))
-                for c in carried:
-                    columns[c].append(row[c])
-                columns["windows"].append(1)
-                columns["silent_windows"].append(0)
+                add_row(rec, row[pcols].to_numpy(float), [row], 1, 0, 0)
             continue
         used, rows = [], []
         for i, window_id in enumerate(rec["ids"]):
             entry = {"file": str(rec["path"]), "start_s": round(float(rec["starts"][i]), 6),
                      "end_s": round(float(rec["ends"][i]), 6)}
-            if not rec["silent"][i] and window_id in table.index:
+            if not rec["silent"][i] and not rec["quiet"][i] and window_id in table.index:
                 row = table.loc[window_id]
                 p = row[pcols].to_numpy(float)
                 entry.update(label=row["predicted"], confidence=float(row["confidence"]))
@@ -539,28 +738,34 @@ def predict_windows(plan: WindowPlan, paths: Sequence[Path], resolved: Sequence[
                 rows.append(row)
             else:
                 p = np.full(len(labels), np.nan)
-                entry.update(label=SILENCE_LABEL if rec["silent"][i] else SKIPPED_LABEL, confidence=np.nan)
-            entry.update({c: v for c, v in zip(pcols, p)}, voiced=round(float(rec["voiced"][i]), 4))
+                entry.update(label=SILENCE_LABEL if rec["silent"][i] else NO_SPEECH if rec["quiet"][i]
+                             else SKIPPED_LABEL, confidence=np.nan)
+            entry.update({c: v for c, v in zip(pcols, p)}, voiced=round(float(rec["voiced"][i]), 4),
+                         speech=round(float(rec["speech"][i]), 4))
             timeline.append(entry)
         rec["classified"] = len(used)
+        n_silent, n_quiet = int(rec["silent"].sum()), int(rec["quiet"].sum())
+        if not used and n_quiet:  # no window holds speech: the file is no_speech
+            no_speech.append(rec["key"])
+            add_row(rec, np.full(len(labels), np.nan), [], 0, n_silent, n_quiet)
+            continue
         if not used:  # the file is skipped, under its windows' reason(s) (which then list the file, not them)
             mine = set(rec["ids"])
             why = sorted({reason for reason, items in skipped.items() if mine & set(items)}) or [SILENCE_LABEL]
             skipped = {reason: [item for item in items if item not in mine] for reason, items in skipped.items()}
             skipped.setdefault("+".join(why), []).append(str(rec["path"]))
             continue
-        ids.append(rec["key"])
-        sources.append(str(rec["path"]))
-        proba.append(np.mean(used, axis=0))
-        for c in carried:
-            columns[c].append(_merged([r[c] for r in rows]))
-        columns["windows"].append(len(used))
-        columns["silent_windows"].append(int(rec["silent"].sum()))
+        add_row(rec, np.mean(used, axis=0), rows, len(used), n_silent, n_quiet)
     first = result["files"].get("predictions")
     out = Path(first).parent if first else Path(out_dir or "predictions")
     report = write_report(out, np.asarray(proba, np.float32).reshape(len(ids), len(labels)), labels, ids, None,
                           family=result["family"], sources=sources, columns=columns)
-    frame = pd.DataFrame(timeline, columns=["file", "start_s", "end_s", "label", "confidence", *pcols, "voiced"])
+    predictions = report["predictions"]
+    if no_speech:
+        no_speech_rows(predictions, predictions["id"].isin(no_speech).to_numpy())
+        atomic_write_bytes(Path(report["files"]["predictions"]), predictions.to_csv(index=False).encode("utf-8"))
+    frame = pd.DataFrame(timeline, columns=["file", "start_s", "end_s", "label", "confidence", *pcols, "voiced",
+                                            "speech"])
     frame[["confidence", *pcols]] = frame[["confidence", *pcols]].astype(np.float32)
     files = {**result["files"], **report["files"],
              "timeline": str(atomic_write_bytes(out / TIMELINE_FILE, frame.to_csv(index=False).encode("utf-8")))}
@@ -578,16 +783,26 @@ def predict_windows(plan: WindowPlan, paths: Sequence[Path], resolved: Sequence[
     for rec in cut[:5]:
         why = ("" if plan.explicit or plan.clip_s is None else
                f"{rec['duration']:.1f} s is longer than the model's {plan.clip_s:g} s clip: ")
-        n, k = len(rec["ids"]), rec.get("classified", 0)
+        n, k, q = len(rec["ids"]), rec.get("classified", 0), int(rec["quiet"].sum())
         row = (f"its row in predictions.csv is the mean of {k} window{'s' * (k != 1)}" if k else
+               f"no window holds speech: its row in predictions.csv is {NO_SPEECH}" if q else
                "none of its windows was classified: no row in predictions.csv")
+        quiet_note = f" and {q} without speech ({NO_SPEECH})" if q else ""
         notes.append(f"{rec['path'].name}: {why}predicted in {n} window{'s' * (n != 1)} {how}, "
-                     f"{int(rec['silent'].sum())} of them silence (marked, not classified); {row}; the windows "
-                     f"are in {TIMELINE_FILE}")
+                     f"{int(rec['silent'].sum())} of them silence{quiet_note}, marked and not classified; {row}; "
+                     f"the windows are in {TIMELINE_FILE}")
     if len(cut) > 5:
         notes.append(f"... and {len(cut) - 5} more file(s) predicted in windows {how}")
     settings = {"window_s": plan.window_s, "hop_s": plan.hop_s, "clip_s": plan.clip_s, "silence_db": silence_db,
-                "min_voiced": SILENCE_MIN_VOICED}
+                "min_voiced": SILENCE_MIN_VOICED, "speech_check": speech_check,
+                "min_speech_s": MIN_SPEECH_S if speech_check else None}
     skipped = {reason: items for reason, items in skipped.items() if items}
-    return {**result, "predictions": report["predictions"], "metrics": None, "files": files, "skipped": skipped,
-            "notes": notes, "timeline": frame, "windows": settings}
+    out_result = {**result, "predictions": predictions, "metrics": None, "files": files, "skipped": skipped,
+                  "notes": notes, "timeline": frame, "windows": settings}
+    if speech_check:
+        out_result["no_speech"] = [src for i, src in zip(ids, sources) if i in set(no_speech)]
+        windows_quiet = int(sum(r["quiet"].sum() for r in cut))
+        if out_result["no_speech"] or windows_quiet:
+            log.warning("speech check: %d window(s) and %d file(s) hold no speech: labelled %s, no emotion given; "
+                        "--classify-anyway classifies them", windows_quiet, len(out_result["no_speech"]), NO_SPEECH)
+    return out_result

@@ -3,7 +3,7 @@
 ``CASES`` maps each case number to its :class:`~._common.Case` (title, hostile input, expected outcome, and the
 function that runs it in an empty folder). ``benchmarks/hostile.py`` runs them.
 """
-from . import config, corpora, predict, stages  # noqa: F401 - importing registers the cases
+from . import config, config_types, corpora, families, folders, predict, speech, stages, words  # noqa: F401 - importing registers the cases
 from ._common import CASES, Case
 
-__all__ = ["CASES", "Case", "config", "corpora", "predict", "stages"]
+__all__ = ["CASES", "Case", "config", "config_types", "corpora", "families", "folders", "predict", "speech", "stages", "words"]

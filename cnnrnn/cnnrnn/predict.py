@@ -38,7 +38,8 @@ def find_run_dir(model_path: str | Path) -> Path | None:
 
 @dataclass
 class Inputs:
-    """Images to predict on: ``ids``, ``(N, H, W, 3) uint8`` BGR ``images``, optional true codes."""
+    """Images to predict on: ``ids``, ``(N, H, W, 3) uint8`` BGR ``images``, optional true codes (a pickle's), or
+    optional true label names (a CSV's ``label`` column, ``None`` where a row has none)."""
 
     ids: list[str]
     sources: list[str]
@@ -47,6 +48,56 @@ class Inputs:
     skipped: dict[str, list[str]] = field(default_factory=dict)
     normalization: list[str] | None = None
     notes: list[str] = field(default_factory=list)
+    true_names: list[str | None] | None = None
+
+
+def unsupported_message(path: Path) -> str:
+    """What to say of an input file CNNRNN prediction cannot read: the types it takes (the audio extensions that
+    :func:`cnnrnn.audio.load_audio` reads, :data:`cnnrnn.audio.AUDIO_EXTENSIONS`; images; pickles; a CSV) and how
+    to convert other audio."""
+    return (f"{path}: unsupported input type {path.suffix.lower() or '(no extension)'!r}: CNNRNN predicts audio "
+            f"({', '.join(AUDIO_EXTENSIONS)}), spectrogram images ({', '.join(IMAGE_EXTENSIONS)}), a *_final.pickle "
+            f"or a CSV of path[,speaker,label]; convert other audio first, e.g. "
+            f"ffmpeg -i {path.name} {path.stem or 'audio'}.wav")
+
+
+def folder_contents(folder: Path) -> dict[str, Any]:
+    """What a folder holds besides inputs, for the error of a folder with nothing to predict: ``{"unsupported":
+    {suffix: count}, "dangling_links": [(link, target)], "temporary": count}`` (recursive; a link whose target is
+    missing is a dangling link; :func:`cnnrnn.artifacts.is_temporary` files are interrupted writes)."""
+    import os
+
+    out: dict[str, Any] = {"unsupported": {}, "dangling_links": [], "temporary": 0}
+    for p in sorted(folder.rglob("*")):
+        if p.is_symlink() and not p.exists():
+            out["dangling_links"].append((str(p), os.readlink(p)))
+        elif p.is_file() and is_temporary(p):
+            out["temporary"] += 1
+        elif p.is_file():
+            suffix = p.suffix.lower() or "(no extension)"
+            out["unsupported"][suffix] = out["unsupported"].get(suffix, 0) + 1
+    return out
+
+
+def nothing_usable(folder: Path) -> str:
+    """The one-line error for a folder without a file CNNRNN prediction can use: what was found and skipped, per
+    reason (unsupported type, dangling link, temporary file), and what it takes."""
+    found = folder_contents(folder)
+    parts = []
+    if found["unsupported"]:
+        n = sum(found["unsupported"].values())
+        kinds = ", ".join(f"{suffix} {count}" for suffix, count in sorted(found["unsupported"].items()))
+        parts.append(f"{n} file(s) of an unsupported type ({kinds})")
+    if found["dangling_links"]:
+        links = ", ".join(f"{Path(link).name} -> {target}" for link, target in found["dangling_links"][:3])
+        more = ", ..." if len(found["dangling_links"]) > 3 else ""
+        parts.append(f"{len(found['dangling_links'])} dangling link(s) whose target is missing ({links}{more})")
+    if found["temporary"]:
+        parts.append(f"{found['temporary']} temporary file(s) of an interrupted write")
+    what = ("skipped " + "; ".join(parts)) if parts else "the folder holds no file"
+    return (f"nothing to predict under {folder}: {what}. CNNRNN predicts audio ({', '.join(AUDIO_EXTENSIONS)}), "
+            f"spectrogram images ({', '.join(IMAGE_EXTENSIONS)}), a *_final.pickle or a CSV of path[,speaker,label];"
+            " convert other audio first, e.g. ffmpeg -i in.m4a out.wav")
 
 
 def input_files(folder: Path, images: bool = False) -> tuple[list[Path], list[str]]:
@@ -92,8 +143,12 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     (:func:`cnnrnn.normalize.unknown_speaker_mode`).
     ``Inputs.normalization`` says what each file got.
 
+    A CSV (:func:`cnnrnn.functionals.predict.read_input_csv`: column ``path``, relative to the CSV's folder, and
+    optional ``speaker`` and ``label``) gives audio files with their speakers (unless ``speaker`` is given) and
+    true labels (``Inputs.true_names``, scored by :func:`predict`).
+
     Args:
-        source: ``test_final.pickle``, one ``.wav``/``.png``, a folder (searched recursively), or a list of
+        source: ``test_final.pickle``, one ``.wav``/``.png``, a CSV, a folder (searched recursively), or a list of
             :class:`cnnrnn.audio.Clip` (waveforms in memory: the windows of a long recording) and audio files.
         size: ``(H, W)`` of the images: the model's input, or the run's ``image_size`` for a model trained on
             time crops.
@@ -105,8 +160,9 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
 
     Raises:
         FileNotFoundError: the source does not exist.
-        ValueError: no usable input; a pickle's image size differs from ``size`` and ``resize`` is off;
-            ``images`` with an audio file or a folder without images.
+        ValueError: no usable input (a folder with nothing to predict: :func:`nothing_usable`); a file of a type
+            it does not take (:func:`unsupported_message`); a pickle's image size differs from ``size`` and
+            ``resize`` is off; ``images`` with an audio file or a folder without images.
         cnnrnn.artifacts.PickleFileError: an unreadable or refused pickle.
     """
     import cv2
@@ -138,14 +194,29 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
         y = np.asarray(table["emotion"], dtype=int) if len(table["emotion"]) else None
         return Inputs(list(table["id"]), [str(source)] * len(images), images, y)
 
+    listed: dict[str, list] = {}  # a CSV's speakers and labels, per file
+    skipped_before: dict[str, list[str]] = {}
     if clips is not None:
         files, notes = clips, []
+    elif source.is_file() and source.suffix.lower() == ".csv" and not images:
+        from ..functionals.predict import read_input_csv
+
+        table = read_input_csv(source)
+        files, notes, skipped_before = list(table.paths), [], dict(table.skipped)
+        listed = {"speakers": table.speakers, "labels": table.labels}
+        for f in files:
+            if f.suffix.lower() not in AUDIO_EXTENSIONS:
+                raise ValueError(unsupported_message(f) + f" (listed in {source})")
     elif source.is_file():
         if images and source.suffix.lower() not in IMAGE_EXTENSIONS:
             raise ValueError(f"--images: {source} is not an image ({'/'.join(IMAGE_EXTENSIONS)})")
+        if source.suffix.lower() not in AUDIO_EXTENSIONS + IMAGE_EXTENSIONS:
+            raise ValueError(unsupported_message(source))
         files, notes = [source], []
     else:
         files, notes = input_files(source, images)
+        if not files:
+            raise ValueError(nothing_usable(source))
     for note in notes:
         log.info("%s", note)
     cfg = replace(spec_cfg, image_size=[h, w])
@@ -153,9 +224,8 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     def load(p: Path):
         if isinstance(p, Clip) or p.suffix.lower() in AUDIO_EXTENSIONS:
             return audio_log_mel(p, cfg)
-        suffix = p.suffix.lower()
-        if suffix not in IMAGE_EXTENSIONS:
-            raise ValueError(f"{p}: unsupported input type {suffix!r} (use .wav, .png or a *_final.pickle)")
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ValueError(unsupported_message(p))
         try:
             image = read_png(p)
         except ValueError as exc:  # not an image, truncated, empty: a counted skip, as unusable audio is
@@ -168,12 +238,18 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
         return image
 
     kept, loaded, skipped = load_each(files, load, desc="inputs", progress=progress)
+    for reason, items in skipped_before.items():
+        skipped.setdefault(reason, []).extend(items)
     if not loaded:
         raise ValueError(f"no usable input under {source or 'the clips'} "
                          f"(skipped: {skipped or 'no .wav/.png files'})")
     # --speaker-from folder: each file's speaker is its folder's name (windows of a long file: the file's folder)
-    speakers = [(Path(getattr(files[i], "source", files[i])).parent.name or None)
-                if speaker == SPEAKER_FROM_FOLDER else speaker for i in kept]
+    def speaker_of(i: int) -> str | None:
+        if speaker == SPEAKER_FROM_FOLDER:
+            return Path(getattr(files[i], "source", files[i])).parent.name or None
+        return speaker or (listed["speakers"][i] if listed else None)  # --speaker, else a CSV's column
+
+    speakers = [speaker_of(i) for i in kept]
     mode = cfg.normalization
     audio = [j for j, x in enumerate(loaded) if x.ndim == 2]
     if mode == "speaker" and stats is not None and any(speakers[j] for j in audio):
@@ -196,7 +272,34 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
                     "folder for one speaker per folder) use the training data's %s statistics instead", unknown,
                     "global" if stats is not None else "utterance")
     ids, sources = [input_id(files[i]) for i in kept], [input_source(files[i]) for i in kept]
-    return Inputs(ids, sources, np.stack(images), None, skipped, normalization, notes)
+    true_names = [listed["labels"][i] for i in kept] if listed else None
+    return Inputs(ids, sources, np.stack(images), None, skipped, normalization, notes, true_names)
+
+
+def scored_inputs(inputs: Inputs, labels: Sequence[str]) -> Inputs:
+    """``inputs`` with true codes from their true label names (a CSV's ``label`` column), matched to the model's
+    ``labels`` by meaning (:func:`cnnrnn.corpora.match_labels`: ``angry`` = ``anger``); a file without a label, or
+    with one the model lacks, is left out and counted (reason ``unknown_label``), as the functionals family does.
+
+    Raises:
+        ValueError: no file has one of the model's labels.
+    """
+    from ..corpora import match_labels
+
+    names = inputs.true_names or []
+    match = match_labels(sorted({t for t in names if t is not None}), labels)
+    rows = [i for i, t in enumerate(names) if t is not None and match[t] is not None]
+    skipped = {k: list(v) for k, v in inputs.skipped.items()}
+    for i, t in enumerate(names):
+        if t is None or match[t] is None:
+            skipped.setdefault("unknown_label", []).append(inputs.sources[i])
+    if not rows:
+        raise ValueError(f"no input has one of the model's labels {list(labels)} (labels found: "
+                         f"{sorted({t for t in names if t is not None}) or 'none'})")
+    return Inputs([inputs.ids[i] for i in rows], [inputs.sources[i] for i in rows], inputs.images[rows],
+                  np.array([list(labels).index(match[names[i]]) for i in rows]), skipped,
+                  [inputs.normalization[i] for i in rows] if inputs.normalization else None, inputs.notes,
+                  [names[i] for i in rows])
 
 
 #: The pixel values a model may take, and the factor from the 0–255 images to them (``pixel_range``).
@@ -337,6 +440,8 @@ def predict(
         stats = NormStats.from_dict(A.load_json(norm_file))
     inputs = collect_inputs(source, size, spec_cfg, resize=resize, progress=progress, speaker=speaker,
                             stats=stats, images=images)
+    if inputs.true_names is not None and any(t is not None for t in inputs.true_names):
+        inputs = scored_inputs(inputs, labels)
     if shape[2] == 1:
         inputs.images = grayscale(inputs.images)
     if specshow_default and any(n != "as_image" for n in inputs.normalization or ()):
@@ -391,8 +496,8 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
 
     Args:
         models: checkpoints, a ``models/`` folder or the run folder (its ``run.json`` lists the checkpoints).
-        source: a ``*_final.pickle``, a ``.wav``/``.png`` file, a folder of them, or a list of
-            :class:`cnnrnn.audio.Clip` (waveforms in memory).
+        source: a ``*_final.pickle``, a ``.wav``/``.png`` file, a folder of them, a CSV of ``path[,speaker,label]``
+            (scored when it has labels), or a list of :class:`cnnrnn.audio.Clip` (waveforms in memory).
         out_dir: output folder (default ``<run>/predictions``).
         manifest: the run's :class:`cnnrnn.runs.RunManifest`, or ``None`` for a run from before manifests.
         options: ``labels``, ``config``, ``resize``, ``batch_size`` (``None`` = the run's), ``speaker``,

@@ -19,15 +19,18 @@ def add_commands(sub) -> None:
                     "than the model's clip (e.g. 2 s for emodb) is predicted in windows (--window, --hop), "
                     "silent windows marked and not classified; timeline.csv holds every window, "
                     "timeline_<file>.png draws the spectrogram above the emotion over time, and the file's row in "
-                    "predictions.csv is the mean of its windows' probabilities.")
+                    "predictions.csv is the mean of its windows' probabilities. Speech check: an audio file or "
+                    "window that holds no speech (noise, a constant, a tone, music; Silero VAD) gets the label "
+                    "no_speech instead of an emotion, and counts as an error when true labels are known; "
+                    "--classify-anyway turns the check off.")
     p.add_argument("--model", required=True, action="append", metavar="RUN_OR_CHECKPOINT",
                    help="run folder, checkpoint, or a shipped model's name (emodb: 7 EmoDB emotions, trained on all of "
                         "emodb-535; research use only), or a model written by cnnrnn export (.onnx, .tflite, a "
                         "SavedModel folder; an .onnx runs with onnxruntime, without TensorFlow); repeat it to "
                         "average several")
     p.add_argument("--input", required=True,
-                   help="audio file or folder (CNNRNN: also .png, *_final.pickle; functionals: also a CSV with "
-                        "path[,speaker,label])")
+                   help="audio file or folder (CNNRNN: also .png, *_final.pickle; CNNRNN and functionals: also a CSV "
+                        "with path[,speaker,label], scored when it has labels)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: <run>/predictions; ./predictions for a shipped model)")
     p.add_argument("--labels", help="labels.json (default: the run's labels)")
@@ -67,6 +70,10 @@ def add_commands(sub) -> None:
     p.add_argument("--silence-db", type=float, default=None, metavar="DB",
                    help="a window is silence (marked in timeline.csv, not classified) when under a quarter of it is "
                         "within DB of the recording's loudest part (default 40; 0 classifies every window)")
+    p.add_argument("--classify-anyway", action="store_true",
+                   help="skip the speech check: give an emotion to every audio file and window that is not silence, "
+                        "even one that holds no speech (by default such a file or window is labelled no_speech, "
+                        "with NaN probabilities, and is an error in the scores of a labelled set)")
     p.add_argument("--fuse", action="store_true",
                    help="late fusion: each run (of any family) predicts on its own, into OUT/<family>_<k>/, and their "
                         "class probabilities are averaged, classes matched by meaning (angry = anger)")
@@ -84,15 +91,17 @@ def _predict(args, progress: bool) -> int:
                      resize=args.resize, batch_size=args.batch_size, images=args.images,
                      speaker=SPEAKER_FROM_FOLDER if args.speaker_from else args.speaker,
                      render=args.render, pixel_range=args.pixel_range, trust_code=args.trust_code, fuse=args.fuse,
-                     window=args.window, hop=args.hop, **silence)
+                     window=args.window, hop=args.hop, classify_anyway=args.classify_anyway, **silence)
     df = result["predictions"]
     print(df[[c for c in ("id", "true", "predicted", "confidence") if c in df]].to_string(index=False, max_rows=30))
     metrics = result["metrics"]
     if metrics:
-        print(json.dumps({k: metrics[k] for k in ("n", "accuracy", "ua", "wa", "f1_micro", "f1_macro", "f1_weighted")
-                          if k in metrics}, indent=2))
-    print(json.dumps({"family": result["family"], "files": result["files"], "skipped": result["skipped"]},
-                     indent=2, ensure_ascii=False, default=str))
+        print(json.dumps({k: metrics[k] for k in ("n", "accuracy", "ua", "wa", "f1_micro", "f1_macro", "f1_weighted",
+                                                  "no_speech") if k in metrics}, indent=2))
+    summary = {"family": result["family"], "files": result["files"], "skipped": result["skipped"]}
+    if "no_speech" in result:
+        summary["no_speech"] = result["no_speech"]
+    print(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
     for note in result.get("notes") or ():
         print(f"note: {note}")
     return 0
