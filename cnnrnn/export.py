@@ -1433,7 +1433,8 @@ def predict_run(models: Sequence[str | Path], source, out_dir: str | Path | None
         MissingExtraError: an ONNX model without onnxruntime.
         cnnrnn.artifacts.NotWritableError: ``out_dir`` cannot be written (checked before any work).
     """
-    from .artifacts import as_probabilities, ensure_writable_dir
+    from .artifacts import as_probabilities
+    from .outputs import claim_predictions
     from .reports import write_report
 
     paths = [Path(m) for m in models]
@@ -1455,7 +1456,7 @@ def predict_run(models: Sequence[str | Path], source, out_dir: str | Path | None
     if isinstance(labels, (str, Path)):
         labels = load_labels(labels)
     _check_audio_source(source)
-    out = ensure_writable_dir(out_dir or paths[0].resolve().parent / "predictions")
+    out = claim_predictions(out_dir or paths[0].resolve().parent / "predictions")
     runners = [load_exported(path, side.get("format")) for path, side in zip(paths, sidecars)]
     given = options.get("labels")
     for path, runner in zip(paths, runners):  # one column per distinct label, before any audio is read

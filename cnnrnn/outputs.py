@@ -74,6 +74,11 @@ def _a(kind: str) -> str:
     return ("an " if kind[:1] in "aeiou" or kind.startswith(("hf", "onnx")) else "a ") + kind
 
 
+def _of(kind: str) -> str:
+    """``kind`` after "of": "a cnnrnn run", but "predictions", "filelists", "resampled audio" (no article)."""
+    return kind if kind.endswith(("s", "audio")) else _a(kind)
+
+
 def _entries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name not in OS_LITTER and p.name != STATE_DIR)
 
@@ -113,7 +118,7 @@ def claim_folder(folder: str | Path, kind: str, *, recognise: Callable[[Path], b
     if folder.is_dir():
         marked = folder_kind(folder)
         if marked is not None and marked != kind:
-            raise OutputFolderError(f"{folder} is the output folder of {_a(marked)}, not of {_a(kind)}: choose "
+            raise OutputFolderError(f"{folder} is the output folder of {_of(marked)}, not of {_of(kind)}: choose "
                                     "another folder for this command")
         if marked is None:
             try:
@@ -375,3 +380,63 @@ def writing_stage(folder: str | Path, stage: str, temporaries: Sequence[tuple[st
         finally:
             for where, of in temporaries:
                 remove_temporaries([where], stage, of)
+
+
+# --------------------------------------------------------------------------- predictions folders
+#: The kind of folder ``predict`` and the families' ``evaluate`` write (``predictions.csv``, ``metrics.json``, ...).
+PREDICTIONS_KIND = "predictions"
+
+
+def is_predictions_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds predictions written before folder markers existed: a ``metrics.json`` naming a
+    family, or a ``predictions.csv`` / ``timeline.csv`` with a ``p_<label>`` column, and no run manifest (a user's
+    CSV of another shape does not count)."""
+    import csv
+
+    from .runs import FAMILIES, MANIFEST_FILE
+
+    if (folder / MANIFEST_FILE).exists():
+        return False
+    try:
+        metrics = load_json(folder / "metrics.json")
+        if isinstance(metrics, dict) and metrics.get("family") in FAMILIES:
+            return True
+    except (OSError, ValueError):
+        pass
+    for name in ("predictions.csv", "timeline.csv"):
+        try:
+            with open(folder / name, newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh), [])
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+        if "id" in header and any(h.startswith("p_") for h in header):
+            return True
+    return False
+
+
+def claim_predictions(folder: str | Path) -> Path:
+    """Claim ``folder`` as a predictions folder (:func:`claim_folder`, kind :data:`PREDICTIONS_KIND`): new, empty,
+    or predictions already (:func:`is_predictions_folder`).
+
+    Raises:
+        OutputFolderError: ``folder`` holds other files (a run's, a corpus', the user's), or is another command's
+            output folder; nothing was written.
+        cnnrnn.artifacts.NotWritableError: ``folder`` cannot be written.
+    """
+    return claim_folder(folder, PREDICTIONS_KIND, recognise=is_predictions_folder)
+
+
+def check_not_training(model: str | Path) -> None:
+    """Refuse to predict with a run that another process is training: the nearest folder at or above ``model``
+    that holds cnnrnn's bookkeeping (:data:`STATE_DIR`) must not have its ``train`` (or DCNN ``finetune``) lock
+    held.
+
+    Raises:
+        FolderInUseError: the run is being trained (names the host, PID and start time).
+    """
+    p = Path(model).resolve()
+    for folder in ([p] if p.is_dir() else []) + list(p.parents)[:4]:
+        if (folder / STATE_DIR / "locks").is_dir():
+            for stage in ("train", "finetune"):
+                check_not_locked(folder, stage, f"predict with {model}")
+            return

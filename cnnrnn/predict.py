@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .artifacts import ensure_writable_dir
+from .outputs import check_not_training, claim_predictions
 from .audio import SILENCE_TOP_DB
 from .runs import FAMILIES, find_manifest, read_manifest
 
@@ -179,8 +179,10 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
         raise ValueError("no model given")
     if out_dir is None and any(p.resolve().is_relative_to(PRETRAINED_DIR) for p in paths):
         out_dir = Path("predictions")  # never write into the installed package
+    for path in paths:
+        check_not_training(path)  # a run another process is training: refused
     if out_dir is not None:
-        ensure_writable_dir(out_dir)
+        claim_predictions(out_dir)
     resolved = [resolve_family(p) for p in paths]
     families = {family for family, _ in resolved}
     if options.get("images") and families != {"cnnrnn"}:

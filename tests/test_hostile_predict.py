@@ -243,6 +243,7 @@ def test_case18_an_output_folder_that_cannot_be_written_fails_before_any_work(wo
             monkeypatch.setattr(tempfile, "mkstemp", read_only)
         only_error(["spectrograms", "--out", run], f"cannot write to the output folder {run}: Permission denied")
         only_error(["predict", "--model", world["run"], "--input", world["audio"], "--out", run],
+                   f"{run} is the output folder of a cnnrnn run, not of predictions",  # refused first
                    f"cannot write to the output folder {run}: Permission denied")
     finally:
         run.chmod(0o755)

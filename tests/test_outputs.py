@@ -93,7 +93,7 @@ def test_another_kind_of_output_folder_is_refused(corpora, tmp_path, caplog):
     (other / MARKER).write_text(json.dumps({"kind": "predictions"}), encoding="utf-8")
     code, text = run_cli(["split", "--corpus", "manifest", "--root", corpora["a"], "--out", other, "--config", "tiny"],
                          caplog)
-    assert code == 2 and "is the output folder of a predictions, not of a cnnrnn run" in text
+    assert code == 2 and "is the output folder of predictions, not of a cnnrnn run" in text
     assert sorted(p.name for p in other.rglob("*")) == [".cnnrnn", "folder.json"]
 
 

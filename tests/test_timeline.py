@@ -149,9 +149,10 @@ def test_bad_window_settings_are_one_line_errors(recordings, tmp_path, caplog, a
         args = args[:-1]
         source = tmp_path / "spectrogram.png"
         cv2.imwrite(str(source), np.zeros((64, 128, 3), np.uint8))
-    assert main(["-q", "predict", "--model", "emodb", "--input", str(source), "--out", str(tmp_path), *args]) == 2
+    out = tmp_path / "out"
+    assert main(["-q", "predict", "--model", "emodb", "--input", str(source), "--out", str(out), *args]) == 2
     assert message in caplog.text
-    assert not (tmp_path / TIMELINE_FILE).exists()
+    assert not (out / TIMELINE_FILE).exists()
 
 
 # --------------------------------------------------------------------------- another family

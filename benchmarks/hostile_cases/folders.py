@@ -276,7 +276,7 @@ def case_26(tmp: Path) -> dict:
 
 @case(27, "Another kind's output folder",
       "`cnnrnn split --out DIR` where DIR is a predictions folder (its marker), and `cnnrnn run` there",
-      "exit 2: 'DIR is the output folder of a predictions, not of a cnnrnn run'; nothing touched")
+      "exit 2: 'DIR is the output folder of predictions, not of a cnnrnn run'; nothing touched")
 def case_27(tmp: Path) -> dict:
     other = tmp / "preds"
     (other / ".cnnrnn").mkdir(parents=True)
@@ -286,7 +286,7 @@ def case_27(tmp: Path) -> dict:
     corpus = _corpus(tmp / "corpus", 12)
     results = [cli(*argv, "--corpus", "manifest", "--root", corpus, "--out", other, "--config", "tiny")
                for argv in (["split"], ["run"])]
-    ok = all(code == 2 and "is the output folder of a predictions, not of a cnnrnn run" in error_text(logs)
+    ok = all(code == 2 and "is the output folder of predictions, not of a cnnrnn run" in error_text(logs)
              for code, _, logs in results) and set(files(other)) == set(before)
     return {"observed": "; ".join(f"exit {c}: {error_text(lg)}" for c, _, lg in results), "passed": ok,
             "data_loss": lost(before), "outside_writes": outside(set(), tmp, tmp / "corpus", other)}

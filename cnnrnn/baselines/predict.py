@@ -20,11 +20,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifacts import (LABELS_FILE, CheckpointError, as_probabilities, ensure_writable_dir, is_temporary,
+from ..artifacts import (LABELS_FILE, CheckpointError, as_probabilities, is_temporary,
                          load_checkpoints, load_labels)
 from ..audio import AUDIO_EXTENSIONS
 from ..reports import write_report
 from ..runs import RunManifest
+from ..outputs import claim_predictions
 from .config import BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, BaselineConfig, load_baseline_config, read_norm_stats
 from .data import clip_features, normalized_image
 
@@ -183,7 +184,7 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
     else:
         raise BaselineConfigError(f"{paths[0]} is not inside a baseline run (no {BASELINE_CONFIG_FILE} or run.json "
                                   "above it); give the run's config")
-    out_dir = ensure_writable_dir(out_dir or (run_dir or paths[0].parent) / "predictions")
+    out_dir = claim_predictions(out_dir or (run_dir or paths[0].parent) / "predictions")
     labels = options.get("labels")
     if isinstance(labels, (str, Path)):
         labels = load_labels(labels)

@@ -22,6 +22,7 @@ from .. import artifacts as A
 from ..artifacts import CheckpointError, is_temporary, load_checkpoints, load_image_table, load_labels
 from ..audio import AUDIO_EXTENSIONS
 from ..features import SpectrogramConfig
+from ..outputs import claim_predictions
 from .config import load_config
 
 log = logging.getLogger("cnnrnn.cnnrnn.predict")
@@ -143,7 +144,7 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     (:func:`cnnrnn.normalize.unknown_speaker_mode`).
     ``Inputs.normalization`` says what each file got.
 
-    A CSV (:func:`cnnrnn.functionals.predict.read_input_csv`: column ``path``, relative to the CSV's folder, and
+    A CSV (:func:`cnnrnn.corpora.base.read_input_csv`: column ``path``, relative to the CSV's folder, and
     optional ``speaker`` and ``label``) gives audio files with their speakers (unless ``speaker`` is given) and
     true labels (``Inputs.true_names``, scored by :func:`predict`).
 
@@ -199,7 +200,7 @@ def collect_inputs(source: str | Path, size: tuple[int, int], spec_cfg: Spectrog
     if clips is not None:
         files, notes = clips, []
     elif source.is_file() and source.suffix.lower() == ".csv" and not images:
-        from ..functionals.predict import read_input_csv
+        from ..corpora.base import read_input_csv
 
         table = read_input_csv(source)
         files, notes, skipped_before = list(table.paths), [], dict(table.skipped)
@@ -411,7 +412,7 @@ def predict(
     if pixel_range is not None and pixel_range not in PIXEL_RANGES:
         raise ValueError(f"pixel_range must be one of {sorted(PIXEL_RANGES)}, got {pixel_range!r}")
     run_dir = find_run_dir(model_paths[0])
-    out_dir = A.ensure_writable_dir(out_dir or (run_dir or Path(model_paths[0]).parent) / "predictions")
+    out_dir = claim_predictions(out_dir or (run_dir or Path(model_paths[0]).parent) / "predictions")
     if labels is None and run_dir is not None:
         labels = run_dir / A.LABELS_FILE
     if isinstance(labels, (str, Path)):

@@ -239,8 +239,7 @@ def _predict(args, progress: bool) -> int:
 
     from ..hf.models import CHECKPOINT_DIR
     from ..hf.predict import predict_fold
-    from ..hf.train import claim_predictions
-    from ..outputs import check_not_locked, writing_stage
+    from ..outputs import check_not_locked, claim_predictions, writing_stage
     from ..reports import REPORT_FILES
 
     checkpoint = Path(args.checkpoint)

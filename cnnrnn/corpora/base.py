@@ -387,3 +387,51 @@ def csv_records(rows: list[tuple[int, list[str]]]) -> tuple[list[str], list[tupl
     header = [name.strip() for name in rows[0][1]]
     return header, [(line, {name: cells[i] if i < len(cells) else "" for i, name in enumerate(header)})
                     for line, cells in rows[1:]]
+
+
+# --------------------------------------------------------------------------- input lists
+@dataclass
+class Inputs:
+    """The files (or :class:`cnnrnn.audio.Clip` s) to predict on, with their speaker (``None`` = unknown) and
+    true label (``None`` = unknown): what the families predict on."""
+
+    paths: list[Any]  # Path or cnnrnn.audio.Clip
+    speakers: list[str | None]
+    labels: list[str | None]
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+
+def read_input_csv(path: str | Path) -> Inputs:
+    """A CSV of inputs: column ``path`` (relative paths are taken from the CSV's folder), optional ``speaker``
+    and ``label``. Rows without a path are skipped (``empty_cell``), missing files too (``missing_audio``).
+
+    Raises:
+        ValueError: no ``path`` column.
+    """
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+        if "path" not in cols:
+            raise ValueError(f"{path}: an input CSV needs a 'path' column (and optionally 'speaker', 'label'); "
+                             f"found {reader.fieldnames}")
+        rows = list(reader)
+    out = Inputs([], [], [])
+
+    def get(row, key):
+        value = (row.get(cols[key]) or "").strip() if key in cols else ""
+        return value or None
+
+    for i, row in enumerate(rows, start=2):
+        p = get(row, "path")
+        if not p:
+            out.skipped.setdefault("empty_cell", []).append(f"{path.name} line {i}")
+            continue
+        audio = Path(p) if Path(p).is_absolute() else path.parent / p
+        if not audio.is_file():
+            out.skipped.setdefault("missing_audio", []).append(str(audio))
+            continue
+        out.paths.append(audio)
+        out.speakers.append(get(row, "speaker"))
+        out.labels.append(get(row, "label"))
+    return out

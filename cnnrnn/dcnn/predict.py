@@ -31,6 +31,7 @@ from ..audio import AUDIO_EXTENSIONS, Clip, input_id, input_source, list_audio
 from ..corpora.vocabulary import match_labels
 from ..reports import predictions_table, write_report
 from ..runs import RunManifest
+from ..outputs import claim_predictions
 from .config import DCNN_FILE, DCNN_META, MODEL_FILE, MODEL_META, FeatureConfig, read_norm_stats, read_sidecar
 from .data import (cut, feature_rows, files_features, labels_beside, normalize_features, segment_probabilities,
                    utterance_features)
@@ -241,7 +242,7 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
     if len(models) != 1:
         raise ValueError(f"a DCNN-BLSTMwA prediction uses one checkpoint or run folder, got {len(models)}")
     checkpoint, step = checkpoint_step(models[0])
-    out_dir = ensure_writable_dir(out_dir or checkpoint.parent / "predictions")
+    out_dir = claim_predictions(out_dir or checkpoint.parent / "predictions")
     model_labels, _, _ = read_sidecar(checkpoint, STEPS[step])
     wavs: list[str | Clip] = []
     truth: list[int] | None = []

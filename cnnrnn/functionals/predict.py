@@ -14,21 +14,22 @@ run's global statistics, and ``predictions.csv`` (column ``normalization``) and 
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from .. import normalize
-from ..artifacts import CheckpointError, atomic_write_bytes, ensure_writable_dir, is_temporary, load_json, load_labels
+from ..artifacts import CheckpointError, atomic_write_bytes, is_temporary, load_json, load_labels
 from ..audio import AUDIO_EXTENSIONS, Clip, input_id, input_source, list_audio
 from ..corpora import match_labels
 from ..reports import write_report
 from ..runs import MANIFEST_FILE, RunManifest, find_manifest, read_manifest
+from ..corpora.base import Inputs, read_input_csv  # noqa: F401 - read_input_csv: this module's name for it
+from ..outputs import claim_predictions
 from .config import FAMILY, MODEL_FILE, NORMALIZATION_FILE, FunctionalsConfig, load_functionals_config
 from .data import extract_all, normalised
 
@@ -95,53 +96,6 @@ def predict_proba(model, X: np.ndarray, n_labels: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- inputs
-@dataclass
-class Inputs:
-    """The files (or :class:`cnnrnn.audio.Clip` s) to predict on, with their speaker (``None`` = unknown) and
-    true label (``None`` = unknown)."""
-
-    paths: list[Path | Clip]
-    speakers: list[str | None]
-    labels: list[str | None]
-    skipped: dict[str, list[str]] = field(default_factory=dict)
-
-
-def read_input_csv(path: str | Path) -> Inputs:
-    """A CSV of inputs: column ``path`` (relative paths are taken from the CSV's folder), optional ``speaker``
-    and ``label``. Rows without a path are skipped (``empty_cell``), missing files too (``missing_audio``).
-
-    Raises:
-        ValueError: no ``path`` column.
-    """
-    path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
-        if "path" not in cols:
-            raise ValueError(f"{path}: an input CSV needs a 'path' column (and optionally 'speaker', 'label'); "
-                             f"found {reader.fieldnames}")
-        rows = list(reader)
-    out = Inputs([], [], [])
-
-    def get(row, key):
-        value = (row.get(cols[key]) or "").strip() if key in cols else ""
-        return value or None
-
-    for i, row in enumerate(rows, start=2):
-        p = get(row, "path")
-        if not p:
-            out.skipped.setdefault("empty_cell", []).append(f"{path.name} line {i}")
-            continue
-        audio = Path(p) if Path(p).is_absolute() else path.parent / p
-        if not audio.is_file():
-            out.skipped.setdefault("missing_audio", []).append(str(audio))
-            continue
-        out.paths.append(audio)
-        out.speakers.append(get(row, "speaker"))
-        out.labels.append(get(row, "label"))
-    return out
-
-
 def collect_inputs(source: str | Path | Sequence[str | Path], speaker: str | None = None) -> Inputs:
     """The audio files of ``source``: a file, a folder (searched recursively), a CSV (:func:`read_input_csv`),
     or a list of them and of :class:`cnnrnn.audio.Clip` (waveforms in memory). ``speaker`` (when given) becomes
@@ -303,7 +257,7 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
         raise ValueError("no model given")
     runs = [FunctionalsRun.load(m, manifest) for m in models]
     first = runs[0]
-    out_dir = ensure_writable_dir(out_dir or first.folder / "predictions")
+    out_dir = claim_predictions(out_dir or first.folder / "predictions")
     for run in runs[1:]:
         if run.labels != first.labels:
             raise CheckpointError(f"the runs have different labels: {first.labels} and {run.labels}")

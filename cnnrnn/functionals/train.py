@@ -27,7 +27,7 @@ candidate's inner UA. A Whisper run records its weights file resolved, with its 
 The run folder is claimed first (:func:`claim_run`: a new or empty folder, or a functionals run, kind
 :data:`RUN_KIND`) and trained under its ``train`` lock (:func:`cnnrnn.outputs.writing_stage`): a second train of
 the same run is refused while the first runs, and the temporaries a killed write left are removed (and counted)
-when the next train starts. :func:`evaluate` writes a predictions folder (kind :data:`PREDICTIONS_KIND`).
+when the next train starts. :func:`evaluate` writes a predictions folder (kind :data:`cnnrnn.outputs.PREDICTIONS_KIND`).
 """
 from __future__ import annotations
 
@@ -55,7 +55,6 @@ log = logging.getLogger("cnnrnn.functionals")
 #: The kind of folder a functionals run is (:func:`cnnrnn.outputs.claim_folder`).
 RUN_KIND = "functionals run"
 #: The kind of folder :func:`evaluate` writes (``metrics.json``, ``predictions.csv``, ``confusion_matrix.png``).
-PREDICTIONS_KIND = "predictions"
 #: What a run folder holds besides ``cache/`` (a killed write of one of them leaves ``.name.XXXX.tmp``).
 RUN_FILES = (MODEL_FILE, NORMALIZATION_FILE, LABELS_FILE, MANIFEST_FILE, "corpus_report.json", "split.json",
              *REPORT_FILES.values())
@@ -79,29 +78,8 @@ def claim_run(out: str | Path) -> Path:
     return claim_folder(out, RUN_KIND, recognise=is_run_folder)
 
 
-def is_predictions_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds this family's predictions written before folder markers existed: the
-    ``metrics.json`` of :func:`cnnrnn.reports.write_report` (``family`` ``functionals``), in a folder that is no
-    run."""
-    try:
-        metrics = load_json(folder / REPORT_FILES["metrics"])
-    except (OSError, ValueError):
-        return False
-    return isinstance(metrics, dict) and metrics.get("family") == FAMILY and not (folder / MANIFEST_FILE).exists() \
-        and not is_run_folder(folder)
 
 
-def claim_predictions(out: str | Path) -> Path:
-    """Claim ``out`` as a predictions folder (kind :data:`PREDICTIONS_KIND`): new, empty, or predictions already.
-
-    Raises:
-        cnnrnn.outputs.OutputFolderError: ``out`` holds other files (a run's, a corpus') or is another command's
-            output folder.
-        cnnrnn.artifacts.NotWritableError: ``out`` cannot be written.
-    """
-    from ..outputs import claim_folder
-
-    return claim_folder(out, PREDICTIONS_KIND, recognise=is_predictions_folder)
 
 
 def build_pipeline(cfg: FunctionalsConfig, y_train: Sequence[int]):
@@ -298,7 +276,7 @@ def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None
             folder (nothing was written).
         cnnrnn.outputs.FolderInUseError: another process trains the run, or writes ``out``.
     """
-    from ..outputs import check_not_locked, writing_stage
+    from ..outputs import check_not_locked, claim_predictions, writing_stage
 
     if (corpus is None) != (root is None):
         raise ValueError("give both corpus and root to evaluate on another corpus, or neither")

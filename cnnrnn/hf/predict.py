@@ -27,11 +27,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..artifacts import atomic_write_bytes, ensure_writable_dir, is_temporary, save_json
+from ..artifacts import atomic_write_bytes, is_temporary, save_json
 from ..config import override
 from ..corpora import CorpusReport
 from ..reports import REPORT_FILES, write_report
 from ..runs import RunManifest, find_manifest, read_manifest
+from ..outputs import claim_predictions
 from .config import HFConfig, load_config
 from .data import HFRecord, fold_split, label_targets, read_new_data, read_records, split_spec, va_targets
 from .metrics import multilabel_metrics, predicted_sets, regression_metrics, top_label_codes
@@ -264,7 +265,7 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
         raise ValueError(f"--input {source}: an HF run predicts a new_data.csv (from `cnnrnn kemdy-labels`) "
                          "or a KEMDy corpus folder")
     run_dir = manifest.folder if manifest is not None and manifest.folder else checkpoint.parent
-    out = ensure_writable_dir(out_dir if out_dir is not None else run_dir / "predictions")
+    out = claim_predictions(out_dir if out_dir is not None else run_dir / "predictions")
     threshold = options.get("threshold")
     result = _score(load_checkpoint(checkpoint), records, out, options.get("batch_size") or cfg.train.valid_batch_size,
                     cfg.train.threshold if threshold is None else threshold, None)

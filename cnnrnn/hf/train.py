@@ -34,7 +34,6 @@ log = logging.getLogger("cnnrnn.hf")
 #: The kind of folder an HF run is (:func:`cnnrnn.outputs.claim_folder`).
 RUN_KIND = "hf run"
 #: The kind of folder ``cnnrnn hf predict --out`` writes (``metrics.json``, ``predictions.csv``, ...).
-PREDICTIONS_KIND = "predictions"
 PARTIAL_DIR = f"{CHECKPOINT_DIR}.partial"
 #: What a run folder holds besides ``checkpoint/`` (a killed write of one of them leaves ``.name.XXXX.tmp``).
 RUN_FILES = ("run.json", "history.csv", *REPORT_FILES.values())
@@ -58,30 +57,8 @@ def claim_run(out: str | Path) -> Path:
     return claim_folder(out, RUN_KIND, recognise=is_run_folder)
 
 
-def is_predictions_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds this family's predictions written before folder markers existed: the
-    ``metrics.json`` of :func:`cnnrnn.hf.predict.evaluate` (``family`` ``hf``), in a folder that is no run."""
-    from ..artifacts import load_json
-
-    try:
-        metrics = load_json(folder / REPORT_FILES["metrics"])
-    except (OSError, ValueError):
-        return False
-    return isinstance(metrics, dict) and metrics.get("family") == "hf" and not (folder / "run.json").exists() \
-        and not is_run_folder(folder)
 
 
-def claim_predictions(out: str | Path) -> Path:
-    """Claim ``out`` as a predictions folder (kind :data:`PREDICTIONS_KIND`): new, empty, or predictions already.
-
-    Raises:
-        cnnrnn.outputs.OutputFolderError: ``out`` holds other files (a run's, a corpus') or is another command's
-            output folder.
-        cnnrnn.artifacts.NotWritableError: ``out`` cannot be written.
-    """
-    from ..outputs import claim_folder
-
-    return claim_folder(out, PREDICTIONS_KIND, recognise=is_predictions_folder)
 
 
 def records_inputs(records: Sequence[HFRecord]) -> dict[str, Any]:
