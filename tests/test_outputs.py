@@ -196,6 +196,19 @@ def test_a_second_writer_of_a_stage_is_refused_and_a_dead_holders_lock_is_taken_
     assert not list((out / ".cnnrnn" / "locks").glob("*.json"))  # released: nobody holds a lock now
 
 
+def test_predict_on_a_run_being_trained_is_refused(corpora, tmp_path, caplog, real_wav):
+    out = tmp_path / "run"
+    stages(out, corpora["a"], caplog)
+    proc = hold_lock(out, "train")
+    try:
+        code, text = run_cli(["predict", "--model", out, "--input", real_wav, "--out", tmp_path / "preds"], caplog)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert code == 2 and f"cannot predict with {out}: {out} is in use by host" in text and f"PID {proc.pid}" in text
+    assert not (tmp_path / "preds").exists()
+
+
 # --------------------------------------------------------------------------- 4. leftovers and interrupts
 def test_leftovers_of_a_killed_pack_and_a_full_disk_are_removed_and_counted(corpora, tmp_path, caplog):
     out = tmp_path / "run"
