@@ -209,25 +209,28 @@ def case_18(tmp: Path) -> dict:
 
     run = make_run(tmp / "run")
     audio = _audio(tmp / "audio")
-    split = tmp / "split"
+    split, preds = tmp / "split", tmp / "preds"  # a run, and an (empty) folder for predictions
     cli("split", "--corpus", "kemdy20", "--root", sample(), "--out", split)
+    preds.mkdir()
     before = files(tmp)
-    split.chmod(0o555)
+    for folder in (split, preds):
+        folder.chmod(0o555)
     real = tempfile.mkstemp
     simulated = os.access(split, os.W_OK)
     if simulated:
         def read_only(*args, dir=None, **kwargs):
-            if dir is not None and Path(dir).resolve().is_relative_to(split.resolve()):
+            if dir is not None and any(Path(dir).resolve().is_relative_to(f.resolve()) for f in (split, preds)):
                 raise PermissionError(13, "Permission denied", str(dir))
             return real(*args, dir=dir, **kwargs)
 
         tempfile.mkstemp = read_only
     try:
         results = [cli("spectrograms", "--out", split),
-                   cli("predict", "--model", run, "--input", audio, "--out", split)]
+                   cli("predict", "--model", run, "--input", audio, "--out", preds)]
     finally:
         tempfile.mkstemp = real
-        split.chmod(0o755)
+        for folder in (split, preds):
+            folder.chmod(0o755)
     observed = [f"exit {c}; {errors(logs)[0] if errors(logs) else 'no error'}" for c, _, logs in results]
     ok = all(c == 2 and len(errors(logs)) == 1 and "cannot write to the output folder" in logs
              for c, _, logs in results)
