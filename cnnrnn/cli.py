@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # onnxruntime writes $TMPDIR/.ses otherwise: nothing outside --out
+    # onnxruntime's telemetry writes $TMPDIR/.ses otherwise: nothing is written outside --out
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     args = build_parser().parse_args(argv)
     if not args.verbose:
         from .quiet import quiet_tensorflow_import

@@ -122,7 +122,8 @@ def write_manifest(folder: str | Path, family: str, config: dict[str, Any], labe
         except ValueError:
             rel.append(str(c.resolve()))
     manifest = RunManifest(family=family, config=dict(config), labels=list(labels), split=dict(split or {}),
-                           input=dict(input_spec or {}), checkpoints=rel, extra=dict(extra or {}), inputs=dict(inputs or {}),
+                           input=dict(input_spec or {}), checkpoints=rel, extra=dict(extra or {}),
+                           inputs=dict(inputs or {}),
                            versions=package_versions(),
                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     return save_json(manifest.to_dict(), folder / MANIFEST_FILE)

@@ -72,12 +72,6 @@ def claim_run(out: str | Path) -> Path:
     return claim_folder(out, RUN_KIND, recognise=is_run_folder)
 
 
-
-
-
-
-
-
 def build_model(cfg: BaselineConfig, n_classes: int):
     """The uncompiled ANN or CNN for ``cfg`` (:func:`cnnrnn.models.baselines.build_ann` / ``build_cnn``)."""
     from ..models.baselines import build_ann, build_cnn

@@ -78,10 +78,6 @@ def claim_run(out: str | Path) -> Path:
     return claim_folder(out, RUN_KIND, recognise=is_run_folder)
 
 
-
-
-
-
 def build_pipeline(cfg: FunctionalsConfig, y_train: Sequence[int]):
     """The unfitted scikit-learn pipeline: ``StandardScaler`` → ``CalibratedClassifierCV(SVC, sigmoid,
     ensemble=False)``, or with ``classifier: logistic`` ``StandardScaler`` → ``LogisticRegression``.

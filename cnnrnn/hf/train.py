@@ -57,10 +57,6 @@ def claim_run(out: str | Path) -> Path:
     return claim_folder(out, RUN_KIND, recognise=is_run_folder)
 
 
-
-
-
-
 def records_inputs(records: Sequence[HFRecord]) -> dict[str, Any]:
     """The content fingerprint of ``records``: every field (id, text, labels, ratings, speaker, session) but the
     audio path, and the content of each wav (:func:`cnnrnn.outputs.file_digest`, ``None`` when unreadable).
