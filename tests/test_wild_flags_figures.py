@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,7 +171,8 @@ def captured_training(monkeypatch):
         seen.update(records=records, cfg=cfg, source=source)
         return {"task": cfg.model.task, "n": 0}
 
-    monkeypatch.setitem(sys.modules, "cnnrnn.hf.train", types.SimpleNamespace(train_fold=fake_train_fold))
+    monkeypatch.setitem(sys.modules, "cnnrnn.hf.train", types.SimpleNamespace(train_fold=fake_train_fold,
+                                                                              claim_run=lambda out: Path(out)))
     return seen
 
 
