@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .outputs import check_not_training, claim_predictions
+from .outputs import check_not_training, claim_predictions, writing_stage
+from .reports import REPORT_FILES
 from .audio import SILENCE_TOP_DB
 from .runs import FAMILIES, find_manifest, read_manifest
 
@@ -181,8 +182,16 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
         out_dir = Path("predictions")  # never write into the installed package
     for path in paths:
         check_not_training(path)  # a run another process is training: refused
-    if out_dir is not None:
-        claim_predictions(out_dir)
+    if out_dir is None:  # each family claims (and names) its default folder
+        return _predict(paths, source, None, progress, fuse, window, hop, silence_db, classify_anyway, options)
+    claim_predictions(out_dir)
+    with writing_stage(out_dir, "predict", [(out_dir, [*REPORT_FILES.values(), TIMELINE_FILE])]):
+        return _predict(paths, source, out_dir, progress, fuse, window, hop, silence_db, classify_anyway, options)
+
+
+def _predict(paths: list[Path], source, out_dir, progress: bool, fuse: bool, window, hop, silence_db,
+             classify_anyway: bool, options: dict) -> dict:
+    """:func:`predict` once the models are resolved and the output folder claimed (and locked)."""
     resolved = [resolve_family(p) for p in paths]
     families = {family for family, _ in resolved}
     if options.get("images") and families != {"cnnrnn"}:

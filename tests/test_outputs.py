@@ -209,6 +209,22 @@ def test_predict_on_a_run_being_trained_is_refused(corpora, tmp_path, caplog, re
     assert not (tmp_path / "preds").exists()
 
 
+def test_a_second_predict_into_the_same_folder_is_refused(tmp_path, caplog, real_wav):
+    preds = tmp_path / "preds"
+    code, text = run_cli(["predict", "--model", "emodb", "--input", real_wav, "--out", preds], caplog)
+    assert code == 0, text
+    before = snapshot(preds)
+    proc = hold_lock(preds, "predict")
+    try:
+        code, text = run_cli(["predict", "--model", "emodb", "--input", real_wav, "--out", preds], caplog)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert code == 2 and f"is in use by host" in text and f"PID {proc.pid}" in text
+    assert {k: v for k, v in snapshot(preds).items() if ".cnnrnn" not in k} == \
+        {k: v for k, v in before.items() if ".cnnrnn" not in k}
+
+
 # --------------------------------------------------------------------------- 4. leftovers and interrupts
 def test_leftovers_of_a_killed_pack_and_a_full_disk_are_removed_and_counted(corpora, tmp_path, caplog):
     out = tmp_path / "run"
