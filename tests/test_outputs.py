@@ -16,7 +16,7 @@ import pytest
 
 from cnnrnn import artifacts as A
 from cnnrnn import cli
-from cnnrnn.outputs import MARKER, digest, file_digest, holder, stage_lock
+from cnnrnn.outputs import MARKER, digest, file_digest, holder
 
 N = 12
 
@@ -220,7 +220,7 @@ def test_a_second_predict_into_the_same_folder_is_refused(tmp_path, caplog, real
     finally:
         proc.kill()
         proc.wait()
-    assert code == 2 and f"is in use by host" in text and f"PID {proc.pid}" in text
+    assert code == 2 and "is in use by host" in text and f"PID {proc.pid}" in text
     assert {k: v for k, v in snapshot(preds).items() if ".cnnrnn" not in k} == \
         {k: v for k, v in before.items() if ".cnnrnn" not in k}
 

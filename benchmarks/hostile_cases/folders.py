@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import case, cli, error_text, files, lost, outside, read_json, sample, sample_wavs, snapshot
+from ._common import case, cli, error_text, files, lost, outside, read_json, sample, snapshot
 
 #: The smallest model that trains end to end: tiny, with the compact backbone (no ResNet50).
 SMALL = {"extends": "tiny", "train": {"backbone": "compact", "filters": [8, 16], "weights": "none"}}
