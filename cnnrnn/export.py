@@ -254,7 +254,7 @@ def _cnnrnn_plan(paths: list[Path], manifest, config, labels, batch_size: int,
                  trust_code: bool = False) -> ExportPlan:
     from .cnnrnn.config import load_config
     from .cnnrnn.predict import checkpoints_in, find_run_dir
-    from .cnnrnn.train import predict_proba, segment_starts
+    from .cnnrnn.batches import predict_proba, segment_starts
 
     what = str(paths[0])
     if manifest is not None and any(p.is_dir() and (p / "run.json").is_file() for p in paths):

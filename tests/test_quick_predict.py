@@ -129,8 +129,8 @@ def fold_run(tmp_path_factory):
 
 
 def test_the_test_stage_loads_each_fold_model_once_and_predicts_in_batches(fold_run, monkeypatch):
+    from cnnrnn.cnnrnn import batches as T
     from cnnrnn.cnnrnn import predict as P
-    from cnnrnn.cnnrnn import train as T
 
     loads, calls = [], []
     real_load, real_predictor = A.load_model, T.batch_predictor

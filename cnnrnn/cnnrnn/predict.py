@@ -405,7 +405,7 @@ def predict(
     from ..features import check_render
     from ..keras2 import is_keras2, with_input_scale
     from ..reports import write_report
-    from .train import predict_proba
+    from .batches import predict_proba
 
     if not model_paths:
         raise ValueError("no checkpoint given")

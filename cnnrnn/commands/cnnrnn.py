@@ -109,7 +109,7 @@ def add_commands(sub) -> None:
     _add_config(p)
     p.set_defaults(handler=_run)
 
-    p = sub.add_parser("demo", help="the whole main job on the bundled KEMDy20-layout sample (a few minutes)")
+    p = sub.add_parser("demo", help="the whole main job on the bundled KEMDy20-layout sample (30 s to 2 min on 2 CPU cores)")
     _add_out(p, "artifacts/demo", "output folder (default: artifacts/demo)")
     _add_config(p, "demo")
     p.set_defaults(handler=_run)
