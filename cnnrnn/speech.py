@@ -177,3 +177,18 @@ def window_speech(y: np.ndarray, sr: int, starts_s: Sequence[float], window_s: f
     end = np.minimum(begin + window_s, len(y) / sr)
     count = before[np.searchsorted(centres, end)] - before[np.searchsorted(centres, begin)]
     return np.minimum(count * frame_s, np.maximum(end - begin, 0.0))
+
+
+def no_speech_rows(table, mask) -> None:
+    """Mark the rows ``mask`` (``(N,) bool``) of a ``predictions.csv`` / ``timeline.csv`` DataFrame as
+    ``no_speech`` in place: label :data:`cnnrnn.speech.NO_SPEECH`, NaN probabilities and confidence, and
+    ``predicted_index`` :data:`cnnrnn.speech.NO_SPEECH_INDEX` where the table has that column."""
+    import numpy as np
+
+    mask = np.asarray(mask, bool)
+    pcols = [c for c in table.columns if str(c).startswith("p_")]
+    table.loc[mask, pcols + ["confidence"]] = np.nan
+    table.loc[mask, "predicted" if "predicted" in table.columns else "label"] = NO_SPEECH
+    if "predicted_index" in table.columns:
+        table.loc[mask, "predicted_index"] = NO_SPEECH_INDEX
+        table["predicted_index"] = table["predicted_index"].astype(int)
