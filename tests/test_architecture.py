@@ -14,7 +14,7 @@ FAMILIES = ("cnnrnn.cnnrnn", "cnnrnn.dcnn", "cnnrnn.baselines", "cnnrnn.hf", "cn
 CORE = ("cnnrnn", "cnnrnn.audio", "cnnrnn.features", "cnnrnn.config", "cnnrnn.artifacts", "cnnrnn.runs",
         "cnnrnn.keras2", "cnnrnn.splits", "cnnrnn.evaluation", "cnnrnn.plots", "cnnrnn.reports", "cnnrnn.corpora",
         "cnnrnn.normalize", "cnnrnn.quiet", "cnnrnn.whisper_features", "cnnrnn.outputs", "cnnrnn.speech",
-        "cnnrnn.workers", "cnnrnn.timeline", "cnnrnn.config_types")
+        "cnnrnn.workers", "cnnrnn.timeline", "cnnrnn.config_types", "cnnrnn.mel", "cnnrnn.front_ends")
 MODELS = ("cnnrnn.models",)
 # the Whisper converter lives beside the encoder it fills (issue 20) but reads and writes files: a tool
 TOOLS = ("cnnrnn.hparams", "cnnrnn.audio_tools", "cnnrnn.kemdy_labels", "cnnrnn.sample", "cnnrnn.yamnet_convert",
