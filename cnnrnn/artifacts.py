@@ -143,6 +143,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     """
 
     def find_class(self, module: str, name: str):  # noqa: D102 - see class docstring
+        """Allow only the globals of :data:`_SAFE_GLOBALS` (and numpy dtypes); raise :class:`UnsafePickleError` for
+        any other."""
         if (module, name) in _SAFE_GLOBALS or (module == "numpy.dtypes" and name in _SAFE_NUMPY_DTYPES):
             return super().find_class(module, name)
         raise UnsafePickleError(

@@ -158,6 +158,8 @@ class SpectrogramConfig(LogMelConfig):
     kind: str = "log_mel"
 
     def validate(self) -> None:
+        """Raise :class:`~cnnrnn.config.ConfigError` for an unknown ``kind``, settings a pretrained front end does
+        not take, mel bands left empty by ``n_fft``, or an unknown colormap or render."""
         if self.kind not in SPECTROGRAM_KINDS:
             raise ConfigError(f"spectrogram.kind must be one of {SPECTROGRAM_KINDS}, got {self.kind!r}")
         if self.kind in PRETRAINED_KINDS:

@@ -74,11 +74,13 @@ class Moments:
     n_rows: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The moments as JSON (``mean``, ``std`` per band, ``n_items``, ``n_rows``)."""
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "n_items": int(self.n_items),
                 "n_rows": int(self.n_rows)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Moments":
+        """Moments from :meth:`to_dict`'s dict (``float32`` arrays)."""
         return cls(np.asarray(data["mean"], np.float64), np.asarray(data["std"], np.float64),
                    int(data["n_items"]), int(data["n_rows"]))
 

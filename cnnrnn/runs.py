@@ -82,6 +82,7 @@ class RunManifest:
         return [p if p.is_absolute() else base / p for p in map(Path, self.checkpoints)]
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest as written to ``run.json`` (``schema_version`` and ``family`` first; no ``folder``)."""
         d = dataclasses.asdict(self)
         d.pop("folder")
         return {"schema_version": d.pop("schema_version"), "family": d.pop("family"), **d}

@@ -97,9 +97,11 @@ class PerSessionSplit(_Splitter):
         self.stratified: dict[str, bool] = {}
 
     def spec(self) -> dict[str, Any]:
+        """What the run manifest records of this splitter: scheme, test size, seed, one fold."""
         return {"scheme": self.scheme, "test_size": self.test_size, "seed": self.seed, "folds": 1}
 
     def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One ``(train_idx, test_idx)``: each session split 8:2 (stratified by label when it can be)."""
         from sklearn.model_selection import train_test_split
 
         n = _n(X)
@@ -134,6 +136,7 @@ class StratifiedFolds(_Splitter):
         self.n_splits, self.seed = int(n_splits), int(seed)
 
     def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``folds`` pairs of ``(train_idx, test_idx)``, stratified by label (scikit-learn's StratifiedKFold)."""
         from sklearn.model_selection import KFold, StratifiedKFold
 
         n = _n(X)
@@ -157,6 +160,8 @@ class SpeakerFolds(_Splitter):
         self.n_splits, self.seed = int(n_splits), int(seed)
 
     def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``folds`` pairs of ``(train_idx, test_idx)`` whose test parts are whole speakers (scikit-learn's
+        StratifiedGroupKFold)."""
         from sklearn.model_selection import StratifiedGroupKFold
 
         n = _n(X)
@@ -182,6 +187,8 @@ class ContiguousFolds(_Splitter):
         self.n_splits, self.seed = int(n_splits), seed
 
     def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``folds`` pairs of ``(train_idx, test_idx)``, each test part a contiguous block of about ``n / folds``
+        items in order, as the original's unshuffled KFold cut them."""
         n = _n(X)
         if n < self.n_splits:
             raise SplitError(f"cannot make {self.n_splits} folds from {n} items")
@@ -200,12 +207,15 @@ class LeaveOneSpeakerOut(_Splitter):
     seed = None
 
     def speakers(self, groups) -> list[str]:
+        """The speakers of ``groups``, sorted: fold ``k`` holds out the k-th."""
         return sorted(set(_groups(groups, len(groups), "speaker").tolist()))
 
     def spec(self) -> dict[str, Any]:
+        """What the run manifest records of this splitter: scheme, the number of folds (speakers), seed."""
         return {"scheme": self.scheme, "folds": None, "seed": None}
 
     def split(self, X, y=None, groups=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One ``(train_idx, test_idx)`` per speaker, the speaker's items as the test part."""
         g = _groups(groups, _n(X), "speaker")
         if len(set(g.tolist())) < 2:
             raise SplitError("leave-one-speaker-out needs at least 2 speakers")

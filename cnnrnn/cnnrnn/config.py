@@ -52,6 +52,7 @@ class SplitConfig:
     scheme: str = "session"
 
     def validate(self) -> None:
+        """Raise :class:`~cnnrnn.config.ConfigError` for a ``test_size`` outside (0, 1) or an unknown ``scheme``."""
         if not 0.0 < self.test_size < 1.0:
             raise ConfigError(f"split.test_size must be in (0, 1), got {self.test_size}")
         if self.scheme not in ("session", "speaker"):

@@ -41,9 +41,11 @@ class ExtractReport:
 
     @property
     def ok(self) -> set[str]:
+        """The ids whose PNG exists now: written by this run or kept from an earlier one."""
         return set(self.written) | set(self.existing)
 
     def to_dict(self) -> dict[str, Any]:
+        """The counts (written, existing, failed), the failed ids by reason and each failure's message, as JSON."""
         return {
             "n_written": len(self.written), "n_existing": len(self.existing),
             "n_failed": sum(len(v) for v in self.failed.values()),

@@ -63,10 +63,12 @@ class Utterance:
         return len(self.emotions) > 1
 
     def to_dict(self) -> dict[str, Any]:
+        """The utterance as a JSON-ready dict (its fields)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Utterance":
+        """An utterance from :meth:`to_dict`'s dict."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -83,16 +85,20 @@ class CorpusReport:
     fixed: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str, item: str) -> None:
+        """Count ``item`` (a file, an id, a line) as skipped for ``reason``."""
         self.skipped.setdefault(reason, []).append(item)
 
     def fix(self, what: str) -> None:
+        """Count one repair of kind ``what`` (e.g. a renamed duplicate id)."""
         self.fixed[what] = self.fixed.get(what, 0) + 1
 
     @property
     def n_skipped(self) -> int:
+        """How many items were skipped, over every reason."""
         return sum(len(v) for v in self.skipped.values())
 
     def summary(self) -> str:
+        """One line: kept of annotated, and the skips and fixes by reason."""
         parts = [f"{self.corpus}: {self.n_kept} of {self.n_annotated} utterances kept"]
         for reason, ids in sorted(self.skipped.items()):
             shown = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
@@ -102,6 +108,7 @@ class CorpusReport:
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON (counts, skipped items by reason, fixes)."""
         d = dataclasses.asdict(self)
         d["n_skipped"] = self.n_skipped
         return d
@@ -123,6 +130,7 @@ def split_labels(cell: str) -> list[str]:
 
 
 def to_float(cell: Any) -> float | None:
+    """A CSV cell as a float, or ``None`` when it is empty or not a number."""
     try:
         value = float(cell)
     except (TypeError, ValueError):
@@ -144,6 +152,7 @@ def read_text(path: Path, encodings: tuple[str, ...]) -> str | None:
 
 
 def label_counts(utterances: list[Utterance]) -> dict[str, int]:
+    """``{emotion: count}`` of ``utterances``, sorted by emotion."""
     return dict(sorted(Counter(u.emotion for u in utterances).items()))
 
 

@@ -401,6 +401,7 @@ class DcnnConfig:
         return Path(self.train.log_root) / self.train.name
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a dict of its sections (:func:`cnnrnn.config.to_dict`)."""
         return _config.to_dict(self)
 
     def validate(self) -> None:

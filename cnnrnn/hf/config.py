@@ -95,10 +95,12 @@ class ModelConfig:
 
     @property
     def uses_text(self) -> bool:
+        """Whether the model reads the transcript (``text`` or ``multimodal``)."""
         return self.modality in ("text", "multimodal")
 
     @property
     def uses_speech(self) -> bool:
+        """Whether the model reads the audio (``speech`` or ``multimodal``)."""
         return self.modality in ("speech", "multimodal")
 
     @property
@@ -133,6 +135,7 @@ class DataConfig:
     label_column: str = "emotion_weighted"
 
     def validate(self) -> None:
+        """Raise :class:`~cnnrnn.config.ConfigError` for an unknown corpus or label column."""
         _choose("data", "corpus", self.corpus, CORPORA)
         _choose("data", "label_column", self.label_column, LABEL_COLUMNS)
 

@@ -96,6 +96,7 @@ class ModelSpec(ModelConfig):
         return cls(**asdict(model), labels=list(labels), multilabel=multilabel)
 
     def to_dict(self) -> dict:
+        """The spec as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -185,6 +186,7 @@ class HFEmotionModel(keras.Model):
         return total / tf.maximum(tf.reduce_sum(frames, axis=1, keepdims=True), 1.0)
 
     def call(self, inputs, training=False):
+        """Pool each backbone's output, fuse them (concat or attention) and return the head's outputs."""
         pooled = {}
         if self.text_backbone is not None:
             out = self.text_backbone(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],

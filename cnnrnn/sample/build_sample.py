@@ -17,6 +17,7 @@ SESSIONS = ("01", "03", "17")
 
 
 def main(src: Path, dst: Path) -> None:
+    """Build the KEMDy20-layout sample in ``dst`` from the EmoDB files in ``src`` (annotation CSVs and wavs)."""
     (dst / "annotation").mkdir(parents=True, exist_ok=True)
     total = 0
     for sess in SESSIONS:
