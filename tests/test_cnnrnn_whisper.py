@@ -15,10 +15,8 @@ LEVEL = 4.0 / 255
 
 
 def _tiny(weights, **train):
-    return {"extends": "whisper", "split": {"scheme": "session"},
-            "spectrogram": {"duration": 1.0, "image_size": [80, 100]},
-            "train": {"folds": 2, "epochs": 2, "weights": str(weights), "lstm_units": 4, "group_by_speaker": False,
-                      "mixup": 0.0, **train}}
+    """The tiny_whisper preset on the encoder ``weights`` with the ``train`` changes."""
+    return {"extends": "tiny_whisper", "train": {"weights": str(weights), **train}}
 
 
 def _config_file(tmp_path, weights, **train):

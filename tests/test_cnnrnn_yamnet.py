@@ -17,11 +17,6 @@ from conftest import SHARED_DATA, TFLITE
 
 EMODB = SHARED_DATA / "emodb-535"
 HALF_LEVEL = 13.815510557964274 / 255 / 2
-TINY = {"extends": "yamnet",
-        "split": {"scheme": "session"},
-        "spectrogram": {"duration": 1.0, "image_size": [64, 98]},
-        "train": {"folds": 2, "epochs": 1, "weights": "none", "freeze_blocks": 12, "lstm_units": 4,
-                  "crop_width": 64, "crop_hop": 17, "group_by_speaker": False}}
 
 
 def _spec(**changes):
@@ -111,11 +106,9 @@ def test_tiny_yamnet_run_predicts_and_exports(tmp_path, sample_dir, capsys):
     from cnnrnn import cli
     from cnnrnn.artifacts import load_image_table, load_json
 
-    cfg = tmp_path / "tiny_yamnet.json"
-    cfg.write_text(json.dumps(TINY))
     out = tmp_path / "run"
     assert cli.main(["-q", "run", "--corpus", "kemdy20", "--root", str(sample_dir), "--out", str(out),
-                     "--config", str(cfg)]) == 0
+                     "--config", "tiny_yamnet"]) == 0
     table = load_image_table(out / "train_final.pickle")
     assert table["path"].shape[1:] == (64, 98, 3)
     stats = load_json(out / "spectrograms" / "normalization.json")

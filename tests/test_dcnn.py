@@ -186,15 +186,42 @@ def _corpus(tmp_path, sample_dir):
     return tmp_path / "audio"
 
 
-def test_finetune_train_infer_through_the_cli(tmp_path, sample_dir, capsys):
+@pytest.fixture(scope="module")
+def two_steps(tmp_path_factory, sample_dir):
+    """One tiny two-step run through the CLI (``dcnn finetune`` then ``dcnn train``, with ``--lr 0.002``: the old
+    option name of --learning-rate) on :func:`_corpus`, shared by the tests below, which copy what they change.
+    Returns the corpus folder, the filelists, the runs' folder and what each step printed."""
+    import contextlib
+    import io
+
     from cnnrnn.cli import main
 
-    audio = _corpus(tmp_path, sample_dir)
-    logs = tmp_path / "logs"
-    common = ["--filelist-train", str(tmp_path / "lists" / "train.txt"), "--filelist-test",
-              str(tmp_path / "lists" / "test.txt"), "--out", str(logs)]
-    assert main(["-q", "dcnn", "finetune", "--config", str(tmp_path / "finetune.json"), *common]) == 0
-    step1 = json.loads(capsys.readouterr().out)
+    root = tmp_path_factory.mktemp("dcnn_two_steps")
+    audio = _corpus(root, sample_dir)
+    logs, lists = root / "logs", root / "lists"
+    common = ["--filelist-train", str(lists / "train.txt"), "--filelist-test", str(lists / "test.txt"),
+              "--out", str(logs), "--lr", "0.002"]
+    printed = {}
+    for step in ("finetune", "train"):
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert main(["-q", "dcnn", step, "--config", str(root / f"{step}.json"), *common]) == 0
+        printed[step] = out.getvalue()
+    return {"audio": audio, "lists": lists, "logs": logs, "printed": printed}
+
+
+def _copy_runs(two_steps, tmp_path):
+    """This test's own copy of the shared runs' folder (so that what it writes or deletes stays its own)."""
+    import shutil
+
+    return shutil.copytree(two_steps["logs"], tmp_path / "logs")
+
+
+def test_finetune_train_infer_through_the_cli(two_steps, tmp_path, capsys):
+    from cnnrnn.cli import main
+
+    audio = two_steps["audio"]
+    logs = _copy_runs(two_steps, tmp_path)
+    step1 = json.loads(two_steps["printed"]["finetune"])
     assert step1["skipped"] == {"missing_audio": 1, "too_short": 1}
     run1 = logs / "t_finetune"
     for name in ("dcnn.h5", "dcnn.json", "run.json", "log_finetune.out", "history_finetune.csv",
@@ -207,8 +234,7 @@ def test_finetune_train_infer_through_the_cli(tmp_path, sample_dir, capsys):
     # segments: 6 clips of 2 s (5 each) + the 1 s clip (2) in the test set; utterances: 7
     assert (metrics["segments"]["n"], metrics["utterances"]["n"]) == (6 * 5 + 2, 7)
 
-    assert main(["-q", "dcnn", "train", "--config", str(tmp_path / "train.json"), *common]) == 0
-    step2 = json.loads(capsys.readouterr().out)
+    step2 = json.loads(two_steps["printed"]["train"])
     assert step2["metrics"]["utterances"]["n"] == 7
     run2 = logs / "t_train"
     for name in ("blstm_attention.h5", "blstm_attention.json", "run.json", "log_train.out", "confusion_train.png",
@@ -228,7 +254,7 @@ def test_finetune_train_infer_through_the_cli(tmp_path, sample_dir, capsys):
     np.testing.assert_allclose(df[["p_a", "p_b", "p_c"]].sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_cnnrnn_predict_with_either_step_of_a_dcnn_run(tmp_path, sample_dir, capsys):
+def test_cnnrnn_predict_with_either_step_of_a_dcnn_run(two_steps, tmp_path, capsys):
     """`cnnrnn predict --model RUN` (the facade over every family) with a tiny DCNN-BLSTMwA run: run.json of each
     step, a step-2 run folder on a filelist (true labels → metrics), a step-1 dcnn.h5 on a folder of audio
     (utterance = mean of its segments' probabilities), and an old run without run.json."""
@@ -236,13 +262,8 @@ def test_cnnrnn_predict_with_either_step_of_a_dcnn_run(tmp_path, sample_dir, cap
 
     from cnnrnn.cli import main
 
-    audio = _corpus(tmp_path, sample_dir)
-    logs, lists = tmp_path / "logs", tmp_path / "lists"
-    common = ["--filelist-train", str(lists / "train.txt"), "--filelist-test", str(lists / "test.txt"),
-              "--out", str(logs), "--lr", "0.002"]                  # --lr: the old option name of --learning-rate
-    for step in ("finetune", "train"):
-        assert main(["-q", "dcnn", step, "--config", str(tmp_path / f"{step}.json"), *common]) == 0
-    capsys.readouterr()
+    audio, lists = two_steps["audio"], two_steps["lists"]
+    logs = _copy_runs(two_steps, tmp_path)  # trained with --lr 0.002, the old option name of --learning-rate
     run1, run2 = logs / "t_finetune", logs / "t_train"
     for run, step, checkpoint in ((run1, "finetune", "dcnn.h5"), (run2, "train", "blstm_attention.h5")):
         manifest = json.loads((run / "run.json").read_text())

@@ -1,4 +1,7 @@
-"""The main job end to end on the bundled sample (real speech), through the CLI, with the tiny preset."""
+"""The main job end to end on the bundled sample (real speech), through the CLI: with the tiny preset (the compact
+backbone), and once with the original's ResNet50 (preset tiny_resnet50, :func:`test_faithful_resnet50_run_end_to_end`,
+the family's one faithful end-to-end run; :func:`test_backbone_weights_offline` is its one ResNet50 build-and-load
+test)."""
 import json
 import subprocess
 import sys
@@ -185,7 +188,39 @@ def test_keras2_h5_checkpoint_loads_and_predicts(run_dir, tmp_path):
     assert result["metrics"]["n"] == len(images)
 
 
+def test_faithful_resnet50_run_end_to_end(sample_dir, tmp_path):
+    """THE faithful end-to-end run: the original CNNRNN (ResNet50 + LSTM) at the tests' size (preset tiny_resnet50)
+    through `cnnrnn run` on the bundled sample (split, spectrograms, pack, 2 folds, test set), then `cnnrnn predict`
+    of a wav with the run. Every other CNNRNN run of the suite uses the compact backbone."""
+    from cnnrnn.artifacts import load_model
+    from cnnrnn.runs import read_manifest
+
+    run = tmp_path / "run"
+    assert cli.main(["-q", "run", "--corpus", "kemdy20", "--root", str(sample_dir), "--out", str(run),
+                     "--config", "tiny_resnet50"]) == 0
+    manifest = read_manifest(run)
+    assert manifest.config["train"]["backbone"] == "resnet50" and manifest.input["image_size"] == [32, 64]
+    checkpoints = manifest.checkpoint_paths()
+    assert [p.name for p in checkpoints] == ["CNN_RNN_fold1_epoch1_e4.h5", "CNN_RNN_fold2_epoch1_e4.h5"]
+    model = load_model(checkpoints[0])
+    assert model.name == "cnnrnn_resnet50_lstm" and model.get_layer("resnet50").output.shape[-1] == 2048
+    assert model.input_shape == (None, 32, 64, 3) and model.output_shape == (None, 7)
+    report = load_json(run / "cv_report.json")
+    assert [f["fold"] for f in report["folds"]] == [1, 2] and report["selection"] == "inner"
+    preds = pd.read_csv(run / "test" / "predictions.csv")
+    assert list(preds["id"]) == load_pickle(run / "data_test.pickle")["id"]
+    probs = preds[[c for c in preds if c.startswith("p_")]].to_numpy()
+    assert probs.shape[1] == 7 and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    metrics = load_json(run / "test" / "metrics.json")
+    assert metrics["n"] == len(preds) and all(0.0 <= metrics[k] <= 1.0 for k in ("ua", "wa", "f1_macro"))
+    wav = next(sample_dir.rglob("*.wav"))
+    assert cli.main(["-q", "predict", "--model", str(run), "--input", str(wav), "--out", str(tmp_path / "p")]) == 0
+    one = pd.read_csv(tmp_path / "p" / "predictions.csv")
+    assert list(one["id"]) == [wav.stem] and one["predicted"].iloc[0] in manifest.labels
+
+
 def test_backbone_weights_offline(tmp_path, monkeypatch):
+    """The one test that builds the CNNRNN's ResNet50 and loads weights into it (a local file, never a download)."""
     import keras
 
     from cnnrnn.models import build_cnnrnn

@@ -1,7 +1,5 @@
 """The CNNRNN family's recipe options on real speech (the bundled sample): speaker-normalised log-mel images,
 the compact backbone with SpecAugment, and prediction with and without the speaker of new files."""
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,23 +7,13 @@ import pytest
 from cnnrnn import cli
 from cnnrnn.artifacts import load_json
 
-RECIPE = {
-    "split": {"scheme": "speaker"},
-    "spectrogram": {"duration": 2.0, "n_mels": 32, "n_fft": 512, "hop_length": 256, "image_size": [32, 64],
-                    "colormap": "gray", "normalization": "speaker"},
-    "train": {"folds": 2, "epochs": 1, "batch_size": 16, "backbone": "compact", "filters": [8, 8, 16],
-              "lstm_units": 8, "bn_momentum": 0.9, "freq_masks": 1, "time_masks": 1, "selection": "inner",
-              "learning_rate": 0.001},
-}
-
 
 @pytest.fixture(scope="module")
 def recipe_run(tmp_path_factory, sample_dir):
+    """The tiny_recipe preset (the compact recipe at the tiny size) through `cnnrnn run` on the bundled sample."""
     out = tmp_path_factory.mktemp("recipe")
-    config = out / "recipe.json"
-    config.write_text(json.dumps(RECIPE))
     assert cli.main(["-q", "run", "--corpus", "kemdy20", "--root", str(sample_dir), "--out", str(out / "run"),
-                     "--config", str(config)]) == 0
+                     "--config", "tiny_recipe"]) == 0
     return out / "run"
 
 
