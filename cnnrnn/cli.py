@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # onnxruntime's telemetry writes $TMPDIR/.ses otherwise: nothing is written outside --out
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    from .quiet import onnxruntime_telemetry_off
+
+    onnxruntime_telemetry_off()  # before anything (tf2onnx, transformers) imports onnxruntime
     args = build_parser().parse_args(argv)
     if not args.verbose:
         from .quiet import quiet_tensorflow_import

@@ -1101,8 +1101,10 @@ class ExportedModel:
         self.path = Path(path)
         self.format = fmt or guess_format(self.path)
         if self.format == "onnx":
+            from .quiet import import_onnxruntime
+
             require_extra("onnx")
-            ort = _onnxruntime()
+            ort = import_onnxruntime()
 
             self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
             i, o = self._session.get_inputs()[0], self._session.get_outputs()[0]
@@ -1157,17 +1159,6 @@ class ExportedModel:
         import tensorflow as tf
 
         return self._fn(tf.constant(x))[self.output_name].numpy()
-
-
-def _onnxruntime():
-    """``onnxruntime``, imported with its telemetry off unless the user chose otherwise
-    (``ORT_DISABLE_TELEMETRY``, default ``1`` here): onnxruntime 1.2x's POSIX telemetry otherwise writes a session
-    file (``.ses``) into the system temporary folder and a device id under ``~/.cache``, and uploads events. The
-    setting must come before onnxruntime's first import in the process."""
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    import onnxruntime
-
-    return onnxruntime
 
 
 def _tflite_interpreter(path: Path):

@@ -100,3 +100,30 @@ def quiet_tensorflow_import() -> bool:
     if not any(isinstance(f, _QuietFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietFinder())
     return True
+
+
+#: onnxruntime's switch for Microsoft's telemetry: set to ``1`` (unless the environment already says otherwise)
+#: before onnxruntime's first import in a process, since it is read then.
+ORT_TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
+
+
+def onnxruntime_telemetry_off() -> None:
+    """Set :data:`ORT_TELEMETRY_ENV` to ``1`` unless the environment already sets it. onnxruntime 1.32 otherwise
+    starts its telemetry on import: a session file (``.ses``) in the system temporary folder, a database under
+    ``~/.cache/Microsoft/DeveloperTools`` and events it tries to upload, none of which an offline package may do."""
+    os.environ.setdefault(ORT_TELEMETRY_ENV, "1")
+
+
+def import_onnxruntime():
+    """``onnxruntime``, imported with its telemetry off (:func:`onnxruntime_telemetry_off`) and its telemetry
+    events disabled.
+
+    Raises:
+        ImportError: onnxruntime is not installed.
+    """
+    onnxruntime_telemetry_off()
+    import onnxruntime
+
+    if hasattr(onnxruntime, "disable_telemetry_events"):
+        onnxruntime.disable_telemetry_events()
+    return onnxruntime

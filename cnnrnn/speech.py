@@ -60,22 +60,17 @@ class SpeechCheckError(OSError):
 def _session():
     """The onnxruntime session of :data:`MODEL_FILE` (one thread; loaded once per process).
 
-    onnxruntime 1.32 starts Microsoft's telemetry when it is imported (a ``.ses`` file in ``$TMPDIR``, a database
-    under ``~/.cache/Microsoft/DeveloperTools``, events it tries to send): ``ORT_DISABLE_TELEMETRY=1`` is set
-    first (unless the environment says otherwise), which stops all of it, and its events are turned off."""
-    import os
+    onnxruntime is imported with its telemetry off (:func:`cnnrnn.quiet.import_onnxruntime`)."""
+    from .quiet import import_onnxruntime
 
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # read when onnxruntime is imported
     try:
-        import onnxruntime as ort
+        ort = import_onnxruntime()
     except ImportError as exc:
         raise SpeechCheckError("the speech check needs onnxruntime (pip install onnxruntime); "
                                "--classify-anyway skips it") from exc
     if not MODEL_FILE.is_file():
         raise SpeechCheckError(f"the speech detector's model {MODEL_FILE} is missing (a broken installation?); "
                                "--classify-anyway skips the check")
-    if hasattr(ort, "disable_telemetry_events"):
-        ort.disable_telemetry_events()
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
