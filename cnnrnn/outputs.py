@@ -242,17 +242,6 @@ def stage_lock(folder: str | Path, stage: str, part: str | None = None) -> Itera
         lock.release()
 
 
-@contextmanager
-def stage_locks(folder: str | Path, stages: Sequence[str]) -> Iterator[None]:
-    """Hold the locks of several stages of ``folder`` (in the order given) for the ``with`` block."""
-    from contextlib import ExitStack
-
-    with ExitStack() as stack:
-        for stage in stages:
-            stack.enter_context(stage_lock(folder, stage))
-        yield
-
-
 def check_not_locked(folder: str | Path, stage: str, doing: str) -> None:
     """Refuse to ``doing`` (e.g. "predict with this run") while another process writes ``stage`` of ``folder``.
 
