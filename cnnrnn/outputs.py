@@ -315,14 +315,16 @@ def file_digest(path: str | Path) -> str:
 
 
 def audio_digests(paths: Sequence[str | Path]) -> list[str | None]:
-    """:func:`file_digest` of each audio file, ``None`` for one that cannot be read (the stage skips it)."""
-    out: list[str | None] = []
-    for p in paths:
-        try:
-            out.append(file_digest(p))
-        except OSError:
-            out.append(None)
-    return out
+    """:func:`file_digest` of each audio file, ``None`` for one that cannot be read (the stage skips it); a path
+    listed several times (an utterance and its speed-perturbed copies) is read once."""
+    known: dict[str, str | None] = {}
+    for p in map(str, paths):
+        if p not in known:
+            try:
+                known[p] = file_digest(p)
+            except OSError:
+                known[p] = None
+    return [known[str(p)] for p in paths]
 
 
 def digest(obj: Any) -> str:
