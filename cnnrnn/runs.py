@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .artifacts import load_json, save_json
+from .families import FAMILIES  # noqa: F401  (re-exported: a manifest names one of them)
 
 MANIFEST_FILE = "run.json"
 SCHEMA_VERSION = 1
-FAMILIES = ("cnnrnn", "dcnn", "baselines", "hf", "functionals")
 _VERSIONED = ("cnnrnn", "tensorflow", "keras", "librosa")
 
 

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cnnrnn"
 FAMILIES = ("cnnrnn.cnnrnn", "cnnrnn.dcnn", "cnnrnn.baselines", "cnnrnn.hf", "cnnrnn.functionals")
 CORE = ("cnnrnn", "cnnrnn.audio", "cnnrnn.features", "cnnrnn.config", "cnnrnn.artifacts", "cnnrnn.runs",
         "cnnrnn.keras2", "cnnrnn.splits", "cnnrnn.evaluation", "cnnrnn.plots", "cnnrnn.reports", "cnnrnn.corpora",
-        "cnnrnn.normalize", "cnnrnn.quiet", "cnnrnn.whisper_features", "cnnrnn.outputs", "cnnrnn.speech",
+        "cnnrnn.normalize", "cnnrnn.families", "cnnrnn.quiet", "cnnrnn.whisper_features", "cnnrnn.outputs", "cnnrnn.speech",
         "cnnrnn.workers", "cnnrnn.timeline", "cnnrnn.config_types", "cnnrnn.mel", "cnnrnn.front_ends")
 MODELS = ("cnnrnn.models",)
 # the Whisper converter lives beside the encoder it fills (issue 20) but reads and writes files: a tool
