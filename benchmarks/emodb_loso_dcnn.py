@@ -7,7 +7,7 @@ the same overrides (:func:`cnnrnn.config.override`, e.g. ``{"data.normalization"
 
 A preset whose ``model.backbone`` is ``yamnet`` (``{"preset": "yamnet"}``) gets ``model.weights`` =
 ``benchmarks/work/yamnet.weights.h5`` unless its overrides name weights; that file is converted once from
-``<data>/../pretrained/yamnet/yamnet.tflite`` (:func:`cnnrnn.yamnet_convert.convert`) when absent. A ``whisper``
+``<data>/../pretrained/yamnet/yamnet.tflite`` (:func:`cnnrnn.models.yamnet_convert.convert`) when absent. A ``whisper``
 preset likewise gets ``benchmarks/work/whisper-tiny.en.weights.h5``, converted once from
 ``<data>/../pretrained/whisper-tiny.en/model.bin`` (:func:`cnnrnn.models.whisper_convert.convert`).
 
@@ -47,7 +47,7 @@ def whisper_weights(data: Path) -> Path:
 def yamnet_weights(data: Path) -> Path:
     """:data:`YAMNET_WEIGHTS`, converted from ``<data>/../pretrained/yamnet/yamnet.tflite`` first if absent."""
     if not YAMNET_WEIGHTS.is_file():
-        from cnnrnn.yamnet_convert import convert
+        from cnnrnn.models.yamnet_convert import convert
 
         convert(Path(data).parent / "pretrained" / "yamnet" / "yamnet.tflite", YAMNET_WEIGHTS)
     return YAMNET_WEIGHTS

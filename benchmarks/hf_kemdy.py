@@ -2,7 +2,7 @@
 
 Built only from the package's own stages:
 
-1. ``cnnrnn.kemdy_labels.process_labels`` on ``../shared/data/kemdy20-layout`` → ``new_data.csv``
+1. ``cnnrnn.corpora.kemdy_labels.process_labels`` on ``../shared/data/kemdy20-layout`` → ``new_data.csv``
    (rater-weighted labels; real EmoDB speech, 445 readable segments);
 2. ``cnnrnn.hf.backbones.build_tiny_backbones``: small random-init RoBERTa (tokenizer trained on the
    transcripts) and wav2vec2 (the wav2vec2-base conv stack with 16 channels), saved and loaded by path;
@@ -175,7 +175,7 @@ def main() -> int:
 
     from cnnrnn.hf.backbones import build_tiny_backbones
     from cnnrnn.hf.data import read_new_data
-    from cnnrnn.kemdy_labels import process_labels
+    from cnnrnn.corpora.kemdy_labels import process_labels
 
     load_before = os.getloadavg()[0]
     started = time.perf_counter()

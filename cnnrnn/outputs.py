@@ -150,7 +150,8 @@ def _now() -> str:
 def _command() -> str:
     argv = list(sys.argv)
     name = Path(argv[0]).name if argv else "python"
-    return " ".join(["cnnrnn" if name in ("cnnrnn", "__main__.py") else name, *argv[1:]])[:300]
+    program = __package__ or "python"  # the console script and ``python -m`` both show as the program's name
+    return " ".join([program if name in (program, "__main__.py") else name, *argv[1:]])[:300]
 
 
 def _pid_alive(pid: int) -> bool:

@@ -42,7 +42,7 @@ def yamnet_weights(tmp_path_factory) -> Path:
     (``cnnrnn yamnet-convert``; about 10 s); skips where the file is absent."""
     if not TFLITE.is_file():
         pytest.skip("../shared/data/pretrained/yamnet is absent")
-    from cnnrnn.yamnet_convert import convert
+    from cnnrnn.models.yamnet_convert import convert
 
     return convert(TFLITE, tmp_path_factory.mktemp("yamnet") / "yamnet.weights.h5")
 

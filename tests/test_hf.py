@@ -41,7 +41,7 @@ def tiny(tmp_path_factory, sample_records):
 @pytest.fixture(scope="module")
 def kemdy_table(tmp_path_factory, sample_dir):
     """``new_data.csv`` of the bundled KEMDy20-layout sample, written by ``cnnrnn kemdy-labels`` (105 records)."""
-    from cnnrnn.kemdy_labels import process_labels
+    from cnnrnn.corpora.kemdy_labels import process_labels
 
     table = tmp_path_factory.mktemp("kemdy") / "new_data.csv"
     process_labels("kemdy20", sample_dir, table)

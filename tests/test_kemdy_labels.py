@@ -9,7 +9,7 @@ from cnnrnn import cli
 from cnnrnn.artifacts import load_json
 from cnnrnn.corpora import CorpusError, load_corpus
 from cnnrnn.corpora.kemdy import WEIGHTED_COLUMNS, read_kemdy_ratings
-from cnnrnn.kemdy_labels import LABELS, canonical_label, majority_label, process_labels, weighted_vote
+from cnnrnn.corpora.kemdy_labels import LABELS, canonical_label, majority_label, process_labels, weighted_vote
 
 from conftest import FIXTURES
 

@@ -20,7 +20,7 @@ needs_tflite = pytest.mark.skipif(not TFLITE.is_file(), reason="../shared/data/p
 def test_build_yamnet_shapes_with_random_weights():
     from cnnrnn.models import Int8Rounding, build_yamnet, yamnet_backbone
     from cnnrnn.models.yamnet import yamnet_conv_layers
-    from cnnrnn.yamnet_convert import _expected_shapes
+    from cnnrnn.models.yamnet_convert import _expected_shapes
 
     x = np.random.default_rng(0).normal(size=(2, 96, 64, 1)).astype("float32")
     plain = build_yamnet()
@@ -124,7 +124,7 @@ def test_a_tflite_of_another_model_gives_a_clear_error(tmp_path):
     import keras
     import tensorflow as tf
 
-    from cnnrnn.yamnet_convert import YamnetFileError, convert
+    from cnnrnn.models.yamnet_convert import YamnetFileError, convert
 
     other = keras.Sequential([keras.Input((15600,)), keras.layers.Dense(4)])
     path = tmp_path / "other.tflite"
@@ -157,7 +157,7 @@ def converted(yamnet_weights):
 @needs_tflite
 def test_dequantised_weights_are_the_interpreters():
     """Our dequantisation of the int8 depthwise kernels equals the interpreter's own DEQUANTIZE outputs."""
-    from cnnrnn.yamnet_convert import open_interpreter, read_weights
+    from cnnrnn.models.yamnet_convert import open_interpreter, read_weights
 
     it = open_interpreter(TFLITE)
     it.set_tensor(it.get_input_details()[0]["index"], np.zeros((1, 15600), np.float32))
@@ -180,7 +180,7 @@ def test_dequantised_weights_are_the_interpreters():
 def test_converted_keras_yamnet_matches_the_interpreter(converted, capsys):
     """The acceptance check of issue 11: median cosine >= 0.999 with the int8 rounding emulated."""
     from cnnrnn.models import build_yamnet
-    from cnnrnn.yamnet_convert import agreement_on_files, format_agreement
+    from cnnrnn.models.yamnet_convert import agreement_on_files, format_agreement
 
     result = agreement_on_files(TFLITE, weights_path=converted, clips=10)
     print(format_agreement(result))

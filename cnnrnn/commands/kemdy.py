@@ -34,7 +34,7 @@ def add_commands(sub) -> None:
 
 
 def _kemdy_labels(args, progress: bool) -> int:
-    from ..kemdy_labels import process_labels, summary
+    from ..corpora.kemdy_labels import process_labels, summary
 
     out = Path(args.out)
     report_json = args.report or out.with_name(f"{out.stem}_report.json")

@@ -2,7 +2,7 @@
 dataset preparation (``filelists``) and the YAMNet and Whisper weights converters (``yamnet-convert``,
 ``whisper-convert``). The work is in
 :mod:`cnnrnn.audio_tools`, :mod:`cnnrnn.hparams`, :func:`cnnrnn.dcnn.filelists.prepare_filelists` and
-:mod:`cnnrnn.yamnet_convert`."""
+:mod:`cnnrnn.models.yamnet_convert`."""
 from __future__ import annotations
 
 import argparse
@@ -28,7 +28,7 @@ def add_commands(sub) -> None:
 
     from ..corpora import READERS
     from ..dcnn.filelists import FOLDS_BY, prepare_filelists
-    from ..yamnet_convert import agreement_on_files
+    from ..models.yamnet_convert import agreement_on_files
 
     default = {k: v.default for k, v in inspect.signature(prepare_filelists).parameters.items()}
 
@@ -207,7 +207,7 @@ def _whisper_convert(args, progress: bool) -> int:
 
     from ..audio import list_audio, load_audio
     from ..models import whisper_convert
-    from ..yamnet_convert import SAMPLE_WAVS
+    from ..models.yamnet_convert import SAMPLE_WAVS
 
     if args.out is None and args.hf_out is None:
         raise ValueError("whisper-convert writes nothing without --out NAME.weights.h5 and/or --hf-out DIR")
@@ -255,7 +255,7 @@ def _whisper_convert(args, progress: bool) -> int:
 def _yamnet_convert(args, progress: bool) -> int:
     from pathlib import Path
 
-    from .. import yamnet_convert
+    from ..models import yamnet_convert
 
     ensure_writable_dir(Path(args.out).parent)
     out = yamnet_convert.convert(args.tflite, args.out)

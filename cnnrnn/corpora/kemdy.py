@@ -8,7 +8,7 @@ documented order, which gives the label codes). The corpus files spell one label
 :func:`canonical_label`): in annotation cells, configs and old ``labels.json`` files.
 
 Besides the utterance readers, :func:`read_kemdy_ratings` returns every
-rater's raw emotion cell per segment (for :mod:`cnnrnn.kemdy_labels`), and
+rater's raw emotion cell per segment (for :mod:`cnnrnn.corpora.kemdy_labels`), and
 :func:`read_kemdy_weighted` reads the ``new_data.csv`` that module writes.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ _ID_PREFIX = re.compile(r"^Sess(\d+)_")
 _USER = re.compile(r"(User\d+[MF]?)")
 _RATER = re.compile(r"^(Eval\d+)", re.IGNORECASE)
 
-#: Columns of the ``new_data.csv`` written by :mod:`cnnrnn.kemdy_labels` and read by :func:`read_kemdy_weighted`.
+#: Columns of the ``new_data.csv`` that :mod:`cnnrnn.corpora.kemdy_labels` writes, read by :func:`read_kemdy_weighted`.
 WEIGHTED_COLUMNS = ("segment_id", "session", "speaker", "text", "wav_path", "emotion_raw", "emotion_weighted",
                     "valence", "arousal")
 

@@ -16,7 +16,7 @@ The backbones:
 * ``yamnet``: :func:`cnnrnn.models.yamnet.build_yamnet` (MobileNetV1 pretrained on AudioSet; the float model,
   no int8 rounding) up to its 1024-d embedding, then dropout and the FC layer. It takes YAMNet's 1-channel
   log-mel patches ``(frames, 64, 1)`` (time × mel bands), not images. ``weights``: the ``.weights.h5`` of
-  ``cnnrnn yamnet-convert`` (:func:`cnnrnn.yamnet_convert.convert`; nothing is downloaded) or ``none``
+  ``cnnrnn yamnet-convert`` (:func:`cnnrnn.models.yamnet_convert.convert`; nothing is downloaded) or ``none``
   (random, for tests); ``freeze_blocks`` keeps the first N of its 14 blocks fixed.
 
 * ``whisper``: a head over the frozen Whisper encoder's frames of one segment (:mod:`cnnrnn.models.whisper`; the

@@ -11,7 +11,7 @@ folded into the convolutions (as in the TFLite file the weights come from), so e
 bias and there is no ``BatchNormalization`` layer. Global average pooling gives the 1024-d embedding; the
 optional head is ``Dense(521)`` + sigmoid over the AudioSet classes.
 
-The weights are not part of the package: ``cnnrnn yamnet-convert`` (:mod:`cnnrnn.yamnet_convert`) turns a
+The weights are not part of the package: ``cnnrnn yamnet-convert`` (:mod:`cnnrnn.models.yamnet_convert`) turns a
 local ``yamnet.tflite`` into a ``.weights.h5`` for this builder.
 
 **Int8 rounding.** The TFLite file uses dynamic-range quantisation: at run time the interpreter rounds the
@@ -118,7 +118,7 @@ def build_yamnet(*, frames: int | None = PATCH_FRAMES, include_top: bool = False
         A Keras model: input ``(batch, frames, 64, 1)`` float32 log-mel (natural log of mel magnitude +
         0.001, as :func:`cnnrnn.features.yamnet_log_mel`; frames along height, mel bands along width);
         output ``(batch, 1024)`` float32 embedding, or ``[embedding, scores (batch, 521)]`` with
-        ``include_top``. A ``.weights.h5`` written by :func:`cnnrnn.yamnet_convert.convert` holds the head
+        ``include_top``. A ``.weights.h5`` written by :func:`cnnrnn.models.yamnet_convert.convert` holds the head
         too: build with ``include_top=True`` to load it, or use :func:`yamnet_backbone` for the embedding
         part.
     """
@@ -167,7 +167,7 @@ def pretrained_yamnet(*, frames: int | None, weights: str | None, freeze_blocks:
     Args:
         frames: frames of the input (96 for a YAMNet patch, a clip's :func:`cnnrnn.features.yamnet_frames`, or
             ``None`` for any length).
-        weights: the ``.weights.h5`` written by ``cnnrnn yamnet-convert`` (:func:`cnnrnn.yamnet_convert.convert`),
+        weights: the ``.weights.h5`` of ``cnnrnn yamnet-convert`` (:func:`cnnrnn.models.yamnet_convert.convert`),
             or ``None``/``"none"`` for random weights (tests). Nothing is downloaded.
         freeze_blocks: the first N of the 14 blocks keep their weights (``trainable = False``), 0..14.
         output: ``embedding`` (``(batch, 1024)``, after global average pooling) or ``feature_map``
