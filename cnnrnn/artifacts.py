@@ -358,7 +358,10 @@ def load_model(path: str | Path, *, trust_code: bool = False):
         cnnrnn.keras2.UnsafeModelError: a ``Lambda`` layer and no ``trust_code`` (nothing ran).
         CheckpointError: the file is not a loadable Keras model.
     """
-    from . import keras2, models  # noqa: F401  (models: registers the custom layers)
+    from . import keras2
+    from .models import register_layers
+
+    register_layers()
 
     path = Path(path)
     if not path.is_file():

@@ -1,14 +1,36 @@
-"""Model families. Import a family's module to register its custom layers before loading."""
-from .attention import PaddingMask, SelfAttentionPooling
-from .augment import SpecAugment
-from .blstm_attention import build_blstm_attention
-from .cnnrnn import build_cnnrnn, resolve_backbone_weights
-from .dcnn import build_dcnn, feature_extractor
-from .whisper import (MeanStdPooling, Standardize, WeightedBlockSum, WhisperAttention, WhisperBlock, WhisperPositions,
-                      build_whisper_encoder, pretrained_whisper)
-from .yamnet import Int8Rounding, build_yamnet, yamnet_backbone
+"""Keras builders and layers of every family; each name is imported from its module on first use (PEP 562).
 
-__all__ = ["build_cnnrnn", "resolve_backbone_weights", "PaddingMask", "SelfAttentionPooling", "build_blstm_attention",
-           "build_dcnn", "feature_extractor", "SpecAugment",
-           "build_yamnet", "yamnet_backbone", "Int8Rounding", "build_whisper_encoder", "pretrained_whisper",
-           "WhisperPositions", "WhisperAttention", "WhisperBlock", "WeightedBlockSum", "MeanStdPooling", "Standardize"]
+Importing this package is cheap: a tool that lives here (``yamnet_convert``, ``whisper_convert``) loads without
+TensorFlow. :func:`register_layers` imports every module that declares custom layers, so that a saved model that
+uses them loads (:func:`cnnrnn.artifacts.load_model` calls it first).
+"""
+from __future__ import annotations
+
+import importlib
+
+#: Public name → the submodule that defines it.
+_WHERE = {
+    "PaddingMask": "attention", "SelfAttentionPooling": "attention", "SpecAugment": "augment",
+    "build_blstm_attention": "blstm_attention", "build_cnnrnn": "cnnrnn", "resolve_backbone_weights": "cnnrnn",
+    "build_dcnn": "dcnn", "feature_extractor": "dcnn",
+    "MeanStdPooling": "whisper", "Standardize": "whisper", "WeightedBlockSum": "whisper",
+    "WhisperAttention": "whisper", "WhisperBlock": "whisper", "WhisperPositions": "whisper",
+    "build_whisper_encoder": "whisper", "pretrained_whisper": "whisper",
+    "Int8Rounding": "yamnet", "build_yamnet": "yamnet", "yamnet_backbone": "yamnet",
+}
+#: The submodules that register custom Keras layers when imported.
+LAYER_MODULES = ("attention", "augment", "blstm_attention", "cnnrnn", "dcnn", "whisper", "yamnet")
+
+__all__ = sorted(_WHERE)
+
+
+def register_layers() -> None:
+    """Import every module of :data:`LAYER_MODULES`, which registers the package's custom Keras layers."""
+    for name in LAYER_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

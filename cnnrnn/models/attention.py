@@ -10,7 +10,7 @@ padding never changes the output.
 ``mask=``: Keras 3.15 records the ops of an implicit ``Masking`` mask as graph nodes (``NotEqual``, ``Any``)
 that its ``.h5`` loader cannot rebuild ("Unknown layer: 'NotEqual'").
 
-Both layers are registered (``cnnrnn>...``): import :mod:`cnnrnn.models` before loading a model, and
+Both layers are registered (``cnnrnn>...``): import this module (:func:`cnnrnn.models.register_layers`) first, and
 ``.h5`` / ``.keras`` files load without ``custom_objects``.
 """
 from __future__ import annotations

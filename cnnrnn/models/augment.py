@@ -4,7 +4,7 @@ Augmentation Method for Automatic Speech Recognition", Interspeech 2019).
 The layer sits at the front of a spectrogram model, so that augmentation happens on the fly, seeded, with no
 change to the input pipeline, and the saved model predicts exactly as one without it (the layer passes its
 input through unchanged at inference). Registered (``cnnrnn>SpecAugment``): ``.h5`` files load without
-``custom_objects`` once :mod:`cnnrnn.models` is imported.
+``custom_objects`` once this module is imported (:func:`cnnrnn.models.register_layers`).
 """
 from __future__ import annotations
 
