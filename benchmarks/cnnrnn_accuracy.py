@@ -6,7 +6,7 @@ Built only from the package's own stages:
    7 emotions (label from the 6th character of the file name);
 2. ``cnnrnn.cnnrnn.data.extract_spectrograms`` + ``load_images``: log-mel PNGs
    read back into one uint8 array;
-3. ``cnnrnn.cnnrnn.train.cross_validate`` with ``group_by_speaker=True`` (folds from
+3. ``cnnrnn.cnnrnn.train.cross_validate`` with ``fold_scheme="speaker"`` (folds from
    ``StratifiedGroupKFold`` over the speakers, so no speaker is in both the
    training and the scored part of a fold) and ``monitor="last"`` (the final
    epoch is scored: neither the checkpoint nor the epoch is chosen on the
@@ -66,7 +66,7 @@ PAPER_NOTE = ("The DCNN-BLSTMwA paper reports 87.86% UAR on EmoDB with ImageNet-
 SPECTROGRAM = {"sr": 16000, "n_fft": 1024, "hop_length": 256, "n_mels": 64, "fmin": 0.0, "fmax": None,
                "top_db": 80.0, "duration": 2.0, "image_size": [64, 128], "colormap": "magma", "workers": 0}
 TRAIN = {"folds": 5, "epochs": 16, "batch_size": 16, "learning_rate": 1e-4, "beta_1": 0.9, "beta_2": 0.999,
-         "lstm_units": 128, "dropout": 0.3, "bn_momentum": 0.9, "weights": "none", "group_by_speaker": True,
+         "lstm_units": 128, "dropout": 0.3, "bn_momentum": 0.9, "weights": "none", "fold_scheme": "speaker",
          "seed": 42,
          "monitor": "last", "checkpoint_name": "CNN_RNN_fold{fold}_epoch{epochs}_e4.h5"}
 
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
         "data": {"folder": str(Path(args.data).resolve()), "n_utterances": len(utts),
                  "speakers": sorted(set(speakers)), "labels": labels,
                  "label_counts": {labels[c]: int(n) for c, n in sorted(Counter(y.tolist()).items())}},
-        "protocol": ("speaker-independent 5-fold CV: cnnrnn.cnnrnn.train.cross_validate with group_by_speaker=True "
+        "protocol": ("speaker-independent 5-fold CV: cnnrnn.cnnrnn.train.cross_validate with fold_scheme="speaker" "
                      "(StratifiedGroupKFold over speakers), monitor='last' (final epoch scored, no epoch or "
                      "checkpoint chosen on the scored fold). Each fold's test part is scored once."),
         "machine": machine_info(),

@@ -475,7 +475,7 @@ REGISTRY: dict[str, Entry] = {e.name: e for e in [
             {"spectrogram.duration": 2.0, "spectrogram.n_mels": 64, "spectrogram.n_fft": 1024,
              "spectrogram.hop_length": 256, "spectrogram.image_size": [64, 128], "train.epochs": 16,
              "train.bn_momentum": 0.9,
-             "train.selection": "inner", "train.group_by_speaker": True},
+             "train.selection": "inner", "train.fold_scheme": "speaker"},
             False, None,
             "CNNRNN faithful ResNet50+LSTM from scratch (Adam 1e-4, batch 16), REDUCED: 64x128 magma images of 2 s, "
             "16 epochs (the original: 224x224, 4 s, 60 epochs), batch-norm momentum 0.9 (as benchmarks/"

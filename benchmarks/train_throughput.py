@@ -79,7 +79,7 @@ def child_main(args) -> None:
     images, y = table["path"], np.asarray(table["emotion"], np.int32)
     groups = table.get("speaker")
     labels = load_labels(run / "labels.json")
-    folds = list(fold_splitter(cfg.train).split(len(y), y, groups if cfg.train.group_by_speaker else None))[:1]
+    folds = list(fold_splitter(cfg.train).split(len(y), y, groups if cfg.train.fold_scheme == "speaker" else None))[:1]
     tr_idx, va_idx = folds[0]
     fit_idx = (inner_split(tr_idx, y, groups, cfg.train.seed + 1)[0] if cfg.train.selection == "inner" else tr_idx)
     n_fit, batch = len(fit_idx), cfg.train.batch_size

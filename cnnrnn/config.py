@@ -12,8 +12,13 @@ values, e.g. a baseline config). Either way:
   float is taken only when it is whole (``64.0`` is read as ``64``; ``64.7`` is refused, never truncated);
 * a config file nests objects and arrays at most :data:`MAX_JSON_DEPTH` deep, and a chain of ``"extends"`` is at
   most :data:`MAX_EXTENDS` files long;
-* old key names are still read: a section class may declare ``ALIASES = {"lr": "learning_rate"}``;
-  the config is always written back with the current names (:func:`to_dict`);
+* one loader, :func:`load` (a preset name, a JSON file with ``"extends"``, a dict or a config), and one way to
+  change a loaded config, :func:`override` (``{"section.key": value}``, ``None`` = not given, :data:`NULL` = set to
+  ``null``); every family's ``load_*config`` and every command use them;
+* unknown sections and keys are errors that name the key and its close matches (:func:`unknown_key_message`);
+* old key names are still read: a section class may declare ``ALIASES = {"lr": "learning_rate"}`` (or
+  ``{"old": ("new", translate)}`` when the value changes form too, :func:`rename_key`); the config is always
+  written back with the current names (:func:`to_dict`);
 * after loading, every number is checked against its key's range, declared once for every family in
   :data:`RANGES` (a float must also be finite: JSON's ``NaN`` and ``Infinity`` are refused), and then every
   section's ``validate()`` (when it has one) checks what is particular to it; both raise :class:`ConfigError`
@@ -28,16 +33,32 @@ Field names follow the field and are the same in every family: ``sr``, ``n_fft``
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import json
+import logging
 import math
 import re
 import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config_types import (ConfigError, _allowed, _hints, _is_section_type, _show, check_types,  # noqa: F401
-                           check_value, fit_value, is_sectioned)
+from .config_types import (ConfigError, _allowed, _hints, _is_section_type, _show, check_file_name,  # noqa: F401
+                           check_name_pattern, check_types, check_value, fit_value, is_sectioned)
+
+log = logging.getLogger("cnnrnn.config")
+
+
+class _Null:
+    """The type of :data:`NULL`."""
+
+    def __repr__(self) -> str:
+        return "NULL"
+
+
+#: An :func:`override` value that sets a key to ``null`` (``None`` itself means "not given": an ``argparse``
+#: option left out).
+NULL = _Null()
 
 #: Root of the shipped presets: ``configs/<family>/<name>.json``.
 PRESET_ROOT = Path(__file__).parent / "configs"
@@ -48,33 +69,77 @@ MAX_EXTENDS = 32
 
 
 # --------------------------------------------------------------------------- reading
+def unknown_key_message(unknown: typing.Iterable[str], known: typing.Iterable[str], where: str,
+                        what: str = "key(s)") -> str:
+    """The error text for keys that are not in ``known``: the unknown keys, where, the close matches of each
+    (difflib), then every known key, e.g. ``unknown key(s) ['epoch'] in section 'train' (did you mean 'epochs'?);
+    known: [...]``.
+
+    Args:
+        unknown: the keys refused. known: the keys allowed. where: what holds them (``section 'train'``).
+        what: the word for the keys (``key(s)``, ``config section(s)``).
+    """
+    known = sorted(known)
+    unknown = sorted(unknown)
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        if close:
+            hints.append(f"{key!r}: did you mean {' or '.join(repr(c) for c in close)}?")
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    return f"unknown {what} {unknown} in {where}{hint}; known: {known}"
+
+
+def rename_key(cls, key: str, value: Any, where: str) -> tuple[str, Any]:
+    """The current name and value of a key given under an old name of section class ``cls``.
+
+    ``cls.ALIASES`` maps an old name to the new one, or to ``(new name, function)`` when the value is also
+    translated (``"group_by_speaker": ("fold_scheme", lambda v: "speaker" if v else "stratified")``); a key that is
+    not an old name is returned unchanged. Each old name read is noted in the ``cnnrnn.config`` log (INFO).
+
+    Raises:
+        ConfigError: the translation refuses the value (the message names ``where.key``).
+    """
+    alias = getattr(cls, "ALIASES", {}).get(key)
+    if alias is None:
+        return key, value
+    new, translate = (alias, None) if isinstance(alias, str) else alias
+    if translate is not None:
+        try:
+            value = translate(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}.{key}: {exc}") from exc
+    log.info("config: %s.%s is the old name of %s.%s", where, key, where, new)
+    return new, value
+
+
 def section_from_dict(cls, values: Any, name: str):
     """Build one section dataclass from a (partial) dict.
 
-    Old names listed in ``cls.ALIASES`` are renamed first; giving both an old and a new name is an
-    error. Missing keys keep the dataclass defaults. Every value is checked against its type hint, list elements
+    Old names listed in ``cls.ALIASES`` are renamed first (:func:`rename_key`); giving both an old and a new name is
+    an error. Missing keys keep the dataclass defaults. Every value is checked against its type hint, list elements
     included (:func:`fit_value`).
 
     Raises:
-        ConfigError: not an object, unknown key, or a value of the wrong type (or a fractional number where an
-            integer is meant); the message names ``section.key``, the value and the expected type.
+        ConfigError: not an object, unknown key (close matches suggested), or a value of the wrong type (or a
+            fractional number where an integer is meant); the message names ``section.key``, the value and the
+            expected type.
     """
     if not isinstance(values, Mapping):
         raise ConfigError(f"config section {name!r} must be a JSON object, got {type(values).__name__}")
-    aliases = getattr(cls, "ALIASES", {})
     data: dict[str, Any] = {}
     given: dict[str, str] = {}
     for key, value in values.items():
-        new = aliases.get(key, key)
+        new, value = rename_key(cls, key, value, name)
         if new in data:
             old = key if key != new else given[new]
             raise ConfigError(f"{name}: both {old!r} and {new!r} are given; {old!r} is the old name of {new!r}")
         data[new], given[new] = value, key
     hints = _hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - known)
+    unknown = set(data) - known
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in section {name!r}; known: {sorted(known)}")
+        raise ConfigError(unknown_key_message(unknown, known, f"section {name!r}"))
     data = {key: fit_value(hints[key], value, f"{name}.{key}") for key, value in data.items()}
     return cls(**data)
 
@@ -94,7 +159,8 @@ RANGES: dict[str, str] = {
     "dropout": "[0, 1)", "head_dropout": "[0, 1)", "bn_momentum": "(0, 1)", "width": "(0, inf)",
     "lstm_units": "[1, inf)", "lstm_layers": "[1, inf)", "attention_units": "[1, inf)", "fc_units": "[1, inf)",
     "dense_units": "[1, inf)", "dense1_units": "[1, inf)", "dense2_units": "[1, inf)", "proj_dim": "[1, inf)",
-    "kernel_size": "[1, inf)", "max_len": "[1, inf)", "freeze_blocks": "[0, inf)", "trainable_blocks": "[0, inf)", "crop_width": "[0, inf)",
+    "kernel_size": "[1, inf)", "max_len": "[1, inf)", "freeze_blocks": "[0, inf)", "trainable_blocks": "[0, inf)",
+    "crop_width": "[0, inf)",
     "crop_hop": "[1, inf)", "freq_masks": "[0, inf)", "time_masks": "[0, inf)", "freq_mask_width": "[0, inf)",
     "time_mask_width": "[0, inf)",
     # audio and features
@@ -215,55 +281,6 @@ def validate_section(section: Any, name: str) -> None:
         check()
 
 
-def check_file_name(name: str, key: str) -> None:
-    """Refuse a name from a config that is not one plain file name, so it can never reach outside its folder:
-    the rule of utterance ids, :func:`cnnrnn.corpora.base.id_problem` (no path separator, no leading dot, so no
-    ``..``, no NUL or other control character, not empty).
-
-    Raises:
-        ConfigError: naming ``key``, the name and what is wrong with it.
-    """
-    from .corpora.base import id_problem
-
-    problem = id_problem(name)
-    if problem:
-        raise ConfigError(f"{key} must be a plain file name (no folder, no '..', no leading dot, no control "
-                          f"character): {name!r} has {problem}")
-
-
-def check_name_pattern(pattern: str, key: str, fields: typing.Sequence[str], suffix: str = "") -> None:
-    """Refuse a file-name pattern (``str.format`` syntax) that uses a field other than ``fields``, that
-    ``str.format`` cannot fill, or whose filled-in name is not a plain file name (:func:`check_file_name`)
-    ending in ``suffix``.
-
-    Raises:
-        ConfigError: naming ``key``, the pattern and the fields allowed.
-    """
-    import re
-    import string
-
-    allowed = ", ".join("{" + f + "}" for f in fields)
-    try:
-        parts = [(field, spec or "") for _, field, spec, _ in string.Formatter().parse(pattern) if field is not None]
-    except ValueError as exc:
-        raise ConfigError(f"{key} {pattern!r} is not a valid name pattern ({exc}); allowed fields: {allowed}") \
-            from exc
-    unknown = [field for field, _ in parts if field not in fields]
-    if unknown:
-        raise ConfigError(f"{key} {pattern!r} uses unknown field(s) {unknown}; allowed: {allowed}")
-    if any("{" in spec or any(int(n) > 64 for n in re.findall(r"\d+", spec)) for _, spec in parts):
-        raise ConfigError(f"{key} {pattern!r}: a format spec with a nested field or a width above 64 (e.g. "
-                          "{fold:>999999999}) makes no file name")
-    try:
-        filled = pattern.format(**{f: 1 for f in fields})
-    except (ValueError, IndexError, KeyError) as exc:
-        raise ConfigError(f"{key} {pattern!r} is not a valid name pattern ({exc}); allowed fields: {allowed}") \
-            from exc
-    check_file_name(filled, f"{key} {pattern!r}")
-    if suffix and not filled.endswith(suffix):
-        raise ConfigError(f"{key} {pattern!r} must end in {suffix!r}")
-
-
 def _validate(cfg) -> None:
     if is_sectioned(type(cfg)):
         for f in dataclasses.fields(cfg):
@@ -290,9 +307,9 @@ def from_dict(cls, data: Any):
     if is_sectioned(cls):
         hints = _hints(cls)
         names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
+        unknown = set(data) - set(names)
         if unknown:
-            raise ConfigError(f"unknown config section(s) {unknown}; expected {names}")
+            raise ConfigError(unknown_key_message(unknown, names, "the config", "config section(s)"))
         cfg = cls(**{n: section_from_dict(hints[n], data.get(n, {}), n) for n in names})
     else:
         cfg = section_from_dict(cls, data, getattr(cls, "SECTION_NAME", cls.__name__))
@@ -395,21 +412,32 @@ def _resolve_extends(data: Any, family: str, path: Path, seen: tuple[Path, ...])
     return merged
 
 
-def load(cls, source: Any = None, family: str = "", base: str | None = None):
-    """Load a config of class ``cls``.
+def load(cls, source: Any = None, family: str = "", base: str | None = None,
+         overrides: Mapping[str, Any] | None = None):
+    """Load a config of class ``cls``: the one loader of every family (each family's ``load_*config`` calls it).
 
     Args:
         source: ``None`` (the ``base`` preset, or the dataclass defaults), a preset name of ``family``,
-            a JSON file, a dict, or an instance of ``cls`` (validated and returned).
+            a JSON file (``"extends"`` read, :func:`read_json_config`), a dict, or an instance of ``cls``
+            (validated and returned).
         family: the preset folder under ``cnnrnn/configs/``.
         base: preset loaded when ``source`` is ``None``.
+        overrides: values that then replace the loaded ones (:func:`override`; ``None`` values are ignored).
 
     Returns:
         A validated instance of ``cls``.
 
     Raises:
-        ConfigError: unknown preset or file, invalid JSON, unknown keys, wrong types, bad values.
+        ConfigError: unknown preset or file, invalid JSON, unknown keys (close matches suggested), wrong types,
+            bad values.
     """
+    cfg = _load(cls, source, family, base)
+    if overrides and any(v is not None for v in overrides.values()):
+        cfg = override(cfg, overrides)
+    return cfg
+
+
+def _load(cls, source: Any, family: str, base: str | None):
     if isinstance(source, cls):
         _validate(source)
         return source
@@ -432,37 +460,54 @@ def to_dict(cfg) -> dict[str, Any]:
 
 
 def override(cfg, values: Mapping[str, Any]):
-    """A copy of ``cfg`` with ``values`` replaced; keys are ``name`` or ``section.name``; ``None`` values
-    are ignored (an ``argparse`` option that was not given). Old names (``ALIASES``) are accepted.
+    """A copy of ``cfg`` with ``values`` replaced: the one way every family and the command line change a loaded
+    config.
 
-    A ``name`` without a section is looked up in the one section that has it.
+    Args:
+        cfg: a config (dataclass instance) of any family.
+        values: ``{key: value}``; a key is ``section.name`` or, in a sectioned config, a ``name`` that one section
+            alone has (a flat config takes ``name``). ``None`` values are ignored (an ``argparse`` option that was not
+            given); :data:`NULL` sets ``null``. Old names (``ALIASES``, :func:`rename_key`) are accepted.
+
+    Returns:
+        A new validated config of the same class.
 
     Raises:
-        ConfigError: unknown or ambiguous key, wrong type, value out of range.
+        ConfigError: unknown (close matches suggested) or ambiguous key, wrong type, value out of range.
     """
     data = to_dict(cfg)
-    sectioned = is_sectioned(type(cfg))
-    hints = _hints(type(cfg))
+    cls = type(cfg)
+    sectioned = is_sectioned(cls)
+    hints = _hints(cls)
     for key, value in values.items():
         if value is None:
             continue
+        if value is NULL:
+            value = None
         if not sectioned:
-            data[key] = value
+            name, value = rename_key(cls, key, value, getattr(cls, "SECTION_NAME", cls.__name__))
+            if name not in data:
+                raise ConfigError(unknown_key_message([key], data, getattr(cls, "SECTION_NAME", cls.__name__)))
+            data[name] = value
             continue
         if "." in key:
             section, name = key.split(".", 1)
         else:
-            holders = [s for s in data if key in data[s]
-                       or key in getattr(hints[s], "ALIASES", {})]
+            holders = [s for s in data if key in data[s] or key in getattr(hints[s], "ALIASES", {})]
             if len(holders) != 1:
-                raise ConfigError(f"config key {key!r} is {'ambiguous' if holders else 'unknown'}; "
-                                  f"give section.{key} (sections: {list(data)})")
+                every = [f"{s}.{k}" for s in data for k in data[s]]
+                close = difflib.get_close_matches(key, [k.split(".", 1)[1] for k in every], n=3, cutoff=0.6)
+                raise ConfigError(f"config key {key!r} is {'ambiguous' if holders else 'unknown'}; give "
+                                  f"section.{key} (sections: {list(data)})"
+                                  + (f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""))
             section, name = holders[0], key
         if section not in data:
-            raise ConfigError(f"unknown config section {section!r}; expected {list(data)}")
-        name = getattr(hints[section], "ALIASES", {}).get(name, name)
+            raise ConfigError(unknown_key_message([section], data, "the config", "config section(s)"))
+        name, value = rename_key(hints[section], name, value, section)
+        if name not in data[section]:
+            raise ConfigError(unknown_key_message([name], data[section], f"section {section!r}"))
         data[section][name] = value
-    return from_dict(type(cfg), data)
+    return from_dict(cls, data)
 
 
 def changed_keys(old, new, sections: typing.Iterable[str] | None = None,

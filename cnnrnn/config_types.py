@@ -1,7 +1,8 @@
 """Type checks of config values, read from a config dataclass' type hints (:mod:`cnnrnn.config` uses them): every
 value, down to each element of a list, is of its hint's type (``int``, ``float`` (an int is taken), ``bool``,
 ``str``, ``list[X]``, ``tuple[X, Y]``, ``dict``, ``X | None``); a bool is never a number, and where an int is meant a
-float is taken only when it is whole (``64.0`` is read as ``64``; ``64.7`` is refused, never truncated)."""
+float is taken only when it is whole (``64.0`` is read as ``64``; ``64.7`` is refused, never truncated). Also the
+checks of file names and file-name patterns a config gives (:func:`check_file_name`, :func:`check_name_pattern`)."""
 from __future__ import annotations
 
 import collections.abc
@@ -178,3 +179,52 @@ def check_types(section: Any, name: str) -> None:
         fitted = fit_value(hints[f.name], value, f"{name}.{f.name}")
         if type(fitted) is not type(value) or fitted != value:
             setattr(section, f.name, fitted)
+
+
+def check_file_name(name: str, key: str) -> None:
+    """Refuse a name from a config that is not one plain file name, so it can never reach outside its folder:
+    the rule of utterance ids, :func:`cnnrnn.corpora.base.id_problem` (no path separator, no leading dot, so no
+    ``..``, no NUL or other control character, not empty).
+
+    Raises:
+        ConfigError: naming ``key``, the name and what is wrong with it.
+    """
+    from .corpora.base import id_problem
+
+    problem = id_problem(name)
+    if problem:
+        raise ConfigError(f"{key} must be a plain file name (no folder, no '..', no leading dot, no control "
+                          f"character): {name!r} has {problem}")
+
+
+def check_name_pattern(pattern: str, key: str, fields: typing.Sequence[str], suffix: str = "") -> None:
+    """Refuse a file-name pattern (``str.format`` syntax) that uses a field other than ``fields``, that
+    ``str.format`` cannot fill, or whose filled-in name is not a plain file name (:func:`check_file_name`)
+    ending in ``suffix``.
+
+    Raises:
+        ConfigError: naming ``key``, the pattern and the fields allowed.
+    """
+    import re
+    import string
+
+    allowed = ", ".join("{" + f + "}" for f in fields)
+    try:
+        parts = [(field, spec or "") for _, field, spec, _ in string.Formatter().parse(pattern) if field is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{key} {pattern!r} is not a valid name pattern ({exc}); allowed fields: {allowed}") \
+            from exc
+    unknown = [field for field, _ in parts if field not in fields]
+    if unknown:
+        raise ConfigError(f"{key} {pattern!r} uses unknown field(s) {unknown}; allowed: {allowed}")
+    if any("{" in spec or any(int(n) > 64 for n in re.findall(r"\d+", spec)) for _, spec in parts):
+        raise ConfigError(f"{key} {pattern!r}: a format spec with a nested field or a width above 64 (e.g. "
+                          "{fold:>999999999}) makes no file name")
+    try:
+        filled = pattern.format(**{f: 1 for f in fields})
+    except (ValueError, IndexError, KeyError) as exc:
+        raise ConfigError(f"{key} {pattern!r} is not a valid name pattern ({exc}); allowed fields: {allowed}") \
+            from exc
+    check_file_name(filled, f"{key} {pattern!r}")
+    if suffix and not filled.endswith(suffix):
+        raise ConfigError(f"{key} {pattern!r} must end in {suffix!r}")

@@ -21,6 +21,14 @@ scheme (:data:`SCHEMES`)      splitter
 ============================  ==========================================================================
 
 ``X`` is only used for its length. Folds are numbered in the order ``split`` yields them.
+
+The config words of a split are the same in every family: ``scheme`` (the hold-out train/test split,
+:data:`HOLDOUT_SCHEMES`, made by :func:`holdout_indices`), ``test_size`` (its test fraction), ``holdout_speaker``
+(one speaker held out), ``seed``; ``folds`` and ``fold_scheme`` (k cross-validation folds, :data:`FOLD_SCHEMES`) and
+``fold`` (the fold a single run tests on). CNNRNN keeps the hold-out words in its ``split`` section and the folds in
+``train``; HF its folds in ``train``; the flat baseline and functionals configs hold them at the top. Old names are
+read: ``group_by_speaker`` (``true`` = ``fold_scheme: speaker``), ``split`` (= ``scheme``), ``val_size``
+(= ``test_size``).
 """
 from __future__ import annotations
 
@@ -34,6 +42,22 @@ import numpy as np
 log = logging.getLogger("cnnrnn.splits")
 
 SCHEMES = ("session", "stratified", "speaker", "contiguous", "loso")
+#: The schemes of a hold-out (train/test) split, :func:`holdout_indices`: ``random`` is ``session`` over a corpus
+#: taken as one session.
+HOLDOUT_SCHEMES = ("session", "random", "speaker")
+#: The schemes of k cross-validation folds (``train.fold_scheme`` of every family that cuts folds).
+FOLD_SCHEMES = ("contiguous", "stratified", "speaker")
+
+
+def speaker_folds(group_by_speaker: Any) -> str:
+    """The fold scheme an old ``group_by_speaker`` flag means: ``true`` → ``speaker``, ``false`` → ``stratified``.
+
+    Raises:
+        TypeError: the flag is not a bool.
+    """
+    if not isinstance(group_by_speaker, bool):
+        raise TypeError(f"group_by_speaker must be true or false, got {group_by_speaker!r}")
+    return "speaker" if group_by_speaker else "stratified"
 
 
 class SplitError(ValueError):
@@ -242,14 +266,58 @@ def make_splitter(scheme: str, folds: int | None = 5, seed: int | None = 42, tes
     raise SplitError(f"unknown split scheme {scheme!r}; choose one of {SCHEMES}")
 
 
+def holdout_indices(y: Sequence, groups: Sequence | None = None, sessions: Sequence | None = None, *,
+                    scheme: str = "random", holdout_speaker: str = "", test_size: float = 0.2,
+                    seed: int = 42) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, bool]]:
+    """The hold-out rule of every family: one seeded train/test split of a corpus (:data:`HOLDOUT_SCHEMES`).
+
+    * ``session``: :class:`PerSessionSplit` ``(test_size, seed)`` inside every session of ``sessions`` (``None`` =
+      one session), stratified by ``y`` where the counts allow (the original CNNRNN code);
+    * ``random``: the same without sessions, i.e. scikit-learn's ``train_test_split`` of the whole corpus;
+    * ``speaker`` with ``holdout_speaker``: that speaker's fold of :class:`LeaveOneSpeakerOut`;
+    * ``speaker`` without: fold 0 of :class:`SpeakerFolds` ``(max(2, round(1 / test_size)), seed)``: whole
+      speakers held out, stratified by ``y``.
+
+    Args:
+        y: ``N`` labels (codes or names). groups: ``N`` speakers (a speaker split needs them all).
+        sessions: ``N`` sessions (``session`` only). scheme: one of :data:`HOLDOUT_SCHEMES`.
+        holdout_speaker: the speaker to hold out, or ``""``. test_size: the test fraction, in (0, 1). seed: the seed.
+
+    Returns:
+        ``(train_idx, test_idx, spec, stratified)``: int arrays in the splitter's order (for ``session``: session by
+        session), the splitter's ``spec()`` (plus ``fold`` and ``holdout_speaker`` for a held-out speaker), and for
+        each session (``"all"`` without sessions) whether its split was stratified (a speaker split: ``{}``).
+
+    Raises:
+        SplitError: unknown scheme, a speaker split without a speaker for every item, an unknown
+            ``holdout_speaker``, too few speakers, a ``test_size`` outside (0, 1).
+    """
+    y = np.asarray(y)
+    n = len(y)
+    if scheme in ("session", "random"):
+        splitter = PerSessionSplit(test_size, seed)
+        train, test = splitter.fold(0, n, y, sessions if scheme == "session" else None)
+        return train, test, splitter.spec(), dict(splitter.stratified)
+    if scheme != "speaker":
+        raise SplitError(f"the hold-out scheme must be one of {HOLDOUT_SCHEMES}, got {scheme!r}")
+    g = _groups(groups, n, "speaker")
+    if holdout_speaker:
+        loso = LeaveOneSpeakerOut()
+        speakers = loso.speakers(g)
+        if holdout_speaker not in speakers:
+            raise SplitError(f"holdout_speaker {holdout_speaker!r} is not in the corpus; speakers: {speakers}")
+        fold = speakers.index(holdout_speaker)
+        train, test = loso.fold(fold, n, y, g)
+        return train, test, {**loso.spec(), "fold": fold, "holdout_speaker": holdout_speaker}, {}
+    splitter = SpeakerFolds(max(2, round(1 / test_size)), seed)
+    train, test = splitter.fold(0, n, y, g)
+    return train, test, splitter.spec(), {}
+
+
 def holdout_split(y: Sequence, groups: Sequence | None = None, *, scheme: str = "random", holdout_speaker: str = "",
                   test_size: float = 0.2, seed: int = 42) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One seeded train/test split of a corpus, as a single-run family makes it (baselines, functionals).
-
-    * ``random``: :class:`PerSessionSplit` ``(test_size, seed)`` without groups, i.e. scikit-learn's
-      ``train_test_split`` stratified by ``y`` where the counts allow;
-    * ``speaker`` with ``holdout_speaker``: that speaker's fold of :class:`LeaveOneSpeakerOut`;
-    * ``speaker`` without: fold 0 of :class:`SpeakerFolds` ``(round(1 / test_size), seed)``.
+    """One seeded train/test split of a corpus without sessions, as a single-run family makes it (baselines,
+    functionals): :func:`holdout_indices` with ``scheme`` ``random`` or ``speaker``, sorted, neither part empty.
 
     Args:
         y: ``N`` class codes. groups: ``N`` speakers (``None`` = unknown; a speaker split needs them all).
@@ -264,28 +332,13 @@ def holdout_split(y: Sequence, groups: Sequence | None = None, *, scheme: str = 
         SplitError: unknown scheme, a speaker split without a speaker for every item, an unknown
             ``holdout_speaker``, too few speakers, or an empty part.
     """
-    y = np.asarray(y)
-    n = len(y)
-    if scheme == "random":
-        splitter = PerSessionSplit(test_size, seed)
-        train, test = splitter.fold(0, n, y)
-        spec = {**splitter.spec(), "fold": 0, "stratified": splitter.stratified.get("all", False)}
-    elif scheme == "speaker":
-        g = _groups(groups, n, "speaker")
-        if holdout_speaker:
-            loso = LeaveOneSpeakerOut()
-            speakers = loso.speakers(g)
-            if holdout_speaker not in speakers:
-                raise SplitError(f"holdout_speaker {holdout_speaker!r} is not in the corpus; speakers: {speakers}")
-            fold = speakers.index(holdout_speaker)
-            train, test = loso.fold(fold, n, y, g)
-            spec = {**loso.spec(), "fold": fold, "holdout_speaker": holdout_speaker}
-        else:
-            splitter = SpeakerFolds(max(2, round(1 / test_size)), seed)
-            train, test = splitter.fold(0, n, y, g)
-            spec = {**splitter.spec(), "fold": 0}
-    else:
+    if scheme not in ("random", "speaker"):
         raise SplitError(f"split must be 'random' or 'speaker', got {scheme!r}")
+    train, test, spec, stratified = holdout_indices(y, groups, scheme=scheme, holdout_speaker=holdout_speaker,
+                                                    test_size=test_size, seed=seed)
+    spec = {**spec, "fold": spec.get("fold", 0)}
+    if scheme == "random":
+        spec["stratified"] = stratified.get("all", False)
     if not len(train) or not len(test):
         raise SplitError(f"the split left {len(train)} training and {len(test)} test items")
     return np.sort(train), np.sort(test), spec

@@ -30,14 +30,9 @@ def wavs(sample_dir):
 
 
 def tiny(**train):
-    return load_config({
-        "split": {"scheme": "speaker"},
-        "spectrogram": {"duration": 2.0, "n_mels": 32, "n_fft": 512, "hop_length": 256, "image_size": [32, 48],
-                        "colormap": "gray", "normalization": "speaker"},
-        "train": {"folds": 2, "epochs": 1, "batch_size": 8, "backbone": "compact", "filters": [4, 8],
-                  "lstm_units": 4, "bn_momentum": 0.9, "selection": "inner", "group_by_speaker": True,
-                  "speed_perturb": [0.9, 1.1], **train},
-    })
+    """The ``tiny_speed`` preset with per-speaker normalisation and ``train`` keys replaced."""
+    return override(load_config("tiny_speed"), {"spectrogram.normalization": "speaker",
+                                                **{f"train.{k}": v for k, v in train.items()}})
 
 
 @pytest.mark.parametrize("method", ["speed", "tempo"])

@@ -18,19 +18,13 @@ from cnnrnn.artifacts import load_image_table, load_json, load_pickle
 from cnnrnn.audio import load_audio, pad_or_trim
 from cnnrnn.cnnrnn import data as D
 from cnnrnn.cnnrnn.config import load_config
+from cnnrnn.config import override
 from cnnrnn.cnnrnn.speed import COPIES_KEY
 from cnnrnn.features import LogMelConfig, SpectrogramConfig, log_mel, log_mels, mel_filters, read_png
 
 from conftest import write_wav
 
-CONFIG = {  # small images, two speed copies per train utterance, compact model: the recipes' paths, quickly
-    "split": {"scheme": "speaker"},
-    "spectrogram": {"duration": 2.0, "n_mels": 32, "n_fft": 512, "hop_length": 256, "image_size": [32, 48],
-                    "colormap": "gray"},
-    "train": {"folds": 2, "epochs": 1, "batch_size": 8, "backbone": "compact", "filters": [4, 8],
-              "lstm_units": 4, "bn_momentum": 0.9, "selection": "inner", "group_by_speaker": True,
-              "speed_perturb": [0.9, 1.1]},
-}
+CONFIG = {"extends": "tiny_speed"}  # small images, two speed copies per train utterance, compact model, quickly
 
 
 @pytest.fixture(scope="module")
@@ -262,8 +256,8 @@ def test_training_from_the_memory_maps_equals_training_from_arrays(packed_run, t
     table = D.load_packed(packed_run, "train", [32, 48])
     y, groups = np.asarray(table["emotion"]), table["speaker"]
     labels = load_json(packed_run / "labels.json")["labels"]
-    cfg = load_config({**CONFIG, "train": {**CONFIG["train"], "crop_width": 32, "crop_hop": 8, "mixup": 0.2,
-                                           "precise_bn": True}}).train
+    cfg = override(load_config("tiny_speed"), {"train.crop_width": 32, "train.crop_hop": 8, "train.mixup": 0.2,
+                                                "train.precise_bn": True}).train
     held_out = np.isin(groups, sorted(set(groups))[:2])  # one fold: two speakers scored, the rest fit / choose
     fold = [(np.flatnonzero(~held_out), np.flatnonzero(held_out))]
     reports = [cross_validate(images, y, labels, tmp_path / name, cfg, groups=groups, verbose=0, folds=fold,

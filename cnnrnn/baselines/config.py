@@ -27,6 +27,7 @@ MODEL_FILE = "model.h5"
 #: The normalisation statistics of a CNN run with ``normalization`` ``global`` / ``speaker``, in its run folder.
 NORM_FILE = "normalization.json"
 MODELS = ("ann", "cnn")
+#: ``scheme`` values (:data:`cnnrnn.splits.HOLDOUT_SCHEMES` of a corpus without sessions).
 SPLITS = ("random", "speaker")
 #: The most weights of the ANN's first layer (input samples x ``hidden_units[0]``): 2**28, 1 GiB of float32 (4 GiB
 #: with its gradient and Adam's two moments); the tutorial's 176,400 x 256 is 45 million.
@@ -49,10 +50,12 @@ class BaselineConfig(LogMelConfig):
         epochs, batch_size, learning_rate: Adam training (tutorial: 5, 32, 1e-3). ``lr`` is read as
             ``learning_rate``.
         seed: seed of the split, weight initialisation and shuffling.
-        val_size: validation fraction (tutorial: 0.2, a random 8:2 split).
-        split: ``random`` (stratified, the tutorial's protocol) or ``speaker`` (no speaker in both parts).
-        holdout_speaker: with ``split: speaker``, the speaker whose clips are the validation set (one fold of
-            leave-one-speaker-out); ``""`` makes a speaker-disjoint split of about ``val_size`` instead.
+        scheme: the hold-out scheme (:func:`cnnrnn.splits.holdout_split`): ``random`` (stratified, the tutorial's
+            protocol) or ``speaker`` (no speaker in both parts); the old name ``split`` is read.
+        test_size: the held-out (validation) fraction (tutorial: 0.2, a random 8:2 split); the old name
+            ``val_size`` is read.
+        holdout_speaker: with ``scheme: speaker``, the speaker whose clips are the validation set (one fold of
+            leave-one-speaker-out); ``""`` makes a speaker-disjoint split of about ``test_size`` instead.
         normalization: CNN only: normalisation of the log-mel before it becomes the input
             (:mod:`cnnrnn.normalize`, per mel band): ``none`` (the tutorial's: standardised and min-max scaled
             over the whole clip), ``utterance``, ``global`` (statistics of the training clips) or ``speaker``
@@ -63,7 +66,7 @@ class BaselineConfig(LogMelConfig):
     """
 
     SECTION_NAME = "baseline"
-    ALIASES = {"lr": "learning_rate"}
+    ALIASES = {"lr": "learning_rate", "split": "scheme", "val_size": "test_size"}
 
     model: str = "ann"
     hidden_units: list[int] = field(default_factory=lambda: [256, 128])
@@ -74,8 +77,8 @@ class BaselineConfig(LogMelConfig):
     batch_size: int = 32
     learning_rate: float = 1e-3
     seed: int = 42
-    val_size: float = 0.2
-    split: str = "random"
+    test_size: float = 0.2
+    scheme: str = "random"
     holdout_speaker: str = ""
     normalization: str = SpectrogramConfig.normalization
     norm_range: float = SpectrogramConfig.norm_range
@@ -94,8 +97,8 @@ class BaselineConfig(LogMelConfig):
             raise BaselineConfigError(str(exc)) from exc
         if self.model not in MODELS:
             raise BaselineConfigError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.split not in SPLITS:
-            raise BaselineConfigError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.scheme not in SPLITS:
+            raise BaselineConfigError(f"scheme must be one of {SPLITS}, got {self.scheme!r}")
         units = list(self.hidden_units) + list(self.filters)
         if not self.hidden_units or not self.filters or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in units):
@@ -113,6 +116,16 @@ class BaselineConfig(LogMelConfig):
         if self.model == "ann" and (self.normalization != "none" or self.freq_masks or self.time_masks):
             raise BaselineConfigError("normalization and SpecAugment masks apply to the cnn's spectrogram, not "
                                       "to the ann's waveform")
+
+    @property
+    def split(self) -> str:
+        """``scheme`` (read-only)."""
+        return self.scheme
+
+    @property
+    def val_size(self) -> float:
+        """``test_size``, the validation fraction (read-only)."""
+        return self.test_size
 
     def spec_augment(self) -> dict | None:
         """Keyword arguments of :class:`cnnrnn.models.augment.SpecAugment` (seeded with ``seed``), or ``None``
@@ -164,8 +177,7 @@ def load_baseline_config(source: str | Path | dict | BaselineConfig | None = Non
             ``model`` disagrees with the config.
     """
     try:
-        cfg = C.load(BaselineConfig, source, family=FAMILY, base=model or "ann")
-        cfg = C.override(cfg, {BaselineConfig.ALIASES.get(k, k): v for k, v in overrides.items()})
+        cfg = C.load(BaselineConfig, source, family=FAMILY, base=model or "ann", overrides=overrides)
     except BaselineConfigError:
         raise
     except ConfigError as exc:

@@ -20,10 +20,13 @@ from ..audio import SPEED_METHODS, SPEED_RANGE
 from ..config import ConfigError
 from ..corpora.kemdy import LABEL_ALIASES
 from ..features import WHISPER_IMAGE_RANGE, YAMNET_IMAGE_RANGE, SpectrogramConfig
+from ..splits import speaker_folds
 
 FAMILY = "cnnrnn"
 #: ``train.backbone`` values (those of :func:`cnnrnn.models.cnnrnn.build_cnnrnn`).
 BACKBONES = ("resnet50", "compact", "yamnet", "whisper")
+#: ``train.fold_scheme`` values (:data:`cnnrnn.splits.FOLD_SCHEMES` that need no record order).
+CV_FOLD_SCHEMES = ("stratified", "speaker")
 #: The backbones that take a pretrained network's own log-mel (``spectrogram.kind`` of the same name).
 PRETRAINED_BACKBONES = ("yamnet", "whisper")
 
@@ -40,8 +43,8 @@ class SplitConfig:
         labels: fixed label order for the integer codes; ``None`` uses the
             corpus' declared label order (:data:`cnnrnn.corpora.LABEL_ORDERS`),
             or for a manifest the sorted names of its labels.
-        scheme: ``session`` (the original: 8:2 inside every session, so the same
-            speakers are in train and test) or ``speaker`` (whole speakers held
+        scheme: the hold-out scheme (:func:`cnnrnn.splits.holdout_indices`): ``session`` (the original: 8:2
+            inside every session, so the same speakers are in train and test) or ``speaker`` (whole speakers held
             out over the corpus: a speaker-independent test set).
     """
 
@@ -79,8 +82,10 @@ class TrainConfig:
         weights: backbone weights: ``none``, ``imagenet`` (must already be in the
             Keras cache, nothing is downloaded) or a path to a ``.h5`` file; for ``yamnet`` a
             ``.weights.h5`` of ``cnnrnn yamnet-convert``.
-        group_by_speaker: keep speakers disjoint between the folds' train and
-            validation parts (StratifiedGroupKFold).
+        fold_scheme: how the ``folds`` cross-validation folds are cut (:data:`CV_FOLD_SCHEMES`): ``stratified``
+            (by label, the original) or ``speaker`` (speakers disjoint between a fold's train and test parts,
+            StratifiedGroupKFold); the old ``group_by_speaker: true`` / ``false`` is read as ``speaker`` /
+            ``stratified``.
         seed: seed of the folds, weight init and shuffling.
         monitor: metric that selects each fold's best checkpoint (``val_accuracy``
             or ``val_loss``), or ``last`` to keep the final epoch.
@@ -141,7 +146,7 @@ class TrainConfig:
             ``{epochs}`` are filled in (original: ``CNN_RNN_fold{k}_epoch60_e4.h5``).
     """
 
-    ALIASES = {"lr": "learning_rate", "n_folds": "folds"}
+    ALIASES = {"lr": "learning_rate", "n_folds": "folds", "group_by_speaker": ("fold_scheme", speaker_folds)}
 
     folds: int = 5
     epochs: int = 60
@@ -153,7 +158,7 @@ class TrainConfig:
     dropout: float = 0.3
     bn_momentum: float | None = None
     weights: str = "none"
-    group_by_speaker: bool = False
+    fold_scheme: str = "stratified"
     seed: int = 42
     monitor: str = "val_accuracy"
     selection: str = "fold"
@@ -183,6 +188,8 @@ class TrainConfig:
         _config.check_name_pattern(self.checkpoint_name, "train.checkpoint_name", ("fold", "epochs"), ".h5")
         if self.monitor not in ("val_accuracy", "val_loss", "last"):
             raise ConfigError(f"train.monitor must be val_accuracy, val_loss or last, got {self.monitor!r}")
+        if self.fold_scheme not in CV_FOLD_SCHEMES:
+            raise ConfigError(f"train.fold_scheme must be one of {CV_FOLD_SCHEMES}, got {self.fold_scheme!r}")
         if self.selection not in ("fold", "inner"):
             raise ConfigError(f"train.selection must be fold or inner, got {self.selection!r}")
         if self.backbone not in BACKBONES:
@@ -225,6 +232,11 @@ class TrainConfig:
         return options
 
     @property
+    def group_by_speaker(self) -> bool:
+        """Whether the folds keep speakers disjoint (``fold_scheme`` ``speaker``); read-only."""
+        return self.fold_scheme == "speaker"
+
+    @property
     def cached_encoder(self) -> bool:
         """Whether training computes the backbone's outputs once and fits only the head: a frozen Whisper encoder
         with nothing trained or random before it (no SpecAugment, crops or speed copies' randomness inside the
@@ -248,7 +260,8 @@ class CnnrnnConfig:
         for name in PRETRAINED_BACKBONES:
             if (self.train.backbone == name) != (self.spectrogram.kind == name):
                 raise ConfigError(f"train.backbone {self.train.backbone!r} with spectrogram.kind "
-                                  f"{self.spectrogram.kind!r}: the {name} backbone takes spectrogram.kind {name} images "
+                                  f"{self.spectrogram.kind!r}: the {name} backbone takes spectrogram.kind {name} "
+                                  "images "
                                   f"({name}'s own log-mel), and they suit no other backbone (see the {name} preset)")
 
     def to_dict(self) -> dict[str, Any]:

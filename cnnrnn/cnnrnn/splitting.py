@@ -39,7 +39,8 @@ class SplitResult:
 def split_per_session(utterances: Sequence[Utterance], test_size: float = 0.2, seed: int = 42,
                       keep_ties: bool = False, labels: Sequence[str] | None = None,
                       corpus: str = "manifest", scheme: str = "session") -> SplitResult:
-    """Split the corpus ``1 - test_size : test_size`` into train and test, grouped by session in the result.
+    """Split the corpus ``1 - test_size : test_size`` into train and test, grouped by session in the result, by the
+    hold-out rule every family shares (:func:`cnnrnn.splits.holdout_indices`).
 
     ``scheme="session"`` (the original CNNRNN code's): every session is split 8:2
     (:class:`cnnrnn.splits.PerSessionSplit`), so one speaker's utterances can land in train and in test.
@@ -70,7 +71,7 @@ def split_per_session(utterances: Sequence[Utterance], test_size: float = 0.2, s
             an utterance without a speaker or too few speakers.
     """
     from ..corpora import label_order
-    from ..splits import PerSessionSplit, SpeakerFolds
+    from ..splits import holdout_indices
 
     ties = [u for u in utterances if u.is_tied]
     kept = list(utterances) if keep_ties else [u for u in utterances if not u.is_tied]
@@ -85,16 +86,12 @@ def split_per_session(utterances: Sequence[Utterance], test_size: float = 0.2, s
     ordered = sorted(kept, key=lambda u: (u.session or NO_SESSION, u.id))
     sessions = [u.session or NO_SESSION for u in ordered]
     y = [u.emotion for u in ordered]
-    if scheme == "session":
-        splitter = PerSessionSplit(test_size, seed)
-        train_idx, test_idx = next(splitter.split(ordered, y, sessions))
-        stratified = splitter.stratified
-    elif scheme == "speaker":
-        splitter = SpeakerFolds(max(2, round(1 / test_size)), seed)
-        train_idx, test_idx = splitter.fold(0, ordered, y, [u.speaker for u in ordered])
-        stratified = {s: True for s in set(sessions)}
-    else:
+    if scheme not in ("session", "speaker"):
         raise ValueError(f"split scheme must be 'session' or 'speaker', got {scheme!r}")
+    train_idx, test_idx, spec, stratified = holdout_indices(
+        y, [u.speaker for u in ordered], sessions, scheme=scheme, test_size=test_size, seed=seed)
+    if scheme == "speaker":
+        stratified = {s: True for s in set(sessions)}
     train: dict[str, list[Utterance]] = defaultdict(list)
     test: dict[str, list[Utterance]] = defaultdict(list)
     for i in train_idx:
@@ -120,7 +117,7 @@ def split_per_session(utterances: Sequence[Utterance], test_size: float = 0.2, s
         },
         "test_size": test_size,
         "seed": seed,
-        "scheme": splitter.spec(),
+        "scheme": spec,
         "speakers_in_both": sorted({u.speaker for v in train.values() for u in v if u.speaker}
                                    & {u.speaker for v in test.values() for u in v if u.speaker}),
     }

@@ -67,6 +67,7 @@ DEFAULT_WHISPER_WEIGHTS = "weights/whisper-tiny.en.weights.h5"
 #: Normalisation modes of :mod:`cnnrnn.normalize` that apply to one vector per utterance (``utterance`` needs
 #: frames).
 NORMALIZATIONS = ("speaker", "global", "none")
+#: ``scheme`` values (:data:`cnnrnn.splits.HOLDOUT_SCHEMES` of a corpus without sessions).
 SPLITS = ("random", "speaker")
 
 
@@ -110,14 +111,16 @@ class FunctionalsConfig:
         class_weight: ``balanced`` (weights inversely proportional to class frequency) or ``null``.
         calibration_folds: folds of ``CalibratedClassifierCV`` that fit Platt's sigmoid for the probabilities
             (capped at the smallest training class size; at least 2).
-        split: ``speaker`` (no speaker in both parts) or ``random`` (stratified).
-        holdout_speaker: with ``split: speaker``, the speaker whose clips are the test set (one fold of
+        scheme: the hold-out scheme (:func:`cnnrnn.splits.holdout_split`): ``speaker`` (no speaker in both parts)
+            or ``random`` (stratified); the old name ``split`` is read.
+        holdout_speaker: with ``scheme: speaker``, the speaker whose clips are the test set (one fold of
             leave-one-speaker-out); ``""`` makes a speaker-disjoint split of about ``test_size`` instead.
         test_size: test fraction of a ``random`` split or a speaker split without ``holdout_speaker``.
         seed: seed of the split (the calibration folds are scikit-learn's unshuffled stratified folds).
     """
 
     SECTION_NAME = "functionals"
+    ALIASES = {"split": "scheme"}
     RANGES = {"sr": "[1000, 192000]",  # Hz, openSMILE's useful range
               "whisper_block": "[0, 64]", "whisper_pad_seconds": f"(0, {WHISPER_MAX_SECONDS}]"}
 
@@ -131,7 +134,7 @@ class FunctionalsConfig:
     gamma: float | None = None
     class_weight: str | None = "balanced"
     calibration_folds: int = 5
-    split: str = "speaker"
+    scheme: str = "speaker"
     holdout_speaker: str = ""
     test_size: float = 0.2
     seed: int = 42
@@ -166,8 +169,13 @@ class FunctionalsConfig:
             raise FunctionalsConfigError("whisper_weights must name a .weights.h5 file")
         if self.class_weight not in ("balanced", None):
             raise FunctionalsConfigError(f"class_weight must be 'balanced' or null, got {self.class_weight!r}")
-        if self.split not in SPLITS:
-            raise FunctionalsConfigError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.scheme not in SPLITS:
+            raise FunctionalsConfigError(f"scheme must be one of {SPLITS}, got {self.scheme!r}")
+
+    @property
+    def split(self) -> str:
+        """``scheme`` (read-only)."""
+        return self.scheme
 
     @property
     def is_whisper(self) -> bool:
@@ -224,8 +232,7 @@ def load_functionals_config(source: str | Path | dict | FunctionalsConfig | None
         FunctionalsConfigError: unknown preset or file, invalid JSON, unknown key, wrong type or value.
     """
     try:
-        cfg = C.load(FunctionalsConfig, source, family=FAMILY, base="compare_linear")
-        return C.override(cfg, overrides)
+        return C.load(FunctionalsConfig, source, family=FAMILY, base="compare_linear", overrides=overrides)
     except FunctionalsConfigError:
         raise
     except ConfigError as exc:

@@ -33,7 +33,7 @@ SPEECH_BACKBONES = ("wav2vec2", "whisper")
 WHISPER_MAX_SECONDS = 30.0
 LOSSES = ("plain", "focal", "class_balanced")
 LABEL_MODES = ("auto", "single", "multi")
-#: Fold schemes of :mod:`cnnrnn.splits` that cut k folds over the records (``groups`` = speaker for ``speaker``).
+#: ``train.fold_scheme``: :data:`cnnrnn.splits.FOLD_SCHEMES` (written out here so that this module needs no numpy).
 FOLD_SCHEMES = ("contiguous", "stratified", "speaker")
 CORPORA = ("kemdy20", "kemdy19")
 LABEL_COLUMNS = ("emotion_weighted", "emotion_raw")
