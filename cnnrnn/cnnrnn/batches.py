@@ -1,6 +1,7 @@
-"""The CNNRNN family's input pipeline and batch prediction: the distribution strategy, image batches read a batch at
-a time from arrays or memory maps (random time crops, SpecAugment-free mixup, speed-perturbed copies as extra rows),
-and the fold models' probabilities pooled over a clip's time segments."""
+"""The CNNRNN family's input pipeline and batch prediction: image batches read a batch at a time from arrays or
+memory maps (random time crops, SpecAugment-free mixup, speed-perturbed copies as extra rows), and the fold models'
+probabilities pooled over a clip's time segments. The distribution strategy is the shared one
+(:func:`cnnrnn.training.get_strategy`, importable from here too)."""
 from __future__ import annotations
 
 import logging
@@ -8,25 +9,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..training import get_strategy  # noqa: F401  (also importable from here)
+
 log = logging.getLogger("cnnrnn.cnnrnn.train")
-
-
-def get_strategy():
-    """The ``tf.distribute`` strategy for the visible devices.
-
-    Returns a ``MirroredStrategy`` over all logical GPUs when there are several,
-    over all logical CPUs when there is no GPU and several logical CPU devices
-    are configured (as the tests do), else the default (single-device) strategy.
-    """
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in gpus])
-    cpus = tf.config.list_logical_devices("CPU")
-    if not gpus and len(cpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in cpus])
-    return tf.distribute.get_strategy()
 
 
 class RowStack:

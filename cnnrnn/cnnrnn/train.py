@@ -29,11 +29,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import artifacts as A
-from ..artifacts import load_json, save_json, save_model_h5
+from ..artifacts import load_json, save_json
+from ..config import rename_key
 from ..evaluation import classification_metrics, summarise_folds
 from ..splits import inner_split
-from .batches import (EAGER_BATCHES, RowStack, batch_predictor, get_strategy, image_dataset,  # noqa: F401
-                      predict_proba, segment_starts, take_rows)
+from ..training import fit, get_strategy
+from .batches import (EAGER_BATCHES, RowStack, batch_predictor, image_dataset, predict_proba,  # noqa: F401
+                      segment_starts, take_rows)
 from .config import CnnrnnConfig, TrainConfig, load_config
 
 log = logging.getLogger("cnnrnn.cnnrnn.train")
@@ -127,80 +129,41 @@ def _standardize_head(full_model, fit_model, source, rows, batch_size: int) -> N
     head.get_layer("feature_norm").set_statistics(np.concatenate(values))
 
 
-def _best_checkpoint_callback(export_model, path: Path, monitor: str, part: str | None = None):
-    import keras
+def _best_epoch(cfg: TrainConfig, export_model, path: Path, part: str | None = None):
+    """The fold's best-epoch selection (:class:`cnnrnn.training.BestEpoch`): the epoch of best ``cfg.monitor``
+    (highest for an accuracy, lowest otherwise, the first of equals; the last epoch for ``last``), never stopping
+    early; its weights are saved once, at the end of the fold, through ``export_model`` to ``path`` (``.h5``
+    without optimizer state) and set in the model by :func:`cross_validate`."""
+    from ..training import BestEpoch
 
-    class BestCheckpoint(keras.callbacks.Callback):
-        """Keeps the best epoch's weights (the last one for ``monitor="last"``) in memory and
-        writes them once, at the end of the fold, to an ``.h5`` without optimizer state."""
-
-        def __init__(self):
-            super().__init__()
-            self.best = None
-            self.best_epoch = None
-            self.best_weights = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            value = logs.get("val_accuracy" if monitor == "last" else monitor)
-            if value is None:
-                return
-            better = (monitor == "last" or self.best is None
-                      or (value > self.best if monitor.endswith("accuracy") else value < self.best))
-            if better:
-                self.best, self.best_epoch = float(value), epoch + 1
-                self.best_weights = self.model.get_weights()
-
-        def on_train_end(self, logs=None):
-            # Written once per fold: earlier per-epoch writes were never used (resume needs the fold JSON too).
-            if self.best_weights is None:
-                return
-            (export_model.get_layer(part) if part else export_model).set_weights(self.best_weights)
-            save_model_h5(export_model, path)
-
-    return BestCheckpoint()
+    monitor = "val_accuracy" if cfg.monitor == "last" else cfg.monitor
+    mode = "last" if cfg.monitor == "last" else "max" if cfg.monitor.endswith("accuracy") else "min"
+    return BestEpoch(monitor, mode, restore=False, checkpoint=path, export_model=export_model, export_part=part)
 
 
-def _precise_bn_callback(images: np.ndarray, indices: np.ndarray, crop_width: int | None, batch_size: int = 64):
-    import keras
-
-    from ..models.blocks import recalibrate_batch_norm
-
+def _precise_bn_batches(images: np.ndarray, indices: np.ndarray, crop_width: int | None, batch_size: int = 64):
+    """The input batches of :class:`cnnrnn.training.PreciseBN` for a fold: ``() -> iterator`` of ``(b, H, W or
+    crop_width, 3) float32``, the fit rows gathered batch by batch (no copy of the training images) and, with
+    crops, each of the images' tiling segments (:func:`segment_starts`)."""
     starts = segment_starts(images.shape[2], crop_width, crop_width) if crop_width else [0]
     width = crop_width or images.shape[2]
 
-    def batches():  # gathered batch by batch: no copy of the training images; crops: their tiling segments
+    def batches():
         for s in starts:
             for i in range(0, len(indices), batch_size):
                 yield take_rows(images, indices[i:i + batch_size])[:, :, s:s + width].astype(np.float32)
 
-    class PreciseBN(keras.callbacks.Callback):
-        """Recomputes the BatchNormalization statistics from the fold's training images at the end of every
-        epoch, before the epoch is scored (``TrainConfig.precise_bn``)."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            recalibrate_batch_norm(self.model, batches())
-
-    return PreciseBN()
+    return batches
 
 
-def _pooled_validation_callback(images: np.ndarray, rows: np.ndarray, y: np.ndarray, batch_size: int,
-                                hop: int | None):
-    import keras
+def _pooled_validation(images: np.ndarray, rows: np.ndarray, y: np.ndarray, batch_size: int, hop: int | None):
+    """Utterance-level ``val_accuracy`` and ``val_loss`` (crossentropy) on the selection rows, the segments'
+    probabilities pooled by :func:`predict_proba` (:class:`cnnrnn.training.ValidationScores`,
+    :func:`cnnrnn.training.pooled_scores`)."""
+    from ..training import ValidationScores, pooled_scores
 
-    class PooledValidation(keras.callbacks.Callback):
-        """Utterance-level ``val_accuracy`` and ``val_loss`` (crossentropy) on the selection set, the segments'
-        probabilities pooled by :func:`predict_proba`, put in the epoch's logs before the callbacks after it
-        (BestCheckpoint, CSVLogger) read them."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is None:
-                return
-            proba = predict_proba(self.model, images, batch_size, hop, indices=rows)
-            logs["val_accuracy"] = float(np.mean(proba.argmax(axis=1) == y))
-            logs["val_loss"] = float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0))))
-
-    return PooledValidation()
+    return ValidationScores(lambda model: pooled_scores(predict_proba(model, images, batch_size, hop, indices=rows),
+                                                        y))
 
 
 def _fold_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -218,7 +181,8 @@ def _fold_current(out_dir: Path, cfg: TrainConfig, k: int, settings: dict, score
     done = load_json(path)
     if [int(i) for i in done.get("val_ids_index", [])] != [int(i) for i in scored]:
         return False
-    return done.get("train_settings", settings) == settings
+    recorded = done.get("train_settings", settings)  # under the key names of the release that trained it
+    return dict(rename_key(TrainConfig, k, v, "train") for k, v in recorded.items()) == settings
 
 
 def cross_validate(
@@ -308,6 +272,7 @@ def cross_validate(
     import keras  # after the checks: a refused run answers at once
 
     from ..models.cnnrnn import WHISPER_HEAD_LAYER, build_cnnrnn
+    from ..training import PreciseBN
 
     for sub in ("models", "history", "logs", "folds"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -360,33 +325,31 @@ def cross_validate(
             var.assign(value)
         _standardize_head(full_model, model, fit_pool, fit_rows, cfg.batch_size)
         ckpt = checkpoint_path(out_dir, cfg, k)
-        best = _best_checkpoint_callback(export_model, ckpt, cfg.monitor,
-                                         WHISPER_HEAD_LAYER if model is not full_model else None)
+        best = _best_epoch(cfg, export_model, ckpt, WHISPER_HEAD_LAYER if model is not full_model else None)
         callbacks = [
-            best,
             keras.callbacks.CSVLogger(str(out_dir / "history" / f"fold{k}.csv")),
             keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs" / f"fold{k}"), write_graph=False),
         ]
         if bar is not None:
             callbacks.append(_progress_callback(bar, k, n_folds))
         one_hot = n_classes if cfg.mixup > 0 else None
+        precise = pooled = validation = None
         if cfg.crop_width or cfg.precise_bn:
             # the epoch is chosen on utterance-level (pooled) scores, not on segments, and after PreciseBN
-            callbacks.insert(0, _pooled_validation_callback(fit_images, sel_idx, y[sel_idx], cfg.batch_size,
-                                                            cfg.crop_hop))
+            pooled = _pooled_validation(fit_images, sel_idx, y[sel_idx], cfg.batch_size, cfg.crop_hop)
             if cfg.precise_bn:
-                callbacks.insert(0, _precise_bn_callback(fit_pool, fit_rows, cfg.crop_width))
-            validation = None
+                precise = PreciseBN(_precise_bn_batches(fit_pool, fit_rows, cfg.crop_width))
         else:
             validation = (image_dataset(fit_images, y, sel_idx, cfg.batch_size, n_classes=one_hot, repeat=True)
                           if len(sel_idx) else None)
-        model.fit(  # repeated datasets and one pass as an epoch: one iterator each for all epochs
+        fit(  # repeated datasets and one pass as an epoch: one iterator each for all epochs
+            model,
             image_dataset(fit_pool, y_pool, fit_rows, cfg.batch_size, shuffle=True, seed=cfg.seed + k,
                           n_classes=one_hot, crop_width=cfg.crop_width, mixup=cfg.mixup, repeat=True),
-            steps_per_epoch=-(-len(fit_rows) // cfg.batch_size),
-            validation_data=validation,
+            epochs=cfg.epochs, callbacks=callbacks, best=best, precise_bn=precise, validation=pooled,
+            verbose=verbose, steps_per_epoch=-(-len(fit_rows) // cfg.batch_size), validation_data=validation,
             validation_steps=-(-len(sel_idx) // cfg.batch_size) if validation is not None else None,
-            epochs=cfg.epochs, callbacks=callbacks, verbose=verbose, shuffle=False,  # tf.data shuffles
+            shuffle=False,  # tf.data shuffles
         )
         model.set_weights(best.best_weights)
         proba = predict_proba(model, fit_images, cfg.batch_size, cfg.crop_hop, indices=va_idx)

@@ -56,6 +56,7 @@ from ..normalize import count_sources, norm_source
 from ..reports import write_report
 from ..runs import write_manifest
 from ..splits import inner_split
+from .. import training
 from .config import (DCNN_FILE, DCNN_META, FAMILY, MODEL_FILE, MODEL_META, NORM_FILE, DcnnConfig, FeatureConfig,
                      read_norm_stats, read_sidecar)
 from .data import (SegmentSet, labels_beside, load_features, merged_skips, normalization_stats, resolve_labels,
@@ -296,36 +297,31 @@ def _selection(cfg: DcnnConfig, train_labels: np.ndarray, speakers: Sequence[str
 
 
 def _best_epoch(cfg: DcnnConfig):
-    """With ``selection: inner``, the callback that restores the weights of the epoch of best ``val_accuracy``
-    (the first of equals) at the end of training; else ``None``."""
-    import keras
+    """With ``selection: inner``, the best-epoch selection (:class:`cnnrnn.training.BestEpoch`) that puts the weights
+    of the epoch of best ``val_accuracy`` (the first of equals) back in the model at the end of training, with a
+    patience of every epoch (training never stops early); else ``None``."""
+    from ..training import BestEpoch
 
     if cfg.train.selection != "inner":
         return None
-    return keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.train.epochs,
-                                         restore_best_weights=True)
+    return BestEpoch("val_accuracy", "max", patience=cfg.train.epochs, restore=True)
 
 
 def _precise_bn(cfg: DcnnConfig, x_fit: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, image_size):
-    """With ``model.precise_bn``, the step-1 callback that recomputes the batch-norm statistics from the fit
-    segments after every epoch and then scores the selection segments again (``val_loss``/``val_accuracy`` in the
-    epoch's logs, read by the callbacks after it); else ``None``."""
-    import keras
-
-    from ..models.blocks import recalibrate_batch_norm
+    """With ``model.precise_bn``, the step-1 callbacks ``(PreciseBN, ValidationScores)``
+    (:mod:`cnnrnn.training`): the batch-norm statistics recomputed from the fit segments after every epoch, then the
+    selection segments scored again (``val_loss``/``val_accuracy`` in the epoch's logs, read by the callbacks after
+    them); else ``(None, None)``."""
+    from ..training import PreciseBN, ValidationScores
 
     if not cfg.model.precise_bn:
-        return None
+        return None, None
 
-    class PreciseBN(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            recalibrate_batch_norm(self.model, segment_dataset(x_fit, None, image_size, 64))
-            if logs is not None:
-                scores = self.model.evaluate(segment_dataset(x_val, y_val, image_size, 64), verbose=0,
-                                             return_dict=True)
-                logs["val_loss"], logs["val_accuracy"] = float(scores["loss"]), float(scores["accuracy"])
+    def score(model) -> dict[str, float]:
+        scores = model.evaluate(segment_dataset(x_val, y_val, image_size, 64), verbose=0, return_dict=True)
+        return {"val_loss": float(scores["loss"]), "val_accuracy": float(scores["accuracy"])}
 
-    return PreciseBN()
+    return PreciseBN(lambda: segment_dataset(x_fit, None, image_size, 64)), ValidationScores(score)
 
 
 def _ids(paths: Sequence[str]) -> list[str]:
@@ -392,19 +388,19 @@ def _finetune(cfg: DcnnConfig, run_dir: Path, progress: bool, verbose: int, sets
             len(test.paths), len(x_test), {k: len(v) for k, v in skipped.items()})
         _seed(cfg.train.seed)
         m = cfg.model
-        model = build_dcnn(features.input_shape, len(labels), m.backbone, m.weights, m.width, m.fc_units,
-                           m.dropout, m.bn_momentum, m.filters, m.spec_augment(cfg.train.seed), m.freeze_blocks,
-                           whisper={"block": m.whisper_block, "mix": m.whisper_mix,
-                                    "trainable_blocks": m.trainable_blocks} if m.backbone == "whisper" else None)
-        _compile(model, cfg.train.learning_rate)
+        with training.get_strategy().scope():
+            model = build_dcnn(features.input_shape, len(labels), m.backbone, m.weights, m.width, m.fc_units,
+                               m.dropout, m.bn_momentum, m.filters, m.spec_augment(cfg.train.seed), m.freeze_blocks,
+                               whisper={"block": m.whisper_block, "mix": m.whisper_mix,
+                                        "trainable_blocks": m.trainable_blocks} if m.backbone == "whisper" else None)
+            _compile(model, cfg.train.learning_rate)
         size, bs = features.resize, cfg.train.batch_size
-        best, precise = _best_epoch(cfg), _precise_bn(cfg, x_train, x_val, y_val, size)
-        model.fit(segment_dataset(x_train, y_train, size, bs, shuffle=True, seed=cfg.train.seed),
-                  validation_data=None if precise else segment_dataset(x_val, y_val, size, bs),
-                  epochs=cfg.train.epochs, shuffle=False, verbose=verbose,
-                  callbacks=([precise] if precise else []) + _callbacks(cfg, run_dir / "history_finetune.csv", say)
-                  + ([best] if best else []))
-        selection["best_epoch"] = best.best_epoch + 1 if best else cfg.train.epochs
+        best, (precise, rescored) = _best_epoch(cfg), _precise_bn(cfg, x_train, x_val, y_val, size)
+        training.fit(model, segment_dataset(x_train, y_train, size, bs, shuffle=True, seed=cfg.train.seed),
+                     epochs=cfg.train.epochs, callbacks=_callbacks(cfg, run_dir / "history_finetune.csv", say),
+                     best=best, precise_bn=precise, validation=rescored, verbose=verbose, shuffle=False,
+                     validation_data=None if precise else segment_dataset(x_val, y_val, size, bs))
+        selection["best_epoch"] = best.best_epoch if best else cfg.train.epochs
         if best:
             say("selection inner: kept epoch %d (val_accuracy %.4f)", selection["best_epoch"], best.best)
         checkpoint = save_model_h5(model, run_dir / DCNN_FILE)
@@ -506,19 +502,19 @@ def _train(cfg: DcnnConfig, run_dir: Path, dcnn_path: Path, labels: list[str], f
             x["test"].shape, {k: len(v) for k, v in skipped.items()})
         _seed(cfg.train.seed)
         m = cfg.model
-        model = build_blstm_attention(x["train"].shape[2], len(labels), m.lstm_units, m.lstm_layers,
-                                      m.attention_units, m.dense1_units, m.dense2_units, m.head_dropout)
-        _compile(model, cfg.train.learning_rate)
+        with training.get_strategy().scope():
+            model = build_blstm_attention(x["train"].shape[2], len(labels), m.lstm_units, m.lstm_layers,
+                                          m.attention_units, m.dense1_units, m.dense2_units, m.head_dropout)
+            _compile(model, cfg.train.learning_rate)
         train_set = sets["train"]
         fit_idx, select_idx, selection = _selection(cfg, train_set.labels, train_set.speakers, say)
         val = ((x["test"], sets["test"].labels) if select_idx is None
                else (x["train"][select_idx], train_set.labels[select_idx]))
         best = _best_epoch(cfg)
-        model.fit(x["train"][fit_idx], train_set.labels[fit_idx], batch_size=cfg.train.batch_size,
-                  epochs=cfg.train.epochs, validation_data=val, shuffle=True,
-                  callbacks=_callbacks(cfg, run_dir / "history_train.csv", say) + ([best] if best else []),
-                  verbose=verbose)
-        selection["best_epoch"] = best.best_epoch + 1 if best else cfg.train.epochs
+        training.fit(model, x["train"][fit_idx], y=train_set.labels[fit_idx], epochs=cfg.train.epochs,
+                     callbacks=_callbacks(cfg, run_dir / "history_train.csv", say), best=best, verbose=verbose,
+                     batch_size=cfg.train.batch_size, validation_data=val, shuffle=True)
+        selection["best_epoch"] = best.best_epoch if best else cfg.train.epochs
         if best:
             say("selection inner: kept epoch %d (val_accuracy %.4f)", selection["best_epoch"], best.best)
         checkpoint = save_model_h5(model, run_dir / MODEL_FILE)

@@ -1,0 +1,263 @@
+"""The one Keras training loop every family fits with: the distribution strategy, the fit and its shared callbacks.
+
+* :func:`get_strategy`: the ``tf.distribute`` strategy a model is built and compiled under;
+* :func:`fit`: ``model.fit`` with the shared callbacks in their order (PreciseBN, validation scores, best epoch,
+  then the family's own), returning the Keras ``History``;
+* :class:`BestEpoch`: the best-epoch selection, a callback that keeps the weights of the epoch of best monitored
+  value (or the last epoch), optionally stops early, restores them and saves them as an ``.h5`` checkpoint
+  atomically (:func:`cnnrnn.artifacts.save_model_h5`);
+* :class:`PreciseBN`: batch-norm statistics recomputed for the weights of every epoch before it is scored
+  (:func:`cnnrnn.models.blocks.recalibrate_batch_norm`);
+* :class:`ValidationScores` and :func:`pooled_scores`: validation scores computed by a function and put in the
+  epoch's logs, e.g. utterance-level scores pooled over an utterance's segments.
+
+Keras and TensorFlow are imported when a callback or strategy is first asked for, not when this module is: the
+callback classes are made on first use (:func:`__getattr__`), so that importing a family's training module stays
+light. Nothing here knows a family: each passes its own data, monitor and checkpoint.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+#: The callback classes this module makes on first use (:func:`__getattr__`).
+CALLBACKS = ("BestEpoch", "PreciseBN", "ValidationScores")
+#: The modes of :class:`BestEpoch`: the highest value, the lowest, or the last epoch whatever its value.
+BEST_MODES = ("max", "min", "last")
+
+
+def get_strategy():
+    """The ``tf.distribute`` strategy for the visible devices, to build and compile a model under (``with
+    get_strategy().scope():``).
+
+    A ``MirroredStrategy`` over all logical GPUs when there are several; over all logical CPUs when there is no
+    GPU and several logical CPU devices are configured (``tf.config.set_logical_device_configuration``, as a test
+    does); else the default, single-device strategy (a no-op scope: the same numbers as no strategy at all).
+    Several workers (``MultiWorkerMirroredStrategy``) are to be chosen here, the one place that picks a strategy.
+
+    Returns:
+        A ``tf.distribute.Strategy``.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    cpus = tf.config.list_logical_devices("CPU")
+    if not gpus and len(cpus) > 1:
+        return tf.distribute.MirroredStrategy([d.name for d in cpus])
+    return tf.distribute.get_strategy()
+
+
+def pooled_scores(proba: np.ndarray, y: np.ndarray, counts: Sequence[int] | None = None,
+                  prefix: str = "val_") -> dict[str, float]:
+    """Accuracy and crossentropy of utterances whose probabilities are the mean of their segments' probabilities.
+
+    Args:
+        proba: ``(N, n_classes)`` probabilities (float): one row per utterance, or with ``counts`` one row per
+            segment, each utterance's segments in a run of consecutive rows.
+        y: ``(U,)`` integer class codes, one per utterance.
+        counts: ``(U,)`` segments per utterance (summing to ``N``); ``None``: one row per utterance (already pooled,
+            e.g. by :func:`cnnrnn.cnnrnn.batches.predict_proba`).
+        prefix: put before the names (``val_accuracy``, ``val_loss``).
+
+    Returns:
+        ``{prefix + "accuracy": share of utterances whose pooled argmax is their class, prefix + "loss": mean of
+        -log p(class)}``, each pooled probability clipped to ``[1e-7, 1]`` first (as Keras' crossentropy does). No
+        utterance gives ``nan`` for both.
+
+    Raises:
+        ValueError: ``counts`` do not sum to the rows of ``proba``, or one is below 1; or the utterances and ``y``
+            differ in number.
+    """
+    proba, y = np.asarray(proba), np.asarray(y, dtype=np.int64)
+    if counts is not None:
+        counts = np.asarray(counts, dtype=np.int64)
+        if counts.sum() != len(proba) or (counts < 1).any():
+            raise ValueError(f"pooled_scores: counts (sum {counts.sum()}, min {counts.min(initial=1)}) must be >= 1 "
+                             f"and sum to the {len(proba)} rows of proba")
+        if len(counts):
+            proba = np.add.reduceat(proba, np.cumsum(counts) - counts, axis=0) / counts[:, None]
+    if len(proba) != len(y):
+        raise ValueError(f"pooled_scores: {len(proba)} utterances' probabilities but {len(y)} labels")
+    if len(y) == 0:
+        return {f"{prefix}accuracy": float("nan"), f"{prefix}loss": float("nan")}
+    return {f"{prefix}accuracy": float(np.mean(proba.argmax(axis=1) == y)),
+            f"{prefix}loss": float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-7, 1.0))))}
+
+
+def fit(model, data, *, epochs: int, callbacks: Sequence = (), best=None, precise_bn=None, validation=None,
+        verbose: int | str = "auto", **options: Any):
+    """Train ``model`` with Keras ``fit`` and the shared callbacks; every family's training goes through here.
+
+    The callbacks run in this order at the end of each epoch: ``precise_bn`` (the statistics for the epoch's
+    weights), ``validation`` (the scores of those weights, put in the logs), ``best`` (reads them), then
+    ``callbacks`` (CSV log, TensorBoard, progress: they record the scores the epoch was judged on).
+
+    Args:
+        model: a compiled Keras model (built under :func:`get_strategy`'s scope).
+        data: the training data: a ``tf.data.Dataset`` or an ``(N, ...)`` array (then give ``y`` in ``options``).
+        epochs: number of epochs.
+        callbacks: the family's own callbacks, run after the shared ones.
+        best: a :class:`BestEpoch`, or ``None`` (the weights of the last epoch stay).
+        precise_bn: a :class:`PreciseBN`, or ``None``.
+        validation: a :class:`ValidationScores` (the epoch's validation scores without ``validation_data``), or
+            ``None``.
+        verbose: Keras ``fit`` verbosity.
+        **options: passed to ``model.fit`` as they are (``y``, ``validation_data``, ``batch_size``,
+            ``steps_per_epoch``, ``validation_steps``, ``shuffle``, ...).
+
+    Returns:
+        The ``keras.callbacks.History`` of the fit (``history.history``: ``{name: [value per epoch]}``).
+    """
+    shared = [c for c in (precise_bn, validation, best) if c is not None]
+    return model.fit(data, epochs=epochs, callbacks=shared + list(callbacks), verbose=verbose, **options)
+
+
+def __getattr__(name: str):
+    """The callback classes (:data:`CALLBACKS`), made on first use so that Keras is imported only then.
+
+    Raises:
+        AttributeError: ``name`` is not a name of this module.
+    """
+    if name in CALLBACKS:
+        return _callback_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _callback_classes() -> dict[str, type]:
+    import keras
+
+    from .artifacts import save_model_h5
+    from .models.blocks import recalibrate_batch_norm
+
+    class BestEpoch(keras.callbacks.Callback):
+        """Best-epoch selection: keeps the weights of the epoch with the best ``monitor`` value in memory.
+
+        At the end of training the kept weights are put back in the model (``restore``) and, with ``checkpoint``,
+        saved as an ``.h5`` without optimizer state, atomically (:func:`cnnrnn.artifacts.save_model_h5`: a
+        temporary file beside it, then a rename; a killed save leaves no half-written checkpoint).
+
+        Args:
+            monitor: the log key read at the end of each epoch (``val_accuracy``, ``val_loss``, ...). An epoch
+                whose logs lack it is skipped (neither kept nor counted).
+            mode: ``max`` (an improvement is higher), ``min`` (lower) or ``last`` (every epoch that has the
+                monitored value replaces the kept one: the last epoch's weights, its value recorded).
+            min_delta: an improvement must beat the best value by more than this (Keras ``EarlyStopping``'s
+                ``min_delta``); ties (and changes within it) keep the earlier epoch.
+            patience: stop training once this many epochs in a row did not improve (and the epoch is not the
+                first), as Keras ``EarlyStopping``; ``None``: never stop.
+            restore: put the kept weights back in the model at the end of training.
+            checkpoint: where to save the kept weights at the end of training (``.h5``); ``None``: nowhere.
+            export_model: the model the checkpoint is saved from (its weights set to the kept ones first), e.g. the
+                same architecture built without the distribution strategy; ``None``: the trained model itself.
+            export_part: the layer of ``export_model`` that the trained model is (a head fitted alone); its
+                weights are set, the whole ``export_model`` saved.
+
+        Attributes:
+            best: the kept epoch's monitored value (float), or ``None`` before any epoch had it.
+            best_epoch: the kept epoch, 1-based, or ``None``.
+            best_weights: the kept weights (a list of arrays, :meth:`keras.Model.get_weights`), or ``None``.
+            stopped_epoch: the 1-based epoch after which training was stopped, or ``None``.
+
+        Raises:
+            ValueError: ``mode`` is not one of :data:`BEST_MODES`, or ``min_delta < 0``.
+        """
+
+        def __init__(self, monitor: str = "val_accuracy", mode: str = "max", *, min_delta: float = 0.0,
+                     patience: int | None = None, restore: bool = True, checkpoint: str | Path | None = None,
+                     export_model=None, export_part: str | None = None):
+            super().__init__()
+            if mode not in BEST_MODES:
+                raise ValueError(f"BestEpoch mode must be one of {BEST_MODES}, got {mode!r}")
+            if min_delta < 0:
+                raise ValueError(f"BestEpoch min_delta must be >= 0, got {min_delta}")
+            self.monitor, self.mode, self.min_delta, self.patience = monitor, mode, float(min_delta), patience
+            self.restore, self.checkpoint = restore, None if checkpoint is None else Path(checkpoint)
+            self.export_model, self.export_part = export_model, export_part
+            self._reset()
+
+        def _reset(self) -> None:
+            self.best = self.best_epoch = self.best_weights = self.stopped_epoch = None
+            self.wait = 0
+
+        def improves(self, value: float) -> bool:
+            """Whether ``value`` replaces the kept epoch's value (always in mode ``last`` or when none is kept)."""
+            if self.mode == "last" or self.best is None:
+                return True
+            if self.mode == "max":
+                return value - self.min_delta > self.best
+            return value + self.min_delta < self.best
+
+        def on_train_begin(self, logs=None):
+            self._reset()  # one instance may serve several fits
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(self.monitor)
+            if value is None:
+                return
+            self.wait += 1
+            if self.improves(float(value)):
+                self.best, self.best_epoch, self.wait = float(value), epoch + 1, 0
+                self.best_weights = self.model.get_weights()
+            elif self.patience is not None and self.wait >= self.patience and epoch > 0:
+                self.stopped_epoch = epoch + 1
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            if self.best_weights is None:
+                return
+            if self.restore:
+                self.model.set_weights(self.best_weights)
+            if self.checkpoint is not None:
+                target = self.model if self.export_model is None else self.export_model
+                if self.export_model is not None:
+                    (target.get_layer(self.export_part) if self.export_part else target).set_weights(
+                        self.best_weights)
+                self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                save_model_h5(target, self.checkpoint)
+
+    class PreciseBN(keras.callbacks.Callback):
+        """PreciseBN (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021): at the end of every epoch, before the
+        epoch is scored, every BatchNormalization layer's moving mean and variance are set to the average of its
+        batch statistics over the training inputs with the epoch's weights
+        (:func:`cnnrnn.models.blocks.recalibrate_batch_norm`); no weight is trained.
+
+        Args:
+            batches: called once per epoch, returns an iterable of input batches ``(batch, ...) float32`` (the
+                training inputs, without augmentation, e.g. 64 at a time; a generator reads them lazily).
+
+        Attributes:
+            layers: the number of layers recalibrated at the last epoch (0: the model has none).
+        """
+
+        def __init__(self, batches: Callable[[], Iterable[np.ndarray]]):
+            super().__init__()
+            self.batches, self.layers = batches, 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.layers = recalibrate_batch_norm(self.model, self.batches())
+
+    class ValidationScores(keras.callbacks.Callback):
+        """The epoch's validation scores computed by ``score(model)`` and put in the epoch's logs, before the
+        callbacks after it (:class:`BestEpoch`, CSV log) read them: for a validation that Keras' own
+        ``validation_data`` cannot do, e.g. utterance-level scores pooled over the segments of each utterance
+        (:func:`pooled_scores`) or scores after :class:`PreciseBN`.
+
+        Args:
+            score: ``score(model) -> {name: float}`` (e.g. ``{"val_accuracy": ..., "val_loss": ...}``).
+        """
+
+        def __init__(self, score: Callable[[Any], dict[str, float]]):
+            super().__init__()
+            self.score = score
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs.update({k: float(v) for k, v in self.score(self.model).items()})
+
+    return {"BestEpoch": BestEpoch, "PreciseBN": PreciseBN, "ValidationScores": ValidationScores}
