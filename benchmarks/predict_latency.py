@@ -23,7 +23,7 @@ Measured, in this order, in one run:
    (:func:`cnnrnn.cnnrnn.train.predict_proba` / ``ExportedModel.predict``), each divided by the clip count.
    Medians of 3 timings. Target: ≤ 25 ms per 2 s clip at 64x128 with one model, batched (the ``emodb`` model at
    batch 32).
-3. **the CNNRNN test stage** (:func:`cnnrnn.cnnrnn.predict.test`): 5 fold models of the ``demo`` preset
+3. **the CNNRNN test stage** (:func:`cnnrnn.cnnrnn.predict.evaluate`): 5 fold models of the ``demo`` preset
    (ResNet50 + LSTM 64, 64x128) on 23 clips, each model loaded once and predicted in batches.
 
 The machine is shared: the load average is recorded before and after, and the targets are judged on figures
@@ -286,7 +286,7 @@ def marginal(paths: dict, clips: list[Path], work: Path) -> dict:
 
 # --------------------------------------------------------------------------- 3. the test stage
 def test_stage(work: Path, clips: list[Path]) -> dict:
-    """``cnnrnn.cnnrnn.predict.test`` of a ``demo``-preset run with 5 fold models on 23 clips, in a child."""
+    """``cnnrnn.cnnrnn.predict.evaluate`` of a ``demo``-preset run with 5 fold models on 23 clips, in a child."""
     code = f"""
 import json, sys, time, logging
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
@@ -307,9 +307,9 @@ save_pickle({{"id": [c.stem for c in clips], "path": images, "emotion": [i % len
 loads = []
 real = artifacts.load_model
 artifacts.load_model = lambda *a, **k: loads.append(a[0]) or real(*a, **k)
-from cnnrnn.cnnrnn.predict import test
+from cnnrnn.cnnrnn.predict import evaluate
 t = time.perf_counter()
-test(run, run / "config.json", progress=False)
+evaluate(run, run / "config.json", progress=False)
 print("@@" + json.dumps({{"seconds": round(time.perf_counter() - t, 2), "models": {TEST_STAGE['folds']},
                          "clips": len(clips), "model_loads": len(loads)}}), file=sys.stderr)
 """

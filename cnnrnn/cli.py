@@ -17,20 +17,23 @@ The main job runs in stages that talk through files in one output folder:
   spectrograms  *_audio.json -> spectrograms/<id>.png, data_train.pickle, data_test.pickle
   pack          data_*.pickle -> train_final.pickle, test_final.pickle (uint8 image arrays)
   train         train_final.pickle -> 5-fold CV, models/CNN_RNN_fold{k}_epoch{E}_e4.h5, cv_report.json
+  evaluate      the fold models' average on test_final.pickle -> test/predictions.csv, test/metrics.json
   predict       .h5 model(s) + pickle / wav / png / folder -> predictions.csv, metrics.json
   run           all stages, then predicts the test set;  demo: the same on the bundled sample
 
-predict takes a run of any family (CNNRNN, dcnn, baseline, functionals, hf): it reads the run's run.json;
+predict takes a run of any family (CNNRNN, dcnn, baselines, functionals, hf): it reads the run's run.json;
 --fuse averages several runs. export writes a run as ONNX, TFLite or a SavedModel, with a JSON sidecar
-describing its preprocessing. The other families: dcnn, baseline, functionals, hf, kemdy-labels, and tools.
+describing its preprocessing. The other families: dcnn, baselines, functionals, hf, kemdy-labels, and tools.
 Every CNNRNN subcommand takes --config: a preset (default, demo, tiny, compact, best, yamnet, ...) or a JSON file
 with the sections "split", "spectrogram" and "train" (see cnnrnn/configs/cnnrnn/default.json for every key).
 """
 
 
 # Each module of cnnrnn/commands has add_commands(sub), whose parsers set_defaults(handler=fn) with
-# fn(args, progress) -> int (the exit code).
+# fn(args, progress) -> int (the exit code). The module named baseline adds the command `baselines`.
 COMMAND_MODULES = ("cnnrnn", "predict", "tools", "dcnn", "baseline", "kemdy", "hf", "functionals", "export")
+#: Old command names still accepted (argparse aliases), each → its name now; using one prints a note on stderr.
+DEPRECATED_COMMANDS = {"baseline": "baselines"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
 
     onnxruntime_telemetry_off()  # before anything (tf2onnx, transformers) imports onnxruntime
     args = build_parser().parse_args(argv)
+    if args.command in DEPRECATED_COMMANDS:
+        print(f"note: 'cnnrnn {args.command}' is deprecated; use 'cnnrnn {DEPRECATED_COMMANDS[args.command]}'",
+              file=sys.stderr, flush=True)
     if not args.verbose:
         from .quiet import quiet_tensorflow_import
 

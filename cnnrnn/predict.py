@@ -1,12 +1,14 @@
 """``cnnrnn predict --model X``: prediction with a trained run of any family.
 
 The run's manifest (``run.json``, :mod:`cnnrnn.runs`) found at or above ``X`` names its family; the run is
-handed to that family's ``predict.predict_run`` (:data:`FAMILY_MODULES`). A run written before manifests
-existed is recognised by its own files, as before: ``baseline_config.json`` → baselines,
-``blstm_attention.json`` or ``dcnn.json`` → DCNN-BLSTMwA, ``hf_model.json`` → Hugging Face, otherwise
-CNNRNN. An exported model (``cnnrnn export``: ``.onnx``, ``.tflite``, a SavedModel folder) is handed to
+handed to that family's ``predict.predict_run``, reached through the registry (:func:`cnnrnn.families.module`). A
+run written before manifests existed is recognised by its own files (:func:`cnnrnn.runs.legacy_family`). An
+exported model (``cnnrnn export``: ``.onnx``, ``.tflite``, a SavedModel folder) is handed to
 :func:`cnnrnn.export.predict_run`, which runs it with its own runtime (ONNX: onnxruntime, no TensorFlow). This
-module sits above the families: it imports them only by name, when a run needs one.
+module sits above the families and names none: what differs between them (the options a family takes, whether
+its inputs' speakers may be their folders, whether the speech check and long-recording windows apply) each
+family's ``predict`` module declares (``PREDICT_OPTIONS``, ``FOLDER_SPEAKERS``, ``SPEECH_CHECK``, ``WINDOWS``),
+and :func:`family_module` / :func:`capability` read it.
 
 Long recordings (:func:`predict` with ``window``/``hop``) are cut here, once for every family: each audio file
 longer than the model's clip becomes windows in memory (:class:`cnnrnn.audio.Clip`, :func:`cnnrnn.audio.windows`),
@@ -16,7 +18,8 @@ file in ``predictions.csv``.
 
 Speech check (:mod:`cnnrnn.speech`, Silero VAD): an audio file or window that holds no speech (white noise, a
 constant, a tone, music) gets the label ``no_speech`` (:data:`cnnrnn.speech.NO_SPEECH`) and NaN probabilities instead
-of an emotion, here, once for every audio family (Hugging Face runs, which predict transcripts, aside);
+of an emotion, here, once for every family that declares ``SPEECH_CHECK`` (Hugging Face runs, which predict
+transcripts, do not);
 ``classify_anyway`` (``--classify-anyway``) turns it off. In a labelled evaluation such a file is an error for its
 true class (:func:`cnnrnn.evaluation.classification_metrics`), counted in ``metrics.json`` (``no_speech``).
 """
@@ -33,22 +36,77 @@ from .audio import SILENCE_TOP_DB
 from .speech import no_speech_rows
 from .timeline import (CLIP_TOLERANCE_S, SILENCE_LABEL, SKIPPED_LABEL, TIMELINE_FILE, WindowPlan,  # noqa: F401
                        audio_inputs, predict_windows)
-from .runs import FAMILIES, find_manifest, read_manifest
+from .families import FAMILIES, module as _registry_module
+from .runs import find_manifest, legacy_family, read_manifest
 
 log = logging.getLogger("cnnrnn.predict")
 
 #: The "family" of an exported model (``cnnrnn export``: ``.onnx``, ``.tflite``, a SavedModel folder with its
 #: sidecar): :func:`cnnrnn.export.predict_run` predicts it with its own runtime, ONNX without TensorFlow.
 EXPORTED = "exported"
-#: Family → the module with its ``predict_run(models, source, out_dir, *, manifest, progress, **options)``.
-FAMILY_MODULES = {
-    "cnnrnn": "cnnrnn.cnnrnn.predict",
-    "dcnn": "cnnrnn.dcnn.predict",
-    "baselines": "cnnrnn.baselines.predict",
-    "hf": "cnnrnn.hf.predict",
-    "functionals": "cnnrnn.functionals.predict",
-    EXPORTED: "cnnrnn.export",
-}
+#: The module that predicts :data:`EXPORTED` models (``is_exported``, ``predict_run``, ``clip_spec``): a facade of
+#: its own, imported by name when a model needs it (it imports the runtimes).
+EXPORT_MODULE = "cnnrnn.export"
+#: The options :data:`EXPORT_MODULE`'s ``predict_run`` takes, unless it declares ``PREDICT_OPTIONS`` itself.
+EXPORTED_OPTIONS = frozenset({"labels", "batch_size", "speaker"})
+#: What a family's ``predict`` module may declare, and what is assumed when it does not (see the module docstring).
+CAPABILITIES = {"PREDICT_OPTIONS": EXPORTED_OPTIONS, "FOLDER_SPEAKERS": False, "SPEECH_CHECK": True, "WINDOWS": True}
+
+
+class OptionError(TypeError, ValueError):
+    """A prediction option that the run's family does not take, a misspelled one included (the message names the
+    option and the family). A ``TypeError``, as a misspelled keyword is, and a ``ValueError``, which the command
+    line reports in one line."""
+
+
+def family_module(family: str):
+    """The module with ``family``'s ``predict_run(models, source, out_dir, *, manifest, progress, **options)``: the
+    family's ``predict`` module (:func:`cnnrnn.families.module`), or :data:`EXPORT_MODULE` for :data:`EXPORTED`.
+
+    Raises:
+        cnnrnn.families.UnknownFamilyError: ``family`` is neither a family nor :data:`EXPORTED`.
+    """
+    return importlib.import_module(EXPORT_MODULE) if family == EXPORTED else _registry_module(family, "predict")
+
+
+def capability(family: str, name: str) -> Any:
+    """What ``family``'s predict module declares as ``name`` (one of :data:`CAPABILITIES`), or the default there.
+
+    Raises:
+        KeyError: ``name`` is not one of :data:`CAPABILITIES`.
+    """
+    return getattr(family_module(family), name, CAPABILITIES[name])
+
+
+def check_options(families: Sequence[str], options: dict) -> None:
+    """Refuse an option that one of ``families`` does not take (a misspelled one included).
+
+    An option whose value is ``None`` or ``False`` is not given (the command line passes every option, unset ones
+    as ``None``). Only the modules of ``families`` are read (no other family is imported). ``speaker`` =
+    :data:`cnnrnn.normalize.SPEAKER_FROM_FOLDER` needs a family that declares ``FOLDER_SPEAKERS``.
+
+    Raises:
+        OptionError: the first such option (its name, the family, and the options that family takes).
+    """
+    from .normalize import SPEAKER_FROM_FOLDER
+
+    for family in sorted(families):
+        takes = capability(family, "PREDICT_OPTIONS")
+        for name in sorted(options):
+            value = options[name]
+            if value is not None and value is not False and name not in takes:
+                raise OptionError(f"option {name!r} (--{name.replace('_', '-')}) does not apply to {family} runs "
+                                  f"(they take: {', '.join(sorted(takes)) or 'none'})")
+        if options.get("speaker") == SPEAKER_FROM_FOLDER and not capability(family, "FOLDER_SPEAKERS"):
+            raise OptionError(f"--speaker-from folder: {family} runs do not take each file's folder as its speaker; "
+                              "give --speaker NAME")
+
+
+def _options_for(family: str, options: dict) -> dict:
+    """The options ``family``'s ``predict_run`` takes, of those given (after :func:`check_options`)."""
+    takes = capability(family, "PREDICT_OPTIONS")
+    return {k: v for k, v in options.items() if k in takes}
+
 
 #: Models shipped inside the package, one run folder each (``cnnrnn predict --model emodb``); see each folder's
 #: ``MODEL_CARD.md``. Built by ``benchmarks/build_shipped_model.py``.
@@ -77,20 +135,6 @@ def resolve_model(model: str | Path) -> Path:
     raise FileNotFoundError(f"model {model} not found (neither a path nor a shipped model: {names})")
 
 
-#: Files that identify a run from before manifests, per family (checked in this order).
-_LEGACY_MARKERS = (("baselines", ("baseline_config.json",)), ("dcnn", ("blstm_attention.json", "dcnn.json")),
-                   ("hf", ("hf_model.json",)))
-
-
-def _legacy_family(model: Path) -> str:
-    p = model.resolve()
-    for folder in ([p] if p.is_dir() else []) + list(p.parents)[:3]:
-        for family, markers in _LEGACY_MARKERS:
-            if any((folder / m).is_file() for m in markers):
-                return family
-    return "cnnrnn"
-
-
 def resolve_family(model: str | Path):
     """``(family, manifest or None)`` of a checkpoint or run folder; ``(EXPORTED, None)`` for an exported model.
 
@@ -100,12 +144,12 @@ def resolve_family(model: str | Path):
             ``cnnrnn predict`` cannot use.
     """
     model = resolve_model(model)
-    if importlib.import_module(FAMILY_MODULES[EXPORTED]).is_exported(model):
+    if family_module(EXPORTED).is_exported(model):
         return EXPORTED, None
     path = find_manifest(model)
     if path is None:
-        return _legacy_family(model), None
-    manifest = read_manifest(path, families=[f for f in FAMILIES if f in FAMILY_MODULES])
+        return legacy_family(model), None
+    manifest = read_manifest(path, families=FAMILIES)
     return manifest.family, manifest
 
 
@@ -150,11 +194,13 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
             frame (:func:`cnnrnn.audio.silence_mask`); ``None``: classify every window.
         classify_anyway: skip the speech check: every audio file and window that is not silence gets an emotion
             (``--classify-anyway``).
-        options: ``labels``, ``config``, ``resize``, ``batch_size``, ``speaker``: passed to the families, which
-            ignore what does not apply; ``images`` (a folder of audio and images gives its images, not its
-            audio): CNNRNN runs only; ``render`` (``fast``/``specshow``), ``pixel_range`` (``0-255``/``0-1``),
-            ``trust_code`` (load ``Lambda`` layers): CNNRNN runs and checkpoints, Keras 2 ones included
-            (:func:`cnnrnn.cnnrnn.predict.predict`).
+        options: passed to the family, which must take each one given (its ``PREDICT_OPTIONS``; an option set
+            to ``None`` or ``False`` is not given; with ``fuse``, every run's family): ``labels``, ``config``,
+            ``resize``, ``batch_size``, ``speaker`` (a name, or :data:`cnnrnn.normalize.SPEAKER_FROM_FOLDER` for
+            a family that declares ``FOLDER_SPEAKERS``), ``threshold`` (Hugging Face); ``images`` (a folder of
+            audio and images gives its images, not its audio), ``render`` (``fast``/``specshow``),
+            ``pixel_range`` (``0-255``/``0-1``), ``trust_code`` (load ``Lambda`` layers): CNNRNN runs and
+            checkpoints, Keras 2 ones included (:func:`cnnrnn.cnnrnn.predict.predict`).
 
     Returns:
         ``{"predictions": DataFrame, "metrics": dict | None, "files": {...}, "skipped": {...}, "family": str}``
@@ -163,10 +209,12 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
         check ran, ``"no_speech"``: the files labelled ``no_speech`` (sources as in ``predictions.csv``).
 
     Raises:
+        OptionError: an option given that a run's family does not take (a misspelled one; ``images`` for any
+            but CNNRNN runs), or ``speaker`` from the folder for a family that does not take it
+            (:func:`check_options`); a ``ValueError``.
         ValueError: models of different families without ``fuse``; runs whose classes cannot be matched;
-            ``images`` for a family that does not predict images; ``window`` or ``hop`` not > 0, ``window``
-            with a Hugging Face run, with ``images``, or with inputs that are not audio; whatever a family
-            raises for bad input.
+            ``window`` or ``hop`` not > 0, ``window`` with a Hugging Face run, with ``images``, or with inputs
+            that are not audio; whatever a family raises for bad input.
         cnnrnn.artifacts.NotWritableError: ``out_dir`` cannot be written (checked before any work; a family
             checks its default output folder the same way).
         cnnrnn.speech.SpeechCheckError: the speech check cannot run (onnxruntime or its model file missing).
@@ -196,20 +244,13 @@ def _predict(paths: list[Path], source, out_dir, progress: bool, fuse: bool, win
     """:func:`predict` once the models are resolved and the output folder claimed (and locked)."""
     resolved = [resolve_family(p) for p in paths]
     families = {family for family, _ in resolved}
-    if options.get("images") and families != {"cnnrnn"}:
-        raise ValueError(f"--images: only CNNRNN runs predict on spectrogram images, not "
-                         f"{', '.join(sorted(families - {'cnnrnn'}))} runs")
-    from .normalize import SPEAKER_FROM_FOLDER
-
-    if options.get("speaker") == SPEAKER_FROM_FOLDER and families != {"cnnrnn"}:
-        raise ValueError(f"--speaker-from folder: only CNNRNN runs take each file's folder as its speaker, not "
-                         f"{', '.join(sorted(families - {'cnnrnn'}))} runs; give --speaker NAME")
+    check_options(families, options)
     if not fuse and len(families) != 1:
         raise ValueError(f"the models are of different families {sorted(families)}; predict with one at a time, "
                          "or average their probabilities with --fuse")
     plan = window_plan(source, paths, resolved, window, hop, images=bool(options.get("images")),
                        config=options.get("config"))
-    check = not classify_anyway and "hf" not in families  # Hugging Face runs predict transcripts
+    check = not classify_anyway and all(capability(f, "SPEECH_CHECK") for f in families)
     if plan is not None:
         return predict_windows(plan, paths, resolved, out_dir,
                                lambda src: _dispatch(paths, resolved, src, out_dir, progress, fuse, options),
@@ -234,8 +275,8 @@ def _dispatch(paths, resolved, source, out_dir, progress: bool, fuse: bool, opti
     if fuse:
         return _fuse(paths, resolved, source, out_dir, progress, options, speech, left_out, order)
     family, manifest = resolved[0]
-    module = importlib.import_module(FAMILY_MODULES[family])
-    result = module.predict_run(paths, source, out_dir, manifest=manifest, progress=progress, **options)
+    result = family_module(family).predict_run(paths, source, out_dir, manifest=manifest, progress=progress,
+                                               **_options_for(family, options))
     result = {**result, "family": family}
     return mark_no_speech(result, speech, left_out, order) if speech is not None else result
 
@@ -252,9 +293,9 @@ def _fuse(paths, resolved, source, out_dir, progress: bool, options: dict, speec
     runs = []
     for k, ((family, _), members) in enumerate(groups.items(), start=1):
         manifest = next(m for p, (f, m) in zip(paths, resolved) if p in members)
-        module = importlib.import_module(FAMILY_MODULES[family])
-        result = {**module.predict_run(members, source, out / f"{family}_{k}", manifest=manifest, progress=progress,
-                                       **options), "family": family}
+        result = {**family_module(family).predict_run(members, source, out / f"{family}_{k}", manifest=manifest,
+                                                      progress=progress, **_options_for(family, options)),
+                  "family": family}
         runs.append(mark_no_speech(result, speech, left_out, order, announce=False) if speech is not None else result)
     fused = {**fuse_predictions([r["predictions"] for r in runs], out), "family": "fusion", "runs": runs,
              "notes": [n for r in runs for n in r.get("notes") or ()],
@@ -439,7 +480,7 @@ def mark_no_speech(result: dict, speech: SpeechCheck, left_out: Sequence[str] = 
     return {**result, "predictions": table, "metrics": metrics, "no_speech": marked}
 
 
-# --------------------------------------------------------------------------- long recordings (the rest in cnnrnn.timeline)
+# ------------------------------------------------------------ long recordings (the rest in cnnrnn.timeline)
 def model_clip(paths: Sequence[Path], resolved: Sequence[tuple], config: Any = None) -> dict:
     """The input settings (``sr`` in Hz, ``duration`` in s, ...) of the first run with a clip length: the
     family's ``clip_spec(models, manifest, config=...)`` when it has one (CNNRNN: checkpoints without a
@@ -448,7 +489,7 @@ def model_clip(paths: Sequence[Path], resolved: Sequence[tuple], config: Any = N
     fallback: dict = {}
     for path, (family, manifest) in zip(paths, resolved):
         spec = dict(manifest.input) if manifest is not None else {}
-        hook = getattr(importlib.import_module(FAMILY_MODULES[family]), "clip_spec", None)
+        hook = getattr(family_module(family), "clip_spec", None)
         if hook is not None:
             spec.update(hook([path], manifest, config=config))
         if spec.get("duration"):
@@ -474,15 +515,16 @@ def window_plan(source: Any, paths: Sequence[Path], resolved: Sequence[tuple], w
     says it is longer than the clip (or cannot say).
 
     Raises:
-        ValueError: ``window``/``hop`` with a Hugging Face run, with ``images``, or with inputs that are not
-            audio files or folders of audio; ``hop`` without ``window`` for a model without a clip length;
-            ``hop`` under 1 ms.
+        ValueError: ``window``/``hop`` with a run whose family does not declare ``WINDOWS`` (Hugging Face), with
+            ``images``, or with inputs that are not audio files or folders of audio; ``hop`` without ``window``
+            for a model without a clip length; ``hop`` under 1 ms.
     """
     asked = window is not None or hop is not None
-    if any(family == "hf" for family, _ in resolved):
+    whole = sorted({family for family, _ in resolved if not capability(family, "WINDOWS")})
+    if whole:
         if asked:
-            raise ValueError("--window/--hop: a Hugging Face run predicts text (its transcripts), not audio "
-                             "windows; long-recording prediction is for the audio families")
+            raise ValueError(f"--window/--hop: {', '.join(whole)} runs are not predicted in audio windows (they do "
+                             "not predict audio); long-recording prediction is for the audio families")
         return None
     files = audio_inputs(source)
     if asked and images:

@@ -18,8 +18,9 @@ A manifest records, for one trained run (a CNNRNN run folder, a DCNN step, a bas
 ``cnnrnn predict --model X`` finds the manifest at or above ``X`` (:func:`find_manifest`) and hands the run
 to its family. A manifest with a newer schema than this package knows, or of a family that the command
 cannot use, is refused with a :class:`ManifestError` naming the field. Other package versions load.
-Runs written before manifests existed have none; :func:`find_manifest` returns ``None`` and the families
-recognise them by their own files, as before.
+Runs written before manifests existed have none; :func:`find_manifest` returns ``None`` and
+:func:`legacy_family` recognises the family by its own files (:data:`cnnrnn.families.LEGACY_MARKERS`). Every
+search upwards from a model for its run goes through :func:`find_run`.
 """
 from __future__ import annotations
 
@@ -30,11 +31,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .artifacts import load_json, save_json
-from .families import FAMILIES  # noqa: F401  (re-exported: a manifest names one of them)
+from .families import DEFAULT_FAMILY, FAMILIES, LEGACY_MARKERS
 
 MANIFEST_FILE = "run.json"
 SCHEMA_VERSION = 1
-_VERSIONED = ("cnnrnn", "tensorflow", "keras", "librosa")
+_VERSIONED = ("cnnrnn", "tensorflow", "keras", "librosa")  # distributions: "cnnrnn" is this package, not a family
 
 
 class ManifestError(ValueError):
@@ -169,10 +170,42 @@ def read_manifest(path: str | Path, families: Sequence[str] | None = None) -> Ru
     return manifest
 
 
+def find_run(path: str | Path, markers: Sequence[str], levels: int | None = None) -> Path | None:
+    """The nearest folder at or above ``path`` that holds one of the files ``markers``, or ``None``.
+
+    The search starts at ``path`` itself when it is a folder, else at its parent, and goes up through at most
+    ``levels`` parents (``None``: up to the file system's root). The path is resolved first (symlinks, ``..``).
+    This is the one upward walk of the package: run manifests (:func:`find_manifest`), runs from before manifests
+    (:func:`legacy_family`) and the families' own run files (``labels.json``, ``baseline_config.json``) are
+    found with it.
+    """
+    p = Path(path).resolve()
+    parents = list(p.parents)
+    folders = ([p] if p.is_dir() else []) + (parents if levels is None else parents[:levels])
+    for folder in folders:
+        if any((folder / name).is_file() for name in markers):
+            return folder
+    return None
+
+
 def find_manifest(model_path: str | Path) -> Path | None:
     """The ``run.json`` in ``model_path`` (a folder) or in the nearest folder above it, or ``None``."""
-    p = Path(model_path).resolve()
-    for folder in ([p] if p.is_dir() else []) + list(p.parents):
-        if (folder / MANIFEST_FILE).is_file():
-            return folder / MANIFEST_FILE
-    return None
+    folder = find_run(model_path, (MANIFEST_FILE,))
+    return folder / MANIFEST_FILE if folder is not None else None
+
+
+#: How many folders above a model a run from before manifests is looked for (:func:`legacy_family`): a
+#: checkpoint sits at most this deep in its run (``<run>/models/<fold>.h5``, ``<run>/<step>/<model>.h5``).
+LEGACY_LEVELS = 3
+
+
+def legacy_family(model_path: str | Path) -> str:
+    """The family of a run written before manifests, by its own files (:data:`cnnrnn.families.LEGACY_MARKERS`,
+    checked in order, in ``model_path`` when it is a folder and in up to :data:`LEGACY_LEVELS` folders above it);
+    :data:`cnnrnn.families.DEFAULT_FAMILY` when none is there."""
+    folder = find_run(model_path, [m for _, markers in LEGACY_MARKERS for m in markers], levels=LEGACY_LEVELS)
+    if folder is not None:  # the nearest folder with a marker; of its markers, the first family's
+        for family, markers in LEGACY_MARKERS:
+            if any((folder / m).is_file() for m in markers):
+                return family
+    return DEFAULT_FAMILY

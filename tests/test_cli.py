@@ -7,7 +7,7 @@ import pytest
 from cnnrnn import cli
 from cnnrnn.features import read_png
 
-SUBCOMMANDS = ["split", "spectrograms", "pack", "train", "predict", "run", "demo", "spectrogram"]
+SUBCOMMANDS = ["split", "spectrograms", "pack", "train", "evaluate", "predict", "run", "demo", "spectrogram"]
 
 
 def test_console_script_help_lists_every_stage():

@@ -300,6 +300,24 @@ def test_cnnrnn_predict_with_either_step_of_a_dcnn_run(two_steps, tmp_path, caps
                  str(out)]) == 2                               # neither audio, a folder nor a filelist
 
 
+def test_evaluate_scores_a_step_on_the_test_filelist_it_was_trained_with(two_steps, tmp_path):
+    """``cnnrnn.dcnn.predict.evaluate``, the family's scoring entry point: the step's own test filelist (from its
+    run.json) gives the utterance scores that training gave it."""
+    from cnnrnn.dcnn.predict import evaluate
+
+    logs = _copy_runs(two_steps, tmp_path)
+    run2 = logs / "t_train"
+    metrics = evaluate(run2, progress=False)
+    trained = json.loads((run2 / "metrics_train.json").read_text())["utterances"]
+    assert metrics["n"] == trained["n"] == 7 and metrics["ua"] == pytest.approx(trained["ua"], abs=1e-6)
+    assert (run2 / "evaluation" / "metrics.json").is_file() and (run2 / "evaluation" / "predictions.csv").is_file()
+    (run2 / "run.json").unlink()                               # a run without run.json: the filelist is given
+    with pytest.raises(ValueError, match="give the filelist"):
+        evaluate(run2, progress=False)
+    again = evaluate(run2, two_steps["lists"] / "test.txt", tmp_path / "again", progress=False)
+    assert again["ua"] == pytest.approx(metrics["ua"], abs=1e-6)
+
+
 def test_emotion_id_outside_the_label_set_is_a_clear_error(tmp_path, sample_dir, caplog):
     from cnnrnn.cli import main
     from cnnrnn.dcnn.filelists import FilelistEntry, write_filelist

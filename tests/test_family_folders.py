@@ -114,11 +114,11 @@ def commands(tmp_path: Path, out: Path) -> dict[str, list]:
     run = _baseline_run(tmp_path / "brun")
     frun = _functionals_run(tmp_path / "frun")
     return {
-        "baseline train": ["baseline", "train", "--model", "ann", "--config", "tiny_ann", "--corpus", "fsdd",
+        "baselines train": ["baselines", "train", "--model", "ann", "--config", "tiny_ann", "--corpus", "fsdd",
                            "--root", tmp_path / "none", "--out", out],
-        "baseline cache": ["baseline", "train", "--model", "ann", "--config", "tiny_ann", "--corpus", "fsdd",
+        "baselines cache": ["baselines", "train", "--model", "ann", "--config", "tiny_ann", "--corpus", "fsdd",
                            "--root", tmp_path / "none", "--out", tmp_path / "newrun", "--cache-dir", out],
-        "baseline evaluate": ["baseline", "evaluate", "--run", run, "--corpus", "fsdd", "--root", tmp_path / "none",
+        "baselines evaluate": ["baselines", "evaluate", "--run", run, "--corpus", "fsdd", "--root", tmp_path / "none",
                               "--out", out],
         "functionals train": ["functionals", "train", "--config", "tiny", "--corpus", "manifest", "--root",
                               tmp_path / "none.csv", "--out", out],
@@ -136,7 +136,7 @@ def commands(tmp_path: Path, out: Path) -> dict[str, list]:
     }
 
 
-COMMANDS = ["baseline train", "baseline cache", "baseline evaluate", "functionals train", "functionals evaluate",
+COMMANDS = ["baselines train", "baselines cache", "baselines evaluate", "functionals train", "functionals evaluate",
             "dcnn finetune", "dcnn run-folds", "hf train", "hf predict", "filelists", "resample", "amp-normalize",
             "whisper-convert --hf-out"]
 
@@ -148,8 +148,8 @@ def test_a_folder_of_user_files_is_refused_untouched(name, tmp_path, user_folder
     assert str(user_folder) in line and "notes.txt" in line
 
 
-@pytest.mark.parametrize("name", ["baseline train", "functionals train", "dcnn finetune", "hf train", "filelists",
-                                  "resample", "baseline evaluate", "hf predict"])
+@pytest.mark.parametrize("name", ["baselines train", "functionals train", "dcnn finetune", "hf train", "filelists",
+                                  "resample", "baselines evaluate", "hf predict"])
 def test_another_commands_folder_is_refused(name, tmp_path, caplog):
     """A folder marked as a CNNRNN run (its marker alone) is no other command's output folder."""
     from cnnrnn.outputs import claim_folder
@@ -164,7 +164,7 @@ def test_predictions_are_not_written_into_a_run(tmp_path, caplog):
     """``evaluate --out RUN`` of a run written before markers: a run is no predictions folder."""
     run = _baseline_run(tmp_path / "brun")
     (run / "metrics.json").write_text("{}", encoding="utf-8")
-    refused(["baseline", "evaluate", "--run", run, "--corpus", "fsdd", "--root", tmp_path / "none", "--out", run],
+    refused(["baselines", "evaluate", "--run", run, "--corpus", "fsdd", "--root", tmp_path / "none", "--out", run],
             run, caplog)
 
 
@@ -202,7 +202,7 @@ def test_a_stage_another_process_writes_is_refused(tmp_path, caplog):
     src = tmp_path / "src"
     write_wav(src / "a.wav", 0.1 * np.ones(800), 16000)
     cases = [
-        ("baseline train", "train", ["baseline", "train", "--model", "ann", "--config", "tiny_ann", "--corpus",
+        ("baselines train", "train", ["baselines", "train", "--model", "ann", "--config", "tiny_ann", "--corpus",
                                      "fsdd", "--root", tmp_path / "none", "--out"]),
         ("functionals train", "train", ["functionals", "train", "--config", "tiny", "--corpus", "manifest",
                                         "--root", tmp_path / "none.csv", "--out"]),
@@ -230,7 +230,7 @@ def test_a_stage_another_process_writes_is_refused(tmp_path, caplog):
                  "--out", tmp_path / "logs"], tmp_path / "logs", caplog, words="cannot train on the DCNN")
     run = _baseline_run(tmp_path / "brun")
     with held(run, "train"):
-        refused(["baseline", "evaluate", "--run", run, "--corpus", "fsdd", "--root", tmp_path / "none", "--out",
+        refused(["baselines", "evaluate", "--run", run, "--corpus", "fsdd", "--root", tmp_path / "none", "--out",
                  tmp_path / "eval"], run, caplog, words="cannot evaluate this run")
     assert not (tmp_path / "eval").exists()
     with held(tmp_path / "hfrun", "train"):

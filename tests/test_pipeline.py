@@ -78,10 +78,12 @@ def test_test_set_prediction(run_dir):
         assert 0.0 <= metrics[key] <= 1.0
     assert (run_dir / "test" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     # from Python without a config: the run's own config.json (2 tiny folds), not the defaults' 5 folds
-    from cnnrnn.cnnrnn.predict import test
+    from cnnrnn.cnnrnn.predict import evaluate
 
-    again = test(run_dir, progress=False)
+    again = evaluate(run_dir, progress=False)
     assert again["metrics"]["ua"] == pytest.approx(metrics["ua"])
+    assert cli.main(["-q", "evaluate", "--out", str(run_dir)]) == 0  # the same stage from the command line
+    assert load_json(run_dir / "test" / "metrics.json")["ua"] == pytest.approx(metrics["ua"])
 
 
 def test_run_manifest(run_dir):

@@ -141,7 +141,7 @@ def test_the_test_stage_loads_each_fold_model_once_and_predicts_in_batches(fold_
         return lambda x: calls.append((model.name, len(x))) or run(x)
 
     monkeypatch.setattr(T, "batch_predictor", counting)
-    result = P.test(fold_run, fold_run / A.CONFIG_FILE, progress=False)
+    result = P.evaluate(fold_run, fold_run / A.CONFIG_FILE, progress=False)
     assert sorted(loads) == sorted(p.name for p in (fold_run / "models").glob("*.h5")) and len(loads) == 3
     assert len(calls) == 3 * 3 and sorted({n for _, n in calls}) == [1, 3]  # 7 images in batches of 3, per model
     assert result["metrics"]["n"] == 7

@@ -135,7 +135,7 @@ def case_45(tmp: Path) -> dict:
         (("dcnn", "finetune", "--out", out, "--config",
           write_json(inputs / "dcnn.json", {"extends": "tiny_finetune", "model": {"lstm_units": 1e9}})),
          "model.lstm_units must be at most 4096"),
-        (("baseline", "train", "--model", "cnn", "--corpus", "kemdy20", "--root", sample(), "--out", out, "--config",
+        (("baselines", "train", "--model", "cnn", "--corpus", "kemdy20", "--root", sample(), "--out", out, "--config",
           write_json(inputs / "baseline.json", {"extends": "tiny_cnn", "filters": [16, "x"]})),
          "baseline.filters[1] should be int, got 'x'"),
         (("functionals", "train", "--corpus", "kemdy20", "--root", sample(), "--out", out, "--config",

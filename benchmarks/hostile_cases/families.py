@@ -58,12 +58,12 @@ def case_70(tmp: Path) -> dict:
     run = tmp / "inputs" / "run"  # a baselines run as written before run manifests
     save_json(load_baseline_config("tiny_ann").to_dict(), run / "baseline_config.json")
     save_json({"labels": ["neutral", "angry"]}, run / "labels.json")
-    train = ["baseline", "train", "--model", "ann", "--config", "tiny_ann", "--corpus", "fsdd", "--root",
+    train = ["baselines", "train", "--model", "ann", "--config", "tiny_ann", "--corpus", "fsdd", "--root",
              tmp / "inputs" / "fsdd"]
     return _refusals(tmp, user, {
         "train --out": [*train, "--out", user],
         "train --cache-dir": [*train, "--out", tmp / "inputs" / "new_run", "--cache-dir", user],
-        "evaluate --out": ["baseline", "evaluate", "--run", run, "--corpus", "fsdd", "--root", tmp / "inputs" / "fsdd",
+        "evaluate --out": ["baselines", "evaluate", "--run", run, "--corpus", "fsdd", "--root", tmp / "inputs" / "fsdd",
                            "--out", user]})
 
 
@@ -187,7 +187,7 @@ def case_76(tmp: Path) -> dict:
     save_json({"labels": ["neutral", "angry"]}, brun / "labels.json")
     none = tmp / "inputs" / "none"
     cases = [  # (name, folder locked, stage, argv)
-        ("baseline train", tmp / "b", "train", ["baseline", "train", "--model", "ann", "--config", "tiny_ann",
+        ("baseline train", tmp / "b", "train", ["baselines", "train", "--model", "ann", "--config", "tiny_ann",
                                                "--corpus", "fsdd", "--root", none, "--out", tmp / "b"]),
         ("functionals train", tmp / "f", "train", ["functionals", "train", "--config", "tiny", "--corpus",
                                                    "manifest", "--root", none, "--out", tmp / "f"]),
@@ -199,7 +199,7 @@ def case_76(tmp: Path) -> dict:
         ("filelists", tmp / "lists", "filelists", ["filelists", "--corpus", "esd", "--root", none, "--out",
                                                    tmp / "lists"]),
         ("resample", tmp / "dst", "resample", ["resample", src, tmp / "dst", "8000"]),
-        ("baseline evaluate", brun, "train", ["baseline", "evaluate", "--run", brun, "--corpus", "fsdd", "--root",
+        ("baseline evaluate", brun, "train", ["baselines", "evaluate", "--run", brun, "--corpus", "fsdd", "--root",
                                               none, "--out", tmp / "eval"]),
     ]
     code = ("import sys, time\nfrom cnnrnn.outputs import stage_lock\n"

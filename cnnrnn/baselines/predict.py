@@ -20,16 +20,31 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..artifacts import (LABELS_FILE, CheckpointError, as_probabilities, is_temporary,
-                         load_checkpoints, load_labels)
+from ..artifacts import (LABELS_FILE, CheckpointError, as_probabilities, is_temporary, load_checkpoints, load_json,
+                         load_labels, load_model)
 from ..audio import AUDIO_EXTENSIONS
-from ..reports import write_report
-from ..runs import RunManifest
+from ..corpora import Utterance, load_corpus, match_labels, relabel_by_meaning
+from ..reports import REPORT_FILES, write_report
+from ..runs import MANIFEST_FILE, RunManifest, find_run, read_manifest
 from ..outputs import claim_predictions
 from .config import BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, BaselineConfig, load_baseline_config, read_norm_stats
-from .data import clip_features, normalized_image
+from .data import (FeatureCache, build_cache, cache_dataset, clip_features, corpus_arrays, normalized_image,
+                   normalizer)
 
 log = logging.getLogger("cnnrnn.baselines")
+
+# What the prediction facade (:func:`cnnrnn.predict.predict`) reads of this family, by the registry
+# (:func:`cnnrnn.families.module`):
+#: The options of ``cnnrnn predict`` that :func:`predict_run` takes; the facade passes only these and refuses any
+#: other that is given (not ``None`` or ``False``) with :class:`cnnrnn.predict.OptionError`.
+PREDICT_OPTIONS = frozenset({"labels", "config", "batch_size", "speaker"})
+#: Whether an input's speaker may be the name of its folder (``speaker`` =
+#: :data:`cnnrnn.normalize.SPEAKER_FROM_FOLDER`, ``--speaker-from folder``).
+FOLDER_SPEAKERS = False
+#: Whether the facade's speech check (:mod:`cnnrnn.speech`) applies: the family predicts audio.
+SPEECH_CHECK = True
+#: Whether the facade may cut long recordings into windows (:mod:`cnnrnn.timeline`) for this family.
+WINDOWS = True
 
 
 @dataclass
@@ -111,12 +126,9 @@ def collect_inputs(source: str | Path | Sequence[str | Path], cfg: BaselineConfi
 
 
 def find_run_dir(model_path: str | Path) -> Path | None:
-    """The nearest folder at or above ``model_path`` that holds ``baseline_config.json``, or ``None``."""
-    p = Path(model_path).resolve()
-    for folder in ([p] if p.is_dir() else []) + list(p.parents):
-        if (folder / BASELINE_CONFIG_FILE).is_file():
-            return folder
-    return None
+    """The nearest folder at or above ``model_path`` that holds ``baseline_config.json``, or ``None``
+    (:func:`cnnrnn.runs.find_run`)."""
+    return find_run(model_path, (BASELINE_CONFIG_FILE,))
 
 
 def _checkpoints(models: Sequence[str | Path], manifest: RunManifest | None) -> list[Path]:
@@ -154,7 +166,8 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
         progress: show a progress bar.
         **options: ``labels`` (names, or a ``labels.json``), ``config`` (a baseline config, used only for a
             checkpoint outside a run), ``batch_size`` (default the config's), ``speaker`` (the speaker of every
-            file, for a CNN run with ``speaker`` normalisation); ``None`` values and other options are ignored.
+            file, for a CNN run with ``speaker`` normalisation); ``None`` values are ignored
+            (the options are :data:`PREDICT_OPTIONS`).
 
     Returns:
         ``{"predictions": DataFrame (id, source, [normalization], predicted, predicted_index, confidence,
@@ -206,3 +219,99 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
     report = write_report(out_dir, proba, labels, inputs.ids, None, family=FAMILY, sources=inputs.sources,
                           columns=columns)
     return {**report, "skipped": inputs.skipped}
+
+
+def score_rows(net, cache: FeatureCache, rows: np.ndarray, y: np.ndarray, utterances: Sequence[Utterance],
+           labels: Sequence[str], out_dir: Path, batch_size: int, extra: dict[str, Any],
+           transform=None) -> dict[str, Any]:
+    """Predict ``rows`` of the feature cache with ``net`` and write the report into ``out_dir``.
+
+    ``rows`` are ``(n,)`` int64 indices into the cache and ``y``; ``transform`` normalises each batch's features
+    (:func:`cnnrnn.baselines.data.normalizer`). Writes ``metrics.json``, ``confusion_matrix.png`` and
+    ``predictions.csv`` (:func:`cnnrnn.reports.write_report`) and returns the metrics (UA, WA, F1-macro ...).
+    """
+    proba = predict_proba(net, cache_dataset(cache, rows, batch_size=batch_size, transform=transform))
+    report = write_report(out_dir, proba, labels, [utterances[r].id for r in rows], np.asarray(y)[rows],
+                          family=FAMILY, sources=[utterances[r].audio_path for r in rows], extra=extra)
+    return report["metrics"]
+
+
+def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None = None,
+             out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Score a trained run again: on its own validation split, or on every clip of another corpus folder.
+
+    Args:
+        run: a run folder written by :func:`cnnrnn.baselines.train.train` (``model.h5``, ``run.json`` or ``baseline_config.json`` +
+            ``labels.json``, ``metrics.json``, ``split.json``).
+        corpus, root: another corpus to score (both or neither). Its classes are matched to the run's labels
+            by meaning (:func:`cnnrnn.corpora.match_labels`: ``angry`` scores as ``anger``, ``disqust`` as
+            ``disgust``, other names case-insensitively); clips of unknown classes are skipped and counted.
+        out: output folder (default ``<run>/evaluation`` or ``<run>/evaluation_<corpus>``).
+        progress: show progress bars.
+
+    Returns:
+        The ``metrics.json`` report written to ``out`` (``skipped_unknown_label``: ``{class: [ids]}``,
+        ``label_map``: the corpus classes scored under another of the run's names).
+
+    Raises:
+        FileNotFoundError: the run lacks one of its files.
+        ManifestError: the run's ``run.json`` is of another family or a newer schema.
+        ValueError: only one of ``corpus`` / ``root``, two run labels of one meaning, or nothing to score.
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files (a run's, a corpus') or is another command's
+            folder (nothing was written).
+        cnnrnn.outputs.FolderInUseError: another process trains the run, or writes ``out``.
+    """
+    from ..outputs import check_not_locked, claim_predictions, writing_stage
+
+    if (corpus is None) != (root is None):
+        raise ValueError("give both corpus and root to evaluate on another corpus, or neither")
+    run = Path(run)
+    check_not_locked(run, "train", "evaluate this run")
+    if (run / MANIFEST_FILE).is_file():
+        manifest = read_manifest(run, families=[FAMILY])
+        cfg, labels = load_baseline_config(manifest.config), list(manifest.labels)
+    else:  # a run written before run manifests
+        cfg, labels = load_baseline_config(run / BASELINE_CONFIG_FILE), load_labels(run / LABELS_FILE)
+    if corpus is None:
+        run_report = load_json(run / "metrics.json")
+        corpus, root = run_report["corpus"], run_report["root"]
+        wanted = set(load_json(run / "split.json")["val"])
+        cache_dir = Path(run_report["cache"]["file"]).parent  # the training cache, reused
+        out = Path(out) if out else run / "evaluation"
+    else:
+        wanted = None
+        out = Path(out) if out else run / f"evaluation_{corpus}"
+        cache_dir = out / "cache"
+    out = claim_predictions(out)
+    own_cache = [(cache_dir, None)] if cache_dir == out / "cache" else []
+    with writing_stage(out, "predict", [(out, list(REPORT_FILES.values())), *own_cache]):
+        net = load_model(run / MODEL_FILE)
+        return _evaluate(run, net, cfg, labels, corpus, root, wanted, out, cache_dir, progress)
+
+
+def _evaluate(run: Path, net, cfg: BaselineConfig, labels: list[str], corpus: str, root, wanted: set | None,
+              out: Path, cache_dir: Path, progress: bool) -> dict[str, Any]:
+    utterances, corpus_report = load_corpus(corpus, root)
+    match = match_labels(sorted({u.emotion for u in utterances}), labels)
+    utterances, skipped_labels = relabel_by_meaning(utterances, labels)
+    if not utterances:
+        raise ValueError(f"nothing to score in {root}: no clip of the run's classes {labels}")
+    y, groups, ids = corpus_arrays(utterances, labels)
+    cache, index = build_cache(utterances, cfg, cache_dir, progress)
+    rows = np.asarray([r for r in np.flatnonzero(index["ok"]) if wanted is None or ids[r] in wanted], np.int64)
+    if not len(rows):
+        raise ValueError(f"no usable audio to score in {root} (skipped: {index['skipped']})")
+    stats = read_norm_stats(run)
+    new = [r for r in rows if groups[r] and stats is not None and str(groups[r]) not in stats.speakers]
+    if cfg.normalization == "speaker" and new:  # speakers the run has not seen: their own clips' statistics
+        from ..normalize import with_speakers
+
+        stats = with_speakers(stats, [cache.read([r])[0, ..., 0].T for r in new], [groups[r] for r in new])
+    extra = {"model": cfg.model, "run": str(run), "corpus": corpus, "root": str(root),
+             "skipped_corpus": corpus_report.skipped, "skipped_audio": index["skipped"],
+             "skipped_unknown_label": skipped_labels,
+             "label_map": {k: v for k, v in match.items() if v is not None and k != v}}
+    report = score_rows(net, cache, rows, y, utterances, labels, out, cfg.batch_size, extra,
+                    normalizer(cfg, stats, groups))
+    cache.close()
+    return report

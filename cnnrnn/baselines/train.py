@@ -1,4 +1,4 @@
-"""Train and evaluate the ANN / CNN baselines (``cnnrnn baseline train|evaluate``).
+"""Train the ANN / CNN baselines (``cnnrnn baselines train``; ``cnnrnn baselines evaluate`` is in :mod:`.predict`).
 
 The protocol of the Korean PyTorch tutorial "디지털사운드 ANN과 CNN을 활용하여 음성 분류 인공지능 제작"
 (UrbanSound8K practice problem): a seeded random 8:2 split, Adam, cross-entropy, batch 32, 5 epochs, the
@@ -22,32 +22,31 @@ A run folder (:func:`train`) holds:
 The run folder is claimed first (:func:`claim_run`: a new or empty folder, or a baselines run, kind
 :data:`RUN_KIND`) and trained under its ``train`` lock (:func:`cnnrnn.outputs.writing_stage`): a second train of
 the same run is refused while the first runs, and the temporaries a killed save left are removed (and counted)
-when the next train starts. :func:`evaluate` writes a predictions folder (kind :data:`cnnrnn.outputs.PREDICTIONS_KIND`).
+when the next train starts. :func:`cnnrnn.baselines.predict.evaluate` scores a run again.
 """
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..artifacts import LABELS_FILE, load_json, load_labels, load_model, save_json, save_model_h5
-from ..corpora import Utterance, label_order, load_corpus, match_labels, relabel_by_meaning
-from ..reports import REPORT_FILES, write_report
-from ..runs import MANIFEST_FILE, read_manifest, write_manifest
-from .config import (BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, NORM_FILE, BaselineConfig, load_baseline_config,
-                     read_norm_stats)
-from .data import (FeatureCache, build_cache, cache_dataset, claim_cache, corpus_arrays, is_feature_cache,
+from ..artifacts import LABELS_FILE, save_json, save_model_h5
+from ..corpora import label_order, load_corpus
+from ..reports import REPORT_FILES
+from ..runs import MANIFEST_FILE, write_manifest
+from ..training import fit, get_strategy
+from .config import BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, NORM_FILE, BaselineConfig, load_baseline_config
+from .data import (build_cache, cache_dataset, claim_cache, corpus_arrays, is_feature_cache,
                    normalization_stats, normalizer, split_rows)
-from .predict import predict_proba
+from .predict import score_rows
 
 log = logging.getLogger("cnnrnn.baselines")
 
 #: The kind of folder a baselines run is (:func:`cnnrnn.outputs.claim_folder`).
 RUN_KIND = "baselines run"
-#: The kind of folder :func:`evaluate` writes (``metrics.json``, ``predictions.csv``, ``confusion_matrix.png``).
 #: What a run folder holds besides ``cache/`` (a killed write of one of them leaves ``.name.XXXX.tmp``).
 RUN_FILES = (MODEL_FILE, BASELINE_CONFIG_FILE, NORM_FILE, LABELS_FILE, MANIFEST_FILE, "corpus_report.json",
              "split.json", "history.csv", "curves.png", *REPORT_FILES.values())
@@ -79,16 +78,6 @@ def build_model(cfg: BaselineConfig, n_classes: int):
     if cfg.model == "ann":
         return build_ann(cfg.n_samples, n_classes, cfg.hidden_units)
     return build_cnn(cfg.input_shape, n_classes, cfg.filters, cfg.kernel_size, cfg.dense_units, cfg.spec_augment())
-
-
-def _score(net, cache: FeatureCache, rows: np.ndarray, y: np.ndarray, utterances: Sequence[Utterance],
-           labels: Sequence[str], out_dir: Path, batch_size: int, extra: dict[str, Any],
-           transform=None) -> dict[str, Any]:
-    """Predict ``rows`` of the cache and write the report (metrics.json, confusion_matrix.png, predictions.csv)."""
-    proba = predict_proba(net, cache_dataset(cache, rows, batch_size=batch_size, transform=transform))
-    report = write_report(out_dir, proba, labels, [utterances[r].id for r in rows], np.asarray(y)[rows],
-                          family=FAMILY, sources=[utterances[r].audio_path for r in rows], extra=extra)
-    return report["metrics"]
 
 
 def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, model: str | None = None,
@@ -160,15 +149,16 @@ def _train(corpus: str, root: str | Path, out: Path, cfg: BaselineConfig, cache_
               out / "split.json")
 
     keras.utils.set_random_seed(cfg.seed)
-    net = build_model(cfg, len(labels))
-    net.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
-                loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with get_strategy().scope():
+        net = build_model(cfg, len(labels))
+        net.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
+                    loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     started = time.perf_counter()
-    net.fit(cache_dataset(cache, split["train"], y[split["train"]], cfg.batch_size, shuffle=True, seed=cfg.seed,
-                          transform=transform),
-            validation_data=cache_dataset(cache, split["val"], y[split["val"]], cfg.batch_size, transform=transform),
-            epochs=cfg.epochs, verbose=verbose, shuffle=False,  # tf.data shuffles
-            callbacks=[keras.callbacks.CSVLogger(str(out / "history.csv"))])
+    fit(net, cache_dataset(cache, split["train"], y[split["train"]], cfg.batch_size, shuffle=True, seed=cfg.seed,
+                           transform=transform),
+        epochs=cfg.epochs, callbacks=[keras.callbacks.CSVLogger(str(out / "history.csv"))], verbose=verbose,
+        validation_data=cache_dataset(cache, split["val"], y[split["val"]], cfg.batch_size, transform=transform),
+        shuffle=False)  # tf.data shuffles
     train_seconds = time.perf_counter() - started
     save_model_h5(net, out / MODEL_FILE)
     plot_history({cfg.model: pd.read_csv(out / "history.csv")}, out / "curves.png")
@@ -188,87 +178,19 @@ def _train(corpus: str, root: str | Path, out: Path, cfg: BaselineConfig, cache_
         "normalization": {"mode": cfg.normalization, "transductive": cfg.normalization == "speaker",
                           "fallback_to_global": stats.fallback if stats is not None else {}},
     }
-    report = _score(net, cache, split["val"], y, utterances, labels, out, cfg.batch_size, extra, transform)
+    report = score_rows(net, cache, split["val"], y, utterances, labels, out, cfg.batch_size, extra, transform)
     cache.close()
     return report
 
 
 def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None = None,
              out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Score a trained run again: on its own validation split, or on every clip of another corpus folder.
+    """Deprecated place of :func:`cnnrnn.baselines.predict.evaluate` (every family's scoring entry point is
+    ``predict.evaluate``): warns with a ``DeprecationWarning`` and calls it with the same arguments."""
+    import warnings
 
-    Args:
-        run: a run folder written by :func:`train` (``model.h5``, ``run.json`` or ``baseline_config.json`` +
-            ``labels.json``, ``metrics.json``, ``split.json``).
-        corpus, root: another corpus to score (both or neither). Its classes are matched to the run's labels
-            by meaning (:func:`cnnrnn.corpora.match_labels`: ``angry`` scores as ``anger``, ``disqust`` as
-            ``disgust``, other names case-insensitively); clips of unknown classes are skipped and counted.
-        out: output folder (default ``<run>/evaluation`` or ``<run>/evaluation_<corpus>``).
-        progress: show progress bars.
+    from .predict import evaluate as _evaluate_run
 
-    Returns:
-        The ``metrics.json`` report written to ``out`` (``skipped_unknown_label``: ``{class: [ids]}``,
-        ``label_map``: the corpus classes scored under another of the run's names).
-
-    Raises:
-        FileNotFoundError: the run lacks one of its files.
-        ManifestError: the run's ``run.json`` is of another family or a newer schema.
-        ValueError: only one of ``corpus`` / ``root``, two run labels of one meaning, or nothing to score.
-        cnnrnn.outputs.OutputFolderError: ``out`` holds other files (a run's, a corpus') or is another command's
-            folder (nothing was written).
-        cnnrnn.outputs.FolderInUseError: another process trains the run, or writes ``out``.
-    """
-    from ..outputs import check_not_locked, claim_predictions, writing_stage
-
-    if (corpus is None) != (root is None):
-        raise ValueError("give both corpus and root to evaluate on another corpus, or neither")
-    run = Path(run)
-    check_not_locked(run, "train", "evaluate this run")
-    if (run / MANIFEST_FILE).is_file():
-        manifest = read_manifest(run, families=[FAMILY])
-        cfg, labels = load_baseline_config(manifest.config), list(manifest.labels)
-    else:  # a run written before run manifests
-        cfg, labels = load_baseline_config(run / BASELINE_CONFIG_FILE), load_labels(run / LABELS_FILE)
-    if corpus is None:
-        run_report = load_json(run / "metrics.json")
-        corpus, root = run_report["corpus"], run_report["root"]
-        wanted = set(load_json(run / "split.json")["val"])
-        cache_dir = Path(run_report["cache"]["file"]).parent  # the training cache, reused
-        out = Path(out) if out else run / "evaluation"
-    else:
-        wanted = None
-        out = Path(out) if out else run / f"evaluation_{corpus}"
-        cache_dir = out / "cache"
-    out = claim_predictions(out)
-    own_cache = [(cache_dir, None)] if cache_dir == out / "cache" else []
-    with writing_stage(out, "predict", [(out, list(REPORT_FILES.values())), *own_cache]):
-        net = load_model(run / MODEL_FILE)
-        return _evaluate(run, net, cfg, labels, corpus, root, wanted, out, cache_dir, progress)
-
-
-def _evaluate(run: Path, net, cfg: BaselineConfig, labels: list[str], corpus: str, root, wanted: set | None,
-              out: Path, cache_dir: Path, progress: bool) -> dict[str, Any]:
-    utterances, corpus_report = load_corpus(corpus, root)
-    match = match_labels(sorted({u.emotion for u in utterances}), labels)
-    utterances, skipped_labels = relabel_by_meaning(utterances, labels)
-    if not utterances:
-        raise ValueError(f"nothing to score in {root}: no clip of the run's classes {labels}")
-    y, groups, ids = corpus_arrays(utterances, labels)
-    cache, index = build_cache(utterances, cfg, cache_dir, progress)
-    rows = np.asarray([r for r in np.flatnonzero(index["ok"]) if wanted is None or ids[r] in wanted], np.int64)
-    if not len(rows):
-        raise ValueError(f"no usable audio to score in {root} (skipped: {index['skipped']})")
-    stats = read_norm_stats(run)
-    new = [r for r in rows if groups[r] and stats is not None and str(groups[r]) not in stats.speakers]
-    if cfg.normalization == "speaker" and new:  # speakers the run has not seen: their own clips' statistics
-        from ..normalize import with_speakers
-
-        stats = with_speakers(stats, [cache.read([r])[0, ..., 0].T for r in new], [groups[r] for r in new])
-    extra = {"model": cfg.model, "run": str(run), "corpus": corpus, "root": str(root),
-             "skipped_corpus": corpus_report.skipped, "skipped_audio": index["skipped"],
-             "skipped_unknown_label": skipped_labels,
-             "label_map": {k: v for k, v in match.items() if v is not None and k != v}}
-    report = _score(net, cache, rows, y, utterances, labels, out, cfg.batch_size, extra,
-                    normalizer(cfg, stats, groups))
-    cache.close()
-    return report
+    warnings.warn("cnnrnn.baselines.train.evaluate is deprecated; use cnnrnn.baselines.predict.evaluate",
+                  DeprecationWarning, stacklevel=2)
+    return _evaluate_run(run, corpus, root, out, progress)

@@ -14,7 +14,7 @@ from typing import Any
 from .. import artifacts as A
 from .config import STAGES, StageConfigError, check_earlier_stages, earlier_stage_changes, load_config
 from .data import claim_run, pack, spectrograms, split
-from .predict import test
+from .predict import evaluate
 from .train import check_backbone_weights, train
 
 log = logging.getLogger("cnnrnn.cnnrnn.pipeline")
@@ -64,14 +64,14 @@ def run(corpus: str, root: str | Path, out: str | Path, config=None, progress: b
 
 
 def test_stage(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:
-    """Stage 5: :func:`cnnrnn.cnnrnn.predict.test` under the run's ``test`` lock, refused while another process
-    trains the run (:class:`cnnrnn.outputs.FolderInUseError`)."""
+    """Stage 5: :func:`cnnrnn.cnnrnn.predict.evaluate` under the run's ``test`` lock, refused while another
+    process trains the run (:class:`cnnrnn.outputs.FolderInUseError`)."""
     from ..outputs import check_not_locked, stage_lock
 
     out = claim_run(out, create=False)
     check_not_locked(out, "train", "test the run")
     with stage_lock(out, "test"):
-        return test(out, config, progress)
+        return evaluate(out, config, progress)
 
 
 def rerun_earlier_stages(out: str | Path, config, stage: str, force: bool = False, progress: bool = True) -> list[str]:

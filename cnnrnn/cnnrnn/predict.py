@@ -23,18 +23,31 @@ from ..artifacts import CheckpointError, is_temporary, load_checkpoints, load_im
 from ..audio import AUDIO_EXTENSIONS
 from ..features import SpectrogramConfig
 from ..outputs import claim_predictions
+from ..runs import find_run
 from .config import load_config
 
 log = logging.getLogger("cnnrnn.cnnrnn.predict")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
+# What the prediction facade (:func:`cnnrnn.predict.predict`) reads of this family, by the registry
+# (:func:`cnnrnn.families.module`):
+#: The options of ``cnnrnn predict`` that :func:`predict_run` takes; the facade passes only these and refuses any
+#: other that is given (not ``None`` or ``False``) with :class:`cnnrnn.predict.OptionError`.
+PREDICT_OPTIONS = frozenset({"labels", "config", "resize", "batch_size", "speaker", "images", "render", "pixel_range",
+                             "trust_code"})
+#: Whether an input's speaker may be the name of its folder (``speaker`` =
+#: :data:`cnnrnn.normalize.SPEAKER_FROM_FOLDER`, ``--speaker-from folder``).
+FOLDER_SPEAKERS = True
+#: Whether the facade's speech check (:mod:`cnnrnn.speech`) applies: the family predicts audio.
+SPEECH_CHECK = True
+#: Whether the facade may cut long recordings into windows (:mod:`cnnrnn.timeline`) for this family.
+WINDOWS = True
+
 
 def find_run_dir(model_path: str | Path) -> Path | None:
-    """The nearest folder at or above the checkpoint that holds ``labels.json``, or None."""
-    for folder in Path(model_path).resolve().parents:
-        if (folder / A.LABELS_FILE).is_file():
-            return folder
-    return None
+    """The nearest folder at or above the checkpoint that holds ``labels.json``, or None
+    (:func:`cnnrnn.runs.find_run`)."""
+    return find_run(model_path, (A.LABELS_FILE,))
 
 
 @dataclass
@@ -523,14 +536,20 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
                    pixel_range=options.get("pixel_range"), trust_code=bool(options.get("trust_code")))
 
 
-def test(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:
-    """Stage 5: predict ``test_final.pickle`` with the average of the fold checkpoints.
+def evaluate(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:
+    """Stage 5: score the run's test set, ``test_final.pickle``, with the average of the fold checkpoints.
 
-    Writes ``test/predictions.csv``, ``test/metrics.json`` and ``test/confusion_matrix.png``.
+    Writes ``test/predictions.csv``, ``test/metrics.json`` and ``test/confusion_matrix.png``
+    (:func:`cnnrnn.reports.write_report`).
 
     Args:
         out: the run folder. config: the run's config; ``None`` = the run's own ``config.json`` (the folds and
             checkpoint names it was trained with), else the defaults.
+        progress: show progress bars.
+
+    Returns:
+        What :func:`predict` returns: ``{"predictions": DataFrame, "metrics": dict, "files": {kind: path},
+        "skipped": {reason: [items]}, ...}``.
 
     Raises:
         FileNotFoundError: a fold checkpoint is missing.
@@ -547,3 +566,13 @@ def test(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoints missing (run the train stage first): {missing}")
     return predict(models, out / A.FINAL_FILES["test"], out / "test", labels=out / A.LABELS_FILE,
                    config=out / A.CONFIG_FILE, batch_size=cfg.train.batch_size, progress=progress)
+
+
+def test(out: str | Path, config=None, progress: bool = True) -> dict[str, Any]:
+    """Deprecated name of :func:`evaluate` (every family's scoring entry point is ``predict.evaluate``): warns
+    with a ``DeprecationWarning`` and calls it with the same arguments."""
+    import warnings
+
+    warnings.warn("cnnrnn.cnnrnn.predict.test is deprecated; use cnnrnn.cnnrnn.predict.evaluate", DeprecationWarning,
+                  stacklevel=2)
+    return evaluate(out, config, progress)

@@ -1,4 +1,4 @@
-"""``cnnrnn baseline train|evaluate``: the raw-waveform ANN and spectrogram CNN baselines (:mod:`cnnrnn.baselines`).
+"""``cnnrnn baselines train|evaluate``: the raw-waveform ANN and spectrogram CNN baselines (:mod:`cnnrnn.baselines`).
 
 Options default to ``None`` and only override the loaded config (:func:`cnnrnn.config.override`); every
 default is declared once, in :class:`cnnrnn.baselines.config.BaselineConfig` and its presets.
@@ -24,11 +24,13 @@ The run (run.json, model.h5) predicts with: cnnrnn predict --model RUN --input W
 
 
 def add_commands(sub) -> None:
-    """Add ``cnnrnn baseline train`` and ``cnnrnn baseline evaluate`` to the subparsers ``sub``."""
+    """Add ``cnnrnn baselines train`` and ``cnnrnn baselines evaluate`` to the subparsers ``sub`` (``baseline``:
+    a deprecated alias, :data:`cnnrnn.cli.DEPRECATED_COMMANDS`)."""
     from ..corpora import READERS
 
-    parser = sub.add_parser("baseline", help="ANN (raw waveform) and CNN (spectrogram) baselines",
-                            description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sub.add_parser("baselines", aliases=["baseline"],
+                            help="ANN (raw waveform) and CNN (spectrogram) baselines", description=DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     family = parser.add_subparsers(dest="baseline_command", metavar="ACTION", required=True)
 
     p = family.add_parser(
@@ -69,7 +71,7 @@ def add_commands(sub) -> None:
                     "every clip of another corpus (--corpus and --root; classes matched by meaning, e.g. angry = "
                     "anger, unknown classes skipped and counted). Writes metrics.json, confusion_matrix.png and "
                     "predictions.csv into --out (default RUN/evaluation or RUN/evaluation_<corpus>).")
-    p.add_argument("--run", required=True, metavar="RUN", help="run folder written by 'cnnrnn baseline train'")
+    p.add_argument("--run", required=True, metavar="RUN", help="run folder written by 'cnnrnn baselines train'")
     p.add_argument("--corpus", choices=sorted(READERS), help="another corpus layout to score")
     p.add_argument("--root", help="that corpus's folder")
     p.add_argument("--out", metavar="DIR",
@@ -84,22 +86,22 @@ def _summary(report: dict) -> dict:
 
 
 def _train(args, progress: bool) -> int:
-    """``baseline train``: the run folder is claimed by :func:`cnnrnn.baselines.train.train` once the config is
+    """``baselines train``: the run folder is claimed by :func:`cnnrnn.baselines.train.train` once the config is
     read (a folder of other files, or another command's, is refused: exit 2, nothing written)."""
     from ..baselines.train import train
 
     report = train(args.corpus, args.root, args.out, config=args.config, model=args.model, cache_dir=args.cache_dir,
                    progress=progress, verbose=2 if progress else 0, epochs=args.epochs, batch_size=args.batch_size,
-                   learning_rate=args.learning_rate, split=args.split, holdout_speaker=args.holdout_speaker,
+                   learning_rate=args.learning_rate, scheme=args.split, holdout_speaker=args.holdout_speaker,
                    seed=args.seed)
     print(json.dumps({**_summary(report), "out": args.out}, indent=2, default=str))
     return 0
 
 
 def _evaluate(args, progress: bool) -> int:
-    """``baseline evaluate``: ``--out`` is claimed as a predictions folder by
-    :func:`cnnrnn.baselines.train.evaluate` (refused: a folder of other files, a run, another command's)."""
-    from ..baselines.train import evaluate
+    """``baselines evaluate``: ``--out`` is claimed as a predictions folder by
+    :func:`cnnrnn.baselines.predict.evaluate` (refused: a folder of other files, a run, another command's)."""
+    from ..baselines.predict import evaluate
 
     report = evaluate(args.run, corpus=args.corpus, root=args.root, out=args.out, progress=progress)
     print(json.dumps(_summary(report), indent=2, default=str))

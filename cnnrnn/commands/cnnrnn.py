@@ -1,4 +1,5 @@
-"""``cnnrnn split | spectrograms | pack | train | run | demo | spectrogram``: the CNNRNN family (the main job).
+"""``cnnrnn split | spectrograms | pack | train | evaluate | run | demo | spectrogram``: the CNNRNN family (the
+main job).
 
 Argument parsing only; the work is in :mod:`cnnrnn.cnnrnn`. Options default to ``None`` and only override the
 loaded config (:func:`cnnrnn.config.override`).
@@ -96,10 +97,19 @@ def add_commands(sub) -> None:
                    help=f"override train.batch_size (built-in default {T.batch_size})")
     p.add_argument("--weights", help="backbone weights: none, imagenet (cached only) or a .h5 path "
                                      f"(built-in default {T.weights})")
-    p.add_argument("--by-speaker", action="store_true", default=None, help="speaker-disjoint folds")
+    p.add_argument("--by-speaker", action="store_true", default=None,
+                   help="speaker-disjoint folds (sets train.fold_scheme speaker)")
     _add_force(p)
     _add_config(p)
     p.set_defaults(handler=_train)
+
+    p = sub.add_parser("evaluate", help="stage 5: score the fold models' average on the test set",
+                       description="Predict DIR/test_final.pickle with the average of the fold checkpoints of "
+                                   "models/ and score it. Writes test/predictions.csv, test/metrics.json and "
+                                   "test/confusion_matrix.png (what `cnnrnn run` does after training).")
+    _add_out(p, None, "run folder holding models/, test_final.pickle and labels.json")
+    _add_config(p)
+    p.set_defaults(handler=_evaluate)
 
     p = sub.add_parser("run", help="all stages on a corpus, then the test-set prediction")
     p.add_argument("--corpus", required=True, choices=corpora, help="corpus layout")
@@ -203,13 +213,25 @@ def _train(args, progress: bool) -> int:
     out = claim_run(args.out, create=False)
     cfg = _config_for(args, out, **{"train.epochs": args.epochs, "train.folds": args.folds,
                                     "train.learning_rate": args.learning_rate, "train.batch_size": args.batch_size,
-                                    "train.weights": args.weights, "train.group_by_speaker": args.by_speaker})
+                                    "train.weights": args.weights,
+                                    "train.fold_scheme": "speaker" if args.by_speaker else None})
     _earlier_stages(out, cfg, "train", args, progress)
     report = train(out, cfg, verbose=2 if progress else 0)
     _print({"mean": report["mean"], "folds": [{k: f[k] for k in ("fold", "ua", "wa", "f1_macro", "checkpoint")}
                                               for f in report["folds"]], "report": str(out / "cv_report.json")})
     if report["optimistic"]:
         print(OPTIMISTIC)
+    return 0
+
+
+def _evaluate(args, progress: bool) -> int:
+    """``cnnrnn evaluate``: stage 5 (:func:`cnnrnn.cnnrnn.pipeline.test_stage`), refused while the run trains."""
+    from ..cnnrnn.pipeline import test_stage
+
+    result = test_stage(args.out, args.config, progress)
+    metrics = result["metrics"] or {}
+    _print({**{k: metrics[k] for k in ("n", "ua", "wa", "f1_macro", "f1_micro", "f1_weighted") if k in metrics},
+            "files": result["files"]})
     return 0
 
 

@@ -76,7 +76,7 @@ def add_commands(sub) -> None:
                         "each clip at its own length")
     p.add_argument("--normalization", choices=("speaker", "global", "none"),
                    help="override the config's normalization (speaker: per-speaker z-scores)")
-    p.add_argument("--split", choices=("speaker", "random"), help="override the config's split")
+    p.add_argument("--split", choices=("speaker", "random"), help="override the config's scheme (the hold-out split)")
     p.add_argument("--holdout-speaker", metavar="NAME",
                    help="with --split speaker: this speaker's clips are the test set (one LOSO fold)")
     p.add_argument("--sr", type=_sample_rate, metavar="HZ|native",
@@ -146,17 +146,13 @@ def _summary(report: dict) -> dict:
 def _train(args, progress: bool) -> int:
     """``functionals train``: the run folder is claimed by :func:`cnnrnn.functionals.train.train` once the config is
     read (a folder of other files, or another command's, is refused: exit 2, nothing written)."""
-    import dataclasses
-
-    from ..functionals.config import load_functionals_config
+    from ..config import NULL
     from ..functionals.train import train
 
-    config, sr = args.config, args.sr
-    if sr == "native":  # a null cannot be an override (None means "not given"): set it on the loaded config
-        config, sr = dataclasses.replace(load_functionals_config(args.config), sr=None), None
-    report = train(args.corpus, args.root, args.out, config=config, cache_dir=args.cache_dir, progress=progress,
+    sr = NULL if args.sr == "native" else args.sr  # NULL sets null (None means "not given")
+    report = train(args.corpus, args.root, args.out, config=args.config, cache_dir=args.cache_dir, progress=progress,
                    feature_set=args.feature_set, classifier=args.classifier, kernel=args.kernel, C=args.C,
-                   normalization=args.normalization, split=args.split, holdout_speaker=args.holdout_speaker, sr=sr,
+                   normalization=args.normalization, scheme=args.split, holdout_speaker=args.holdout_speaker, sr=sr,
                    seed=args.seed, whisper_weights=args.whisper_weights, whisper_block=args.whisper_block,
                    whisper_pad_seconds=args.whisper_pad_seconds)
     print(json.dumps({**_summary(report), "out": args.out}, indent=2, default=str))
@@ -165,8 +161,8 @@ def _train(args, progress: bool) -> int:
 
 def _evaluate(args, progress: bool) -> int:
     """``functionals evaluate``: ``--out`` is claimed as a predictions folder by
-    :func:`cnnrnn.functionals.train.evaluate` (refused: a folder of other files, a run, another command's)."""
-    from ..functionals.train import evaluate
+    :func:`cnnrnn.functionals.predict.evaluate` (refused: a folder of other files, a run, another command's)."""
+    from ..functionals.predict import evaluate
 
     report = evaluate(args.run, corpus=args.corpus, root=args.root, out=args.out, cache_dir=args.cache_dir,
                       progress=progress)

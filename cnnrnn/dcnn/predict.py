@@ -8,8 +8,8 @@
 
 :func:`infer` is ``cnnrnn dcnn infer MODEL.h5 WAV...`` (a CSV beside the model); :func:`predict_run` is the
 family's part of ``cnnrnn predict --model RUN --input X`` (a report folder, with metrics when ``X`` is a
-filelist whose emotion ids give the true labels). Unusable audio (missing, unreadable, silent, shorter than
-one segment) is skipped and reported.
+filelist whose emotion ids give the true labels); :func:`evaluate` scores a step again on its test
+filelist. Unusable audio (missing, unreadable, silent, shorter than one segment) is skipped and reported.
 
 A run with ``data.normalization`` normalises every file as it was trained (:func:`normalize_inputs`): with the
 run's ``normalization.json`` for ``global``; for ``speaker``, with the statistics of the file's speaker (a
@@ -39,6 +39,19 @@ from .filelists import read_filelist
 
 log = logging.getLogger("cnnrnn.dcnn")
 STEPS = {"train": MODEL_META, "finetune": DCNN_META}
+
+# What the prediction facade (:func:`cnnrnn.predict.predict`) reads of this family, by the registry
+# (:func:`cnnrnn.families.module`):
+#: The options of ``cnnrnn predict`` that :func:`predict_run` takes; the facade passes only these and refuses any
+#: other that is given (not ``None`` or ``False``) with :class:`cnnrnn.predict.OptionError`.
+PREDICT_OPTIONS = frozenset({"labels", "batch_size", "speaker"})
+#: Whether an input's speaker may be the name of its folder (``speaker`` =
+#: :data:`cnnrnn.normalize.SPEAKER_FROM_FOLDER`, ``--speaker-from folder``).
+FOLDER_SPEAKERS = False
+#: Whether the facade's speech check (:mod:`cnnrnn.speech`) applies: the family predicts audio.
+SPEECH_CHECK = True
+#: Whether the facade may cut long recordings into windows (:mod:`cnnrnn.timeline`) for this family.
+WINDOWS = True
 
 
 def checkpoint_step(model: str | Path) -> tuple[Path, str]:
@@ -180,21 +193,22 @@ def infer(model_h5: str | Path, wavs: Sequence[str | Path], dcnn_h5: str | Path 
     return df, r["skipped"]
 
 
-def _filelist_truth(path: Path, model_labels: Sequence[str],
-                    labels: Any) -> tuple[list[str], list[int], list[str], dict]:
+def _filelist_truth(path: Path, model_labels: Sequence[str], labels: Any,
+                    root: str | Path | None = None) -> tuple[list[str], list[int], list[str], dict]:
     """Wav paths, true codes (in the model's label order) and speaker ids of a filelist, and its skips.
 
     The filelist's emotion ids index ``labels`` (a list of names or a ``labels.json``), by default the
     ``labels.json`` beside it or above it (``cnnrnn filelists`` writes it there), else the model's labels.
     Names are matched to the model's classes by meaning (:func:`cnnrnn.corpora.vocabulary.match_labels`);
-    an utterance whose emotion the model lacks is skipped (``label_not_in_model``).
+    an utterance whose emotion the model lacks is skipped (``label_not_in_model``). Relative wav paths are
+    resolved against ``root`` (default: the filelist's folder).
     """
     if labels is None:
         beside = labels_beside(path)
         names = load_labels(beside) if beside else list(model_labels)
     else:
         names = load_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
-    entries, report = read_filelist(path, names)
+    entries, report = read_filelist(path, names, root=root)
     skipped = {reason: list(ids) for reason, ids in report.skipped.items()}
     to_model = match_labels(names, model_labels)
     wavs, codes, speakers = [], [], []
@@ -215,7 +229,8 @@ def _sources(source: Any) -> list[Path | Clip]:
 
 
 def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | None = None, *,
-                manifest: RunManifest | None = None, progress: bool = True, **options) -> dict:
+                manifest: RunManifest | None = None, progress: bool = True, filelist_root: str | Path | None = None,
+                **options) -> dict:
     """``cnnrnn predict --model RUN --input X`` for a DCNN-BLSTMwA run.
 
     Args:
@@ -227,14 +242,17 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
             :class:`cnnrnn.audio.Clip` (waveforms in memory).
         out_dir: report folder (default ``<run folder>/predictions``).
         manifest: the run's ``run.json`` (not needed: the sidecar JSON beside the checkpoint says it all).
+        filelist_root: the folder a filelist's relative wav paths are resolved against (default: the filelist's
+            folder; :func:`evaluate` gives the run's ``data.root``).
         options: ``labels`` (the filelist's label names or ``labels.json``), ``batch_size``, ``speaker`` (the
             speaker of every input, for a run with ``speaker`` normalisation; default: a filelist's speaker ids,
-            none for audio files and folders); others ignored.
+            none for audio files and folders): :data:`PREDICT_OPTIONS`.
 
     Returns:
         ``{"predictions": DataFrame (id, source, [true], predicted, predicted_index, confidence, n_segments,
         [normalization], p_<label>...), "metrics": dict | None, "files": {kind: path}, "skipped": {reason:
-        [paths]}}``; writes ``predictions.csv``, and ``metrics.json`` + ``confusion_matrix.png`` when true labels are known.
+        [paths]}}``; writes ``predictions.csv``, and ``metrics.json`` + ``confusion_matrix.png`` when true labels
+        are known.
 
     Raises:
         ValueError: not one model, or an input that is none of the above. FileNotFoundError: missing files.
@@ -253,7 +271,7 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
         if isinstance(src, Clip):
             more, truth = [src], None
         elif src.is_file() and src.suffix.lower() == ".txt":
-            more, codes, who, skips = _filelist_truth(src, model_labels, options.get("labels"))
+            more, codes, who, skips = _filelist_truth(src, model_labels, options.get("labels"), filelist_root)
             truth = truth + codes if truth is not None else None
             for reason, paths in skips.items():
                 skipped.setdefault(reason, []).extend(paths)
@@ -286,3 +304,57 @@ def predict_run(models: list[Path], source: str | Path, out_dir: str | Path | No
     if skipped:
         log.warning("skipped %s", {k: len(v) for k, v in skipped.items()})
     return {**report, "skipped": skipped}
+
+
+def evaluate(run: str | Path, filelist: str | Path | None = None, out: str | Path | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Score a trained step again on a labelled filelist: by default the test filelist it was trained with.
+
+    The utterances are predicted as :func:`predict_run` predicts a filelist (their speakers from the filelist,
+    for a run with ``speaker`` normalisation) and scored per utterance (UA, WA, macro F1, ...:
+    :func:`cnnrnn.reports.write_report`), the scores the training step gives its test filelist
+    (``metrics['utterances']``), within the run's precision.
+
+    Args:
+        run: a step's run folder (step 2: ``blstm_attention.h5``; step 1: ``dcnn.h5``) or its checkpoint.
+        filelist: a filelist ``.txt`` (``wavpath|speaker_id|text|emotion_id|lang_id``) whose emotion ids index
+            the ``labels.json`` beside it; default the run's ``data.filelist_test`` (from its ``run.json``), its
+            relative wav paths resolved against the run's ``data.root``, and its labels the run's
+            ``data.labels_file`` when set.
+        out: output folder (default ``<run>/evaluation``): new, empty, or a predictions folder.
+        progress: show progress bars.
+
+    Returns:
+        The ``metrics.json`` report written to ``out`` (``n``, ``ua``, ``wa``, ``f1_macro``, ``confusion_matrix``,
+        ...).
+
+    Raises:
+        FileNotFoundError: no checkpoint or sidecar in ``run``, or the filelist or its audio is missing.
+        ValueError: no ``filelist`` and the run has no ``run.json`` naming its test filelist; a filelist with no
+            utterance of the model's classes.
+        cnnrnn.runs.ManifestError: the run's ``run.json`` is unreadable or of another family.
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files or is another command's folder.
+        cnnrnn.outputs.FolderInUseError: another process trains the run, or writes ``out``.
+    """
+    from ..outputs import check_not_training, writing_stage
+    from ..reports import REPORT_FILES
+    from ..runs import find_manifest, read_manifest
+    from .config import FAMILY, load_dcnn_config
+
+    checkpoint, _ = checkpoint_step(run)
+    check_not_training(checkpoint)
+    root = labels = None
+    if filelist is None:
+        found = find_manifest(checkpoint)
+        if found is None:
+            raise ValueError(f"{run}: no run.json names the run's test filelist; give the filelist to score")
+        data = load_dcnn_config(read_manifest(found, families=[FAMILY]).config).data
+        if not data.filelist_test:
+            raise ValueError(f"{found}: the run's config has no data.filelist_test; give the filelist to score")
+        filelist, root, labels = data.filelist_test, data.root, data.labels_file
+    out = claim_predictions(out or checkpoint.parent / "evaluation")
+    with writing_stage(out, "predict", [(out, list(REPORT_FILES.values()))]):
+        result = predict_run([checkpoint], filelist, out, progress=progress, filelist_root=root, labels=labels)
+    if result["metrics"] is None:
+        raise ValueError(f"{filelist}: no utterance of the model's classes to score")
+    return result["metrics"]

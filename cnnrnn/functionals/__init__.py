@@ -14,9 +14,9 @@ Modules, one per stage group, as in every family:
 * :mod:`~cnnrnn.functionals.data`: openSMILE or Whisper features per file (cached), the train/test split,
   normalisation;
 * :mod:`~cnnrnn.functionals.select`: the nested leave-one-speaker-out choice of the Whisper block and of C;
-* :mod:`~cnnrnn.functionals.train`: ``train`` (run folder, ``run.json``, report) and ``evaluate``;
-* :mod:`~cnnrnn.functionals.predict`: the skops model file, and prediction on audio files
-  (``cnnrnn predict --model RUN``).
+* :mod:`~cnnrnn.functionals.train`: ``train`` (run folder, ``run.json``, report);
+* :mod:`~cnnrnn.functionals.predict`: the skops model file, ``evaluate`` (a run scored again) and prediction on
+  audio files (``cnnrnn predict --model RUN``).
 
 Import the submodules directly; this package imports nothing.
 """

@@ -1,4 +1,5 @@
-"""Functionals prediction: ``cnnrnn predict --model RUN --input WAV_OR_FOLDER_OR_CSV [--speaker NAME]``.
+"""Functionals prediction: ``cnnrnn predict --model RUN --input WAV_OR_FOLDER_OR_CSV [--speaker NAME]``
+(:func:`predict_run`), and a trained run scored again (:func:`evaluate`, ``cnnrnn functionals evaluate``).
 
 The fitted scikit-learn pipeline is stored with ``skops`` (:func:`save_model`), never with plain pickle, and
 loaded only when every type in the file is one scikit-learn trusts by default or one of
@@ -25,8 +26,8 @@ import numpy as np
 from .. import normalize
 from ..artifacts import CheckpointError, atomic_write_bytes, is_temporary, load_json, load_labels
 from ..audio import AUDIO_EXTENSIONS, Clip, input_id, input_source, list_audio
-from ..corpora import match_labels
-from ..reports import write_report
+from ..corpora import load_corpus, match_labels, relabel_by_meaning
+from ..reports import REPORT_FILES, write_report
 from ..runs import MANIFEST_FILE, RunManifest, find_manifest, read_manifest
 from ..corpora.base import Inputs, read_input_csv  # noqa: F401 - read_input_csv: this module's name for it
 from ..outputs import claim_predictions
@@ -34,6 +35,19 @@ from .config import FAMILY, MODEL_FILE, NORMALIZATION_FILE, FunctionalsConfig, l
 from .data import extract_all, normalised
 
 log = logging.getLogger("cnnrnn.functionals")
+
+# What the prediction facade (:func:`cnnrnn.predict.predict`) reads of this family, by the registry
+# (:func:`cnnrnn.families.module`):
+#: The options of ``cnnrnn predict`` that :func:`predict_run` takes; the facade passes only these and refuses any
+#: other that is given (not ``None`` or ``False``) with :class:`cnnrnn.predict.OptionError`.
+PREDICT_OPTIONS = frozenset({"labels", "speaker"})
+#: Whether an input's speaker may be the name of its folder (``speaker`` =
+#: :data:`cnnrnn.normalize.SPEAKER_FROM_FOLDER`, ``--speaker-from folder``).
+FOLDER_SPEAKERS = False
+#: Whether the facade's speech check (:mod:`cnnrnn.speech`) applies: the family predicts audio.
+SPEECH_CHECK = True
+#: Whether the facade may cut long recordings into windows (:mod:`cnnrnn.timeline`) for this family.
+WINDOWS = True
 
 #: Types in a functionals ``model.skops`` that skops does not trust by default and this family does: the
 #: calibration wrappers of ``CalibratedClassifierCV`` (scikit-learn).
@@ -241,7 +255,7 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
         manifest: the ``run.json`` found at or above the first model.
         progress: show a progress bar.
         **options: ``speaker`` (the speaker of every input), ``labels`` (names or a ``labels.json``: must equal
-            the run's); other options are ignored.
+            the run's): :data:`PREDICT_OPTIONS`.
 
     Returns:
         ``{"predictions": DataFrame (id, source, [true], predicted, predicted_index, confidence, speaker,
@@ -310,3 +324,94 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
                           extra={"runs": [str(r.folder) for r in runs], "normalization": counts,
                                  "notes": notes, "skipped": skipped})
     return {**report, "skipped": skipped, "normalization": counts, "notes": notes}
+
+
+def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None = None,
+             out: str | Path | None = None, cache_dir: str | Path | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Score a trained run again: on its own test split, or on every clip of another corpus.
+
+    On another corpus with ``speaker`` normalisation, each of its speakers with at least two clips is normalised
+    with statistics of their own clips (unlabelled; :func:`cnnrnn.normalize.with_speakers`); others fall back
+    to the run's stored or global statistics (counted in ``normalization``).
+
+    Args:
+        run: a run folder written by :func:`cnnrnn.functionals.train.train`.
+        corpus, root: another corpus to score (both or neither); its classes are matched to the run's labels by
+            meaning (:func:`cnnrnn.corpora.match_labels`); clips of other classes are skipped and counted.
+        out: output folder (default ``<run>/evaluation`` or ``<run>/evaluation_<corpus>``).
+        cache_dir: feature cache root (default: the training run's; ``None`` there: no cache).
+        progress: show progress bars.
+
+    Returns:
+        The ``metrics.json`` report written to ``out``.
+
+    Raises:
+        FileNotFoundError: the run lacks one of its files.
+        ManifestError: the run's ``run.json`` is of another family or a newer schema.
+        ValueError: only one of ``corpus`` / ``root``, or nothing to score.
+        cnnrnn.outputs.OutputFolderError: ``out`` holds other files (a run's, a corpus') or is another command's
+            folder (nothing was written).
+        cnnrnn.outputs.FolderInUseError: another process trains the run, or writes ``out``.
+    """
+    from ..outputs import check_not_locked, writing_stage
+
+    if (corpus is None) != (root is None):
+        raise ValueError("give both corpus and root to evaluate on another corpus, or neither")
+    run = Path(run)
+    check_not_locked(run, "train", "evaluate this run")
+    manifest = read_manifest(run / MANIFEST_FILE, families=[FAMILY])
+    own = corpus is None
+    if own:
+        out = Path(out) if out else run / "evaluation"
+    else:
+        out = Path(out) if out else run / f"evaluation_{corpus}"
+    out = claim_predictions(out)
+    with writing_stage(out, "predict", [(out, list(REPORT_FILES.values()))]):
+        return _evaluate(run, manifest, corpus, root, out, cache_dir, progress)
+
+
+def _evaluate(run: Path, manifest, corpus: str | None, root, out: Path, cache_dir, progress: bool) -> dict[str, Any]:
+    fitted = FunctionalsRun.load(run, manifest)
+    cfg, labels = fitted.config, fitted.labels
+    own = corpus is None
+    if own:
+        corpus, root = manifest.extra["corpus"], manifest.extra["root"]
+        wanted = set(load_json(run / "split.json")["test"])
+    else:
+        wanted = None
+    if cache_dir is None and manifest.extra.get("cache"):  # <cache root>/<feature setting> of the training run
+        cache_dir = Path(manifest.extra["cache"]).parent
+    utterances, corpus_report = load_corpus(corpus, root)
+    match = match_labels(sorted({u.emotion for u in utterances}), labels)
+    utterances, skipped_labels = relabel_by_meaning(utterances, labels)
+    utterances = [u for u in utterances if wanted is None or u.id in wanted]
+    if not utterances:
+        raise ValueError(f"nothing to score in {root}: no clip of the run's classes {labels}")
+    # the run's own clips as in training (the same cache); another corpus resampled to the training rate
+    feature_cfg = load_functionals_config(manifest.config) if own else cfg
+    kept, X, skipped_audio, feat_info = extract_all([u.audio_path for u in utterances], feature_cfg, cache_dir,
+                                                    progress)
+    if not kept:
+        raise ValueError(f"no usable audio to score in {root} (skipped: {skipped_audio})")
+    utts = [utterances[i] for i in kept]
+    code = {name: i for i, name in enumerate(labels)}
+    y = np.asarray([code[u.emotion] for u in utts], dtype=np.int32)
+    speakers = [u.speaker for u in utts]
+    if own and fitted.stats is not None:  # the statistics the run was scored with (its test speakers' included)
+        Xn, sources = normalised(X, speakers, fitted.stats, cfg.normalization)
+        stats = fitted.stats
+        proba = predict_proba(fitted.model, Xn, len(labels))
+    else:
+        proba, sources, stats = fitted.proba(X, speakers)
+    extra = {"run": str(run), "corpus": corpus, "root": str(root), "skipped_corpus": corpus_report.skipped,
+             "skipped_audio": {k: [Path(p).stem for p in v] for k, v in skipped_audio.items()},
+             "skipped_unknown_label": skipped_labels,
+             "label_map": {k: v for k, v in match.items() if v is not None and k != v},
+             "normalization": {"mode": cfg.normalization, "test_sources": normalize.count_sources(sources),
+                               "fallback_speakers": stats.fallback if stats is not None else {}},
+             "features": feat_info}
+    report = write_report(out, proba, labels, [u.id for u in utts], y, family=FAMILY,
+                          sources=[u.audio_path for u in utts],
+                          columns={"speaker": [s or "" for s in speakers], "normalization": sources}, extra=extra)
+    return report["metrics"]

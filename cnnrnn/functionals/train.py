@@ -1,4 +1,4 @@
-"""Train and evaluate the openSMILE functionals + SVM reference (``cnnrnn functionals train|evaluate``).
+"""Train the openSMILE functionals + SVM reference (``cnnrnn functionals train``).
 
 Protocol: every usable clip of the corpus is turned into one openSMILE functionals vector, or the Whisper
 encoder's pooled block features (cached per file, :mod:`cnnrnn.functionals.data`); the clips are split (default:
@@ -27,7 +27,7 @@ candidate's inner UA. A Whisper run records its weights file resolved, with its 
 The run folder is claimed first (:func:`claim_run`: a new or empty folder, or a functionals run, kind
 :data:`RUN_KIND`) and trained under its ``train`` lock (:func:`cnnrnn.outputs.writing_stage`): a second train of
 the same run is refused while the first runs, and the temporaries a killed write left are removed (and counted)
-when the next train starts. :func:`evaluate` writes a predictions folder (kind :data:`cnnrnn.outputs.PREDICTIONS_KIND`).
+when the next train starts. A run is scored again by :func:`cnnrnn.functionals.predict.evaluate`.
 """
 from __future__ import annotations
 
@@ -40,21 +40,20 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import normalize
-from ..artifacts import LABELS_FILE, load_json, save_json
-from ..corpora import Utterance, label_order, load_corpus, match_labels, relabel_by_meaning
+from ..artifacts import LABELS_FILE, save_json
+from ..corpora import Utterance, label_order, load_corpus
 from ..reports import REPORT_FILES, write_report
-from ..runs import MANIFEST_FILE, read_manifest, write_manifest
+from ..runs import MANIFEST_FILE, write_manifest
 from .config import FAMILY, MODEL_FILE, NORMALIZATION_FILE, FunctionalsConfig, load_functionals_config
 from .data import cache_folder, claim_cache, common_rate, extract_all, is_feature_cache, normalised, split_items
 from .whisper import check_whisper_block, whisper_weights_path
-from .predict import FunctionalsRun, predict_proba, save_model
+from .predict import predict_proba, save_model
 from .select import block_matrix, choose
 
 log = logging.getLogger("cnnrnn.functionals")
 
 #: The kind of folder a functionals run is (:func:`cnnrnn.outputs.claim_folder`).
 RUN_KIND = "functionals run"
-#: The kind of folder :func:`evaluate` writes (``metrics.json``, ``predictions.csv``, ``confusion_matrix.png``).
 #: What a run folder holds besides ``cache/`` (a killed write of one of them leaves ``.name.XXXX.tmp``).
 RUN_FILES = (MODEL_FILE, NORMALIZATION_FILE, LABELS_FILE, MANIFEST_FILE, "corpus_report.json", "split.json",
              *REPORT_FILES.values())
@@ -247,88 +246,12 @@ def _train(corpus: str, root: str | Path, out: Path, cfg: FunctionalsConfig, cac
 def evaluate(run: str | Path, corpus: str | None = None, root: str | Path | None = None,
              out: str | Path | None = None, cache_dir: str | Path | None = None,
              progress: bool = True) -> dict[str, Any]:
-    """Score a trained run again: on its own test split, or on every clip of another corpus.
+    """Deprecated place of :func:`cnnrnn.functionals.predict.evaluate` (every family's scoring entry point is
+    ``predict.evaluate``): warns with a ``DeprecationWarning`` and calls it with the same arguments."""
+    import warnings
 
-    On another corpus with ``speaker`` normalisation, each of its speakers with at least two clips is normalised
-    with statistics of their own clips (unlabelled; :func:`cnnrnn.normalize.with_speakers`); others fall back
-    to the run's stored or global statistics (counted in ``normalization``).
+    from .predict import evaluate as _evaluate
 
-    Args:
-        run: a run folder written by :func:`train`.
-        corpus, root: another corpus to score (both or neither); its classes are matched to the run's labels by
-            meaning (:func:`cnnrnn.corpora.match_labels`); clips of other classes are skipped and counted.
-        out: output folder (default ``<run>/evaluation`` or ``<run>/evaluation_<corpus>``).
-        cache_dir: feature cache root (default: the training run's; ``None`` there: no cache).
-        progress: show progress bars.
-
-    Returns:
-        The ``metrics.json`` report written to ``out``.
-
-    Raises:
-        FileNotFoundError: the run lacks one of its files.
-        ManifestError: the run's ``run.json`` is of another family or a newer schema.
-        ValueError: only one of ``corpus`` / ``root``, or nothing to score.
-        cnnrnn.outputs.OutputFolderError: ``out`` holds other files (a run's, a corpus') or is another command's
-            folder (nothing was written).
-        cnnrnn.outputs.FolderInUseError: another process trains the run, or writes ``out``.
-    """
-    from ..outputs import check_not_locked, claim_predictions, writing_stage
-
-    if (corpus is None) != (root is None):
-        raise ValueError("give both corpus and root to evaluate on another corpus, or neither")
-    run = Path(run)
-    check_not_locked(run, "train", "evaluate this run")
-    manifest = read_manifest(run / MANIFEST_FILE, families=[FAMILY])
-    own = corpus is None
-    if own:
-        out = Path(out) if out else run / "evaluation"
-    else:
-        out = Path(out) if out else run / f"evaluation_{corpus}"
-    out = claim_predictions(out)
-    with writing_stage(out, "predict", [(out, list(REPORT_FILES.values()))]):
-        return _evaluate(run, manifest, corpus, root, out, cache_dir, progress)
-
-
-def _evaluate(run: Path, manifest, corpus: str | None, root, out: Path, cache_dir, progress: bool) -> dict[str, Any]:
-    fitted = FunctionalsRun.load(run, manifest)
-    cfg, labels = fitted.config, fitted.labels
-    own = corpus is None
-    if own:
-        corpus, root = manifest.extra["corpus"], manifest.extra["root"]
-        wanted = set(load_json(run / "split.json")["test"])
-    else:
-        wanted = None
-    if cache_dir is None and manifest.extra.get("cache"):  # <cache root>/<feature setting> of the training run
-        cache_dir = Path(manifest.extra["cache"]).parent
-    utterances, corpus_report = load_corpus(corpus, root)
-    match = match_labels(sorted({u.emotion for u in utterances}), labels)
-    utterances, skipped_labels = relabel_by_meaning(utterances, labels)
-    utterances = [u for u in utterances if wanted is None or u.id in wanted]
-    if not utterances:
-        raise ValueError(f"nothing to score in {root}: no clip of the run's classes {labels}")
-    # the run's own clips as in training (the same cache); another corpus resampled to the training rate
-    feature_cfg = load_functionals_config(manifest.config) if own else cfg
-    kept, X, skipped_audio, feat_info = extract_all([u.audio_path for u in utterances], feature_cfg, cache_dir,
-                                                    progress)
-    if not kept:
-        raise ValueError(f"no usable audio to score in {root} (skipped: {skipped_audio})")
-    utts = [utterances[i] for i in kept]
-    y = _corpus_arrays(utts, labels)
-    speakers = [u.speaker for u in utts]
-    if own and fitted.stats is not None:  # the statistics the run was scored with (its test speakers' included)
-        Xn, sources = normalised(X, speakers, fitted.stats, cfg.normalization)
-        stats = fitted.stats
-        proba = predict_proba(fitted.model, Xn, len(labels))
-    else:
-        proba, sources, stats = fitted.proba(X, speakers)
-    extra = {"run": str(run), "corpus": corpus, "root": str(root), "skipped_corpus": corpus_report.skipped,
-             "skipped_audio": {k: [Path(p).stem for p in v] for k, v in skipped_audio.items()},
-             "skipped_unknown_label": skipped_labels,
-             "label_map": {k: v for k, v in match.items() if v is not None and k != v},
-             "normalization": {"mode": cfg.normalization, "test_sources": normalize.count_sources(sources),
-                               "fallback_speakers": stats.fallback if stats is not None else {}},
-             "features": feat_info}
-    report = write_report(out, proba, labels, [u.id for u in utts], y, family=FAMILY,
-                          sources=[u.audio_path for u in utts],
-                          columns={"speaker": [s or "" for s in speakers], "normalization": sources}, extra=extra)
-    return report["metrics"]
+    warnings.warn("cnnrnn.functionals.train.evaluate is deprecated; use cnnrnn.functionals.predict.evaluate",
+                  DeprecationWarning, stacklevel=2)
+    return _evaluate(run, corpus, root, out, cache_dir, progress)

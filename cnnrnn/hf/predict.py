@@ -40,6 +40,21 @@ from .metrics import multilabel_metrics, predicted_sets, regression_metrics, top
 log = logging.getLogger("cnnrnn.hf")
 SPLIT_KEYS = ("scheme", "folds", "fold", "seed")
 
+# What the prediction facade (:func:`cnnrnn.predict.predict`) reads of this family, by the registry
+# (:func:`cnnrnn.families.module`):
+#: The options of ``cnnrnn predict`` that :func:`predict_run` takes; the facade passes only these and refuses any
+#: other that is given (not ``None`` or ``False``) with :class:`cnnrnn.predict.OptionError`.
+PREDICT_OPTIONS = frozenset({"batch_size", "threshold"})
+#: Whether an input's speaker may be the name of its folder (``speaker`` =
+#: :data:`cnnrnn.normalize.SPEAKER_FROM_FOLDER`, ``--speaker-from folder``).
+FOLDER_SPEAKERS = False
+#: Whether the facade's speech check (:mod:`cnnrnn.speech`) applies: the family predicts audio (not here: a
+#: Hugging Face run predicts its records' transcripts).
+SPEECH_CHECK = False
+#: Whether the facade may cut long recordings into windows (:mod:`cnnrnn.timeline`) for this family (not here:
+#: it predicts transcripts, not audio windows).
+WINDOWS = False
+
 
 def load_checkpoint(folder: str | Path, task: str | None = None, modality: str | None = None):
     """Load a checkpoint written by :func:`cnnrnn.hf.train.train_fold` (``HFModel`` or ``HierarchicalModel``).
@@ -239,8 +254,8 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
             too) or a KEMDy corpus folder (read with the run's ``data.corpus`` reader).
         out_dir: report folder; default ``<run>/predictions``.
         manifest: the run's ``run.json`` (``None``: looked up beside the checkpoint; old runs have none).
-        options: ``batch_size`` and ``threshold`` are used (default: the run's config); ``labels``,
-            ``config``, ``resize`` do not apply and are ignored.
+        options: ``batch_size`` and ``threshold`` (default: the run's config), :data:`PREDICT_OPTIONS`;
+            ``labels``, ``config``, ``resize`` and the rest do not apply (``cnnrnn predict`` refuses them).
 
     Returns:
         ``{"predictions": DataFrame, "metrics": dict | None, "files": {kind: path}, "skipped": {reason: [ids]}}``.

@@ -1,9 +1,9 @@
 """Train the HF emotion models, one fold at a time, as etri_multimodal's ``train.py`` (``--num_fold``).
 
-:func:`train_fold` cuts the fold with the splitters of :mod:`cnnrnn.splits`, fits the model (or the 2-stage
-hierarchical classifier of ``-ETRI-Emotion-Recognition``: neutral versus the rest, then the other
-emotions), saves the checkpoint (see :mod:`cnnrnn.hf.models`), writes the run manifest ``run.json`` (family
-``hf``, config, labels, split, input spec) and scores the fold's test part with
+:func:`train` (the family's entry point; :func:`train_fold`, the same call) cuts the fold with the splitters of
+:mod:`cnnrnn.splits`, fits the model (or the 2-stage hierarchical classifier of ``-ETRI-Emotion-Recognition``:
+neutral versus the rest, then the other emotions), saves the checkpoint (see :mod:`cnnrnn.hf.models`), writes the
+run manifest ``run.json`` (family ``hf``, config, labels, split, input spec) and scores the fold's test part with
 :func:`cnnrnn.hf.predict.evaluate`.
 
 The run folder is claimed first (:func:`claim_run`: a new or empty folder, or an HF run, kind :data:`RUN_KIND`)
@@ -155,6 +155,31 @@ def train_fold(records: Sequence[HFRecord], cfg: HFConfig, out: str | Path, *, l
             shutil.rmtree(partial)
             log.info("train: removed %s (%d file(s)) left by an interrupted save", partial, n_files)
         return _train_fold(records, cfg, out, labels, progress, callbacks, source)
+
+
+def train(records: Sequence[HFRecord], cfg: HFConfig, out: str | Path, *, labels: Sequence[str] | None = None,
+          progress: bool = True, callbacks: Sequence = (), source: dict[str, Any] | None = None) -> dict:
+    """The family's training entry point (every family has ``train.train``): :func:`train_fold`, with the same
+    arguments, return value and errors.
+
+    Trains on fold ``cfg.train.fold``'s training part of ``records`` (:class:`cnnrnn.hf.data.HFRecord`, in input
+    order), saves ``out/checkpoint/``, writes ``run.json`` and ``history.csv``, and scores the fold's test part
+    with :func:`cnnrnn.hf.predict.evaluate` (``metrics.json``, ``predictions.csv``, ``confusion_matrix.png``).
+
+    Args:
+        records: every record in input order. cfg: the config (:func:`cnnrnn.hf.config.load_config`).
+        out: the run folder. labels: class names in output order (default the 7 KEMDy emotions).
+        progress: show progress. callbacks: tf_keras callbacks passed to ``fit``.
+        source: where the records came from, kept in ``run.json`` ``extra``.
+
+    Returns:
+        the metrics dict (also in ``metrics.json``).
+
+    Raises:
+        ValueError, SplitError, HFModelError, cnnrnn.outputs.OutputFolderError, cnnrnn.outputs.FolderInUseError:
+            as :func:`train_fold`.
+    """
+    return train_fold(records, cfg, out, labels=labels, progress=progress, callbacks=callbacks, source=source)
 
 
 def _train_fold(records: Sequence[HFRecord], cfg: HFConfig, out: Path, labels: Sequence[str] | None, progress: bool,
