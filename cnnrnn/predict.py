@@ -155,7 +155,8 @@ def resolve_family(model: str | Path):
 
 def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_dir: str | Path | None = None, *,
             progress: bool = True, fuse: bool = False, window: float | None = None, hop: float | None = None,
-            silence_db: float | None = SILENCE_TOP_DB, classify_anyway: bool = False, **options: Any) -> dict:
+            silence_db: float | None = SILENCE_TOP_DB, classify_anyway: bool = False, figures: bool = True,
+            **options: Any) -> dict:
     """Predict ``source`` with a trained run of any family, or fuse several runs.
 
     **Long recordings.** A model with a fixed clip length (its run's ``input.duration``: CNNRNN, the baselines,
@@ -194,6 +195,7 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
             frame (:func:`cnnrnn.audio.silence_mask`); ``None``: classify every window.
         classify_anyway: skip the speech check: every audio file and window that is not silence gets an emotion
             (``--classify-anyway``).
+        figures: draw a timeline figure per file predicted in windows (``--no-figures``: ``timeline.csv`` only).
         options: passed to the family, which must take each one given (its ``PREDICT_OPTIONS``; an option set
             to ``None`` or ``False`` is not given; with ``fuse``, every run's family): ``labels``, ``config``,
             ``resize``, ``batch_size``, ``speaker`` (a name, or :data:`cnnrnn.normalize.SPEAKER_FROM_FOLDER` for
@@ -233,14 +235,16 @@ def predict(models: str | Path | Sequence[str | Path], source: str | Path, out_d
     for path in paths:
         check_not_training(path)  # a run another process is training: refused
     if out_dir is None:  # each family claims (and names) its default folder
-        return _predict(paths, source, None, progress, fuse, window, hop, silence_db, classify_anyway, options)
+        return _predict(paths, source, None, progress, fuse, window, hop, silence_db, classify_anyway, figures,
+                        options)
     claim_predictions(out_dir)
     with writing_stage(out_dir, "predict", [(out_dir, [*REPORT_FILES.values(), TIMELINE_FILE])]):
-        return _predict(paths, source, out_dir, progress, fuse, window, hop, silence_db, classify_anyway, options)
+        return _predict(paths, source, out_dir, progress, fuse, window, hop, silence_db, classify_anyway, figures,
+                        options)
 
 
 def _predict(paths: list[Path], source, out_dir, progress: bool, fuse: bool, window, hop, silence_db,
-             classify_anyway: bool, options: dict) -> dict:
+             classify_anyway: bool, figures: bool, options: dict) -> dict:
     """:func:`predict` once the models are resolved and the output folder claimed (and locked)."""
     resolved = [resolve_family(p) for p in paths]
     families = {family for family, _ in resolved}
@@ -254,7 +258,8 @@ def _predict(paths: list[Path], source, out_dir, progress: bool, fuse: bool, win
     if plan is not None:
         return predict_windows(plan, paths, resolved, out_dir,
                                lambda src: _dispatch(paths, resolved, src, out_dir, progress, fuse, options),
-                               progress=progress, silence_db=silence_db, speech_check=check)
+                               progress=progress, silence_db=silence_db, speech_check=check,
+                               figures=figures)
     if not check:
         return _dispatch(paths, resolved, source, out_dir, progress, fuse, options)
     speech = SpeechCheck(progress)

@@ -107,7 +107,8 @@ def _merged(values: Sequence) -> Any:
 
 def predict_windows(plan: WindowPlan, paths: Sequence[Path], resolved: Sequence[tuple],
                     out_dir: str | Path | None, predictor: Callable[[Any], dict], *, progress: bool = True,
-                    silence_db: float | None = SILENCE_TOP_DB, speech_check: bool = True) -> dict:
+                    silence_db: float | None = SILENCE_TOP_DB, speech_check: bool = True,
+                    figures: bool = True) -> dict:
     """Predict audio files window by window (long-recording prediction, the work of :func:`predict`).
 
     Each file is read once at the model's rate (:func:`cnnrnn.audio.load_audio`) and, when ``plan.explicit`` or
@@ -127,7 +128,7 @@ def predict_windows(plan: WindowPlan, paths: Sequence[Path], resolved: Sequence[
       probabilities for a window not classified, ``skipped`` for a window the family could not use; ``voiced``
       and ``speech``: the fractions of the window that are not silence and that are speech, NaN without the
       speech check);
-    * ``timeline_<stem>.png`` per cut file (:func:`cnnrnn.plots.plot_timeline`: its log-mel spectrogram above
+    * with ``figures``, ``timeline_<stem>.png`` per cut file (:func:`cnnrnn.plots.plot_timeline`: its log-mel spectrogram above
       the label of each window, ``silence`` and ``no_speech`` grey, and the probabilities as stacked areas, on one
       time axis);
     * ``predictions.csv``: one row per file: for a cut file the mean of its classified windows' probabilities
@@ -276,7 +277,7 @@ def predict_windows(plan: WindowPlan, paths: Sequence[Path], resolved: Sequence[
              "timeline": str(atomic_write_bytes(out / TIMELINE_FILE, frame.to_csv(index=False).encode("utf-8")))}
     cut = [r for r in records if r["cut"]]
     plots = []
-    for rec in tqdm(cut, desc="timeline figures", unit="file", disable=not progress or len(cut) < 2):
+    for rec in tqdm(cut if figures else [], desc="timeline figures", unit="file", disable=not progress or len(cut) < 2):
         db, hop_length, fmin, fmax = rec["mel"]
         plots.append(str(plot_timeline(frame, out / f"timeline_{rec['key']}.png", labels=labels, db=db,
                                        sr=rec["sr"], hop_length=hop_length, fmin=fmin, fmax=fmax,

@@ -214,9 +214,11 @@ def test_train_and_predict_on_an_urbansound8k_layout_folder(urbansound_dir, tmp_
 
     out = tmp_path / "pred"
     assert main(["-q", "predict", "--model", str(run / "model.h5"), "--input", str(urbansound_dir / "Train"),
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--no-figures"]) == 0
     lines = (out / "predictions.csv").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1 + 37  # the empty clip is skipped
+    cut = set(pd.read_csv(out / "timeline.csv")["file"])
+    assert cut and not list(out.glob("timeline_*.png"))  # long files were cut in windows, no figure drawn
     assert main(["-q", "predict", "--model", str(run), "--input", str(urbansound_dir / "Train" / "9003.wav"),
                  "--out", str(out)]) == 0  # the long clip is cut, not an error
     assert pd.read_csv(out / "predictions.csv")["id"].tolist() == [9003]

@@ -74,6 +74,9 @@ def add_commands(sub) -> None:
                    help="skip the speech check: give an emotion to every audio file and window that is not silence, "
                         "even one that holds no speech (by default such a file or window is labelled no_speech, "
                         "with NaN probabilities, and is an error in the scores of a labelled set)")
+    p.add_argument("--no-figures", action="store_true",
+                   help="write no timeline figure (timeline_<file>.png) for the files predicted in windows: faster on "
+                        "a folder of many long recordings; timeline.csv holds the same windows")
     p.add_argument("--fuse", action="store_true",
                    help="late fusion: each run (of any family) predicts on its own, into OUT/<family>_<k>/, and their "
                         "class probabilities are averaged, classes matched by meaning (angry = anger)")
@@ -91,7 +94,8 @@ def _predict(args, progress: bool) -> int:
                      resize=args.resize, batch_size=args.batch_size, images=args.images,
                      speaker=SPEAKER_FROM_FOLDER if args.speaker_from else args.speaker,
                      render=args.render, pixel_range=args.pixel_range, trust_code=args.trust_code, fuse=args.fuse,
-                     window=args.window, hop=args.hop, classify_anyway=args.classify_anyway, **silence)
+                     window=args.window, hop=args.hop, classify_anyway=args.classify_anyway,
+                     figures=not args.no_figures, **silence)
     df = result["predictions"]
     print(df[[c for c in ("id", "true", "predicted", "confidence") if c in df]].to_string(index=False, max_rows=30))
     metrics = result["metrics"]
