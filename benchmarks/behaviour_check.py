@@ -286,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run both versions, compare, write :data:`RESULTS`; exit 1 when a file differs beyond the variation."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--old", default=DEFAULT_OLD, help="git commit of the old code (default: %(default)s)")
+    ap.add_argument("--new", default=None,
+                    help="git commit of the new code (default: the working tree as it is; a commit is checked out in "
+                         "a worktree, so that edits in progress play no part)")
     ap.add_argument("--work", default="/tmp/cnnrnn_behaviour", help="scratch folder (default: %(default)s)")
     ap.add_argument("--only", default="", help="comma-separated step names (default: every step)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per command")
@@ -297,14 +300,19 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     old_tree = work / "old_tree"
+    new_tree = ROOT if args.new is None else work / "new_tree"
     only = {s for s in args.only.split(",") if s} or None
     sides = {}
     started = time.time()
     wanted = {s for s in args.sides.split(",") if s}
-    if "old" in wanted and not old_tree.exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old_tree), args.old],
-                       check=True, capture_output=True)
-    for name, tree in (("old", old_tree), ("new", ROOT), ("new2", ROOT)):
+    for tree, ref, side in ((old_tree, args.old, "old"), (new_tree, args.new, "new")):
+        if ref is not None and wanted & {side, side + "2"}:
+            if tree.exists():
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True,
+                               capture_output=True)
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref],
+                           check=True, capture_output=True)
+    for name, tree in (("old", old_tree), ("new", new_tree), ("new2", new_tree)):
         steps_file = work / name / "steps.json"
         if name in wanted:
             sides[name] = run_side(name, tree, work, only, args.timeout)
@@ -315,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         print("ran", sorted(wanted), "- the comparison needs all three sides in", work)
         return 0
     roots = sorted([str(work / n / "out") for n in ("old", "new", "new2")] + [str(work / n) for n in
-                   ("old", "new", "new2")] + [str(old_tree), str(ROOT), str(work)], key=len, reverse=True)
+                   ("old", "new", "new2")] + [str(old_tree), str(new_tree), str(ROOT), str(work)], key=len,
+                   reverse=True)
     old_new = compare_sides(work, "old", "new", roots)
     variation = compare_sides(work, "new2", "new", roots)
     files, counts = {}, {"equal": 0, "within variation": 0, "differs": 0}
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "behaviour_check", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/behaviour_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "old": args.old, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "old": args.old, "new": args.new or "working tree", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "load_at_end": round(os.getloadavg()[0], 2), "wall_seconds": round(time.time() - started, 1),
         "slack": args.slack, "counts": counts,
         "steps": {n: s["steps"] for n, s in sides.items()},
