@@ -12,10 +12,11 @@ import numpy as np
 from .. import artifacts as A
 from ..audio import WORKER_DIED, map_chunks
 from .config import CnnrnnConfig, load_config
-from .packed import (COPIES_FILE, IMAGES_FILES, PACKED_FILE, _digest, _entry_arrays_open,
-                     _ReleasingWriter, _temporary, check_disk_space, create_rows_file, open_packed, read_packed_manifest)
+from .packed import (COPIES_FILE, IMAGES_FILES, PACKED_FILE, _digest, _entry_arrays_open, _ReleasingWriter,
+                     _temporary, check_disk_space, create_rows_file, open_packed, read_packed_manifest)
 from .render import _SPECTROGRAM_OUTPUTS, _render_chunk
 from .run_folder import claim_run
+from .shards import merge_shards
 from .speed import COPIES_KEY
 
 log = logging.getLogger("cnnrnn.cnnrnn.data")
@@ -28,7 +29,9 @@ def pack(out: str | Path, config=None, progress: bool = True, force: bool = Fals
     The arrays (:data:`IMAGES_FILES`, ``(N, H, W, 3) uint8`` BGR in the rows of the data pickle, read
     memory-mapped by ``train``) are normally written by ``spectrograms`` already; ``pack`` checks them against
     :data:`PACKED_FILE` and the data pickles, and makes them from the PNGs (in parallel, row by row, never holding
-    them in memory) when they are missing or stale, or with ``force``.
+    them in memory) when they are missing or stale, or with ``force``. When the run was rendered in shards
+    (``cnnrnn spectrograms --shard K/N``), ``pack`` first checks that every shard is there and complete and merges
+    them (:func:`cnnrnn.cnnrnn.shards.merge_shards`: the data pickles and arrays an unsharded run writes).
 
     The final pickles have the original's layout: the data pickle's keys, ``path`` holding one
     ``(N, H, W, 3) uint8`` array (BGR, as ``cv2.imread`` gives; the speed copies under ``speed_copies``). They are
@@ -42,6 +45,8 @@ def pack(out: str | Path, config=None, progress: bool = True, force: bool = Fals
         (``written``, ``up to date``, ``skipped``).
 
     Raises:
+        cnnrnn.cnnrnn.shards.ShardError: a shard missing, incomplete or stale, or shards of different N (one line
+            naming them and the command to run).
         ValueError: a data pickle holds no utterance (every file of its split was skipped); a PNG cannot be read
             as an image of the run's ``image_size``.
         DiskSpaceError: not enough free disk space for the arrays or a final pickle (nothing was written).
@@ -53,7 +58,9 @@ def pack(out: str | Path, config=None, progress: bool = True, force: bool = Fals
     # pack also holds the spectrograms lock: both stages write the packed arrays
     with stage_lock(out, "spectrograms"), \
             writing_stage(out, "pack", [(out, [*_SPECTROGRAM_OUTPUTS, *A.FINAL_FILES.values()])]) as n_leftovers:
-        return _pack(out, cfg, progress, force, pickle) | {"leftovers_removed": n_leftovers}
+        merged = merge_shards(out, cfg, progress)
+        summary = _pack(out, cfg, progress, force, pickle) | {"leftovers_removed": n_leftovers}
+        return summary | ({"shards": merged["shards"]} if merged else {})
 
 
 def _pack(out: Path, cfg: CnnrnnConfig, progress: bool, force: bool, pickle: bool | None) -> dict[str, Any]:

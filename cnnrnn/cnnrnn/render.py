@@ -170,6 +170,7 @@ def extract_spectrograms(
     progress: bool = True,
     chunk_size: int = 16,
     rows: Sequence[tuple[str | Path, int]] | None = None,
+    clean: bool = True,
 ) -> ExtractReport:
     """Render ``<out_dir>/<id>.png`` for every ``(id, audio_path)``, in parallel, resumably.
 
@@ -202,6 +203,8 @@ def extract_spectrograms(
             by :func:`create_rows_file` (a row of an ``(F, N, H, W, 3)`` file is ``c * N + i``). An existing PNG
             is then read into its row (and rendered again if it is unreadable or of another size). ``None``: PNGs
             only.
+        clean: remove the temporaries an interrupted run left in ``out_dir`` first; ``False`` where other
+            processes write ``out_dir`` at the same time (the shards, :mod:`cnnrnn.cnnrnn.shards`).
 
     Returns:
         An :class:`ExtractReport`.
@@ -214,7 +217,7 @@ def extract_spectrograms(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.tmp"):  # left by an interrupted run (see artifacts.atomic_write)
+    for stale in out_dir.glob(".*.tmp") if clean else ():  # left by an interrupted run (artifacts.atomic_write)
         stale.unlink(missing_ok=True)
     items = [tuple(item) for item in items]
     if rows is not None and len(rows) != len(items):
@@ -345,16 +348,19 @@ def spectrograms(out: str | Path, config=None, progress: bool = True) -> dict[st
     ``data_train.pickle`` (with ``speed_factors`` and ``speed_method``), and packed in :data:`COPIES_FILE`
     ``(n_factors, N, H, W, 3)``; the test split gets none.
 
+    The stage in N parts (``cnnrnn spectrograms --shard K/N``) is :func:`cnnrnn.cnnrnn.shards.render_shard`.
+
     Raises:
         ValueError: a split (train or test) that has files keeps none of them (every file skipped); the message
             gives the skip counts by reason. The report and the (empty) pickles are written first.
+        cnnrnn.outputs.FolderInUseError: the stage, or a shard of it (:func:`check_no_shard_running`), is running.
         DiskSpaceError: not enough free disk space for the packed arrays (checked before anything is written).
     """
-
     from ..outputs import writing_stage
 
     cfg, out = load_config(config), Path(out)
     claim_run(out, create=False)
+    check_no_shard_running(out, "render the spectrograms unsharded")
     png_dir = out / A.SPECTROGRAM_DIR
     with writing_stage(out, "spectrograms", [(out, _SPECTROGRAM_OUTPUTS), (png_dir, None)]) as n_leftovers:
         return _spectrograms(out, cfg, progress) | {"leftovers_removed": n_leftovers}
@@ -365,41 +371,84 @@ _SPECTROGRAM_OUTPUTS = ("train_images.npy", "test_images.npy", "train_speed_copi
                         "data_test.pickle", "packed.json", "spectrogram_report.json")
 
 
-def _spectrograms(out: Path, cfg: CnnrnnConfig, progress: bool) -> dict[str, Any]:
-    png_dir = out / A.SPECTROGRAM_DIR
-    stamp = png_dir / "spectrogram_config.json"
-    # what the PNGs depend on: not workers, nor max_audio_seconds (a memory guard: changing it re-renders nothing)
+def check_no_shard_running(out: str | Path, doing: str) -> None:
+    """Refuse to ``doing`` while a shard of ``out`` runs (``cnnrnn spectrograms --shard K/N`` holds the lock
+    ``spectrograms.shard-K-of-N``, :func:`cnnrnn.outputs.stage_lock`).
+
+    Raises:
+        cnnrnn.outputs.FolderInUseError: a shard's lock is held (names it, its host and PID).
+    """
+    from ..outputs import STATE_DIR, FolderInUseError, holder
+
+    locks = Path(out) / STATE_DIR / "locks"
+    for lock in sorted(locks.glob("spectrograms.shard-*.lock")) if locks.is_dir() else ():
+        info = holder(out, "spectrograms", lock.stem.split(".", 1)[1])
+        if info is not None:
+            raise FolderInUseError(f"cannot {doing}: a shard of {out} is running ({lock.stem.split('.', 1)[1]} on "
+                                   f"host {info.get('host', '?')}, PID {info.get('pid', '?')}); wait for it to end")
+
+
+#: The stamp of the settings the PNGs were made with (:func:`_png_settings`), in the PNG folder.
+SPEC_FILE = "spectrogram_config.json"
+
+
+def _png_settings(cfg: CnnrnnConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(spec, settings)``: what the PNGs depend on (the spectrogram settings but ``workers`` and
+    ``max_audio_seconds``, a memory guard: changing it re-renders nothing), and that with the speed perturbation."""
     spec = {k: v for k, v in cfg.spectrogram.__dict__.items() if k != "max_audio_seconds"} | {"workers": None}
     if spec.get("render") == SpectrogramConfig.render:  # the default render: stamps from before it existed match
         del spec["render"]
-    overwrite = stamp.is_file() and A.load_json(stamp) != spec
-    if overwrite:
-        log.warning("spectrogram config changed since the PNGs in %s were made: re-rendering all", png_dir)
+    return spec, {"spectrogram": spec, "speed_perturb": [list(cfg.train.speed_perturb),
+                                                         cfg.train.speed_perturb_method]}
+
+
+def _stage_items(out: Path, cfg: CnnrnnConfig) -> tuple[dict[str, list[dict]], list[tuple], list[bool], list[tuple]]:
+    """``(records, items, reference, copies)`` of the split in ``out``: the train and test records of
+    ``*_audio.json``, their ``(id, audio_path, speaker)`` items (train first), one flag per item (a train one), and
+    the speed-perturbed copies of the train split (:func:`cnnrnn.cnnrnn.speed.copy_items`, factor-major)."""
     records = {part: A.load_json(out / A.AUDIO_FILES[part]) for part in ("train", "test")}
     all_items = [(r["id"], r["audio_path"], r.get("speaker")) for part in records.values() for r in part]
     reference = [part == "train" for part, recs in records.items() for _ in recs]
-    copies = copy_items(records["train"], cfg.train)  # speed-perturbed copies of the train split only
-    sources = _audio_sources(all_items + copies)
+    return records, all_items, reference, copy_items(records["train"], cfg.train)
+
+
+def _make_stats(all_items: list[tuple], copies: list[tuple], reference: list[bool], cfg: CnnrnnConfig,
+                progress: bool):
+    """The run's :class:`cnnrnn.normalize.NormStats` (:func:`normalization_stats`, with the copies' pseudo-speakers
+    for ``speaker`` normalisation)."""
+    stats = normalization_stats(all_items, cfg.spectrogram, reference, progress)
+    if copies and cfg.spectrogram.normalization == "speaker":
+        stats = copy_stats(stats, copies, cfg.spectrogram, progress)  # pseudo-speakers of the copies
+    return stats
+
+
+def _spectrograms(out: Path, cfg: CnnrnnConfig, progress: bool, *, stats=None,
+                  sources: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """The work of :func:`spectrograms`; ``pack`` calls it to merge complete shards, with the statistics the shards
+    used (``stats``, never made again here) and the audio fingerprints it has just read (``sources``)."""
+    png_dir = out / A.SPECTROGRAM_DIR
+    stamp = png_dir / SPEC_FILE
+    spec, settings = _png_settings(cfg)
+    overwrite = stamp.is_file() and A.load_json(stamp) != spec
+    if overwrite:
+        log.warning("spectrogram config changed since the PNGs in %s were made: re-rendering all", png_dir)
+    records, all_items, reference, copies = _stage_items(out, cfg)
+    sources = _audio_sources(all_items + copies) if sources is None else sources
     layout = _PackLayout(records, [c[0] for c in copies], cfg.spectrogram.image_size,
-                         {"spectrogram": spec, "speed_perturb": [list(cfg.train.speed_perturb),
-                                                                cfg.train.speed_perturb_method],
-                          "sources": [sources.get(r["id"]) for recs in records.values() for r in recs]})
+                         settings | {"sources": [sources.get(r["id"]) for recs in records.values() for r in recs]})
     packed = read_packed_manifest(out)
     current = not overwrite and layout.made(out, packed)
     if not current:
         check_disk_space(out, layout.nbytes, "the packed image arrays (train_images.npy, test_images.npy)")
     _forget_stale_images(png_dir, sources)
-    stats = None
-    if cfg.spectrogram.uses_stats:
+    if stats is None and cfg.spectrogram.uses_stats:
         if (png_dir / NORM_FILE).is_file() and not overwrite and (
                 not [i for i in all_items + copies if not (png_dir / f"{i[0]}.png").is_file()]):
             from ..normalize import NormStats
 
             stats = NormStats.from_dict(A.load_json(png_dir / NORM_FILE))
         else:
-            stats = normalization_stats(all_items, cfg.spectrogram, reference, progress)
-            if copies and cfg.spectrogram.normalization == "speaker":
-                stats = copy_stats(stats, copies, cfg.spectrogram, progress)  # pseudo-speakers of the copies
+            stats = _make_stats(all_items, copies, reference, cfg, progress)
             overwrite = True  # statistics made now: every image must use them
             current = False
             A.save_json(stats.to_dict(), png_dir / NORM_FILE)
