@@ -35,6 +35,9 @@ LEGACY_MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 #: The parts every family has (``module(family, part)``).
 PARTS = ("config", "data", "train", "predict", "export")
+#: Parts a family may have: ``saliency`` (``explain(models, audio, manifest, *, method, target)`` for
+#: ``cnnrnn spectrogram --explain``). :func:`has_part` says whether it does.
+OPTIONAL_PARTS = ("saliency",)
 
 
 class UnknownFamilyError(ValueError):
@@ -53,15 +56,26 @@ def check_family(family: str) -> str:
 
 
 def module(family: str, part: str) -> ModuleType:
-    """The module ``part`` (one of :data:`PARTS`) of ``family``, imported on first use.
+    """The module ``part`` (one of :data:`PARTS` or :data:`OPTIONAL_PARTS`) of ``family``, imported on first use.
 
     Raises:
         UnknownFamilyError: ``family`` is not a family.
         ValueError: ``part`` is not one of :data:`PARTS`.
     """
-    if part not in PARTS:
-        raise ValueError(f"unknown family part {part!r} (parts: {', '.join(PARTS)})")
+    if part not in PARTS + OPTIONAL_PARTS:
+        raise ValueError(f"unknown family part {part!r} (parts: {', '.join(PARTS + OPTIONAL_PARTS)})")
     return importlib.import_module(f"{PACKAGES[check_family(family)]}.{part}")
+
+
+def has_part(family: str, part: str) -> bool:
+    """Whether ``family`` has the module ``part`` (one of :data:`OPTIONAL_PARTS`), without importing it.
+
+    Raises:
+        UnknownFamilyError: ``family`` is not a family.
+    """
+    import importlib.util
+
+    return importlib.util.find_spec(f"{PACKAGES[check_family(family)]}.{part}") is not None
 
 
 def module_name(family: str, part: str) -> str:

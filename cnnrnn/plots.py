@@ -331,3 +331,47 @@ def plot_timeline(timeline, path: str | Path, *, labels: Sequence[str] | None = 
     axes[-1][1].legend(handles, names_, loc="center left", fontsize=8, frameon=False)
     main[0].set_title(title or f"{Path(name).name + ': ' if name else ''}emotion over time")
     return _save(fig, path)
+
+
+def plot_saliency(db: np.ndarray, saliency: np.ndarray, path: str | Path, *, sr: int, hop_length: int,
+                  fmin: float = 0.0, fmax: float | None = None, title: str | None = None, alpha: float = 0.8,
+                  cmap: str = "turbo") -> Path:
+    """Save the readable spectrogram (:func:`plot_spectrogram`'s axes: seconds, Hz on the mel scale) in grey with
+    a saliency map over it: a heat map of where the evidence lies, its opacity ``alpha · sqrt(saliency)`` (clear where
+    there is none), and its colour bar (the map scaled to its maximum: 1 = the most salient cell).
+
+    Args:
+        db: ``(n_mels, frames)`` log-mel in dB, low frequencies first, frames ``hop_length`` samples apart.
+        saliency: a non-negative map (:func:`cnnrnn.explain.saliency`); resized to ``db``'s grid when its shape
+            differs.
+        path: output PNG (written atomically). sr, hop_length, fmin, fmax: as :func:`plot_spectrogram`.
+        title: the figure title (e.g. the file, the predicted class and its probability, the method).
+        alpha: opacity of the heat map's most salient cell. cmap: its matplotlib colormap.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: ``db`` or ``saliency`` is not 2-D, or ``saliency`` has a negative or non-finite value.
+    """
+    import cv2
+
+    db = np.asarray(db, dtype=np.float32)
+    sal = np.asarray(saliency, dtype=np.float32)
+    if sal.ndim != 2 or db.ndim != 2:
+        raise ValueError(f"expected 2-D (n_mels, frames) maps, got {db.shape} and {sal.shape}")
+    if not np.all(np.isfinite(sal)) or sal.min() < 0:
+        raise ValueError("a saliency map must be finite and non-negative")
+    if sal.shape != db.shape:
+        sal = cv2.resize(sal, (db.shape[1], db.shape[0]), interpolation=cv2.INTER_LINEAR)
+    sal = sal / sal.max() if sal.max() > 0 else sal
+    seconds = db.shape[-1] * hop_length / max(sr, 1)
+    fig, ax = _figure((float(np.clip(7.0 + 0.15 * seconds, 9.0, 19.0)), 4.2))
+    _specshow(ax, db, sr, hop_length, fmin, fmax, "gray")
+    heat = _specshow(ax, sal, sr, hop_length, fmin, fmax, cmap)
+    heat.set_alpha(alpha * np.sqrt(sal))  # cells without evidence stay clear, the grey log-mel shows through
+    heat.set_clim(0.0, 1.0)
+    fig.colorbar(heat, ax=ax, label="saliency (max = 1)")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

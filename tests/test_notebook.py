@@ -39,4 +39,10 @@ def test_pipeline_notebook_runs_on_tiny_config(tmp_path):
     assert (recipe / "test" / "confusion_matrix.png").is_file()
     shipped = (out / "shipped_predictions" / "predictions.csv").read_text(encoding="utf-8")
     assert "speaker" in shipped and "p_anger" in shipped
+    # one saliency figure per emotion of the sample (cnnrnn spectrogram --explain with the shipped model)
+    from cnnrnn.corpora import load_corpus
+    from cnnrnn.cnnrnn.pipeline import SAMPLE_DIR
+
+    emotions = sorted({u.emotion for u in load_corpus("kemdy20", SAMPLE_DIR)[0] if not u.is_tied})
+    assert sorted(p.name.split("_")[0] for p in (out / "explain").glob("*.png")) == emotions and len(emotions) >= 6
 

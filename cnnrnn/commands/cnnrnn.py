@@ -15,7 +15,8 @@ from ..artifacts import ensure_writable_dir
 
 def _add_config(p, default: str | None = None) -> None:
     p.add_argument("--config", default=default, metavar="JSON",
-                   help="config preset (default, demo, tiny, compact, compact_crops, best, yamnet, whisper) or JSON file; "
+                   help="config preset (default, demo, tiny, compact, compact_crops, best, yamnet, whisper) or JSON "
+                        "file; "
                         f"default: {default or 'the run folder config.json if present, else built-in defaults'}")
 
 
@@ -62,6 +63,14 @@ def add_commands(sub) -> None:
                                    "in parallel; a rerun resumes. Writes data_train.pickle and data_test.pickle.")
     _add_out(p, None, "folder holding the split stage's files")
     p.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU core)")
+    p.add_argument("--shard", metavar="K/N", default=None,
+                   help="render only the K-th of N parts of the utterances (by a hash of the id; K from 1), so "
+                        "that N processes or machines fill one shared --out; only the PNGs and "
+                        "spectrograms/shards/K-of-N.json are written, and `cnnrnn pack` checks every shard and "
+                        "merges them")
+    p.add_argument("--stats-only", action="store_true",
+                   help="only make the normalisation statistics (spectrograms/normalization.json) that the shards "
+                        "read; run it once before the shards when spectrogram.normalization is speaker or global")
     _add_force(p)
     _add_config(p)
     p.set_defaults(handler=_spectrograms)
@@ -119,7 +128,8 @@ def add_commands(sub) -> None:
     _add_config(p)
     p.set_defaults(handler=_run)
 
-    p = sub.add_parser("demo", help="the whole main job on the bundled KEMDy20-layout sample (30 s to 2 min on 2 CPU cores)")
+    p = sub.add_parser("demo",
+                       help="the whole main job on the bundled KEMDy20-layout sample (30 s to 2 min on 2 CPU cores)")
     _add_out(p, "artifacts/demo", "output folder (default: artifacts/demo)")
     _add_config(p, "demo")
     p.set_defaults(handler=_run)
@@ -144,6 +154,13 @@ def add_commands(sub) -> None:
     p.add_argument("--root", help="corpus folder (for --corpus manifest: the CSV file)")
     p.add_argument("--model", help="a trained run, checkpoint or shipped model name: its prediction of the file "
                                    "(label and probabilities, through `cnnrnn predict`) is drawn beside the figure")
+    p.add_argument("--explain", action="store_true",
+                   help="with --model: overlay where the predicted class's evidence lies (cnnrnn.explain: Grad-CAM on "
+                        "the last convolutional map, else gradient x input), on the run's log-mel, with the class "
+                        "and its probability in the title")
+    p.add_argument("--explain-method", choices=("grad-cam", "gradient", "integrated-gradients"), default=None,
+                   help="the saliency method of --explain (default: grad-cam when the model has a usable "
+                        "convolutional map, else gradient)")
     p.add_argument("--gallery", metavar="DIR", help="run folder (holding data_train.pickle) to draw a gallery of")
     p.add_argument("--per-label", type=int, default=4, help="gallery images per emotion (default 4)")
     _add_config(p)
@@ -188,20 +205,33 @@ def _split(args, progress: bool) -> int:
 
 def _spectrograms(args, progress: bool) -> int:
     from ..cnnrnn.data import claim_run, spectrograms
+    from ..cnnrnn.shards import ShardError, parse_shard, render_shard, spectrogram_stats
 
+    shard = parse_shard(args.shard) if args.shard is not None else None  # a bad K/N is refused before any work
+    if shard is not None and args.stats_only:
+        raise ShardError("--shard and --stats-only go apart: make the statistics once with --stats-only, then run "
+                         "every --shard K/N")
     out = claim_run(args.out, create=False)
     cfg = _config_for(args, out, **{"spectrogram.workers": args.workers})
     _earlier_stages(out, cfg, "spectrograms", args, progress)
-    _print(spectrograms(out, cfg, progress))
+    if args.stats_only:
+        _print(spectrogram_stats(out, cfg, progress))
+    elif shard is not None:
+        _print(render_shard(out, *shard, cfg, progress))
+    else:
+        _print(spectrograms(out, cfg, progress))
     return 0
 
 
 def _pack(args, progress: bool) -> int:
     from ..cnnrnn.data import claim_run, pack
 
+    from ..cnnrnn.shards import shards_pending
+
     out = claim_run(args.out, create=False)
     cfg = _config_for(args, out)
-    _earlier_stages(out, cfg, "pack", args, progress)
+    # shards to merge: pack itself checks that they were made with this config's spectrogram settings
+    _earlier_stages(out, cfg, "spectrograms" if shards_pending(out) else "pack", args, progress)
     _print(pack(out, cfg, progress, force=args.force, pickle=args.pickle))
     return 0
 
@@ -282,6 +312,8 @@ def _spectrogram(args, progress: bool) -> int:
     if not args.input:
         raise ValueError("give an audio file (cnnrnn spectrogram IN.wav -o OUT.png) or --gallery DIR")
     cfg = load_config(args.config).spectrogram
+    if (args.explain or args.explain_method) and (not args.model or args.raw):
+        raise ValueError("--explain draws where a model's evidence lies: give --model RUN (and no --raw)")
     if args.raw:
         if args.model or args.label or args.corpus:
             raise ValueError("--raw writes the bare model-input image; --model, --label and --corpus need the figure")
@@ -294,7 +326,9 @@ def _spectrogram(args, progress: bool) -> int:
 def _spectrogram_figure(args, cfg) -> Path:
     """The figure of ``cnnrnn spectrogram IN.wav``: the whole file's log-mel (:func:`cnnrnn.features.log_mel`),
     its label, and with ``--model`` the prediction of :func:`cnnrnn.predict.predict`, drawn by
-    :func:`cnnrnn.plots.plot_spectrogram`."""
+    :func:`cnnrnn.plots.plot_spectrogram`; with ``--explain`` the predicted class's saliency (the family's
+    ``explain`` in its ``saliency`` part, :func:`cnnrnn.families.has_part`) over the run's log-mel, drawn by
+    :func:`cnnrnn.plots.plot_saliency`."""
     import tempfile
 
     from ..audio import load_audio
@@ -304,6 +338,7 @@ def _spectrogram_figure(args, cfg) -> Path:
     if (args.corpus is None) != (args.root is None):
         raise ValueError("--corpus and --root go together (the corpus reader and its folder)")
     label = args.label or (_corpus_label(args.corpus, args.root, args.input) if args.corpus else None)
+    explainer = _explainer(args.model) if args.explain or args.explain_method else None
     labels = probabilities = None
     if args.model:
         from ..predict import predict
@@ -318,6 +353,14 @@ def _spectrogram_figure(args, cfg) -> Path:
         probabilities = df.iloc[0][[f"p_{lab}" for lab in labels]].to_numpy(float)
         if label is None and "true" in df.columns and isinstance(df["true"].iloc[0], str):
             label = df["true"].iloc[0]
+    explained = best = None
+    if explainer is not None:  # the predicted class's evidence
+        if not all(math.isfinite(p) for p in probabilities):
+            raise ValueError(f"--explain: {args.input} got no emotion (no speech found), so there is no predicted "
+                             "class whose evidence to draw")
+        best = max(range(len(probabilities)), key=lambda i: probabilities[i])
+        explained = explainer(args.input, best, args.explain_method)
+    cfg = explained["spectrogram"] if explained and args.config is None else cfg  # the log-mel the model saw
     y, _ = load_audio(args.input, cfg.sr)
     title = Path(args.input).name + (f"  (label: {label})" if label else "")
     values = log_mel(y, cfg)
@@ -325,8 +368,29 @@ def _spectrogram_figure(args, cfg) -> Path:
         values = (20 / math.log(10)) * (values - values.max())
     elif cfg.kind == "whisper":  # Whisper's (log10(power) + 4) / 4, drawn as dB below the clip's peak
         values = 40.0 * (values - values.max())
+    if explained:
+        from ..plots import plot_saliency
+
+        title += f"\nevidence for {labels[best]} (p = {probabilities[best]:.2f}; {explained['method']})"
+        return plot_saliency(values, explained["saliency"], args.output, sr=cfg.sr, hop_length=cfg.hop_length,
+                             fmin=cfg.fmin, fmax=cfg.fmax, title=title)
     return plot_spectrogram(values, args.output, sr=cfg.sr, hop_length=cfg.hop_length, fmin=cfg.fmin,
                             fmax=cfg.fmax, title=title, labels=labels, probabilities=probabilities)
+
+
+def _explainer(model: str):
+    """``explain(audio, target, method)`` of ``model``'s family (e.g. :func:`cnnrnn.cnnrnn.saliency.explain`),
+    checked before any prediction. Raises ValueError: a family without one (one line)."""
+    from .. import families
+    from ..predict import resolve_family, resolve_model
+
+    family, manifest = resolve_family(model)
+    drawn = [f for f in families.FAMILIES if families.has_part(f, "saliency")]
+    if family not in drawn:
+        raise ValueError(f"--explain draws saliency for {', '.join(drawn)} runs, not {family} runs; from "
+                         "Python, cnnrnn.explain.saliency(model, x) takes any Keras model and one input")
+    hook = families.module(family, "saliency").explain
+    return lambda audio, target, method: hook([resolve_model(model)], audio, manifest, method=method, target=target)
 
 
 def _corpus_label(corpus: str, root: str, audio: str) -> str:
