@@ -1,6 +1,7 @@
 """The one Keras training loop every family fits with: the distribution strategy, the fit and its shared callbacks.
 
-* :func:`get_strategy`: the ``tf.distribute`` strategy a model is built and compiled under;
+* :func:`get_strategy`: the ``tf.distribute`` strategy a model is built and compiled under (one machine, or several
+  workers: :mod:`cnnrnn.distribute`), and :func:`shard_by_data`, a pipeline sharded by worker;
 * :func:`fit`: ``model.fit`` with the shared callbacks in their order (PreciseBN, validation scores, best epoch,
   then the family's own), returning the Keras ``History``;
 * :class:`BestEpoch`: the best-epoch selection, a callback that keeps the weights of the epoch of best monitored
@@ -29,18 +30,43 @@ CALLBACKS = ("BestEpoch", "PreciseBN", "ValidationScores")
 BEST_MODES = ("max", "min", "last")
 
 
-def get_strategy():
-    """The ``tf.distribute`` strategy for the visible devices, to build and compile a model under (``with
-    get_strategy().scope():``).
+#: The values of ``distribute`` that :func:`get_strategy` takes: ``None`` (the devices of this machine, as they are),
+#: ``mirrored`` (the same, named) and ``multi-worker`` (several machines, ``TF_CONFIG``).
+DISTRIBUTE = (None, "mirrored", "multi-worker")
+_MULTI_WORKER: list = []  # the one MultiWorkerMirroredStrategy of this process (TensorFlow allows one)
 
-    A ``MirroredStrategy`` over all logical GPUs when there are several; over all logical CPUs when there is no
-    GPU and several logical CPU devices are configured (``tf.config.set_logical_device_configuration``, as a test
-    does); else the default, single-device strategy (a no-op scope: the same numbers as no strategy at all).
-    Several workers (``MultiWorkerMirroredStrategy``) are to be chosen here, the one place that picks a strategy.
+
+def get_strategy(distribute: str | None = None, timeout_s: float | None = None):
+    """The ``tf.distribute`` strategy to build and compile a model under (``with get_strategy().scope():``).
+
+    ``None`` or ``mirrored``: a ``MirroredStrategy`` over all logical GPUs when there are several; over all logical
+    CPUs when there is no GPU and several logical CPU devices are configured
+    (``tf.config.set_logical_device_configuration``, as a test does); else the default, single-device strategy (a
+    no-op scope: the same numbers as no strategy at all).
+
+    ``multi-worker``: a ``tf.distribute.MultiWorkerMirroredStrategy`` over the processes that ``TF_CONFIG`` names
+    (:mod:`cnnrnn.distribute`; set it before TensorFlow starts), made once per process, its collectives (ring
+    all-reduce) timing out after ``timeout_s`` seconds (``tf.distribute.experimental.CommunicationOptions``): a
+    worker lost during training ends the others with an error. Before it is returned every worker must have joined
+    (one all-reduce); a :class:`cnnrnn.distribute.Watchdog` ends the process with a one-line message when they have
+    not within ``timeout_s``.
+
+    Args:
+        distribute: one of :data:`DISTRIBUTE`.
+        timeout_s: multi-worker only: seconds (> 0) to wait for the other workers, at the start and in every
+            collective; ``None``: :data:`cnnrnn.distribute.DEFAULT_TIMEOUT_S`.
 
     Returns:
         A ``tf.distribute.Strategy``.
+
+    Raises:
+        ValueError: ``distribute`` is not one of :data:`DISTRIBUTE`, or ``timeout_s <= 0``.
+        cnnrnn.distribute.ClusterError: ``multi-worker`` without a usable ``TF_CONFIG``.
     """
+    if distribute not in DISTRIBUTE:
+        raise ValueError(f"distribute must be one of {DISTRIBUTE}, got {distribute!r}")
+    if distribute == "multi-worker":
+        return _multi_worker_strategy(timeout_s)
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
@@ -50,6 +76,48 @@ def get_strategy():
     if not gpus and len(cpus) > 1:
         return tf.distribute.MirroredStrategy([d.name for d in cpus])
     return tf.distribute.get_strategy()
+
+
+def _multi_worker_strategy(timeout_s: float | None):
+    from . import distribute as D
+
+    if _MULTI_WORKER:
+        return _MULTI_WORKER[0]
+    timeout_s = D.DEFAULT_TIMEOUT_S if timeout_s is None else float(timeout_s)
+    if timeout_s <= 0:
+        raise ValueError(f"the multi-worker timeout must be > 0 seconds, got {timeout_s:g}")
+    cluster = D.resolve()
+    if cluster is None:
+        raise D.ClusterError("distribute multi-worker needs the cluster: set TF_CONFIG, or give --workers and "
+                             "--worker-index")
+    watchdog = D.Watchdog(timeout_s, f"all {cluster.n_workers} workers of the cluster to join").arm()
+    import tensorflow as tf
+
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation.RING, timeout_seconds=timeout_s)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    joined = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
+    watchdog.disarm()
+    if int(joined) != strategy.num_replicas_in_sync:
+        raise RuntimeError(f"multi-worker training: {int(joined)} of {strategy.num_replicas_in_sync} replicas joined")
+    _MULTI_WORKER.append(strategy)
+    return strategy
+
+
+def shard_by_data(dataset, strategy=None):
+    """``dataset`` set to be sharded by element (``tf.data`` auto-shard policy ``DATA``) when ``strategy`` (default:
+    the current one) is a ``MultiWorkerMirroredStrategy``: every worker reads the pipeline and keeps its own part of
+    every global batch (the file-based default cannot shard an in-memory pipeline). Anything else is returned as it
+    is (one machine: nothing changes)."""
+    import tensorflow as tf
+
+    strategy = strategy or tf.distribute.get_strategy()
+    if not isinstance(dataset, tf.data.Dataset) or not isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return dataset
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def pooled_scores(proba: np.ndarray, y: np.ndarray, counts: Sequence[int] | None = None,
@@ -99,7 +167,9 @@ def fit(model, data, *, epochs: int, callbacks: Sequence = (), best=None, precis
 
     Args:
         model: a compiled Keras model (built under :func:`get_strategy`'s scope).
-        data: the training data: a ``tf.data.Dataset`` or an ``(N, ...)`` array (then give ``y`` in ``options``).
+        data: the training data: a ``tf.data.Dataset`` or an ``(N, ...)`` array (then give ``y`` in ``options``);
+            under a ``MultiWorkerMirroredStrategy`` a dataset (and ``validation_data``) is sharded by element
+            (:func:`shard_by_data`).
         epochs: number of epochs.
         callbacks: the family's own callbacks, run after the shared ones.
         best: a :class:`BestEpoch`, or ``None`` (the weights of the last epoch stay).
@@ -114,7 +184,57 @@ def fit(model, data, *, epochs: int, callbacks: Sequence = (), best=None, precis
         The ``keras.callbacks.History`` of the fit (``history.history``: ``{name: [value per epoch]}``).
     """
     shared = [c for c in (precise_bn, validation, best) if c is not None]
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None:  # several workers: each keeps its part of every batch (shard_by_data)
+        data = shard_by_data(data, strategy)
+        if options.get("validation_data") is not None:
+            options["validation_data"] = shard_by_data(options["validation_data"], strategy)
+        _keras_multi_worker_fixes(model, strategy)
     return model.fit(data, epochs=epochs, callbacks=shared + list(callbacks), verbose=verbose, **options)
+
+
+def _keras_multi_worker_fixes(model, strategy) -> None:
+    """Two places where Keras 3 (3.15, TensorFlow backend) fails under a ``MultiWorkerMirroredStrategy``, worked
+    around for it alone (any other strategy goes through Keras unchanged):
+
+    * the first-batch build averages the ``(x, y)`` tuple with ``strategy.reduce``, which the multi-worker strategy
+      refuses (``PerReplica`` ... unsupported type): ``model`` reads the batch's local part instead (only its shapes
+      and dtypes are used);
+    * the step's logs (scalar loss and metrics) are reduced with ``axis=0`` (``Invalid reduction dimension 0 for
+      input with 0 dimensions``): a scalar is averaged over the replicas with ``axis=None``.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as keras_trainer
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    if not getattr(keras_trainer.reduce_per_replica, "_cnnrnn_multi_worker", False):
+        keras_reduce = keras_trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy, reduction):
+            if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and reduction in ("auto", "mean"):
+                return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None if v.shape.rank == 0
+                                                                       else 0), values)
+            return keras_reduce(values, strategy, reduction)
+
+        reduce_per_replica._cnnrnn_multi_worker = True
+        keras_trainer.reduce_per_replica = reduce_per_replica
+    if "_maybe_symbolic_build" in vars(model):
+        return
+
+    def local(value):
+        return strategy.experimental_local_results(value)[0] if isinstance(value, tf.distribute.DistributedValues) \
+            else value
+
+    def build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:  # the same batch as Keras' own build takes
+                data_batch = tf.nest.map_structure(local, next(it))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    object.__setattr__(model, "_maybe_symbolic_build", build)
 
 
 def __getattr__(name: str):

@@ -15,7 +15,7 @@ CORE = ("cnnrnn", "cnnrnn.audio", "cnnrnn.features", "cnnrnn.config", "cnnrnn.ar
         "cnnrnn.keras2", "cnnrnn.splits", "cnnrnn.evaluation", "cnnrnn.plots", "cnnrnn.reports", "cnnrnn.corpora",
         "cnnrnn.normalize", "cnnrnn.families", "cnnrnn.quiet", "cnnrnn.whisper_features", "cnnrnn.outputs", "cnnrnn.speech",
         "cnnrnn.workers", "cnnrnn.timeline", "cnnrnn.config_types", "cnnrnn.mel", "cnnrnn.front_ends",
-        "cnnrnn.training", "cnnrnn.export_formats", "cnnrnn.export_sidecar", "cnnrnn.explain")
+        "cnnrnn.training", "cnnrnn.export_formats", "cnnrnn.export_sidecar", "cnnrnn.explain", "cnnrnn.distribute")
 MODELS = ("cnnrnn.models",)
 # the Whisper converter lives beside the encoder it fills (issue 20) but reads and writes files: a tool
 TOOLS = ("cnnrnn.hparams", "cnnrnn.audio_tools", "cnnrnn.corpora.kemdy_labels", "cnnrnn.sample",

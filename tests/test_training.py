@@ -225,6 +225,32 @@ def test_one_device_gets_the_default_strategy():
     assert strategy.num_replicas_in_sync == 1 and strategy is tf.distribute.get_strategy()
 
 
+def test_strategy_choices_and_their_bad_input(monkeypatch):
+    import tensorflow as tf
+
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        pytest.skip("several GPUs: a MirroredStrategy")
+    assert T.get_strategy("mirrored") is tf.distribute.get_strategy()
+    with pytest.raises(ValueError, match="distribute must be one of"):
+        T.get_strategy("parameter-server")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    from cnnrnn.distribute import ClusterError
+
+    with pytest.raises(ClusterError, match="needs the cluster"):
+        T.get_strategy("multi-worker", timeout_s=5)
+    with pytest.raises(ValueError, match="> 0 seconds"):
+        T.get_strategy("multi-worker", timeout_s=0)
+
+
+def test_one_machine_data_is_not_resharded():
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.range(4)
+    assert T.shard_by_data(ds) is ds
+    x = np.zeros((4, 2), np.float32)
+    assert T.shard_by_data(x) is x
+
+
 def test_importing_the_module_imports_no_keras():
     code = "import sys, cnnrnn.training; assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -197,6 +197,8 @@ def cross_validate(
     train_copies: np.ndarray | None = None,
     on_start: Callable[[], None] | None = None,
     inputs_sha1: str | None = None,
+    distribute: str | None = None,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Train CNNRNN with k-fold cross-validation over a training set.
 
@@ -225,6 +227,11 @@ def cross_validate(
             records the run's ``config.json`` there, so a refused run leaves it as it was).
         inputs_sha1: a content fingerprint of the training data (images and labels, :func:`train` makes it);
             recorded with each fold, and a finished fold of other data is trained again, never resumed.
+        distribute: the strategy (:func:`cnnrnn.training.get_strategy`): ``None`` (this machine's devices) or
+            ``multi-worker`` (``TF_CONFIG``, :mod:`cnnrnn.distribute`): every worker runs this on the same folder;
+            the chief alone writes the checkpoints, histories, logs, fold reports and ``cv_report.json`` (the
+            others return the report without writing it).
+        timeout_s: multi-worker: seconds to wait for a lost or missing worker before failing.
 
     Returns:
         The CV report (also written to ``cv_report.json``): per-fold validation
@@ -235,6 +242,8 @@ def cross_validate(
             grouping requested without speakers, images narrower than ``cfg.crop_width``, or ``train_copies``
             missing, unexpected or of the wrong shape for ``cfg.speed_perturb``.
     """
+    import shutil
+    import tempfile
     import time
 
     out_dir = Path(out_dir)
@@ -274,16 +283,20 @@ def cross_validate(
     from ..models.cnnrnn import WHISPER_HEAD_LAYER, build_cnnrnn
     from ..training import PreciseBN
 
-    for sub in ("models", "history", "logs", "folds"):
+    from ..distribute import is_chief
+
+    chief = distribute != "multi-worker" or is_chief()  # only the chief writes
+    for sub in ("models", "history", "logs", "folds") if chief else ():
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    A.remove_temporary_files(out_dir / "models")  # left by a save that was killed (artifacts.save_model_h5)
+    if chief:
+        A.remove_temporary_files(out_dir / "models")  # left by a save that was killed (artifacts.save_model_h5)
 
     settings = _fold_settings(cfg) | ({"inputs_sha1": inputs_sha1} if inputs_sha1 else {})
     pending = [k for k in range(1, n_folds + 1) if not _fold_current(out_dir, cfg, k, settings, folds[k - 1][1])]
     started = time.perf_counter()
     if pending:
         keras.utils.set_random_seed(cfg.seed)
-        strategy = get_strategy()
+        strategy = get_strategy(distribute, timeout_s)
         with strategy.scope():
             model = build_cnnrnn(input_shape, n_classes, cfg.weights, **cfg.model_options())
             optimizer = keras.optimizers.Adam(learning_rate=cfg.learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2)
@@ -312,6 +325,7 @@ def cross_validate(
 
         bar = tqdm(total=len(pending) * cfg.epochs, desc="training", unit="epoch")
         verbose = 0
+    trained: dict[int, dict] = {}
     for k in pending:
         tr_idx, va_idx = folds[k - 1]
         fit_idx, sel_idx = (inner_split(tr_idx, y, groups, cfg.seed + k) if cfg.selection == "inner"
@@ -325,11 +339,16 @@ def cross_validate(
             var.assign(value)
         _standardize_head(full_model, model, fit_pool, fit_rows, cfg.batch_size)
         ckpt = checkpoint_path(out_dir, cfg, k)
-        best = _best_epoch(cfg, export_model, ckpt, WHISPER_HEAD_LAYER if model is not full_model else None)
+        best = _best_epoch(cfg, export_model, ckpt if chief else None,
+                           WHISPER_HEAD_LAYER if model is not full_model else None)
+        # every worker runs the same callbacks (what they read may be a collective); the others' go to a scratch folder
+        logs_dir = out_dir if chief else Path(tempfile.mkdtemp(prefix="cnnrnn-worker-"))
         callbacks = [
-            keras.callbacks.CSVLogger(str(out_dir / "history" / f"fold{k}.csv")),
-            keras.callbacks.TensorBoard(log_dir=str(out_dir / "logs" / f"fold{k}"), write_graph=False),
+            keras.callbacks.CSVLogger(str(logs_dir / "history" / f"fold{k}.csv")),
+            keras.callbacks.TensorBoard(log_dir=str(logs_dir / "logs" / f"fold{k}"), write_graph=False),
         ]
+        if not chief:
+            (logs_dir / "history").mkdir()
         if bar is not None:
             callbacks.append(_progress_callback(bar, k, n_folds))
         one_hot = n_classes if cfg.mixup > 0 else None
@@ -351,6 +370,8 @@ def cross_validate(
             validation_steps=-(-len(sel_idx) // cfg.batch_size) if validation is not None else None,
             shuffle=False,  # tf.data shuffles
         )
+        if not chief:
+            shutil.rmtree(logs_dir, ignore_errors=True)
         model.set_weights(best.best_weights)
         proba = predict_proba(model, fit_images, cfg.batch_size, cfg.crop_hop, indices=va_idx)
         metrics = classification_metrics(y[va_idx], proba.argmax(axis=1), n_classes)
@@ -364,12 +385,14 @@ def cross_validate(
             "val_ids_index": [int(i) for i in va_idx], "val_predictions": [int(i) for i in proba.argmax(axis=1)],
             **metrics,
         }
-        save_json(fold_report, out_dir / "folds" / f"fold{k}.json")
+        trained[k] = fold_report
+        if chief:
+            save_json(fold_report, out_dir / "folds" / f"fold{k}.json")
         log.info("fold %d: UA %.3f WA %.3f F1-macro %.3f", k, metrics["ua"], metrics["wa"], metrics["f1_macro"])
 
     if bar is not None:
         bar.close()
-    fold_reports = [load_json(out_dir / "folds" / f"fold{k}.json") for k in range(1, n_folds + 1)]
+    fold_reports = [trained.get(k) or load_json(out_dir / "folds" / f"fold{k}.json") for k in range(1, n_folds + 1)]
     report = {
         "labels": list(labels),
         "n_train": int(len(y)),
@@ -383,8 +406,9 @@ def cross_validate(
         "optimistic": optimistic(cfg),
         "config": cfg.__dict__,
     }
-    save_json(report, out_dir / "cv_report.json")
-    _plot_curves(out_dir, n_folds)
+    if chief:
+        save_json(report, out_dir / "cv_report.json")
+        _plot_curves(out_dir, n_folds)
     return report
 
 
@@ -430,7 +454,8 @@ def check_backbone_weights(cfg: TrainConfig) -> None:
                            f"{cfg.weights}` (nothing is downloaded)")
 
 
-def train(out: str | Path, config=None, verbose: int | str = "auto") -> dict[str, Any]:
+def train(out: str | Path, config=None, verbose: int | str = "auto", distribute: str | None = None,
+          timeout_s: float | None = None) -> dict[str, Any]:
     """Stage 4: k-fold CV on the packed train images (:func:`cross_validate`, with the speed-perturbed copies when
     ``train.speed_perturb`` is set), then ``run.json``.
 
@@ -442,6 +467,9 @@ def train(out: str | Path, config=None, verbose: int | str = "auto") -> dict[str
         out: the run folder (holding the packed arrays or ``train_final.pickle``, and ``labels.json``).
         config: a CNNRNN config (see :func:`cnnrnn.cnnrnn.config.load_config`).
         verbose: Keras ``fit`` verbosity.
+        distribute, timeout_s: see :func:`cross_validate`; with ``multi-worker`` every worker runs ``train`` on the
+            same shared folder and only the chief (:func:`cnnrnn.distribute.is_chief`) takes the folder's lock and
+            writes (``config.json``, the folds, ``cv_report.json``, ``run.json``).
 
     Returns:
         The CV report (``cv_report.json``).
@@ -461,12 +489,18 @@ def train(out: str | Path, config=None, verbose: int | str = "auto") -> dict[str
     cfg, out = load_config(config), Path(out)
     check_backbone_weights(cfg.train)
     claim_run(out, create=False)
+    if distribute == "multi-worker":
+        from ..distribute import is_chief
+
+        if not is_chief():  # the chief holds the lock and writes; the others train beside it
+            return _train(out, cfg, verbose, distribute, timeout_s, chief=False)
     with writing_stage(out, "train", [(out / "models", None), (out / "folds", None), (out / "history", None),
                                       (out, ["cv_report.json", "run.json", A.CONFIG_FILE])]):
-        return _train(out, cfg, verbose)
+        return _train(out, cfg, verbose, distribute, timeout_s)
 
 
-def _train(out: Path, cfg: CnnrnnConfig, verbose: int | str) -> dict[str, Any]:
+def _train(out: Path, cfg: CnnrnnConfig, verbose: int | str, distribute: str | None = None,
+           timeout_s: float | None = None, chief: bool = True) -> dict[str, Any]:
     from ..outputs import read_inputs, record_inputs
     from ..runs import write_manifest
     from .config import check_earlier_stages
@@ -479,7 +513,10 @@ def _train(out: Path, cfg: CnnrnnConfig, verbose: int | str) -> dict[str, Any]:
     fingerprint = training_inputs(out, table, labels, cfg)
     report = cross_validate(table["path"], np.asarray(table["emotion"]), labels, out, cfg.train,
                             groups=table.get("speaker"), verbose=verbose, train_copies=packed_copies(table, cfg.train),
-                            on_start=lambda: record_config(out, cfg), inputs_sha1=fingerprint["sha1"])
+                            on_start=(lambda: record_config(out, cfg)) if chief else None,
+                            inputs_sha1=fingerprint["sha1"], distribute=distribute, timeout_s=timeout_s)
+    if not chief:
+        return report
     record_inputs(out, "train", fingerprint)
     write_manifest(out, "cnnrnn", cfg.to_dict(), labels, split={**fold_splitter(cfg.train).spec(), "fold": None,
                                                                  "test_split": _test_split_spec(cfg)},

@@ -108,6 +108,16 @@ def add_commands(sub) -> None:
                                      f"(built-in default {T.weights})")
     p.add_argument("--by-speaker", action="store_true", default=None,
                    help="speaker-disjoint folds (sets train.fold_scheme speaker)")
+    p.add_argument("--distribute", choices=["multi-worker"],
+                   help="train on several machines (tf.distribute.MultiWorkerMirroredStrategy): every worker runs the "
+                        "same command on the same shared DIR; the cluster comes from TF_CONFIG or --workers and "
+                        "--worker-index; worker 0 (or the chief task) writes (docs/distributed.md)")
+    p.add_argument("--workers", metavar="HOST:PORT,...",
+                   help="with --distribute multi-worker: every worker's host:port, in the same order on all of them")
+    p.add_argument("--worker-index", type=int, metavar="I", help="this worker's position in --workers (0 = chief)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="with --distribute multi-worker: end with an error when a worker has not joined, or a "
+                        "collective has waited, this long (default 300)")
     _add_force(p)
     _add_config(p)
     p.set_defaults(handler=_train)
@@ -240,13 +250,28 @@ def _train(args, progress: bool) -> int:
     from ..cnnrnn.data import claim_run
     from ..cnnrnn.train import train
 
+    from ..distribute import ClusterError, apply, is_chief, resolve
+
+    if args.distribute is None and (args.workers is not None or args.worker_index is not None or args.timeout):
+        raise ClusterError("--workers, --worker-index and --timeout need --distribute multi-worker")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ClusterError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
+    chief = True
+    if args.distribute == "multi-worker":  # checked, and TF_CONFIG set, before TensorFlow starts
+        cluster = resolve(args.workers, args.worker_index)
+        if cluster is None:
+            raise ClusterError("--distribute multi-worker needs the cluster: set TF_CONFIG, or give --workers "
+                               "host:port,... and --worker-index I")
+        apply(cluster)
+        chief = is_chief(cluster)
     out = claim_run(args.out, create=False)
     cfg = _config_for(args, out, **{"train.epochs": args.epochs, "train.folds": args.folds,
                                     "train.learning_rate": args.learning_rate, "train.batch_size": args.batch_size,
                                     "train.weights": args.weights,
                                     "train.fold_scheme": "speaker" if args.by_speaker else None})
-    _earlier_stages(out, cfg, "train", args, progress)
-    report = train(out, cfg, verbose=2 if progress else 0)
+    if chief or not args.force:  # a --force rerun of earlier stages is the chief's
+        _earlier_stages(out, cfg, "train", args, progress)
+    report = train(out, cfg, verbose=2 if progress else 0, distribute=args.distribute, timeout_s=args.timeout)
     _print({"mean": report["mean"], "folds": [{k: f[k] for k in ("fold", "ua", "wa", "f1_macro", "checkpoint")}
                                               for f in report["folds"]], "report": str(out / "cv_report.json")})
     if report["optimistic"]:
