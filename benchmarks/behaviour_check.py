@@ -35,6 +35,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "behaviour.json"
+#: The scratch folder of the three sides and the worktrees (git-ignored, under the default output root).
+WORK = ROOT / "artifacts" / "behaviour"
 #: The last commit before issue 22's refactoring began (README's layout, before the modules were split).
 DEFAULT_OLD = "f4ec8c4"
 EXACT = 1e-6
@@ -288,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new", default=None,
                     help="git commit of the new code (default: the working tree as it is; a commit is checked out in "
                          "a worktree, so that edits in progress play no part)")
-    ap.add_argument("--work", default="/tmp/cnnrnn_behaviour", help="scratch folder (default: %(default)s)")
+    ap.add_argument("--work", default=str(WORK.relative_to(ROOT)),
+                    help="scratch folder, relative to the repository unless absolute (default: %(default)s)")
     ap.add_argument("--only", default="", help="comma-separated step names (default: every step)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per command")
     ap.add_argument("--slack", type=float, default=3.0,
@@ -296,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sides", default="old,new,new2",
                     help="which sides to run before comparing (the others are read from --work as they are)")
     args = ap.parse_args(argv)
-    work = Path(args.work)
+    work = ROOT / args.work  # an absolute --work stays as it is
     work.mkdir(parents=True, exist_ok=True)
     old_tree = work / "old_tree"
     new_tree = ROOT if args.new is None else work / "new_tree"
