@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ran", sorted(wanted), "- the comparison needs all three sides in", work)
         return 0
     roots = sorted([str(work / n / "out") for n in ("old", "new", "new2")] + [str(work / n) for n in
-                   ("old", "new", "new2")] + [str(old_tree), str(new_tree), str(ROOT), str(work)], key=len,
+                   ("old", "new", "new2")] + [str(old_tree), str(work / "new_tree"), str(ROOT), str(work)], key=len,
                    reverse=True)
     old_new = compare_sides(work, "old", "new", roots)
     variation = compare_sides(work, "new2", "new", roots)
