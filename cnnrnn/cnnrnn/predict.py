@@ -24,7 +24,7 @@ from ..audio import AUDIO_EXTENSIONS
 from ..features import SpectrogramConfig
 from ..outputs import claim_predictions
 from ..runs import find_run
-from .config import load_config
+from .config import CnnrnnConfig, load_config
 
 log = logging.getLogger("cnnrnn.cnnrnn.predict")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -443,15 +443,7 @@ def predict(
     if specshow_default:  # trained on the original's images
         spec_cfg = replace(spec_cfg, render="specshow")
     models = [with_input_scale(m, PIXEL_RANGES[pixel_range or "0-255"]) for m in models]
-    size = tuple(shape[:2])
-    if run_cfg.train.crop_width and shape[1] == run_cfg.train.crop_width:  # whole images, cut into segments
-        size = (shape[0], spec_cfg.image_size[1])
-    stats = None
-    norm_file = None if run_dir is None else run_dir / A.SPECTROGRAM_DIR / "normalization.json"
-    if spec_cfg.uses_stats and norm_file is not None and norm_file.is_file():
-        from ..normalize import NormStats
-
-        stats = NormStats.from_dict(A.load_json(norm_file))
+    size, stats = run_image_input(run_dir, run_cfg, spec_cfg, shape)
     inputs = collect_inputs(source, size, spec_cfg, resize=resize, progress=progress, speaker=speaker,
                             stats=stats, images=images)
     if inputs.true_names is not None and any(t is not None for t in inputs.true_names):
@@ -478,6 +470,26 @@ def predict(
                           extra={"models": [str(p) for p in model_paths], "source": str(source)},
                           title="UA {ua:.1%}  WA {wa:.1%}  " + f"({len(models)} model(s))")
     return {**result, "skipped": inputs.skipped, "notes": notes + inputs.notes}
+
+
+def run_image_input(run_dir: Path | None, run_cfg: CnnrnnConfig, spec_cfg: SpectrogramConfig,
+                    shape: tuple[int, int, int]):
+    """``(size, stats)``: the ``(height, width)`` image a run's models are given for one clip, and the run's
+    normalisation statistics (:class:`cnnrnn.normalize.NormStats`, from ``spectrograms/normalization.json``) or
+    ``None`` when its spectrograms use none or the file is absent.
+
+    ``shape`` is the models' ``(H, W, C)`` input; a model trained on time crops (``train.crop_width`` = ``W``)
+    is given the whole clip's image (``spec_cfg.image_size``'s width), cut into segments when predicted.
+    """
+    size = tuple(shape[:2])
+    if run_cfg.train.crop_width and shape[1] == run_cfg.train.crop_width:  # whole images, cut into segments
+        size = (shape[0], spec_cfg.image_size[1])
+    norm_file = None if run_dir is None else run_dir / A.SPECTROGRAM_DIR / "normalization.json"
+    if not (spec_cfg.uses_stats and norm_file is not None and norm_file.is_file()):
+        return size, None
+    from ..normalize import NormStats
+
+    return size, NormStats.from_dict(A.load_json(norm_file))
 
 
 def checkpoints_in(paths: Sequence[str | Path]) -> list[Path]:

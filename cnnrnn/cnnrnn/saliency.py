@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import artifacts as A
 from .config import load_config
-from .predict import checkpoints_in, collect_inputs, find_run_dir, grayscale, image_input
+from .predict import checkpoints_in, collect_inputs, find_run_dir, grayscale, image_input, run_image_input
 
 
 def explain(models: Sequence[str | Path], audio: str | Path, manifest=None, *, method: str | None = None,
@@ -64,15 +64,7 @@ def explain(models: Sequence[str | Path], audio: str | Path, manifest=None, *, m
     keras_models, shape, labels = A.load_checkpoints(files, labels, trust_code=trust_code)
     shape = image_input(shape, files[0])
     method = method or choose_method(keras_models[0])
-    size = tuple(shape[:2])
-    if run_cfg.train.crop_width and shape[1] == run_cfg.train.crop_width:  # whole images, cut into segments
-        size = (shape[0], spec.image_size[1])
-    stats = None
-    norm_file = None if run_dir is None else run_dir / A.SPECTROGRAM_DIR / "normalization.json"
-    if spec.uses_stats and norm_file is not None and norm_file.is_file():
-        from ..normalize import NormStats
-
-        stats = NormStats.from_dict(A.load_json(norm_file))
+    size, stats = run_image_input(run_dir, run_cfg, spec, shape)
     y = load_clip(audio, spec)
     if len(y) > spec.n_samples:
         starts, cuts = windows(y, spec.sr, spec.duration, spec.duration / 2)
