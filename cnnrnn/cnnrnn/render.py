@@ -523,6 +523,27 @@ def _audio_sources(items: Sequence[tuple]) -> dict[str, str | None]:
     return dict(zip([item[0] for item in items], audio_digests([item[1] for item in items])))
 
 
+def remove_stale_images(png_dir: Path, current: dict[str, str | None], known: dict,
+                        everything: bool = False) -> list[str]:
+    """Remove the PNG of every id of ``current`` whose audio fingerprint differs from the one ``known`` records
+    (or is unknown, ``None``), or of every id with ``everything``; return the ids whose PNG was removed.
+
+    ``current`` and ``known`` map an utterance id to its audio's content fingerprint
+    (:func:`cnnrnn.outputs.file_digest`). An id that is not a safe file name has no PNG and is passed over."""
+    stale = []
+    for uid, sha in current.items():
+        if not everything and sha is not None and known.get(uid) == sha:
+            continue
+        try:
+            png = id_path(png_dir, uid, ".png")
+        except CorpusError:
+            continue
+        if png.is_file():
+            png.unlink()
+            stale.append(uid)
+    return stale
+
+
 def _forget_stale_images(png_dir: Path, current: dict[str, str | None]) -> None:
     """Remove the PNGs not made from the audio their id names now, and record ``current``.
 
@@ -536,17 +557,7 @@ def _forget_stale_images(png_dir: Path, current: dict[str, str | None]) -> None:
     except ValueError:
         known = {}
     known = known if isinstance(known, dict) else {}
-    stale = []
-    for uid, sha in current.items():
-        if known.get(uid) == sha and sha is not None:
-            continue
-        try:
-            png = id_path(png_dir, uid, ".png")
-        except CorpusError:
-            continue
-        if png.is_file():
-            png.unlink()
-            stale.append(uid)
+    stale = remove_stale_images(png_dir, current, known)
     if stale:
         log.warning("spectrograms: %d image(s) in %s were not made from the audio their id names now (other audio, "
                     "or made before audio fingerprints were recorded): rendering them again, e.g. %s", len(stale),

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 from .. import artifacts as A
 from .config import CnnrnnConfig, load_config
 from .render import (NORM_FILE, SPEC_FILE, _audio_sources, _make_stats, _png_settings, _spectrograms, _stage_items,
-                     check_no_shard_running, extract_spectrograms)
+                     check_no_shard_running, extract_spectrograms, remove_stale_images)
 from .run_folder import SOURCES_FILE, claim_run
 
 log = logging.getLogger("cnnrnn.cnnrnn.data")
@@ -267,19 +267,7 @@ def render_shard(out: str | Path, k: int, n: int, config=None, progress: bool = 
 
 def _remove_stale(png_dir: Path, current: dict[str, str | None], known: dict, everything: bool) -> int:
     """Remove the shard's PNGs not made from their id's audio now (or all of them, ``everything``); count them."""
-    from ..corpora.base import CorpusError, id_path
-
-    removed = 0
-    for uid, sha in current.items():
-        if not everything and sha is not None and known.get(uid) == sha:
-            continue
-        try:
-            png = id_path(png_dir, uid, ".png")
-        except CorpusError:
-            continue
-        if png.is_file():
-            png.unlink()
-            removed += 1
+    removed = len(remove_stale_images(png_dir, current, known, everything))
     if removed:
         log.warning("spectrograms: %d image(s) in %s were made from other audio or settings: rendering them again",
                     removed, png_dir)
