@@ -149,3 +149,19 @@ def run_notebook(path: Path, env: dict[str, str], timeout: int = 600):
 def notebook_outputs(nb) -> list:
     """Every output of every code cell of an executed notebook."""
     return [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure :mod:`cnnrnn.plots` saves, kept for inspection (and still written)."""
+    from cnnrnn import plots
+
+    kept = []
+    save = plots._save
+
+    def keep(fig, path):
+        kept.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return kept

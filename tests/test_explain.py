@@ -208,19 +208,6 @@ def test_plot_saliency_rejects_a_negative_map(tmp_path):
         plots.plot_saliency(np.zeros((4, 5)), -np.ones((4, 5)), tmp_path / "x.png", sr=16000, hop_length=160)
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    kept = []
-    save = plots._save
-
-    def keep(fig, path):
-        kept.append(fig)
-        return save(fig, path)
-
-    monkeypatch.setattr(plots, "_save", keep)
-    return kept
-
-
 def test_cli_explain_refuses_a_family_without_an_explain_hook_before_predicting(runs, real_wav, tmp_path, caplog,
                                                                                 monkeypatch):
     import cnnrnn.predict as facade

@@ -20,20 +20,6 @@ from cnnrnn.features import LogMelConfig, log_mel, read_png
 LABELS = ["angry", "happy", "sad"]
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """Every figure :mod:`cnnrnn.plots` saves, kept for inspection (and still written)."""
-    kept = []
-    save = plots._save
-
-    def keep(fig, path):
-        kept.append(fig)
-        return save(fig, path)
-
-    monkeypatch.setattr(plots, "_save", keep)
-    return kept
-
-
 def _texts(ax) -> list[str]:
     return [t.get_text() for t in ax.get_yticklabels()]
 
