@@ -184,31 +184,62 @@ def fit(model, data, *, epochs: int, callbacks: Sequence = (), best=None, precis
         The ``keras.callbacks.History`` of the fit (``history.history``: ``{name: [value per epoch]}``).
     """
     shared = [c for c in (precise_bn, validation, best) if c is not None]
-    strategy = getattr(model, "distribute_strategy", None)
-    if strategy is not None:  # several workers: each keeps its part of every batch (shard_by_data)
-        data = shard_by_data(data, strategy)
+    strategy = getattr(model, "_distribute_strategy", None)  # None: no strategy scope (one device)
+    if strategy is not None:
+        data = shard_by_data(data, strategy)  # several workers: each keeps its part of every batch
         if options.get("validation_data") is not None:
             options["validation_data"] = shard_by_data(options["validation_data"], strategy)
-        _keras_multi_worker_fixes(model, strategy)
-    return model.fit(data, epochs=epochs, callbacks=shared + list(callbacks), verbose=verbose, **options)
+        _keras_distributed_fixes(model, strategy, data)
+    try:
+        return model.fit(data, epochs=epochs, callbacks=shared + list(callbacks), verbose=verbose, **options)
+    except Exception as exc:
+        lost = _lost_worker(exc, strategy)
+        if lost is None:
+            raise
+        raise lost from None
 
 
-def _keras_multi_worker_fixes(model, strategy) -> None:
-    """Two places where Keras 3 (3.15, TensorFlow backend) fails under a ``MultiWorkerMirroredStrategy``, worked
-    around for it alone (any other strategy goes through Keras unchanged):
+def _lost_worker(exc: Exception, strategy):
+    """A one-line :class:`cnnrnn.distribute.ClusterError` for ``exc`` when it is a multi-worker collective that
+    failed because a worker died, stopped answering or timed out (TensorFlow's ``UnavailableError``,
+    ``DeadlineExceededError``, ``CancelledError``, ``AbortedError``), else ``None``."""
+    import tensorflow as tf
 
-    * the first-batch build averages the ``(x, y)`` tuple with ``strategy.reduce``, which the multi-worker strategy
-      refuses (``PerReplica`` ... unsupported type): ``model`` reads the batch's local part instead (only its shapes
-      and dtypes are used);
-    * the step's logs (scalar loss and metrics) are reduced with ``axis=0`` (``Invalid reduction dimension 0 for
-      input with 0 dimensions``): a scalar is averaged over the replicas with ``axis=None``.
+    from . import distribute as D
+
+    lost = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+            tf.errors.AbortedError)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or not isinstance(exc, lost):
+        return None
+    text = str(getattr(exc, "message", exc))
+    reason = text.split("aborted by:", 1)[-1].strip().splitlines()[0].strip() if text.strip() else ""
+    if isinstance(exc, tf.errors.DeadlineExceededError):
+        reason = "a collective waited longer than the timeout (--timeout): " + reason
+    return D.ClusterError(f"multi-worker training: a worker was lost ({reason[:300]}); this worker stopped too. "
+                          "Restart every worker with the same command: finished folds are kept")
+
+
+def _keras_distributed_fixes(model, strategy, data) -> None:
+    """Where Keras 3 (3.15, TensorFlow backend) under a distribution strategy differs from one device or fails,
+    worked around (a fit without a strategy goes through Keras unchanged):
+
+    * before training, Keras builds the model's metrics from a batch of a throwaway iterator of the training data.
+      A pipeline whose shuffle reshuffles every pass draws its seeds from one generator shared by its iterators, and
+      the throwaway iterator's prefetch may start the next pass (and draw a seed) before the training iterator
+      starts, so the order the model is trained on differed between runs: one multi-worker fold in four, in the
+      test against a two-replica mirrored run. For a ``tf.data.Dataset`` the model is built from the pipeline's
+      element spec instead (only shapes and dtypes are used; no iterator is made), so the first iterator, as on
+      one device, is the training one. Under a ``MultiWorkerMirroredStrategy`` that build also read the batch with
+      ``strategy.reduce``, which the strategy refuses (``PerReplica`` ... unsupported type): an array input's batch
+      is read from the local part instead;
+    * multi-worker only: the step's logs (scalar loss and metrics) are reduced with ``axis=0`` (``Invalid reduction
+      dimension 0 for input with 0 dimensions``): a scalar is averaged over the replicas with ``axis=None``.
     """
     import tensorflow as tf
     from keras.src.backend.tensorflow import trainer as keras_trainer
 
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    if not getattr(keras_trainer.reduce_per_replica, "_cnnrnn_multi_worker", False):
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if multi_worker and not getattr(keras_trainer.reduce_per_replica, "_cnnrnn_multi_worker", False):
         keras_reduce = keras_trainer.reduce_per_replica
 
         def reduce_per_replica(values, strategy, reduction):
@@ -219,7 +250,9 @@ def _keras_multi_worker_fixes(model, strategy) -> None:
 
         reduce_per_replica._cnnrnn_multi_worker = True
         keras_trainer.reduce_per_replica = reduce_per_replica
-    if "_maybe_symbolic_build" in vars(model):
+    spec = data.element_spec if isinstance(data, tf.data.Dataset) else None
+    if spec is None and not multi_worker:
+        vars(model).pop("_maybe_symbolic_build", None)  # an array input: Keras' own build
         return
 
     def local(value):
@@ -227,7 +260,9 @@ def _keras_multi_worker_fixes(model, strategy) -> None:
             else value
 
     def build(iterator=None, data_batch=None):
-        if iterator is not None:
+        if spec is not None:
+            data_batch = spec  # TensorSpecs: their shapes and dtypes are all the build reads
+        elif iterator is not None:
             for _, _, it in iterator:  # the same batch as Keras' own build takes
                 data_batch = tf.nest.map_structure(local, next(it))
                 break

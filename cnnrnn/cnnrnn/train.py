@@ -361,17 +361,19 @@ def cross_validate(
         else:
             validation = (image_dataset(fit_images, y, sel_idx, cfg.batch_size, n_classes=one_hot, repeat=True)
                           if len(sel_idx) else None)
-        fit(  # repeated datasets and one pass as an epoch: one iterator each for all epochs
-            model,
-            image_dataset(fit_pool, y_pool, fit_rows, cfg.batch_size, shuffle=True, seed=cfg.seed + k,
-                          n_classes=one_hot, crop_width=cfg.crop_width, mixup=cfg.mixup, repeat=True),
-            epochs=cfg.epochs, callbacks=callbacks, best=best, precise_bn=precise, validation=pooled,
-            verbose=verbose, steps_per_epoch=-(-len(fit_rows) // cfg.batch_size), validation_data=validation,
-            validation_steps=-(-len(sel_idx) // cfg.batch_size) if validation is not None else None,
-            shuffle=False,  # tf.data shuffles
-        )
-        if not chief:
-            shutil.rmtree(logs_dir, ignore_errors=True)
+        try:
+            fit(  # repeated datasets and one pass as an epoch: one iterator each for all epochs
+                model,
+                image_dataset(fit_pool, y_pool, fit_rows, cfg.batch_size, shuffle=True, seed=cfg.seed + k,
+                              n_classes=one_hot, crop_width=cfg.crop_width, mixup=cfg.mixup, repeat=True),
+                epochs=cfg.epochs, callbacks=callbacks, best=best, precise_bn=precise, validation=pooled,
+                verbose=verbose, steps_per_epoch=-(-len(fit_rows) // cfg.batch_size), validation_data=validation,
+                validation_steps=-(-len(sel_idx) // cfg.batch_size) if validation is not None else None,
+                shuffle=False,  # tf.data shuffles
+            )
+        finally:  # a non-chief's scratch folder goes, whether the fold ends or fails
+            if not chief:
+                shutil.rmtree(logs_dir, ignore_errors=True)
         model.set_weights(best.best_weights)
         proba = predict_proba(model, fit_images, cfg.batch_size, cfg.crop_hop, indices=va_idx)
         metrics = classification_metrics(y[va_idx], proba.argmax(axis=1), n_classes)
