@@ -164,18 +164,35 @@ def packed(tmp_path_factory, sample_dir):
 
 @pytest.fixture(scope="module")
 def trained(packed, tmp_path_factory):
-    """Two workers and a two-replica mirrored run, side by side: ``{"multi": folder, "mirrored": folder, ...}``."""
+    """Two workers and a two-replica mirrored run, side by side; worker 1 is killed when fold 2 starts (fold 1 is
+    trained and saved), then the same command is restarted on both workers, which finish the run.
+
+    Returns ``{"multi": folder, "mirrored": folder, "killed": (returncode, stderr, seconds from the kill to the
+    chief's end), "fold1_mtime": fold1.json's mtime before the restart, "results": [(rc, stdout, stderr)] of the
+    restarted workers (1, 0)}``."""
     root = tmp_path_factory.mktemp("trained")
     multi, mirrored = root / "multi", root / "mirrored"
     shutil.copytree(packed, multi)
     shutil.copytree(packed, mirrored)
+    reference = start(["-c", MIRRORED, str(mirrored)])
     workers = free_ports(2)
-    started = time.perf_counter()
-    procs = [worker(multi, workers, 1), worker(multi, workers, 0), start(["-c", MIRRORED, str(mirrored)])]
-    results = [finish(p) for p in procs]
-    for rc, out, err in results:
+    other, chief = worker(multi, workers, 1, timeout=20), worker(multi, workers, 0, timeout=20)
+    deadline = time.perf_counter() + 180
+    while not (multi / "history" / "fold2.csv").exists():  # fold 1 is trained and saved, fold 2 is training
+        assert time.perf_counter() < deadline and chief.poll() is None, "fold 2 never started: " + str(chief.poll())
+        time.sleep(0.05)
+    other.send_signal(signal.SIGKILL)
+    killed = time.perf_counter()
+    rc, _, err = finish(chief)
+    killed = (rc, err, time.perf_counter() - killed)
+    other.communicate()
+    fold1_mtime = (multi / "folds" / "fold1.json").stat().st_mtime_ns
+    workers = free_ports(2)  # the same command again, on every worker
+    results = [finish(p) for p in (worker(multi, workers, 1), worker(multi, workers, 0))] + [finish(reference)]
+    for rc, _, err in results:
         assert rc == 0, err[-3000:]
-    return {"multi": multi, "mirrored": mirrored, "results": results, "seconds": time.perf_counter() - started}
+    return {"multi": multi, "mirrored": mirrored, "killed": killed, "fold1_mtime": fold1_mtime,
+            "results": results[:2]}
 
 
 def h5_arrays(path):
@@ -200,6 +217,7 @@ def weight_differences(trained):
 
 
 def test_two_workers_equal_two_mirrored_replicas(trained):
+    """Fold 1 trained before the kill, fold 2 after the restart: both equal the mirrored run's."""
     assert max(weight_differences(trained)) <= TOLERANCE
     multi = json.loads((trained["multi"] / "cv_report.json").read_text())
     mirrored = json.loads((trained["mirrored"] / "cv_report.json").read_text())
@@ -217,6 +235,21 @@ def test_only_the_chief_writes(trained):
     assert json.loads(chief_out)["mean"] == json.loads(other_out)["mean"]
 
 
+def test_a_worker_killed_while_training_ends_the_other_with_a_clear_error(trained):
+    rc, err, seconds = trained["killed"]
+    assert seconds < 20 + 30  # TensorFlow's heartbeat, or the collective's timeout (20 s)
+    assert rc == 2 and "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("ERROR cnnrnn:")]
+    assert len(lines) == 1 and "multi-worker training: a worker was lost (" in lines[0], err[-3000:]
+    assert "Restart every worker with the same command" in lines[0]
+
+
+def test_a_restart_resumes(trained):
+    multi = trained["multi"]
+    assert (multi / "folds" / "fold1.json").stat().st_mtime_ns == trained["fold1_mtime"]  # fold 1 kept
+    assert [f["fold"] for f in json.loads((multi / "cv_report.json").read_text())["folds"]] == [1, 2]
+
+
 def test_a_worker_that_never_joins_ends_the_other_with_a_clear_error(packed, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(packed, out)
@@ -227,32 +260,3 @@ def test_a_worker_that_never_joins_ends_the_other_with_a_clear_error(packed, tmp
     assert "timed out after 2 s waiting for all 2 workers of the cluster to join" in err
     assert seconds < 2 + 20  # the timeout counts from the strategy's start, after the imports
     assert not (out / "cv_report.json").exists()
-
-
-def test_a_worker_killed_while_training_ends_the_other_and_a_restart_resumes(packed, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(packed, out)
-    workers = free_ports(2)
-    other, chief = worker(out, workers, 1, timeout=20), worker(out, workers, 0, timeout=20)
-    deadline = time.perf_counter() + 120
-    while not (out / "history" / "fold2.csv").exists():  # fold 1 is trained and saved, fold 2 is training
-        assert time.perf_counter() < deadline and chief.poll() is None, "fold 2 never started"
-        time.sleep(0.05)
-    other.send_signal(signal.SIGKILL)
-    killed = time.perf_counter()
-    rc, _, err = finish(chief, timeout=120)
-    other.communicate()
-    assert time.perf_counter() - killed < 20 + 30  # TensorFlow's heartbeat or the collective's timeout
-    assert rc == 2 and "Traceback" not in err, err[-3000:]
-    lines = [line for line in err.splitlines() if line.startswith("ERROR cnnrnn:")]
-    assert len(lines) == 1 and "multi-worker training: a worker was lost (" in lines[0], err[-3000:]
-    assert "Restart every worker with the same command" in lines[0]
-    assert (out / "folds" / "fold1.json").is_file() and not (out / "cv_report.json").exists()
-    assert not list(out.rglob("*.tmp*"))
-    fold1 = (out / "folds" / "fold1.json").stat().st_mtime_ns
-    workers = free_ports(2)  # the same command again: fold 1 is kept, fold 2 trained, the report written
-    for rc, _, err in [finish(p) for p in (worker(out, workers, 1), worker(out, workers, 0))]:
-        assert rc == 0, err[-3000:]
-    assert (out / "folds" / "fold1.json").stat().st_mtime_ns == fold1
-    report = json.loads((out / "cv_report.json").read_text())
-    assert [f["fold"] for f in report["folds"]] == [1, 2]

@@ -318,6 +318,10 @@ def cross_validate(
                 optimizer.build(model.trainable_variables)
         initial_weights = model.get_weights()
         initial_optimizer = [v.numpy() for v in optimizer.variables]
+        # and the random state of dropout (a layer's seed generator), which the weights leave out: each fold then
+        # trains as it would first, so a resumed run's folds equal an uninterrupted run's
+        weights = {id(v) for v in model.weights}
+        initial_seeds = [(v, v.numpy()) for v in model.variables if id(v) not in weights]
 
     bar = None
     if verbose == 2 and pending:  # one bar over every fold's epochs, with the time left, instead of Keras' lines
@@ -335,7 +339,7 @@ def cross_validate(
                  len(tr_idx), len(fit_idx), len(fit_rows) - len(fit_idx), len(sel_idx), len(va_idx))
         fold_start = time.perf_counter()
         model.set_weights(initial_weights)
-        for var, value in zip(optimizer.variables, initial_optimizer):
+        for var, value in [*zip(optimizer.variables, initial_optimizer), *initial_seeds]:
             var.assign(value)
         _standardize_head(full_model, model, fit_pool, fit_rows, cfg.batch_size)
         ckpt = checkpoint_path(out_dir, cfg, k)
