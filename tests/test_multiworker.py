@@ -123,6 +123,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from cnnrnn import cli
+from cnnrnn.training import get_strategy
+assert get_strategy().num_replicas_in_sync == 2  # MirroredStrategy over the two logical CPUs
 sys.exit(cli.main(["-q", "train", "--out", sys.argv[1], "--config", "tiny"]))
 """
 

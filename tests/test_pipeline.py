@@ -3,8 +3,6 @@ backbone), and once with the original's ResNet50 (preset tiny_resnet50, :func:`t
 the family's one faithful end-to-end run; :func:`test_backbone_weights_offline` is its one ResNet50 build-and-load
 test)."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -243,30 +241,6 @@ def test_backbone_weights_offline(tmp_path, monkeypatch):
     backbone = model.get_layer("resnet50")
     for a, b in zip(backbone.get_weights()[:5], donor.get_weights()[:5]):
         np.testing.assert_array_equal(a, b)
-
-
-DISTRIBUTED = r"""
-import sys, json
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from cnnrnn.artifacts import load_image_table
-from cnnrnn.cnnrnn.config import load_config
-from cnnrnn.cnnrnn.train import cross_validate, get_strategy
-assert get_strategy().num_replicas_in_sync == 2
-table = load_image_table(sys.argv[1])
-cfg = load_config("tiny").train
-report = cross_validate(table["path"], table["emotion"], [str(i) for i in range(7)], sys.argv[2], cfg, verbose=0)
-print(json.dumps({"replicas": get_strategy().num_replicas_in_sync, "folds": len(report["folds"])}))
-"""
-
-
-def test_mirrored_strategy_on_two_logical_cpus(run_dir, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", DISTRIBUTED, str(run_dir / "train_final.pickle"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"replicas": 2, "folds": 2}
-    assert (tmp_path / "models" / "CNN_RNN_fold2_epoch1_e4.h5").is_file()
 
 
 def test_gallery_png_per_emotion(run_dir, tmp_path):
