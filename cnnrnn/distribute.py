@@ -6,19 +6,28 @@
 * :func:`resolve`: the flags, else ``TF_CONFIG``, else ``None`` (one machine), checked before any work;
 * :func:`apply`: ``os.environ["TF_CONFIG"]`` set from a :class:`Cluster`, before TensorFlow starts its runtime;
 * :class:`Watchdog`: ends the process with a clear message when the workers have not all joined within a timeout
-  (TensorFlow's collective timeout covers a worker lost later, not the first rendezvous).
+  (TensorFlow's collective timeout covers a worker lost later, not the first rendezvous);
+* :func:`add_arguments` and :func:`cluster_from_args`: the four command-line flags (``--distribute``, ``--workers``,
+  ``--worker-index``, ``--timeout``) of every family's train command, and their checks;
+* what a family's training step needs to run on every worker while the chief alone writes: :func:`worker_is_chief`
+  and :func:`in_scratch` (a non-chief's run in a scratch folder, removed after); what needs TensorFlow
+  (:func:`cnnrnn.training.predict_here`, :func:`cnnrnn.training.barrier`) is in :mod:`cnnrnn.training`.
 
-Pure Python: TensorFlow is not imported here. Every bad setting raises :class:`ClusterError` (a ``ValueError``, which
-the command line prints as one line) before any work.
+Pure Python: TensorFlow is not imported here. Every bad setting raises :class:`ClusterError` (a ``ValueError``, which the command line prints as
+one line) before any work.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
 
 #: The task types a process of the cluster may have: ``worker`` (index 0 is the chief) or a separate ``chief``.
 TASK_TYPES = ("worker", "chief")
@@ -260,3 +269,92 @@ class Watchdog:
             except OSError:
                 pass
             self._child.wait()
+
+
+# --------------------------------------------------------------------------- command-line flags
+#: The values of ``--distribute``.
+DISTRIBUTE_CHOICES = ("multi-worker",)
+
+
+def add_arguments(parser) -> None:
+    """Add ``--distribute multi-worker``, ``--workers HOST:PORT,...``, ``--worker-index I`` and ``--timeout SECONDS``
+    to an ``argparse`` parser (a family's train command); :func:`cluster_from_args` checks them."""
+    parser.add_argument("--distribute", choices=list(DISTRIBUTE_CHOICES),
+                        help="train on several machines (tf.distribute.MultiWorkerMirroredStrategy): every worker runs "
+                             "the same command with the same output folder on shared storage; the cluster comes from "
+                             "TF_CONFIG or --workers and --worker-index; worker 0 (or the chief task) alone writes "
+                             "(docs/distributed.md)")
+    parser.add_argument("--workers", metavar="HOST:PORT,...",
+                        help="with --distribute multi-worker: every worker's host:port, in the same order on all of "
+                             "them")
+    parser.add_argument("--worker-index", type=int, metavar="I",
+                        help="this worker's position in --workers (0 = chief)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="with --distribute multi-worker: end with an error when a worker has not joined, or a "
+                             f"collective has waited, this long (default {DEFAULT_TIMEOUT_S:g})")
+
+
+def cluster_from_args(args) -> Cluster | None:
+    """The cluster of the flags of :func:`add_arguments` (``args.distribute``, ``args.workers``,
+    ``args.worker_index``, ``args.timeout``), checked, and ``TF_CONFIG`` set from it (:func:`apply`) before
+    TensorFlow starts; ``None`` without ``--distribute`` (one machine).
+
+    Raises:
+        ClusterError: ``--workers``, ``--worker-index`` or ``--timeout`` without ``--distribute multi-worker``;
+            ``--timeout <= 0``; ``--distribute multi-worker`` without a cluster (no flags, no ``TF_CONFIG``); or a
+            bad cluster (:func:`resolve`).
+    """
+    if args.distribute is None and (args.workers is not None or args.worker_index is not None or args.timeout):
+        raise ClusterError("--workers, --worker-index and --timeout need --distribute multi-worker")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ClusterError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
+    if args.distribute != "multi-worker":
+        return None
+    cluster = resolve(args.workers, args.worker_index)
+    if cluster is None:
+        raise ClusterError("--distribute multi-worker needs the cluster: set TF_CONFIG, or give --workers "
+                           "host:port,... and --worker-index I")
+    apply(cluster)
+    return cluster
+
+
+# --------------------------------------------------------------------------- a family's step on every worker
+T = TypeVar("T")
+
+
+def worker_is_chief(distribute: str | None) -> bool:
+    """Whether this process writes a training step's files: always on one machine (``distribute`` not
+    ``multi-worker``), else :func:`is_chief` of ``TF_CONFIG``.
+
+    Raises:
+        ClusterError: ``multi-worker`` and ``TF_CONFIG`` is set but bad.
+    """
+    return distribute != "multi-worker" or is_chief()
+
+
+def relocate(value: Any, old: str | Path, new: str | Path) -> Any:
+    """``value`` (nested dicts, lists and tuples) with every string that is the path ``old``, or a path under it,
+    moved to ``new`` (e.g. a non-chief's report, made in a scratch folder, naming the run folder's files)."""
+    old, new = str(old), str(new)
+    if isinstance(value, str):
+        if value == old:
+            return new
+        return new + value[len(old):] if value.startswith(old + os.sep) else value
+    if isinstance(value, dict):
+        return {k: relocate(v, old, new) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(relocate(v, old, new) for v in value)
+    return value
+
+
+def in_scratch(run_dir: str | Path, work: Callable[[Path], T]) -> T:
+    """``work(folder)`` for a worker that must not write ``run_dir``: ``folder`` is a new ``<scratch>/<run_dir
+    name>`` in a temporary folder (created empty), which is removed afterwards, whatever happens; the result is
+    moved from ``folder`` to ``run_dir`` (:func:`relocate`), so that it names the files the chief writes."""
+    scratch = Path(tempfile.mkdtemp(prefix="cnnrnn-worker-"))
+    try:
+        folder = scratch / (Path(run_dir).name or "run")
+        folder.mkdir()
+        return relocate(work(folder), folder, run_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

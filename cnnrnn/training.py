@@ -1,7 +1,8 @@
 """The one Keras training loop every family fits with: the distribution strategy, the fit and its shared callbacks.
 
 * :func:`get_strategy`: the ``tf.distribute`` strategy a model is built and compiled under (one machine, or several
-  workers: :mod:`cnnrnn.distribute`), and :func:`shard_by_data`, a pipeline sharded by worker;
+  workers: :mod:`cnnrnn.distribute`), :func:`shard_by_data`, a pipeline sharded by worker, :func:`predict_here`, a
+  prediction no strategy splits between workers, and :func:`barrier`, where every worker waits for the others;
 * :func:`fit`: ``model.fit`` with the shared callbacks in their order (PreciseBN, validation scores, best epoch,
   then the family's own), returning the Keras ``History``;
 * :class:`BestEpoch`: the best-epoch selection, a callback that keeps the weights of the epoch of best monitored
@@ -118,6 +119,51 @@ def shard_by_data(dataset, strategy=None):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def predict_here(model, data, batch_size: int = 32) -> np.ndarray:
+    """``model(x, training=False)`` for every batch of ``data`` on this process alone, stacked: ``(N, ...)
+    float32``. Under a ``MultiWorkerMirroredStrategy`` Keras' ``predict`` would split the batches between the
+    workers; every worker here predicts them all (each then writes, or returns, the whole report).
+
+    Args:
+        model: a Keras model (built under any strategy).
+        data: an ``(N, ...)`` array, cut into ``batch_size`` rows, or an iterable of batches (a batched
+            ``tf.data.Dataset``); a batch that is a tuple is taken as ``(x, ...)``, its first item predicted.
+        batch_size: rows per batch of an array (>= 1).
+
+    Returns:
+        The outputs of every batch, in order; ``(0, ...)`` when there is no batch.
+    """
+    if isinstance(data, np.ndarray):
+        step = max(1, int(batch_size))
+        batches = (data[i:i + step] for i in range(0, len(data), step))
+    else:
+        batches = (b[0] if isinstance(b, tuple) else b for b in data)
+    out = [np.asarray(model(x, training=False), np.float32) for x in batches]
+    if not out:
+        return np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)
+    return np.concatenate(out)
+
+
+def barrier(strategy) -> None:
+    """Wait until every worker of ``strategy`` (a ``tf.distribute`` strategy) has reached this point: one
+    all-reduce, bounded by the strategy's collective timeout (:func:`get_strategy`). Called by every worker at the
+    end of a step, after the chief has written (and released its lock), so that no worker starts the next step,
+    which may read those files, before they exist.
+
+    Raises:
+        cnnrnn.distribute.ClusterError: a worker did not reach it within the timeout, or died (one line).
+    """
+    import tensorflow as tf
+
+    try:
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+    except Exception as exc:
+        lost = _lost_worker(exc, strategy)
+        if lost is None:
+            raise
+        raise lost from None
 
 
 def pooled_scores(proba: np.ndarray, y: np.ndarray, counts: Sequence[int] | None = None,

@@ -236,9 +236,10 @@ def is_feature_cache(folder: Path) -> bool:
         return False
 
 
-def claim_cache(cache_dir: str | Path) -> Path:
+def claim_cache(cache_dir: str | Path, write: bool = True) -> Path:
     """Claim ``cache_dir`` as a baseline feature cache (:func:`cnnrnn.outputs.claim_folder`, kind
-    :data:`CACHE_KIND`): new, empty, or a baseline feature cache already.
+    :data:`CACHE_KIND`): new, empty, or a baseline feature cache already; with ``write`` false only check it
+    (nothing is created or written).
 
     Raises:
         cnnrnn.outputs.OutputFolderError: ``cache_dir`` holds other files, or is another command's folder.
@@ -246,7 +247,7 @@ def claim_cache(cache_dir: str | Path) -> Path:
     """
     from ..outputs import claim_folder
 
-    return claim_folder(cache_dir, CACHE_KIND, recognise=is_feature_cache)
+    return claim_folder(cache_dir, CACHE_KIND, recognise=is_feature_cache, write=write)
 
 
 def build_cache(utterances: Sequence[Utterance], cfg: BaselineConfig, cache_dir: str | Path,

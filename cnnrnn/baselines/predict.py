@@ -151,6 +151,38 @@ def _checkpoints(models: Sequence[str | Path], manifest: RunManifest | None) -> 
     return out
 
 
+def resolve_run(models: Sequence[str | Path], manifest: RunManifest | None = None,
+                config: Any = None) -> tuple[list[Path], Path | None, BaselineConfig]:
+    """The checkpoints, run folder and config that :func:`predict_run` predicts with.
+
+    Args:
+        models, manifest: as :func:`predict_run`. config: a baseline config, used only for a checkpoint outside a
+            run.
+
+    Returns:
+        ``(checkpoints, run folder or None, config)``: the config of the ``run.json``, else of the run's
+        ``baseline_config.json``, else ``config``.
+
+    Raises:
+        FileNotFoundError: a run folder without ``model.h5``. ValueError: no checkpoint.
+        BaselineConfigError: no usable config (outside a baseline run and no ``config``).
+    """
+    from .config import BaselineConfigError
+
+    paths = _checkpoints(models, manifest)
+    run_dir = Path(manifest.folder) if manifest is not None and manifest.folder is not None else find_run_dir(paths[0])
+    if manifest is not None:
+        cfg = load_baseline_config(manifest.config)
+    elif run_dir is not None:
+        cfg = load_baseline_config(run_dir / BASELINE_CONFIG_FILE)
+    elif config is not None:
+        cfg = load_baseline_config(config)
+    else:
+        raise BaselineConfigError(f"{paths[0]} is not inside a baseline run (no {BASELINE_CONFIG_FILE} or run.json "
+                                  "above it); give the run's config")
+    return paths, run_dir, cfg
+
+
 def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str | Path | None = None, *,
                 manifest: RunManifest | None = None, progress: bool = True, **options: Any) -> dict[str, Any]:
     """Predict the classes of audio files with one baseline checkpoint or the average of several.
@@ -184,19 +216,7 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
             not given).
         ValueError: an input file is not audio, or nothing usable to predict on.
     """
-    from .config import BaselineConfigError
-
-    paths = _checkpoints(models, manifest)
-    run_dir = Path(manifest.folder) if manifest is not None and manifest.folder is not None else find_run_dir(paths[0])
-    if manifest is not None:
-        cfg = load_baseline_config(manifest.config)
-    elif run_dir is not None:
-        cfg = load_baseline_config(run_dir / BASELINE_CONFIG_FILE)
-    elif options.get("config") is not None:
-        cfg = load_baseline_config(options["config"])
-    else:
-        raise BaselineConfigError(f"{paths[0]} is not inside a baseline run (no {BASELINE_CONFIG_FILE} or run.json "
-                                  "above it); give the run's config")
+    paths, run_dir, cfg = resolve_run(models, manifest, options.get("config"))
     out_dir = claim_predictions(out_dir or (run_dir or paths[0].parent) / "predictions")
     labels = options.get("labels")
     if isinstance(labels, (str, Path)):
@@ -223,14 +243,19 @@ def predict_run(models: Sequence[str | Path], source: str | Path, out_dir: str |
 
 def score_rows(net, cache: FeatureCache, rows: np.ndarray, y: np.ndarray, utterances: Sequence[Utterance],
            labels: Sequence[str], out_dir: Path, batch_size: int, extra: dict[str, Any],
-           transform=None) -> dict[str, Any]:
+           transform=None, here: bool = False) -> dict[str, Any]:
     """Predict ``rows`` of the feature cache with ``net`` and write the report into ``out_dir``.
 
     ``rows`` are ``(n,)`` int64 indices into the cache and ``y``; ``transform`` normalises each batch's features
-    (:func:`cnnrnn.baselines.data.normalizer`). Writes ``metrics.json``, ``confusion_matrix.png`` and
-    ``predictions.csv`` (:func:`cnnrnn.reports.write_report`) and returns the metrics (UA, WA, F1-macro ...).
+    (:func:`cnnrnn.baselines.data.normalizer`); ``here``: every batch on this process
+    (:func:`cnnrnn.training.predict_here`, for a model trained on several workers, whose Keras ``predict`` would
+    split the batches between them) instead of Keras ``predict``. Writes ``metrics.json``, ``confusion_matrix.png``
+    and ``predictions.csv`` (:func:`cnnrnn.reports.write_report`) and returns the metrics (UA, WA, F1-macro ...).
     """
-    proba = predict_proba(net, cache_dataset(cache, rows, batch_size=batch_size, transform=transform))
+    from ..training import predict_here
+
+    data = cache_dataset(cache, rows, batch_size=batch_size, transform=transform)
+    proba = predict_here(net, data) if here else predict_proba(net, data)
     report = write_report(out_dir, proba, labels, [utterances[r].id for r in rows], np.asarray(y)[rows],
                           family=FAMILY, sources=[utterances[r].audio_path for r in rows], extra=extra)
     return report["metrics"]

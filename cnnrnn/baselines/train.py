@@ -23,6 +23,12 @@ The run folder is claimed first (:func:`claim_run`: a new or empty folder, or a 
 :data:`RUN_KIND`) and trained under its ``train`` lock (:func:`cnnrnn.outputs.writing_stage`): a second train of
 the same run is refused while the first runs, and the temporaries a killed save left are removed (and counted)
 when the next train starts. :func:`cnnrnn.baselines.predict.evaluate` scores a run again.
+
+With ``distribute="multi-worker"`` (``--distribute multi-worker``, :mod:`cnnrnn.distribute`) every worker trains on
+the same corpus and run folder, each reading its part of every global batch of ``batch_size`` clips: the chief alone
+claims the folder, takes the lock and writes it (the feature cache included); the others decode the audio into their
+own feature cache in a scratch folder and compute the same there, which they remove
+(:func:`cnnrnn.distribute.in_scratch`), and return the same report; no worker returns before the chief has written.
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from ..artifacts import LABELS_FILE, save_json, save_model_h5
 from ..corpora import label_order, load_corpus
 from ..reports import REPORT_FILES
 from ..runs import MANIFEST_FILE, write_manifest
-from ..training import fit, get_strategy
+from ..training import barrier, fit, get_strategy
 from .config import BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, NORM_FILE, BaselineConfig, load_baseline_config
 from .data import (build_cache, cache_dataset, claim_cache, corpus_arrays, is_feature_cache,
                    normalization_stats, normalizer, split_rows)
@@ -59,8 +65,9 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / BASELINE_CONFIG_FILE).is_file() or is_feature_cache(folder / "cache")
 
 
-def claim_run(out: str | Path) -> Path:
-    """Claim ``out`` as a baselines run folder (:func:`cnnrnn.outputs.claim_folder`): new, empty, or a run already.
+def claim_run(out: str | Path, write: bool = True) -> Path:
+    """Claim ``out`` as a baselines run folder (:func:`cnnrnn.outputs.claim_folder`): new, empty, or a run already;
+    with ``write`` false only check it (nothing is created or written: a worker that is not the chief).
 
     Raises:
         cnnrnn.outputs.OutputFolderError: ``out`` holds other files, or is another command's output folder.
@@ -68,7 +75,7 @@ def claim_run(out: str | Path) -> Path:
     """
     from ..outputs import claim_folder
 
-    return claim_folder(out, RUN_KIND, recognise=is_run_folder)
+    return claim_folder(out, RUN_KIND, recognise=is_run_folder, write=write)
 
 
 def build_model(cfg: BaselineConfig, n_classes: int):
@@ -82,7 +89,7 @@ def build_model(cfg: BaselineConfig, n_classes: int):
 
 def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, model: str | None = None,
           cache_dir: str | Path | None = None, progress: bool = True, verbose: int | str = "auto",
-          **overrides: Any) -> dict[str, Any]:
+          distribute: str | None = None, timeout_s: float | None = None, **overrides: Any) -> dict[str, Any]:
     """Train one baseline on a corpus and score it on the validation split.
 
     Args:
@@ -95,6 +102,8 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, mo
             corpus to decode the audio once.
         progress: show progress bars.
         verbose: Keras ``fit`` verbosity.
+        distribute: ``None`` (this machine) or ``multi-worker`` (:func:`cnnrnn.training.get_strategy`; see the
+            module docstring). timeout_s: multi-worker: seconds to wait for a missing or lost worker.
         **overrides: config values to replace (``epochs=1``, ``split="speaker"``, ...; ``None`` is ignored).
 
     Returns:
@@ -107,26 +116,40 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, mo
         cnnrnn.outputs.OutputFolderError: ``out`` (or ``cache_dir``) holds other files or is another command's
             folder (nothing was written).
         cnnrnn.outputs.FolderInUseError: another process trains this run.
+        cnnrnn.distribute.ClusterError: ``multi-worker`` without a usable cluster.
     """
+    from ..distribute import in_scratch, worker_is_chief
     from ..outputs import writing_stage
 
     cfg = load_baseline_config(config, model, **overrides)
-    out = claim_run(out)  # after the config: a refused config leaves the folder untouched
+    chief = worker_is_chief(distribute)
+    out = claim_run(out, write=chief)  # after the config: a refused config leaves the folder untouched
     if cache_dir is not None:  # refused before the corpus is read
-        claim_cache(cache_dir)
+        claim_cache(cache_dir, write=chief)
     own_cache = [(out / "cache", None)] if cache_dir is None else []  # a shared cache may be written by others
-    with writing_stage(out, "train", [(out, RUN_FILES), *own_cache]):
-        return _train(corpus, root, out, cfg, cache_dir, progress, verbose)
+    if chief:
+        with writing_stage(out, "train", [(out, RUN_FILES), *own_cache]):
+            report = _train(corpus, root, out, cfg, cache_dir, progress, verbose, distribute, timeout_s)
+    else:  # the same in a scratch folder, with its own feature cache: the chief alone writes
+        get_strategy(distribute, timeout_s)  # joined before the scratch folder exists (the watchdog kills)
+        report = in_scratch(out, lambda tmp: _train(corpus, root, tmp, cfg, None, progress, verbose, distribute,
+                                                    timeout_s))
+    if distribute:  # no worker returns before the chief has written
+        barrier(get_strategy(distribute, timeout_s))
+    return report
 
 
 def _train(corpus: str, root: str | Path, out: Path, cfg: BaselineConfig, cache_dir: str | Path | None,
-           progress: bool, verbose: int | str) -> dict[str, Any]:
+           progress: bool, verbose: int | str, distribute: str | None = None,
+           timeout_s: float | None = None) -> dict[str, Any]:
     import keras
     import pandas as pd
 
     from ..outputs import digest, read_inputs, record_inputs
     from ..plots import plot_history
 
+    if distribute:  # every worker joins before TensorFlow runs anything
+        get_strategy(distribute, timeout_s)
     utterances, corpus_report = load_corpus(corpus, root)
     labels = label_order(corpus, {u.emotion for u in utterances})
     y, groups, ids = corpus_arrays(utterances, labels)
@@ -149,7 +172,7 @@ def _train(corpus: str, root: str | Path, out: Path, cfg: BaselineConfig, cache_
               out / "split.json")
 
     keras.utils.set_random_seed(cfg.seed)
-    with get_strategy().scope():
+    with get_strategy(distribute, timeout_s).scope():
         net = build_model(cfg, len(labels))
         net.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -178,7 +201,8 @@ def _train(corpus: str, root: str | Path, out: Path, cfg: BaselineConfig, cache_
         "normalization": {"mode": cfg.normalization, "transductive": cfg.normalization == "speaker",
                           "fallback_to_global": stats.fallback if stats is not None else {}},
     }
-    report = score_rows(net, cache, split["val"], y, utterances, labels, out, cfg.batch_size, extra, transform)
+    report = score_rows(net, cache, split["val"], y, utterances, labels, out, cfg.batch_size, extra, transform,
+                        here=bool(distribute))
     cache.close()
     return report
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .. import distribute
+
 DESCRIPTION = """\
 Plain ANN and CNN baselines, ported to Keras from the Korean PyTorch tutorial "디지털사운드 ANN과 CNN을
 활용하여 음성 분류 인공지능 제작" (UrbanSound8K practice problem, 10 classes: ANN 18.86%, CNN 91.21%
@@ -63,6 +65,7 @@ def add_commands(sub) -> None:
                                                        "baselines feature cache); share it between runs on the same "
                                                        "corpus")
     p.add_argument("--seed", type=int, help="override the config's seed")
+    distribute.add_arguments(p)  # --distribute multi-worker, --workers, --worker-index, --timeout
     p.set_defaults(handler=_train)
 
     p = family.add_parser(
@@ -86,14 +89,16 @@ def _summary(report: dict) -> dict:
 
 
 def _train(args, progress: bool) -> int:
-    """``baselines train``: the run folder is claimed by :func:`cnnrnn.baselines.train.train` once the config is
-    read (a folder of other files, or another command's, is refused: exit 2, nothing written)."""
+    """``baselines train``: the cluster flags are checked first (:func:`cnnrnn.distribute.cluster_from_args`), then
+    the run folder is claimed by :func:`cnnrnn.baselines.train.train` once the config is read (a folder of other
+    files, or another command's, is refused: exit 2, nothing written)."""
     from ..baselines.train import train
 
+    distribute.cluster_from_args(args)  # checked, and TF_CONFIG set, before TensorFlow starts
     report = train(args.corpus, args.root, args.out, config=args.config, model=args.model, cache_dir=args.cache_dir,
                    progress=progress, verbose=2 if progress else 0, epochs=args.epochs, batch_size=args.batch_size,
                    learning_rate=args.learning_rate, scheme=args.split, holdout_speaker=args.holdout_speaker,
-                   seed=args.seed)
+                   seed=args.seed, distribute=args.distribute, timeout_s=args.timeout)
     print(json.dumps({**_summary(report), "out": args.out}, indent=2, default=str))
     return 0
 

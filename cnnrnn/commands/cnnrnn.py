@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from .. import distribute
 from ..artifacts import ensure_writable_dir
 
 
@@ -108,16 +109,7 @@ def add_commands(sub) -> None:
                                      f"(built-in default {T.weights})")
     p.add_argument("--by-speaker", action="store_true", default=None,
                    help="speaker-disjoint folds (sets train.fold_scheme speaker)")
-    p.add_argument("--distribute", choices=["multi-worker"],
-                   help="train on several machines (tf.distribute.MultiWorkerMirroredStrategy): every worker runs the "
-                        "same command on the same shared DIR; the cluster comes from TF_CONFIG or --workers and "
-                        "--worker-index; worker 0 (or the chief task) writes (docs/distributed.md)")
-    p.add_argument("--workers", metavar="HOST:PORT,...",
-                   help="with --distribute multi-worker: every worker's host:port, in the same order on all of them")
-    p.add_argument("--worker-index", type=int, metavar="I", help="this worker's position in --workers (0 = chief)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="with --distribute multi-worker: end with an error when a worker has not joined, or a "
-                        "collective has waited, this long (default 300)")
+    distribute.add_arguments(p)  # --distribute multi-worker, --workers, --worker-index, --timeout
     _add_force(p)
     _add_config(p)
     p.set_defaults(handler=_train)
@@ -250,20 +242,8 @@ def _train(args, progress: bool) -> int:
     from ..cnnrnn.data import claim_run
     from ..cnnrnn.train import train
 
-    from ..distribute import ClusterError, apply, is_chief, resolve
-
-    if args.distribute is None and (args.workers is not None or args.worker_index is not None or args.timeout):
-        raise ClusterError("--workers, --worker-index and --timeout need --distribute multi-worker")
-    if args.timeout is not None and args.timeout <= 0:
-        raise ClusterError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
-    chief = True
-    if args.distribute == "multi-worker":  # checked, and TF_CONFIG set, before TensorFlow starts
-        cluster = resolve(args.workers, args.worker_index)
-        if cluster is None:
-            raise ClusterError("--distribute multi-worker needs the cluster: set TF_CONFIG, or give --workers "
-                               "host:port,... and --worker-index I")
-        apply(cluster)
-        chief = is_chief(cluster)
+    cluster = distribute.cluster_from_args(args)  # checked, and TF_CONFIG set, before TensorFlow starts
+    chief = cluster is None or cluster.is_chief()
     out = claim_run(args.out, create=False)
     cfg = _config_for(args, out, **{"train.epochs": args.epochs, "train.folds": args.folds,
                                     "train.learning_rate": args.learning_rate, "train.batch_size": args.batch_size,
@@ -369,7 +349,7 @@ def _spectrogram_figure(args, cfg) -> Path:
         from ..predict import predict
 
         with tempfile.TemporaryDirectory() as tmp:
-            result = predict(args.model, args.input, tmp, progress=False)
+            result = predict(args.model, args.input, tmp, progress=False, figures=False)  # its folder is dropped
         df = result["predictions"]
         if not len(df):
             raise ValueError(f"{args.input}: the model could not predict it (skipped: "
@@ -405,7 +385,8 @@ def _spectrogram_figure(args, cfg) -> Path:
 
 def _explainer(model: str):
     """``explain(audio, target, method)`` of ``model``'s family (e.g. :func:`cnnrnn.cnnrnn.saliency.explain`),
-    checked before any prediction. Raises ValueError: a family without one (one line)."""
+    checked before any prediction (and the part's ``check(models, manifest)``, where it has one: a run it cannot
+    explain, e.g. the waveform baseline). Raises ValueError: a family without one, or a run refused (one line)."""
     from .. import families
     from ..predict import resolve_family, resolve_model
 
@@ -414,8 +395,11 @@ def _explainer(model: str):
     if family not in drawn:
         raise ValueError(f"--explain draws saliency for {', '.join(drawn)} runs, not {family} runs; from "
                          "Python, cnnrnn.explain.saliency(model, x) takes any Keras model and one input")
-    hook = families.module(family, "saliency").explain
-    return lambda audio, target, method: hook([resolve_model(model)], audio, manifest, method=method, target=target)
+    part = families.module(family, "saliency")
+    if hasattr(part, "check"):
+        part.check([resolve_model(model)], manifest)
+    return lambda audio, target, method: part.explain([resolve_model(model)], audio, manifest, method=method,
+                                                      target=target)
 
 
 def _corpus_label(corpus: str, root: str, audio: str) -> str:

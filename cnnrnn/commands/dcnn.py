@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .. import distribute
 from ..artifacts import ensure_writable_dir
 
 DESCRIPTION = """\
@@ -20,6 +21,9 @@ DCNN-BLSTMwA (Zhang et al., Frontiers in Physiology 2021) in two steps, then inf
   infer     blstm_attention.h5 + wav files -> per-file predictions (printed and written as CSV)
   run-folds both steps and scoring on every fold that `cnnrnn filelists` wrote (k-fold or LOSO),
             then one summary (UA, WA, F1 per fold, mean +- std); a rerun resumes
+
+finetune and train also train on several machines: --distribute multi-worker (docs/distributed.md);
+run-folds runs on one machine.
 
 Either step's run folder also works with `cnnrnn predict --model RUN --input WAV|FOLDER|FILELIST.txt`.
 
@@ -38,7 +42,8 @@ with FILELISTS/labels.json, and score each fold's test list. Writes OUT/<fold>/f
 OUT/<fold>/train/ (as the two steps do), then OUT/summary.json, summary.md and summary.csv: UA, WA and
 macro F1 of every fold, their mean +- std over the folds (population std), and the pooled scores.
 A rerun resumes: a step already run with the same config is not retrained. Each file's features are
-computed once for all folds.
+computed once for all folds. run-folds trains on one machine (no --distribute: run the two steps of each fold
+with --distribute multi-worker instead).
 
 example: cnnrnn filelists --corpus emodb --root data/emodb --out lists/emodb
          cnnrnn dcnn run-folds --filelists lists/emodb --scheme loso --config emodb --out runs/emodb_loso
@@ -61,6 +66,7 @@ def _add_step(sub, name: str, help_text: str, description: str, handler) -> argp
     p.add_argument("--out", metavar="DIR",
                    help="override train.log_root (default in the configs: logs); the run folder <out>/<name> must be "
                         "new, empty or a DCNN run (a folder of other files is refused)")
+    distribute.add_arguments(p)  # --distribute multi-worker, --workers, --worker-index, --timeout
     p.set_defaults(handler=handler)
     return p
 
@@ -117,15 +123,20 @@ def add_commands(sub) -> None:
 
 
 def _config(args):
+    """The step's config from ``--config`` and the flags, once the cluster flags are checked (and ``TF_CONFIG`` set:
+    :func:`cnnrnn.distribute.cluster_from_args`); ``--out`` is checked writable, but not by a worker other than the
+    chief, which writes nothing there."""
     from ..config import override
     from ..dcnn.config import load_dcnn_config
 
+    cluster = distribute.cluster_from_args(args)
     cfg = override(load_dcnn_config(args.config), {
         "data.filelist_train": args.filelist_train, "data.filelist_test": args.filelist_test,
         "data.labels_file": args.labels, "train.epochs": args.epochs, "train.learning_rate": args.learning_rate,
         "train.batch_size": args.batch_size, "train.seed": args.seed, "train.name": args.name,
         "train.log_root": args.out})
-    ensure_writable_dir(cfg.train.log_root)
+    if cluster is None or cluster.is_chief():
+        ensure_writable_dir(cfg.train.log_root)
     return cfg
 
 
@@ -139,14 +150,18 @@ def _summary(result: dict) -> None:
 def _finetune(args, progress: bool) -> int:
     from ..dcnn.train import finetune
 
-    _summary(finetune(_config(args), progress=progress, verbose=2 if progress else 0))
+    cfg = _config(args)
+    _summary(finetune(cfg, progress=progress, verbose=2 if progress else 0, distribute=args.distribute,
+                      timeout_s=args.timeout))
     return 0
 
 
 def _train(args, progress: bool) -> int:
     from ..dcnn.train import train
 
-    _summary(train(_config(args), dcnn_path=args.dcnn, progress=progress, verbose=2 if progress else 0))
+    cfg = _config(args)
+    _summary(train(cfg, dcnn_path=args.dcnn, progress=progress, verbose=2 if progress else 0,
+                   distribute=args.distribute, timeout_s=args.timeout))
     return 0
 
 

@@ -37,6 +37,11 @@ removed (and counted) when the step starts again. Each step records the content 
 (:func:`step_inputs`: the filelists' rows, every wav's content, the labels, the feature settings and, for step 2,
 the DCNN checkpoint) in ``run.json`` (``inputs``), so that ``run-folds`` never resumes a step made from other audio
 or labels; step 2 refuses a DCNN fine-tuned on other label names than its filelists'.
+
+With ``distribute="multi-worker"`` (``--distribute multi-worker``, :mod:`cnnrnn.distribute`) every worker runs the
+step on the same filelists and run folder: the chief alone claims the folder, takes the lock and writes; the others
+compute the same in a scratch folder they remove (:func:`cnnrnn.distribute.in_scratch`) and return the same report;
+no worker returns before the chief has written (:func:`cnnrnn.training.barrier`), so that step 2 may follow.
 """
 from __future__ import annotations
 
@@ -82,8 +87,9 @@ def is_run_folder(folder: Path) -> bool:
     return any((folder / n).is_file() for n in RUN_FILES)
 
 
-def claim_run(run_dir: str | Path) -> Path:
-    """Claim ``run_dir`` as a DCNN run folder (:func:`cnnrnn.outputs.claim_folder`): new, empty, or a run already.
+def claim_run(run_dir: str | Path, write: bool = True) -> Path:
+    """Claim ``run_dir`` as a DCNN run folder (:func:`cnnrnn.outputs.claim_folder`): new, empty, or a run already;
+    with ``write`` false only check it (nothing is created or written: a worker that is not the chief).
 
     Raises:
         cnnrnn.outputs.OutputFolderError: ``run_dir`` holds other files, or is another command's output folder.
@@ -91,7 +97,7 @@ def claim_run(run_dir: str | Path) -> Path:
     """
     from ..outputs import claim_folder
 
-    return claim_folder(run_dir, RUN_KIND, recognise=is_run_folder)
+    return claim_folder(run_dir, RUN_KIND, recognise=is_run_folder, write=write)
 
 
 def step_inputs(cfg: DcnnConfig, labels: Sequence[str], dcnn_path: str | Path | None = None,
@@ -174,8 +180,8 @@ def _callbacks(cfg: DcnnConfig, history_csv: Path, say):
     class EpochLog(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             values = " ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
-            say("epoch %d/%d lr %.3g %s", epoch + 1, cfg.train.epochs, float(self.model.optimizer.learning_rate),
-                values)
+            lr_now = float(np.asarray(self.model.optimizer.learning_rate))  # a MirroredVariable on several workers
+            say("epoch %d/%d lr %.3g %s", epoch + 1, cfg.train.epochs, lr_now, values)
 
     lr, decay = cfg.train.learning_rate, cfg.train.lr_decay
     return [keras.callbacks.LearningRateScheduler(lambda epoch: lr * decay ** epoch),
@@ -328,8 +334,45 @@ def _ids(paths: Sequence[str]) -> list[str]:
     return [Path(p).stem for p in paths]
 
 
+def _run_step(cfg: DcnnConfig, step: str, distribute: str | None, timeout_s: float | None, work) -> dict:
+    """``work(cfg, run_dir)`` under the lock of ``step`` in the claimed run folder; with ``multi-worker`` on the chief
+    alone, another worker running it on ``cfg`` moved to a scratch folder; every worker joins the cluster before
+    the work and waits for the others (the chief's files written, its lock released) after it."""
+    from ..config import override
+    from ..distribute import in_scratch, worker_is_chief
+    from ..outputs import writing_stage
+
+    chief = worker_is_chief(distribute)
+    run_dir = claim_run(cfg.run_dir, write=chief)
+    if chief:  # the chief checks the locks for all (two checks of one lock at once would collide)
+        _other_step_not_running(run_dir, step)
+
+    join = (lambda: training.get_strategy(distribute, timeout_s)) if distribute else (lambda: None)
+    if chief:
+        with writing_stage(run_dir, step, [(run_dir, WRITTEN_FILES)]):
+            join()  # every worker joins before TensorFlow runs anything (the others before their scratch exists)
+            result = work(cfg, run_dir)
+    else:
+        join()
+        result = in_scratch(run_dir, lambda tmp: work(override(cfg, {"train.log_root": str(tmp.parent)}), tmp))
+    if distribute:
+        training.barrier(training.get_strategy(distribute, timeout_s))
+    return result
+
+
+def _predict(model, data, batch_size: int, distribute: str | None) -> np.ndarray:
+    """Keras ``predict`` on one machine; under ``multi-worker`` every batch on this worker
+    (:func:`cnnrnn.training.predict_here`: Keras' would split them between the workers)."""
+    from ..training import predict_here
+
+    if distribute:
+        return predict_here(model, data, batch_size)
+    return model.predict(data, verbose=0, **({"batch_size": batch_size} if isinstance(data, np.ndarray) else {}))
+
+
 def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
-             sets: dict[str, SegmentSet] | None = None, stats=None, inputs: dict[str, Any] | None = None) -> dict:
+             sets: dict[str, SegmentSet] | None = None, stats=None, inputs: dict[str, Any] | None = None,
+             distribute: str | None = None, timeout_s: float | None = None) -> dict:
     """Step 1: fine-tune the DCNN on segments; see the module docstring for the files written.
 
     Args:
@@ -342,6 +385,8 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
             the sets were normalised with (stored in the run for prediction).
         inputs: the fingerprint of the step's inputs (:func:`step_inputs`), recorded in ``run.json``; default:
             computed here.
+        distribute: ``None`` (this machine) or ``multi-worker`` (:func:`cnnrnn.training.get_strategy`; see the
+            module docstring). timeout_s: multi-worker: seconds to wait for a missing or lost worker.
 
     Returns:
         ``{'run_dir', 'checkpoint', 'metrics': {'segments': {...}, 'utterances': {...}}, 'skipped',
@@ -353,17 +398,14 @@ def finetune(cfg: DcnnConfig, progress: bool = True, verbose: int = 2,
         cnnrnn.outputs.OutputFolderError: the run folder holds other files or is another command's (nothing was
             written).
         cnnrnn.outputs.FolderInUseError: another process runs a step in this run folder.
+        cnnrnn.distribute.ClusterError: ``multi-worker`` without a usable cluster.
     """
-    from ..outputs import writing_stage
-
-    run_dir = claim_run(cfg.run_dir)
-    _other_step_not_running(run_dir, "finetune")
-    with writing_stage(run_dir, "finetune", [(run_dir, WRITTEN_FILES)]):
-        return _finetune(cfg, run_dir, progress, verbose, sets, stats, inputs)
+    return _run_step(cfg, "finetune", distribute, timeout_s,
+                     lambda c, run_dir: _finetune(c, run_dir, progress, verbose, sets, stats, inputs, distribute))
 
 
 def _finetune(cfg: DcnnConfig, run_dir: Path, progress: bool, verbose: int, sets: dict[str, SegmentSet] | None,
-              stats, inputs: dict[str, Any] | None) -> dict:
+              stats, inputs: dict[str, Any] | None, distribute: str | None = None) -> dict:
     from ..models.dcnn import build_dcnn
 
     features = cfg.data.features()
@@ -388,7 +430,7 @@ def _finetune(cfg: DcnnConfig, run_dir: Path, progress: bool, verbose: int, sets
             len(test.paths), len(x_test), {k: len(v) for k, v in skipped.items()})
         _seed(cfg.train.seed)
         m = cfg.model
-        with training.get_strategy().scope():
+        with training.get_strategy(distribute).scope():
             model = build_dcnn(features.input_shape, len(labels), m.backbone, m.weights, m.width, m.fc_units,
                                m.dropout, m.bn_momentum, m.filters, m.spec_augment(cfg.train.seed), m.freeze_blocks,
                                whisper={"block": m.whisper_block, "mix": m.whisper_mix,
@@ -405,7 +447,7 @@ def _finetune(cfg: DcnnConfig, run_dir: Path, progress: bool, verbose: int, sets
             say("selection inner: kept epoch %d (val_accuracy %.4f)", selection["best_epoch"], best.best)
         checkpoint = save_model_h5(model, run_dir / DCNN_FILE)
         save_json({"labels": labels, "features": features.settings(), "config": cfg.to_dict()}, run_dir / DCNN_META)
-        proba = model.predict(segment_dataset(x_test, None, size, bs), verbose=0)
+        proba = _predict(model, segment_dataset(x_test, None, size, bs), bs, distribute)
         seg_ids = [f"{stem}#{k}" for stem, n in zip(_ids(test.paths), test.counts) for k in range(n)]
         metrics = _report(run_dir, "finetune", labels, {
             "segments": (proba, y_test, seg_ids, None),
@@ -430,7 +472,8 @@ def dcnn_checkpoint(cfg: DcnnConfig) -> Path:
 
 
 def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool = True, verbose: int = 2,
-          sets: dict[str, SegmentSet] | None = None, inputs: dict[str, Any] | None = None) -> dict:
+          sets: dict[str, SegmentSet] | None = None, inputs: dict[str, Any] | None = None,
+          distribute: str | None = None, timeout_s: float | None = None) -> dict:
     """Step 2: BiLSTM-attention on the fine-tuned DCNN's segment features; see the module docstring.
 
     Args:
@@ -441,6 +484,8 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
             (its ``normalization.json``, which this step copies into its run for prediction).
         inputs: the fingerprint of the step's inputs (:func:`step_inputs` with the DCNN), recorded in
             ``run.json``; default: computed here.
+        distribute, timeout_s: as :func:`finetune` (with ``multi-worker``, a global batch of ``train.batch_size``
+            utterances, split between the workers).
 
     Returns:
         ``{'run_dir', 'checkpoint', 'metrics': {'utterances': {...}}, 'skipped', 'max_segments',
@@ -453,11 +498,14 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
         cnnrnn.outputs.OutputFolderError: the run folder holds other files or is another command's (nothing was
             written).
         cnnrnn.outputs.FolderInUseError: another process runs a step in this run folder, or fine-tunes the DCNN.
+        cnnrnn.distribute.ClusterError: ``multi-worker`` without a usable cluster.
     """
-    from ..outputs import check_not_locked, writing_stage
+    from ..distribute import worker_is_chief
+    from ..outputs import check_not_locked
 
     dcnn_path = Path(dcnn_path) if dcnn_path else dcnn_checkpoint(cfg)
-    check_not_locked(dcnn_path.parent, "finetune", f"train on the DCNN {dcnn_path}")
+    if worker_is_chief(distribute):
+        check_not_locked(dcnn_path.parent, "finetune", f"train on the DCNN {dcnn_path}")
     labels, features, _ = read_sidecar(dcnn_path, DCNN_META)
     mine = cfg.data.features().settings()
     differ = {k: (mine[k], v) for k, v in features.settings().items() if mine[k] != v}
@@ -465,10 +513,8 @@ def train(cfg: DcnnConfig, dcnn_path: str | Path | None = None, progress: bool =
         raise ConfigError(f"feature settings differ from the fine-tuned DCNN {dcnn_path} "
                           f"(key: (this config, DCNN)): {differ}")
     _check_labels(cfg, labels, dcnn_path)
-    run_dir = claim_run(cfg.run_dir)
-    _other_step_not_running(run_dir, "train")
-    with writing_stage(run_dir, "train", [(run_dir, WRITTEN_FILES)]):
-        return _train(cfg, run_dir, dcnn_path, labels, features, progress, verbose, sets, inputs)
+    return _run_step(cfg, "train", distribute, timeout_s, lambda c, run_dir: _train(
+        c, run_dir, dcnn_path, labels, features, progress, verbose, sets, inputs, distribute))
 
 
 def _check_labels(cfg: DcnnConfig, labels: Sequence[str], dcnn_path: Path) -> None:
@@ -483,8 +529,23 @@ def _check_labels(cfg: DcnnConfig, labels: Sequence[str], dcnn_path: Path) -> No
                           f"on {list(labels)}: fine-tune it again on these filelists")
 
 
+def _fit_input(x: np.ndarray, y: np.ndarray, val: tuple, batch_size: int, seed: int, distribute: str | None):
+    """Step 2's ``(data, fit options)``: on one machine the arrays as they always were (Keras batches and shuffles
+    them); under ``multi-worker`` ``tf.data`` pipelines of global batches of ``batch_size`` utterances (the
+    training one reshuffled every epoch from ``seed``, the same order on every worker), which
+    :func:`cnnrnn.training.fit` shards by worker."""
+    if not distribute:
+        return x, {"y": y, "batch_size": batch_size, "validation_data": val, "shuffle": True}
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return data.batch(batch_size), {"validation_data": tf.data.Dataset.from_tensor_slices(val).batch(batch_size),
+                                    "shuffle": False}
+
+
 def _train(cfg: DcnnConfig, run_dir: Path, dcnn_path: Path, labels: list[str], features: FeatureConfig,
-           progress: bool, verbose: int, sets: dict[str, SegmentSet] | None, inputs: dict[str, Any] | None) -> dict:
+           progress: bool, verbose: int, sets: dict[str, SegmentSet] | None, inputs: dict[str, Any] | None,
+           distribute: str | None = None) -> dict:
     from ..artifacts import load_model
     from ..models.blstm_attention import build_blstm_attention
     from ..models.dcnn import feature_extractor
@@ -502,7 +563,7 @@ def _train(cfg: DcnnConfig, run_dir: Path, dcnn_path: Path, labels: list[str], f
             x["test"].shape, {k: len(v) for k, v in skipped.items()})
         _seed(cfg.train.seed)
         m = cfg.model
-        with training.get_strategy().scope():
+        with training.get_strategy(distribute).scope():
             model = build_blstm_attention(x["train"].shape[2], len(labels), m.lstm_units, m.lstm_layers,
                                           m.attention_units, m.dense1_units, m.dense2_units, m.head_dropout)
             _compile(model, cfg.train.learning_rate)
@@ -511,9 +572,11 @@ def _train(cfg: DcnnConfig, run_dir: Path, dcnn_path: Path, labels: list[str], f
         val = ((x["test"], sets["test"].labels) if select_idx is None
                else (x["train"][select_idx], train_set.labels[select_idx]))
         best = _best_epoch(cfg)
-        training.fit(model, x["train"][fit_idx], y=train_set.labels[fit_idx], epochs=cfg.train.epochs,
-                     callbacks=_callbacks(cfg, run_dir / "history_train.csv", say), best=best, verbose=verbose,
-                     batch_size=cfg.train.batch_size, validation_data=val, shuffle=True)
+        data, options = _fit_input(x["train"][fit_idx], train_set.labels[fit_idx], val, cfg.train.batch_size,
+                                   cfg.train.seed, distribute)
+        training.fit(model, data, epochs=cfg.train.epochs, callbacks=_callbacks(cfg, run_dir / "history_train.csv",
+                                                                                  say), best=best, verbose=verbose,
+                     **options)
         selection["best_epoch"] = best.best_epoch if best else cfg.train.epochs
         if best:
             say("selection inner: kept epoch %d (val_accuracy %.4f)", selection["best_epoch"], best.best)
@@ -522,7 +585,7 @@ def _train(cfg: DcnnConfig, run_dir: Path, dcnn_path: Path, labels: list[str], f
         save_json({"labels": labels, "features": features.settings(), "dcnn_checkpoint": dcnn_rel,
                    "config": cfg.to_dict()}, run_dir / MODEL_META)
         test = sets["test"]
-        proba = model.predict(x["test"], batch_size=cfg.train.batch_size, verbose=0)
+        proba = _predict(model, x["test"], cfg.train.batch_size, distribute)
         metrics = _report(run_dir, "train", labels, {"utterances": (proba, test.labels, _ids(test.paths),
                                                                     test.paths)}, say)
         _manifest(cfg, "train", labels, features, checkpoint, inputs or step_inputs(cfg, labels, dcnn_path),
