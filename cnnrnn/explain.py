@@ -230,6 +230,58 @@ def _resize(m: np.ndarray, rows: int, columns: int) -> np.ndarray:
     return cv2.resize(m.astype(np.float32), (int(columns), int(rows)), interpolation=cv2.INTER_LINEAR)
 
 
+def attribution(model, x: np.ndarray, method: str | None = None, *, target: int | None = None,
+                size: tuple[int, int] | None = None, steps: int = IG_STEPS) -> np.ndarray:
+    """One input's raw evidence map by ``method``, not normalised: what :func:`saliency` computes per segment
+    before it places, flips and normalises. For a family that weighs several inputs' maps against each other
+    (DCNN's segments of one utterance keep their relative strength).
+
+    Args:
+        model: a Keras 3 classifier. x: one input, ``model.input_shape`` without the batch axis.
+        method: one of :data:`METHODS`; ``None``: :func:`choose_method`. target: the class index (default: the
+            model's top class for ``x``). size: ``(rows, columns)`` to resize the map to (default: the input's
+            first two axes). steps: Riemann steps of ``integrated-gradients``.
+
+    Returns:
+        ``(rows, columns) float32``, non-negative, in the units of the class's pre-softmax score (Grad-CAM upsampled
+        bilinearly from its map), rows and columns as the input's first two axes.
+
+    Raises:
+        ExplainError: an unknown method; ``grad-cam`` without a usable convolutional map (naming ``gradient``);
+            ``x`` of the wrong shape.
+    """
+    if method is not None and method not in METHODS:
+        raise ExplainError(f"unknown saliency method {method!r} (methods: {', '.join(METHODS)})")
+    method = method or choose_method(model)
+    if method == "grad-cam":
+        m = grad_cam(model, x, target)
+    elif method == "gradient":
+        m = gradient_x_input(model, x, target)
+    else:
+        m = integrated_gradients(model, x, target, steps)
+    return _resize(m, *(size or np.shape(x)[:2]))
+
+
+def file_windows(y: np.ndarray, sr: int, clip_s: float | None) -> list[tuple[int, np.ndarray]]:
+    """The pieces a file is predicted in by :func:`cnnrnn.predict.predict` (:mod:`cnnrnn.timeline`): the whole
+    file when the model takes inputs of any length (``clip_s`` ``None``) or the file fits in one clip (within
+    :data:`cnnrnn.timeline.CLIP_TOLERANCE_S`), else windows of ``clip_s`` seconds every ``clip_s / 2``
+    (:func:`cnnrnn.audio.windows`), the last cut at the file's end (the family pads it as it pads a short file).
+
+    Returns:
+        ``[(start in samples, (samples,) float32 waveform), ...]``.
+    """
+    from .audio import windows
+    from .timeline import CLIP_TOLERANCE_S
+
+    y = np.asarray(y, np.float32)
+    if not clip_s or len(y) <= (clip_s + CLIP_TOLERANCE_S) * sr:
+        return [(0, y)]
+    starts, frames = windows(y, sr, clip_s, clip_s / 2)
+    offsets = [int(round(s * sr)) for s in starts]
+    return [(o, np.array(f[: len(y) - o])) for o, f in zip(offsets, frames)]
+
+
 def segment_starts(width: int, crop_width: int, hop: int | None = None) -> list[int]:
     """Left edges of the ``crop_width``-wide segments a time-crop model predicts an input ``width`` wide as: every
     ``hop`` (default half the crop), the last aligned to the end (the rule of the time-crop predictor).
@@ -309,15 +361,7 @@ def saliency(model, x: np.ndarray, method: str | None = None, *, target: int | N
     if target is None:
         probs = [np.asarray(model(_batch(s, model), training=False))[0] for s in segments]
         target = int(np.argmax(np.mean(probs, axis=0)))
-    maps = []
-    for seg in segments:
-        if method == "grad-cam":
-            m = grad_cam(model, seg, target)
-        elif method == "gradient":
-            m = gradient_x_input(model, seg, target)
-        else:
-            m = integrated_gradients(model, seg, target, steps)
-        maps.append(_resize(m, seg.shape[0], seg.shape[1]))
+    maps = [attribution(model, seg, method, target=target, steps=steps) for seg in segments]
     m = maps[0] if len(maps) == 1 else place_segments(maps, starts, x.shape[1])
     if time_major:
         m = m.T

@@ -36,7 +36,8 @@ LEGACY_MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: The parts every family has (``module(family, part)``).
 PARTS = ("config", "data", "train", "predict", "export")
 #: Parts a family may have: ``saliency`` (``explain(models, audio, manifest, *, method, target)`` for
-#: ``cnnrnn spectrogram --explain``). :func:`has_part` says whether it does.
+#: ``cnnrnn spectrogram --explain``, and optionally ``check(models, manifest)``, which refuses a run it cannot
+#: explain before anything is predicted). :func:`has_part` says whether it does.
 OPTIONAL_PARTS = ("saliency",)
 
 
