@@ -35,6 +35,7 @@ BEST_MODES = ("max", "min", "last")
 #: ``mirrored`` (the same, named) and ``multi-worker`` (several machines, ``TF_CONFIG``).
 DISTRIBUTE = (None, "mirrored", "multi-worker")
 _MULTI_WORKER: list = []  # the one MultiWorkerMirroredStrategy of this process (TensorFlow allows one)
+_MIRRORED: dict = {}  # the MirroredStrategy of this process, by its devices
 
 
 def get_strategy(distribute: str | None = None, timeout_s: float | None = None):
@@ -43,7 +44,8 @@ def get_strategy(distribute: str | None = None, timeout_s: float | None = None):
     ``None`` or ``mirrored``: a ``MirroredStrategy`` over all logical GPUs when there are several; over all logical
     CPUs when there is no GPU and several logical CPU devices are configured
     (``tf.config.set_logical_device_configuration``, as a test does); else the default, single-device strategy (a
-    no-op scope: the same numbers as no strategy at all).
+    no-op scope: the same numbers as no strategy at all). The mirrored strategy is made once per process and
+    returned again (two trainings in one process, e.g. two commands, share it).
 
     ``multi-worker``: a ``tf.distribute.MultiWorkerMirroredStrategy`` over the processes that ``TF_CONFIG`` names
     (:mod:`cnnrnn.distribute`; set it before TensorFlow starts), made once per process, its collectives (ring
@@ -71,12 +73,13 @@ def get_strategy(distribute: str | None = None, timeout_s: float | None = None):
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in gpus])
     cpus = tf.config.list_logical_devices("CPU")
-    if not gpus and len(cpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in cpus])
-    return tf.distribute.get_strategy()
+    devices = tuple(d.name for d in gpus) if len(gpus) > 1 else tuple(d.name for d in cpus) if not gpus else ()
+    if len(devices) < 2:
+        return tf.distribute.get_strategy()
+    if devices not in _MIRRORED:  # one per process: a second one over the same devices would reuse the first's
+        _MIRRORED[devices] = tf.distribute.MirroredStrategy(list(devices))  # collective keys (a shape mismatch)
+    return _MIRRORED[devices]
 
 
 def _multi_worker_strategy(timeout_s: float | None):
