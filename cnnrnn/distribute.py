@@ -13,8 +13,8 @@
   and :func:`in_scratch` (a non-chief's run in a scratch folder, removed after); what needs TensorFlow
   (:func:`cnnrnn.training.predict_here`, :func:`cnnrnn.training.barrier`) is in :mod:`cnnrnn.training`.
 
-Pure Python: TensorFlow is not imported here. Every bad setting raises :class:`ClusterError` (a ``ValueError``, which the command line prints as
-one line) before any work.
+Pure Python: TensorFlow is not imported here. Every bad setting raises :class:`ClusterError` (a ``ValueError``,
+which the command line prints as one line) before any work.
 """
 from __future__ import annotations
 
