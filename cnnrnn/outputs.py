@@ -48,6 +48,10 @@ OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".directory"})
 #: Files up to this size are hashed whole; larger ones by their size, first and last :data:`EDGE_BYTES`.
 FULL_HASH_BYTES = 4 * 2 ** 20
 EDGE_BYTES = 2 ** 20
+#: Seconds to wait for a stage's lock that is held by a process that has not said who it is: another process's
+#: :func:`holder` probe (it takes the lock for an instant) or a writer in its first instant. A writer says who it is
+#: (the lock's ``.json``) as soon as it holds the lock, and is refused at once.
+PROBE_WAIT_S = 2.0
 
 
 class OutputFolderError(ValueError):
@@ -175,20 +179,38 @@ def lock_name(stage: str, part: str | None = None) -> str:
 def holder(folder: str | Path, stage: str, part: str | None = None) -> dict[str, Any] | None:
     """Who holds the lock of ``stage`` (and ``part``) of ``folder``: ``{"host", "pid", "started", "command"}``,
     or ``None`` when nobody does (the lock is tried and released at once; nothing is created)."""
-    from filelock import FileLock, Timeout
+    from filelock import FileLock
 
     lock_file = Path(folder) / STATE_DIR / "locks" / f"{lock_name(stage, part)}.lock"
     if not lock_file.is_file():
         return None
     lock = FileLock(str(lock_file), timeout=0)
     try:
-        lock.acquire()
-    except Timeout:
-        return _read_holder(lock_file)
+        if not _acquire(lock, lock_file):
+            return _read_holder(lock_file)
     except OSError:  # a read-only folder: nobody can be writing it
         return None
     lock.release()
     return None
+
+
+def _acquire(lock, lock_file: Path) -> bool:
+    """Take ``lock`` (a ``filelock.FileLock``) at once, or within :data:`PROBE_WAIT_S` seconds while whoever holds
+    it has not said who it is (two processes probing one lock at once must not see each other as its writer).
+    Returns whether it was taken."""
+    from filelock import Timeout
+
+    try:
+        lock.acquire(timeout=0)
+        return True
+    except Timeout:
+        if _read_holder(lock_file):
+            return False
+    try:
+        lock.acquire(timeout=PROBE_WAIT_S)
+        return True
+    except Timeout:
+        return False
 
 
 def _read_holder(lock_file: Path) -> dict[str, Any]:
@@ -217,17 +239,15 @@ def stage_lock(folder: str | Path, stage: str, part: str | None = None) -> Itera
         FolderInUseError: another process holds it (names its host, PID, start time and command); nothing was
             written.
     """
-    from filelock import FileLock, Timeout
+    from filelock import FileLock
 
     folder = Path(folder)
     locks = folder / STATE_DIR / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     lock_file = locks / f"{lock_name(stage, part)}.lock"
     lock = FileLock(str(lock_file), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise FolderInUseError(in_use_message(folder, stage, _read_holder(lock_file))) from None
+    if not _acquire(lock, lock_file):
+        raise FolderInUseError(in_use_message(folder, stage, _read_holder(lock_file)))
     try:
         before = _read_holder(lock_file)
         host = socket.gethostname()

@@ -16,6 +16,7 @@ import pytest
 
 from cnnrnn import artifacts as A
 from cnnrnn import cli
+from cnnrnn.artifacts import load_json
 from cnnrnn.outputs import MARKER, digest, file_digest, holder
 
 N = 12
@@ -194,6 +195,27 @@ def test_a_second_writer_of_a_stage_is_refused_and_a_dead_holders_lock_is_taken_
     assert code == 0 and f"took over the spectrograms lock of PID {proc.pid}" in text
     assert {k for k in snapshot(out) if ".cnnrnn" not in k} >= {k for k in before if ".cnnrnn" not in k}
     assert not list((out / ".cnnrnn" / "locks").glob("*.json"))  # released: nobody holds a lock now
+
+
+def test_a_probe_of_the_lock_is_not_taken_for_its_writer(tmp_path):
+    """holder() takes a stage's lock for an instant: a writer (or another probe) meeting it waits, instead of
+    reporting "in use by host ?, PID ?" (two multi-worker processes probing at once did)."""
+    import threading
+
+    from filelock import FileLock
+
+    from cnnrnn.outputs import stage_lock
+
+    with stage_lock(tmp_path, "train"):  # makes the lock file
+        pass
+    probe = FileLock(str(tmp_path / ".cnnrnn" / "locks" / "train.lock"), thread_local=False)
+    probe.acquire()
+    threading.Timer(0.3, probe.release).start()  # a probe that says nobody's name, released soon
+    assert holder(tmp_path, "train") is None
+    probe.acquire()
+    threading.Timer(0.3, probe.release).start()
+    with stage_lock(tmp_path, "train") as lock_file:  # taken once the probe lets go, not refused
+        assert load_json(lock_file.with_suffix(".json"))["pid"] == os.getpid()
 
 
 def test_predict_on_a_run_being_trained_is_refused(corpora, tmp_path, caplog, real_wav):
