@@ -2,7 +2,8 @@
 
 * :func:`get_strategy`: the ``tf.distribute`` strategy a model is built and compiled under (one machine, or several
   workers: :mod:`cnnrnn.distribute`), :func:`shard_by_data`, a pipeline sharded by worker, :func:`predict_here`, a
-  prediction no strategy splits between workers, and :func:`barrier`, where every worker waits for the others;
+  prediction no strategy splits between workers, :func:`barrier`, where every worker waits for the others, and
+  :func:`on_every_worker`, a family's step on every worker with the chief alone writing;
 * :func:`fit`: ``model.fit`` with the shared callbacks in their order (PreciseBN, validation scores, best epoch,
   then the family's own), returning the Keras ``History``;
 * :class:`BestEpoch`: the best-epoch selection, a callback that keeps the weights of the epoch of best monitored
@@ -167,6 +168,44 @@ def barrier(strategy) -> None:
         if lost is None:
             raise
         raise lost from None
+
+
+def on_every_worker(run_dir: str | Path, work: Callable[[Path], Any], *, distribute: str | None = None,
+                    timeout_s: float | None = None, lock: Callable[[], Any] | None = None, chief: bool = True) -> Any:
+    """A family's training step on one machine, or on every worker of a cluster with the chief alone writing.
+
+    One machine (``distribute`` ``None``): ``work(run_dir)`` inside ``lock()``. ``multi-worker``: every worker joins
+    the cluster first (:func:`get_strategy`; a worker that never joins ends at the timeout, before anything is
+    written); the chief (``chief``, :func:`cnnrnn.distribute.worker_is_chief`) runs ``work(run_dir)`` inside
+    ``lock()``, another worker ``work(folder)`` on a scratch folder it removes after
+    (:func:`cnnrnn.distribute.in_scratch`; its result names ``run_dir`` again); then every worker waits for the others
+    (:func:`barrier`), so that none returns before the chief has written.
+
+    Args:
+        run_dir: the step's run folder (claimed by the family). work: the step, given the folder to write.
+        distribute, timeout_s: as :func:`get_strategy`. lock: a context manager factory held around the chief's
+            work (e.g. :func:`cnnrnn.outputs.writing_stage`), or ``None``. chief: whether this process writes.
+
+    Returns:
+        What ``work`` returned.
+
+    Raises:
+        cnnrnn.distribute.ClusterError: the cluster is unusable, or a worker was lost (one line).
+    """
+    import contextlib
+
+    from .distribute import in_scratch
+
+    if distribute:
+        get_strategy(distribute, timeout_s)
+    if chief:
+        with (lock or contextlib.nullcontext)():
+            result = work(Path(run_dir))
+    else:
+        result = in_scratch(run_dir, work)
+    if distribute:
+        barrier(get_strategy(distribute, timeout_s))
+    return result
 
 
 def pooled_scores(proba: np.ndarray, y: np.ndarray, counts: Sequence[int] | None = None,

@@ -28,7 +28,7 @@ With ``distribute="multi-worker"`` (``--distribute multi-worker``, :mod:`cnnrnn.
 the same corpus and run folder, each reading its part of every global batch of ``batch_size`` clips: the chief alone
 claims the folder, takes the lock and writes it (the feature cache included); the others decode the audio into their
 own feature cache in a scratch folder and compute the same there, which they remove
-(:func:`cnnrnn.distribute.in_scratch`), and return the same report; no worker returns before the chief has written.
+(:func:`cnnrnn.training.on_every_worker`), and return the same report; no worker returns before the chief has written.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from ..artifacts import LABELS_FILE, save_json, save_model_h5
 from ..corpora import label_order, load_corpus
 from ..reports import REPORT_FILES
 from ..runs import MANIFEST_FILE, write_manifest
-from ..training import barrier, fit, get_strategy
+from ..training import fit, get_strategy, on_every_worker
 from .config import BASELINE_CONFIG_FILE, FAMILY, MODEL_FILE, NORM_FILE, BaselineConfig, load_baseline_config
 from .data import (build_cache, cache_dataset, claim_cache, corpus_arrays, is_feature_cache,
                    normalization_stats, normalizer, split_rows)
@@ -118,7 +118,7 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, mo
         cnnrnn.outputs.FolderInUseError: another process trains this run.
         cnnrnn.distribute.ClusterError: ``multi-worker`` without a usable cluster.
     """
-    from ..distribute import in_scratch, worker_is_chief
+    from ..distribute import worker_is_chief
     from ..outputs import writing_stage
 
     cfg = load_baseline_config(config, model, **overrides)
@@ -127,16 +127,11 @@ def train(corpus: str, root: str | Path, out: str | Path, config: Any = None, mo
     if cache_dir is not None:  # refused before the corpus is read
         claim_cache(cache_dir, write=chief)
     own_cache = [(out / "cache", None)] if cache_dir is None else []  # a shared cache may be written by others
-    if chief:
-        with writing_stage(out, "train", [(out, RUN_FILES), *own_cache]):
-            report = _train(corpus, root, out, cfg, cache_dir, progress, verbose, distribute, timeout_s)
-    else:  # the same in a scratch folder, with its own feature cache: the chief alone writes
-        get_strategy(distribute, timeout_s)  # joined before the scratch folder exists (the watchdog kills)
-        report = in_scratch(out, lambda tmp: _train(corpus, root, tmp, cfg, None, progress, verbose, distribute,
-                                                    timeout_s))
-    if distribute:  # no worker returns before the chief has written
-        barrier(get_strategy(distribute, timeout_s))
-    return report
+    # another worker decodes the audio into its own cache, in its scratch folder: the chief alone writes
+    return on_every_worker(out, lambda folder: _train(corpus, root, folder, cfg, cache_dir if folder == out else None,
+                                                      progress, verbose, distribute, timeout_s),
+                           distribute=distribute, timeout_s=timeout_s, chief=chief,
+                           lock=lambda: writing_stage(out, "train", [(out, RUN_FILES), *own_cache]))
 
 
 def _train(corpus: str, root: str | Path, out: Path, cfg: BaselineConfig, cache_dir: str | Path | None,
@@ -148,8 +143,6 @@ def _train(corpus: str, root: str | Path, out: Path, cfg: BaselineConfig, cache_
     from ..outputs import digest, read_inputs, record_inputs
     from ..plots import plot_history
 
-    if distribute:  # every worker joins before TensorFlow runs anything
-        get_strategy(distribute, timeout_s)
     utterances, corpus_report = load_corpus(corpus, root)
     labels = label_order(corpus, {u.emotion for u in utterances})
     y, groups, ids = corpus_arrays(utterances, labels)

@@ -40,8 +40,8 @@ or labels; step 2 refuses a DCNN fine-tuned on other label names than its fileli
 
 With ``distribute="multi-worker"`` (``--distribute multi-worker``, :mod:`cnnrnn.distribute`) every worker runs the
 step on the same filelists and run folder: the chief alone claims the folder, takes the lock and writes; the others
-compute the same in a scratch folder they remove (:func:`cnnrnn.distribute.in_scratch`) and return the same report;
-no worker returns before the chief has written (:func:`cnnrnn.training.barrier`), so that step 2 may follow.
+compute the same in a scratch folder they remove and return the same report; no worker returns before the chief has
+written (:func:`cnnrnn.training.on_every_worker`), so that step 2 may follow.
 """
 from __future__ import annotations
 
@@ -335,29 +335,23 @@ def _ids(paths: Sequence[str]) -> list[str]:
 
 
 def _run_step(cfg: DcnnConfig, step: str, distribute: str | None, timeout_s: float | None, work) -> dict:
-    """``work(cfg, run_dir)`` under the lock of ``step`` in the claimed run folder; with ``multi-worker`` on the chief
-    alone, another worker running it on ``cfg`` moved to a scratch folder; every worker joins the cluster before
-    the work and waits for the others (the chief's files written, its lock released) after it."""
+    """``work(cfg, run_dir)`` under the lock of ``step`` in the claimed run folder; with ``multi-worker`` on every
+    worker, the chief alone writing (:func:`cnnrnn.training.on_every_worker`; another worker's ``cfg`` points to its
+    scratch folder)."""
     from ..config import override
-    from ..distribute import in_scratch, worker_is_chief
+    from ..distribute import worker_is_chief
     from ..outputs import writing_stage
 
     chief = worker_is_chief(distribute)
     run_dir = claim_run(cfg.run_dir, write=chief)
-    if chief:  # the chief checks the locks for all (two checks of one lock at once would collide)
+    if chief:  # the chief checks the locks for all
         _other_step_not_running(run_dir, step)
+    def step_in(folder: Path) -> dict:  # another worker's scratch folder: cfg's run folder moved there
+        return work(cfg if folder == run_dir else override(cfg, {"train.log_root": str(folder.parent)}), folder)
 
-    join = (lambda: training.get_strategy(distribute, timeout_s)) if distribute else (lambda: None)
-    if chief:
-        with writing_stage(run_dir, step, [(run_dir, WRITTEN_FILES)]):
-            join()  # every worker joins before TensorFlow runs anything (the others before their scratch exists)
-            result = work(cfg, run_dir)
-    else:
-        join()
-        result = in_scratch(run_dir, lambda tmp: work(override(cfg, {"train.log_root": str(tmp.parent)}), tmp))
-    if distribute:
-        training.barrier(training.get_strategy(distribute, timeout_s))
-    return result
+    return training.on_every_worker(
+        run_dir, step_in, distribute=distribute, timeout_s=timeout_s, chief=chief,
+        lock=lambda: writing_stage(run_dir, step, [(run_dir, WRITTEN_FILES)]))
 
 
 def _predict(model, data, batch_size: int, distribute: str | None) -> np.ndarray:
