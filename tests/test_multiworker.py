@@ -4,8 +4,8 @@ two worker processes on 127.0.0.1 on the bundled sample, each family's tiniest p
 when fold 2 starts, which must end the other with a clear error (never a hang); the same command restarted on both
 resumes, and the checkpoints must equal a two-replica ``MirroredStrategy`` run on one machine (two logical CPUs).
 The restarted workers then run the DCNN's two steps and the baseline in the same processes (one TensorFlow start
-each): the chief alone writes, the other leaves nothing behind, both print the same metrics, and the baseline's
-weights equal the mirrored run's. A worker whose peer never joins ends with a clear error within the timeout."""
+each): the chief alone writes, the other leaves nothing behind, both print the same metrics, and the DCNN's and the
+baseline's weights equal the mirrored run's. A worker whose peer never joins ends with a clear error within the timeout."""
 import json
 import os
 import re
@@ -139,7 +139,8 @@ for name, argv in json.loads(sys.argv[1]):
 #: as 0.0 (two mirrored runs on a 2-core CPU give bit-identical checkpoints), with room for float noise only.
 #: Measured 2026-12-07: 6 runs x 2 CNNRNN folds, every array 0.0 apart (before Keras' throwaway first-batch iterator
 #: was removed, 3 folds of 12 differed by up to 4e-4: cnnrnn.training._keras_distributed_fixes), and 0.0 for the
-#: fold trained after a restart (4e-4 before each fold's dropout state was reset); the baseline 0.0.
+#: fold trained after a restart (4e-4 before each fold's dropout state was reset); both DCNN steps and the baseline
+#: 0.0 (DCNN step 2 3e-2 while only the multi-worker run fed it a tf.data pipeline).
 TOLERANCE = 1e-6
 DCNN_STEPS = ("finetune", "train")
 
@@ -222,7 +223,13 @@ def trained(packed, tmp_path_factory, sample_dir):
     shutil.copytree(packed, multi)
     shutil.copytree(packed, mirrored)
     corpus = ["train", "--model", "ann", "--corpus", "kemdy20", "--root", str(sample_dir), "--config", "tiny_ann"]
+    lists = filelists(root, sample_dir)
+
+    def dcnn(out):
+        return [[step, ["dcnn", step, "--config", f"tiny_{step}", *lists, "--out", str(out)]] for step in DCNN_STEPS]
+
     reference = start(["-c", RUN, json.dumps([["cnnrnn", ["train", "--out", str(mirrored), "--config", "tiny"]],
+                                               *dcnn(root / "mirrored_logs"),
                                                ["baseline", ["baselines", *corpus, "--out", str(root / "mb")]]]),
                        "mirrored"])
     workers = free_ports(2)
@@ -237,10 +244,8 @@ def trained(packed, tmp_path_factory, sample_dir):
     killed = (rc, err, time.perf_counter() - killed)
     other.communicate()
     fold1_mtime = (multi / "folds" / "fold1.json").stat().st_mtime_ns
-    lists = filelists(root, sample_dir)
     commands = [["cnnrnn", ["train", "--out", str(multi), "--config", "tiny"]]]  # the same command again
-    commands += [[step, ["dcnn", step, "--config", f"tiny_{step}", *lists, "--out", str(root / "logs")]]
-                 for step in DCNN_STEPS]
+    commands += dcnn(root / "logs")
     commands.append(["baseline", ["baselines", *corpus, "--out", str(root / "baseline")]])
     workers = free_ports(2)
     procs = [start(["-c", RUN, json.dumps(commands), "multi-worker", *cluster(workers, i)], root / f"tmp{i}")
@@ -248,8 +253,8 @@ def trained(packed, tmp_path_factory, sample_dir):
     results = [finish(p) for p in procs + [reference]]
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
-    return {"multi": multi, "mirrored": mirrored, "dcnn": root / "logs", "baseline": root / "baseline",
-            "mirrored_baseline": root / "mb", "killed": killed, "fold1_mtime": fold1_mtime, "root": root,
+    return {"multi": multi, "mirrored": mirrored, "dcnn": root / "logs", "mirrored_dcnn": root / "mirrored_logs",
+            "baseline": root / "baseline", "mirrored_baseline": root / "mb", "killed": killed, "fold1_mtime": fold1_mtime, "root": root,
             "printed": [printed(out) for _, out, _ in results[:2]]}
 
 
@@ -333,6 +338,15 @@ def test_dcnn_two_workers_chief_writes_both_steps(trained):
     # the logs are appended to: one worker wrote them (the other, in its scratch folder)
     assert (logs / "tiny_finetune" / "log_finetune.out").read_text().count("step 1 (fine-tune DCNN)") == 1
     assert (logs / "tiny_train" / "log_train.out").read_text().count("step 2 (BLSTM + attention)") == 1
+
+
+def test_dcnn_steps_equal_two_mirrored_replicas(trained):
+    for step, name in (("tiny_finetune", "dcnn.h5"), ("tiny_train", "blstm_attention.h5")):
+        assert largest_difference(trained["dcnn"] / step / name, trained["mirrored_dcnn"] / step / name) <= TOLERANCE
+    multi, mirrored = (json.loads((trained[k] / "tiny_train" / "metrics_train.json").read_text())["utterances"]
+                       for k in ("dcnn", "mirrored_dcnn"))
+    assert {k: multi[k] for k in ("ua", "wa", "f1_macro", "confusion_matrix")} == {
+        k: mirrored[k] for k in ("ua", "wa", "f1_macro", "confusion_matrix")}
 
 
 def test_baseline_two_workers_chief_writes(trained):

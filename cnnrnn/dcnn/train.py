@@ -524,13 +524,15 @@ def _check_labels(cfg: DcnnConfig, labels: Sequence[str], dcnn_path: Path) -> No
 
 
 def _fit_input(x: np.ndarray, y: np.ndarray, val: tuple, batch_size: int, seed: int, distribute: str | None):
-    """Step 2's ``(data, fit options)``: on one machine the arrays as they always were (Keras batches and shuffles
-    them); under ``multi-worker`` ``tf.data`` pipelines of global batches of ``batch_size`` utterances (the
-    training one reshuffled every epoch from ``seed``, the same order on every worker), which
-    :func:`cnnrnn.training.fit` shards by worker."""
-    if not distribute:
-        return x, {"y": y, "batch_size": batch_size, "validation_data": val, "shuffle": True}
+    """Step 2's ``(data, fit options)``: on one device the arrays as they always were (Keras batches and shuffles
+    them); with several replicas (``multi-worker``, or a mirrored strategy over several devices) ``tf.data``
+    pipelines of global batches of ``batch_size`` utterances (the training one reshuffled every epoch from ``seed``,
+    the same order on every worker), which :func:`cnnrnn.training.fit` shards by worker: a multi-worker run and a
+    mirrored run with as many replicas train on the same batches."""
     import tensorflow as tf
+
+    if not distribute and training.get_strategy().num_replicas_in_sync == 1:
+        return x, {"y": y, "batch_size": batch_size, "validation_data": val, "shuffle": True}
 
     data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     return data.batch(batch_size), {"validation_data": tf.data.Dataset.from_tensor_slices(val).batch(batch_size),
