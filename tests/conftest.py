@@ -1,6 +1,7 @@
 """Shared fixtures. Real audio comes from the bundled sample (always present) and, where it
 exists, from ../shared/data (tests that need it skip when it is absent)."""
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,36 @@ def figures(monkeypatch):
 
     monkeypatch.setattr(plots, "_save", keep)
     return kept
+
+
+
+@contextmanager
+def eager_keras_steps():
+    """Keras' train and predict steps run eagerly inside (``tf.config.run_functions_eagerly``), then as before."""
+    import tensorflow as tf
+
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def eager_module(request):
+    """Keras steps run eagerly in a test module that sets ``EAGER_KERAS = True``: for its tiny models, tracing each
+    ``fit`` and ``predict`` as a ``tf.function`` costs more than the steps (the same computation). The traced steps
+    are tested by the other modules, the notebooks and the multi-worker test's processes."""
+    if not getattr(request.module, "EAGER_KERAS", False):
+        yield
+        return
+    with eager_keras_steps():
+        yield
+
+
+@pytest.fixture
+def eager():
+    """Keras steps run eagerly for one test (:func:`eager_keras_steps`)."""
+    with eager_keras_steps():
+        yield

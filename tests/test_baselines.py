@@ -22,6 +22,9 @@ from cnnrnn.baselines.train import evaluate, train
 from cnnrnn.corpora import CorpusError, load_corpus
 from cnnrnn.runs import read_manifest
 
+#: Keras steps run eagerly here (conftest.eager_module): tracing costs more than these tiny models' steps.
+EAGER_KERAS = True
+
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture

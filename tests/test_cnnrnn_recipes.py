@@ -10,6 +10,9 @@ from cnnrnn.config import ConfigError, override
 from cnnrnn.cnnrnn.config import load_config
 from cnnrnn.cnnrnn.train import image_dataset, predict_proba, segment_starts
 
+#: Keras steps run eagerly here (conftest.eager_module): tracing costs more than these tiny models' steps.
+EAGER_KERAS = True
+
 H, W, CROP, HOP = 16, 40, 16, 8
 LABELS = ["angry", "happy", "sad"]
 

@@ -10,6 +10,9 @@ import pytest
 
 from conftest import SHARED_DATA
 
+#: Keras steps run eagerly here (conftest.eager_module): tracing costs more than these tiny models' steps.
+EAGER_KERAS = True
+
 EMODB = SHARED_DATA / "emodb-535"
 LEVEL = 4.0 / 255
 

@@ -13,6 +13,9 @@ from cnnrnn.dcnn.data import waveform_segments
 from cnnrnn.features import (IMAGENET_MEAN, IMAGENET_STD, ClipTooShortError, log_mel_deltas, n_segments,
                              to_backbone_input)
 
+#: Keras steps run eagerly here (conftest.eager_module): tracing costs more than these tiny models' steps.
+EAGER_KERAS = True
+
 
 def paper(**changes) -> FeatureConfig:
     """The paper's feature settings (a shipped preset: 64 mels from 20 Hz, 16 kHz), with ``changes``."""

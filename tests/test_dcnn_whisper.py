@@ -11,6 +11,9 @@ import json
 import numpy as np
 import pytest
 
+#: Keras steps run eagerly here (conftest.eager_module): tracing costs more than these tiny models' steps.
+EAGER_KERAS = True
+
 LABELS = ["anger", "happiness", "neutral"]
 SPEAKERS = ("User001M", "User002F", "User005M", "User006F")
 SMALL = {"fc_units": 8, "lstm_units": 4, "attention_units": 4, "dense1_units": 8, "dense2_units": 4}

@@ -12,6 +12,9 @@ import pytest
 
 from conftest import SHARED_DATA, TFLITE
 
+#: Keras steps run eagerly here (conftest.eager_module): tracing costs more than these tiny models' steps.
+EAGER_KERAS = True
+
 EMODB = SHARED_DATA / "emodb-535"
 needs_tflite = pytest.mark.skipif(not (TFLITE.is_file() and EMODB.is_dir()),
                                   reason="../shared/data (yamnet.tflite, emodb-535) is absent")

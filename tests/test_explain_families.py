@@ -18,20 +18,8 @@ import pytest
 
 from cnnrnn.cli import main
 
-#: tf.data's functions are traced still (the eager fixture below is for Keras' steps); its warning says so.
-pytestmark = pytest.mark.filterwarnings("ignore:Even though the `tf.config.experimental_run_functions_eagerly`")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def eager():
-    """Keras steps run eagerly in this module: for these tiny models, tracing each ``fit`` and ``predict`` as a
-    ``tf.function`` costs more than the steps (the same computation, about half the module's time)."""
-    import tensorflow as tf
-
-    before = tf.config.functions_run_eagerly()
-    tf.config.run_functions_eagerly(True)
-    yield
-    tf.config.run_functions_eagerly(before)
+#: Keras steps run eagerly here (conftest.eager_module): tracing costs more than these tiny models' steps.
+EAGER_KERAS = True
 
 
 @pytest.fixture(scope="module")

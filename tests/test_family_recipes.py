@@ -10,6 +10,9 @@ import pytest
 from cnnrnn.config import ConfigError
 from cnnrnn.corpora import label_order, load_corpus
 
+#: Keras steps run eagerly here (conftest.eager_module): tracing costs more than these tiny models' steps.
+EAGER_KERAS = True
+
 TRAIN_SPEAKERS = ("User001M", "User002F", "User005M", "User006F")
 TEST_SPEAKERS = ("User033M", "User034F")
 

@@ -188,7 +188,7 @@ def test_keras2_h5_checkpoint_loads_and_predicts(run_dir, tmp_path):
     assert result["metrics"]["n"] == len(images)
 
 
-def test_faithful_resnet50_run_end_to_end(sample_dir, tmp_path):
+def test_faithful_resnet50_run_end_to_end(sample_dir, tmp_path, eager):  # eager: tracing ResNet50 costs more
     """THE faithful end-to-end run: the original CNNRNN (ResNet50 + LSTM) at the tests' size (preset tiny_resnet50)
     through `cnnrnn run` on the bundled sample (split, spectrograms, pack, 2 folds, the test set predicted with both
     folds' checkpoints). Every other CNNRNN run of the suite uses the compact backbone (`cnnrnn predict` of a wav
