@@ -89,7 +89,13 @@ def _explain_from_cli(run, family: str, wav, out, figures, monkeypatch) -> tuple
     found = re.search(r"evidence for (\S+) \(p = ([0-9.]+); ([a-z-]+)\)", title)
     assert found, title
     assert found.group(1) == kept["labels"][kept["target"]] and found.group(3) == kept["method"]
-    assert 1 / len(kept["labels"]) <= float(found.group(2)) <= 1  # the top class's probability
+    # the title's class and probability are prediction's: the top class of `cnnrnn predict` on the same file
+    from cnnrnn.predict import predict
+
+    row = predict(str(run), wav, out.parent / f"{out.stem}_predict", progress=False)["predictions"].iloc[0]
+    probabilities = {label: float(row[f"p_{label}"]) for label in kept["labels"]}
+    assert found.group(1) == max(probabilities, key=probabilities.get)
+    assert found.group(2) == f"{probabilities[found.group(1)]:.2f}"
     return kept, title
 
 
