@@ -280,12 +280,11 @@ def cross_validate(
         on_start()
     import keras  # after the checks: a refused run answers at once
 
+    from ..distribute import worker_is_chief
     from ..models.cnnrnn import WHISPER_HEAD_LAYER, build_cnnrnn
     from ..training import PreciseBN
 
-    from ..distribute import is_chief
-
-    chief = distribute != "multi-worker" or is_chief()  # only the chief writes
+    chief = worker_is_chief(distribute)  # only the chief writes
     for sub in ("models", "history", "logs", "folds") if chief else ():
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     if chief:
@@ -495,11 +494,10 @@ def train(out: str | Path, config=None, verbose: int | str = "auto", distribute:
     cfg, out = load_config(config), Path(out)
     check_backbone_weights(cfg.train)
     claim_run(out, create=False)
-    if distribute == "multi-worker":
-        from ..distribute import is_chief
+    from ..distribute import worker_is_chief
 
-        if not is_chief():  # the chief holds the lock and writes; the others train beside it
-            return _train(out, cfg, verbose, distribute, timeout_s, chief=False)
+    if not worker_is_chief(distribute):  # the chief holds the lock and writes; the others train beside it
+        return _train(out, cfg, verbose, distribute, timeout_s, chief=False)
     with writing_stage(out, "train", [(out / "models", None), (out / "folds", None), (out / "history", None),
                                       (out, ["cv_report.json", "run.json", A.CONFIG_FILE])]):
         return _train(out, cfg, verbose, distribute, timeout_s)
