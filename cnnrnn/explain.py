@@ -270,6 +270,9 @@ def file_windows(y: np.ndarray, sr: int, clip_s: float | None) -> list[tuple[int
 
     Returns:
         ``[(start in samples, (samples,) float32 waveform), ...]``.
+
+    Raises:
+        ValueError: an empty ``y``, or ``clip_s`` under one sample (:func:`cnnrnn.audio.windows`).
     """
     from .audio import windows
     from .timeline import CLIP_TOLERANCE_S

@@ -1,8 +1,8 @@
 """Saliency of a CNNRNN run on one audio file, on the whole file's log-mel axes (``cnnrnn spectrogram --explain``).
 
 The file is cut as prediction cuts it: one clip of ``spectrogram.duration`` seconds (zero-padded), or for a longer
-file windows of that length every half clip (:func:`cnnrnn.audio.windows`, as :func:`cnnrnn.predict.predict` does);
-each clip becomes the model-input image as :func:`cnnrnn.cnnrnn.predict.collect_inputs` renders it (normalisation
+file windows of that length every half clip (:func:`cnnrnn.explain.file_windows`, as :func:`cnnrnn.predict.predict`
+does); each clip becomes the model-input image as :func:`cnnrnn.cnnrnn.predict.collect_inputs` renders it (normalisation
 and speaker statistics of the run included). :func:`cnnrnn.explain.saliency` maps each image (a time-crop model's
 segments placed on the clip's time axis) back to the log-mel's ``(n_mels, frames)`` grid (rows flipped: the image
 has low frequencies at the bottom); the clips' maps are placed on the file's frames, averaged where windows overlap,
@@ -44,8 +44,8 @@ def explain(models: Sequence[str | Path], audio: str | Path, manifest=None, *, m
             the method that would work); unusable audio (:class:`cnnrnn.audio.AudioError`).
         CheckpointError: a checkpoint does not load or does not take images.
     """
-    from ..audio import Clip, windows
-    from ..explain import choose_method, normalise, place_segments, saliency
+    from ..audio import Clip
+    from ..explain import choose_method, file_windows, normalise, place_segments, saliency
     from ..features import load_clip, log_mel
 
     paths = [Path(m) for m in models]
@@ -66,11 +66,8 @@ def explain(models: Sequence[str | Path], audio: str | Path, manifest=None, *, m
     method = method or choose_method(keras_models[0])
     size, stats = run_image_input(run_dir, run_cfg, spec, shape)
     y = load_clip(audio, spec)
-    if len(y) > spec.n_samples:
-        starts, cuts = windows(y, spec.sr, spec.duration, spec.duration / 2)
-    else:
-        starts, cuts = np.zeros(1), [y]
-    clips = [Clip(f"{Path(audio).stem}@{s:.3f}", audio, np.array(c), spec.sr, float(s)) for s, c in zip(starts, cuts)]
+    clips = [Clip(f"{Path(audio).stem}@{o / spec.sr:.3f}", audio, c, spec.sr, o / spec.sr)
+             for o, c in file_windows(y, spec.sr, spec.duration)]  # the windows prediction cuts
     inputs = collect_inputs(clips, size, spec, progress=False, speaker=speaker, stats=stats)
     images = grayscale(inputs.images) if shape[2] == 1 else inputs.images
     clip_frames = log_mel(np.zeros(spec.n_samples, np.float32) + 1e-3, spec).shape[1]
