@@ -5,7 +5,8 @@ when fold 2 starts, which must end the other with a clear error (never a hang); 
 resumes, and the checkpoints must equal a two-replica ``MirroredStrategy`` run on one machine (two logical CPUs).
 The restarted workers then run the DCNN's two steps and the baseline in the same processes (one TensorFlow start
 each): the chief alone writes, the other leaves nothing behind, both print the same metrics, and the DCNN's and the
-baseline's weights equal the mirrored run's. A worker whose peer never joins ends with a clear error within the timeout."""
+baseline's weights equal the mirrored run's. A worker whose peer never joins ends with a clear error within the
+timeout."""
 import json
 import os
 import re
@@ -254,8 +255,8 @@ def trained(packed, tmp_path_factory, sample_dir):
     for rc, _, err in results:
         assert rc == 0, err[-3000:]
     return {"multi": multi, "mirrored": mirrored, "dcnn": root / "logs", "mirrored_dcnn": root / "mirrored_logs",
-            "baseline": root / "baseline", "mirrored_baseline": root / "mb", "killed": killed, "fold1_mtime": fold1_mtime, "root": root,
-            "printed": [printed(out) for _, out, _ in results[:2]]}
+            "baseline": root / "baseline", "mirrored_baseline": root / "mb", "killed": killed,
+            "fold1_mtime": fold1_mtime, "root": root, "printed": [printed(out) for _, out, _ in results[:2]]}
 
 
 def h5_arrays(path):
@@ -366,7 +367,8 @@ def test_baseline_equals_two_mirrored_replicas(trained):
     run, mirrored = trained["baseline"], trained["mirrored_baseline"]
     assert len([k for k in h5_arrays(run / "model.h5") if k.startswith("model_weights/")]) == 6
     assert largest_difference(run / "model.h5", mirrored / "model.h5") <= TOLERANCE
-    assert json.loads((run / "metrics.json").read_text())["n"] == json.loads((mirrored / "metrics.json").read_text())["n"]
+    n = [json.loads((folder / "metrics.json").read_text())["n"] for folder in (run, mirrored)]
+    assert n[0] == n[1]
 
 
 def test_no_scratch_folder_is_left(trained):
